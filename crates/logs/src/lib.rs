@@ -1,0 +1,3 @@
+//! The log inspection loop.
+pub mod mask;
+pub mod miner;

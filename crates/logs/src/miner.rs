@@ -1,0 +1,718 @@
+//! Online template mining: [`TemplateMiner`] assigns every message to a [`Template`].
+//!
+//! The miner is of the Drain family, with two changes that remove Drain's per-dataset knobs:
+//!
+//! 1. **Shapes, not raw tokens.** Every token is first masked ([`crate::mask`]) so that variable
+//!    parts are `<*>` *before* comparison. Two messages with the same sequence of shapes (the
+//!    *skeleton*) always share a template, so the common case is one hash lookup: the skeleton
+//!    cache. Only a new skeleton is scored against the templates of its length.
+//! 2. **Scoring that knows what a wildcard is.** A position that is already `<*>` in a template
+//!    matches anything; what decides a merge is how many *constant* words disagree, weighed by
+//!    where they are (the first word names the event far more often than the last).
+//!
+//! Template ids are the hash of the first skeleton a template was created from, so reruns and
+//! other hosts that see the same messages get the same ids, and a template keeps its id while it
+//! generalises. Memory is bounded: at most `max_templates` live templates (the least recently
+//! seen is evicted) and a skeleton cache that is cleared when it outgrows its cap.
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::mask::{WILDCARD, is_size_unit, mask_token};
+
+/// Distinct values a position must show before it counts as a variable. Two alternatives are
+/// usually two events (`startup`/`shutdown`, `Starting`/`Ending`); identifiers show many more.
+pub const VARIANTS: usize = 3;
+
+/// Distinct values needed where the token is `key=word`: such fields are mostly enumerations
+/// (`state=running`, `method=GET`, `tty=ssh`) whose values name different events.
+pub const FIELD_VARIANTS: usize = 4;
+
+/// A template's stable identity: the hash of the skeleton it was created from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TemplateId(pub u64);
+
+impl fmt::Display for TemplateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for TemplateId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        u64::from_str_radix(s, 16).map(TemplateId)
+    }
+}
+
+/// Settings of the miner. The defaults are meant to be left alone.
+#[derive(Clone, Debug)]
+pub struct MinerConfig {
+    /// Live templates kept at most; the least recently seen is evicted past this.
+    pub max_templates: usize,
+    /// Skeleton-cache entries kept at most before the cache is cleared.
+    pub max_skeletons: usize,
+}
+
+impl Default for MinerConfig {
+    fn default() -> Self {
+        Self {
+            max_templates: 20_000,
+            max_skeletons: 500_000,
+        }
+    }
+}
+
+/// One position of a template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Slot {
+    /// A token shape that every member has here (it may itself contain `<*>`, as `uid=<*>`).
+    Exact(Box<str>),
+    /// Members differ here.
+    Any,
+}
+
+/// A message template and its statistics.
+#[derive(Clone, Debug)]
+pub struct Template {
+    id: TemplateId,
+    slots: Vec<Slot>,
+    text: String,
+    count: u64,
+    last_used: u64,
+    generation: u32,
+    live: bool,
+    /// Values seen at positions where near-identical messages differed, per position.
+    variants: Vec<(u32, Vec<u64>)>,
+}
+
+impl Template {
+    /// The stable id.
+    pub fn id(&self) -> TemplateId {
+        self.id
+    }
+    /// The template text, variables as `<*>`, tokens joined by one space.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+    /// Messages assigned to this template so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    /// The number of tokens.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+    /// Whether the template has no token (an empty message).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+    /// Bumped each time the template generalises, so cached renderings can be refreshed.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Whether turning `pos` into a wildcard still leaves at least half the slots constant.
+    fn may_generalise(&self, pos: usize) -> bool {
+        // The first word names the event far more often than it carries a value (Drain keys its
+        // whole tree on it); a template never generalises there.
+        if pos == 0 {
+            return false;
+        }
+        let exact = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Exact(_)))
+            .count();
+        matches!(self.slots.get(pos), Some(Slot::Exact(_))) && (exact - 1) * 2 >= self.slots.len()
+    }
+
+    /// Records that a message differing only at `pos` had `value` there; true once `needed`
+    /// distinct values (the template's own included) have been seen.
+    fn record_variant(&mut self, pos: usize, value: u64, needed: usize) -> bool {
+        let own = match self.slots.get(pos) {
+            Some(Slot::Exact(s)) => xxh3_64(s.as_bytes()),
+            _ => return false,
+        };
+        let entry = match self.variants.iter().position(|(p, _)| *p as usize == pos) {
+            Some(i) => &mut self.variants[i].1,
+            None => {
+                self.variants.push((pos as u32, vec![own]));
+                let last = self.variants.len() - 1;
+                &mut self.variants[last].1
+            }
+        };
+        if !entry.contains(&value) {
+            entry.push(value);
+        }
+        let done = entry.len() >= needed;
+        if done {
+            self.variants.retain(|(p, _)| *p as usize != pos);
+        }
+        done
+    }
+
+    fn render(&mut self) {
+        self.text.clear();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if i > 0 {
+                self.text.push(' ');
+            }
+            match slot {
+                Slot::Exact(s) => self.text.push_str(s),
+                Slot::Any => self.text.push_str("<*>"),
+            }
+        }
+    }
+}
+
+/// What [`TemplateMiner::add`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// Index of the template in the miner (valid until it is evicted; see [`Template`]).
+    pub index: u32,
+    /// The template's stable id.
+    pub id: TemplateId,
+    /// The message created a new template.
+    pub created: bool,
+    /// The message made an existing template more general.
+    pub generalised: bool,
+}
+
+/// The online template miner. Start with [`TemplateMiner::new`] and feed [`TemplateMiner::add`].
+pub struct TemplateMiner {
+    config: MinerConfig,
+    templates: Vec<Template>,
+    free: Vec<u32>,
+    live: usize,
+    by_len: FxHashMap<usize, Vec<u32>>,
+    by_id: FxHashMap<TemplateId, u32>,
+    aliases: FxHashMap<TemplateId, TemplateId>,
+    skeletons: FxHashMap<u64, (u32, u32)>,
+    clock: u64,
+    evicted: u64,
+    // Scratch, reused for every message.
+    shapes: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+    masked: Vec<bool>,
+}
+
+impl Default for TemplateMiner {
+    fn default() -> Self {
+        Self::new(MinerConfig::default())
+    }
+}
+
+impl TemplateMiner {
+    /// A miner with no templates.
+    pub fn new(config: MinerConfig) -> Self {
+        Self {
+            config,
+            templates: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            by_len: FxHashMap::default(),
+            by_id: FxHashMap::default(),
+            aliases: FxHashMap::default(),
+            skeletons: FxHashMap::default(),
+            clock: 0,
+            evicted: 0,
+            shapes: Vec::with_capacity(1024),
+            spans: Vec::with_capacity(64),
+            masked: Vec::with_capacity(64),
+        }
+    }
+
+    /// Assigns `message` to a template, creating or generalising one as needed.
+    pub fn add(&mut self, message: &str) -> Assignment {
+        self.clock += 1;
+        let key = self.shape(message.as_bytes());
+        if let Some(&(index, generation)) = self.skeletons.get(&key) {
+            if let Some(t) = self.templates.get_mut(index as usize) {
+                if t.live && t.generation == generation {
+                    t.count += 1;
+                    t.last_used = self.clock;
+                    return Assignment {
+                        index,
+                        id: t.id,
+                        created: false,
+                        generalised: false,
+                    };
+                }
+            }
+        }
+        self.assign_slow(key)
+    }
+
+    /// The template at `index`.
+    pub fn template(&self, index: u32) -> Option<&Template> {
+        self.templates.get(index as usize).filter(|t| t.live)
+    }
+
+    /// The live template that `id` names now: its own, or the one it was folded into.
+    pub fn resolve(&self, mut id: TemplateId) -> Option<&Template> {
+        for _ in 0..64 {
+            match self.aliases.get(&id) {
+                Some(&next) => id = next,
+                None => break,
+            }
+        }
+        self.by_id.get(&id).and_then(|&i| self.template(i))
+    }
+
+    /// Live templates, in no particular order.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.templates.iter().filter(|t| t.live)
+    }
+
+    /// Number of live templates.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no template exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Templates evicted so far to stay within `max_templates`.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Splits `message` into tokens, masks them into `self.shapes` and returns the skeleton hash.
+    fn shape(&mut self, message: &[u8]) -> u64 {
+        self.shapes.clear();
+        self.spans.clear();
+        self.masked.clear();
+        let mut after_number = false;
+        for token in message
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|t| !t.is_empty())
+        {
+            let start = self.shapes.len() as u32;
+            let masked = if after_number && is_size_unit(token) {
+                self.shapes.extend_from_slice(WILDCARD);
+                true
+            } else {
+                mask_token(token, &mut self.shapes)
+            };
+            after_number = &self.shapes[start as usize..] == WILDCARD;
+            self.spans.push((start, self.shapes.len() as u32));
+            self.masked.push(masked);
+            // A separator that cannot occur in text keeps "a b" and "ab" apart.
+            self.shapes.push(0x1f);
+        }
+        xxh3_64(&self.shapes)
+    }
+
+    fn token(&self, i: usize) -> &[u8] {
+        let (s, e) = self.spans[i];
+        &self.shapes[s as usize..e as usize]
+    }
+
+    fn assign_slow(&mut self, key: u64) -> Assignment {
+        let n = self.spans.len();
+        let candidates = self.by_len.get(&n).cloned().unwrap_or_default();
+        // 1. A template whose constant positions all agree takes the message as it is.
+        let mut fit: Option<u32> = None;
+        for &index in &candidates {
+            let t = &self.templates[index as usize];
+            if self.differing(t, 0).is_some_and(|d| d.is_empty()) {
+                fit = Some(index);
+                break;
+            }
+        }
+        // 2. Otherwise the message is evidence that some template varies at one position. Once a
+        //    position has shown `VARIANTS` different values, it is a variable: the template
+        //    generalises there, and the message (with all others that now fit) joins it.
+        let mut generalised = false;
+        if fit.is_none() {
+            for &index in &candidates {
+                let Some(pos) = self
+                    .differing(&self.templates[index as usize], 1)
+                    .and_then(|d| d.first().copied())
+                else {
+                    continue;
+                };
+                let (a, b) = self.spans[pos];
+                let token = &self.shapes[a as usize..b as usize];
+                let value = xxh3_64(token);
+                let t = &mut self.templates[index as usize];
+                if !t.may_generalise(pos) {
+                    continue;
+                }
+                // Two spellings of one kind of value (`rdd_<*>`, `broadcast_<*>`) need no
+                // further evidence; words do.
+                let needed = match &t.slots[pos] {
+                    Slot::Exact(s) if value_like(s.as_bytes()) && value_like(token) => 2,
+                    Slot::Exact(s) if s.contains('=') => FIELD_VARIANTS,
+                    _ => VARIANTS,
+                };
+                if t.record_variant(pos, value, needed) {
+                    t.slots[pos] = Slot::Any;
+                    t.generation += 1;
+                    t.render();
+                    self.absorb_fitting(index);
+                    generalised = true;
+                    fit = Some(index);
+                    break;
+                }
+            }
+        }
+        let assignment = match fit {
+            Some(index) => {
+                let t = &mut self.templates[index as usize];
+                t.count += 1;
+                t.last_used = self.clock;
+                Assignment {
+                    index,
+                    id: t.id,
+                    created: false,
+                    generalised,
+                }
+            }
+            None => self.create(key),
+        };
+        if self.skeletons.len() >= self.config.max_skeletons {
+            self.skeletons.clear();
+        }
+        let tag = self.templates[assignment.index as usize].generation;
+        self.skeletons.insert(key, (assignment.index, tag));
+        assignment
+    }
+
+    /// Positions where the current message disagrees with a constant slot of `t`, or `None`
+    /// when there are more than `max` of them.
+    fn differing(&self, t: &Template, max: usize) -> Option<Vec<usize>> {
+        let mut out = Vec::new();
+        for (i, slot) in t.slots.iter().enumerate() {
+            if let Slot::Exact(s) = slot {
+                if s.as_bytes() != self.token(i) {
+                    if out.len() == max {
+                        return None;
+                    }
+                    out.push(i);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Folds every other live template of the same length that now fits `into` into it; the
+    /// folded ids become aliases of `into`'s id.
+    fn absorb_fitting(&mut self, into: u32) {
+        let n = self.templates[into as usize].slots.len();
+        let Some(list) = self.by_len.get(&n).cloned() else {
+            return;
+        };
+        for other in list {
+            if other == into {
+                continue;
+            }
+            let fits = {
+                let (a, b) = (
+                    &self.templates[into as usize],
+                    &self.templates[other as usize],
+                );
+                a.slots.iter().zip(&b.slots).all(|(x, y)| match (x, y) {
+                    (Slot::Any, _) => true,
+                    (Slot::Exact(x), Slot::Exact(y)) => x == y,
+                    (Slot::Exact(_), Slot::Any) => false,
+                })
+            };
+            if !fits {
+                continue;
+            }
+            let (count, last, id) = {
+                let o = &self.templates[other as usize];
+                (o.count, o.last_used, o.id)
+            };
+            let t = &mut self.templates[into as usize];
+            t.count += count;
+            t.last_used = t.last_used.max(last);
+            let into_id = t.id;
+            self.aliases.insert(id, into_id);
+            self.retire(other);
+        }
+    }
+
+    fn create(&mut self, key: u64) -> Assignment {
+        if self.live >= self.config.max_templates {
+            self.evict_lru();
+        }
+        let slots: Vec<Slot> = (0..self.spans.len())
+            .map(|i| Slot::Exact(String::from_utf8_lossy(self.token(i)).into()))
+            .collect();
+        let mut t = Template {
+            id: TemplateId(key),
+            slots,
+            text: String::new(),
+            count: 1,
+            last_used: self.clock,
+            generation: 0,
+            live: true,
+            variants: Vec::new(),
+        };
+        t.render();
+        let n = t.slots.len();
+        let index = match self.free.pop() {
+            Some(i) => {
+                // Keep the slot's generation moving so stale cache entries never match.
+                t.generation = self.templates[i as usize].generation.wrapping_add(1);
+                self.templates[i as usize] = t;
+                i
+            }
+            None => {
+                self.templates.push(t);
+                (self.templates.len() - 1) as u32
+            }
+        };
+        self.by_len.entry(n).or_default().push(index);
+        self.by_id.insert(TemplateId(key), index);
+        self.live += 1;
+        Assignment {
+            index,
+            id: TemplateId(key),
+            created: true,
+            generalised: false,
+        }
+    }
+
+    fn evict_lru(&mut self) {
+        let Some((index, _)) = self
+            .templates
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.live)
+            .min_by_key(|(_, t)| t.last_used)
+        else {
+            return;
+        };
+        self.retire(index as u32);
+        self.evicted += 1;
+    }
+
+    /// Takes a template out of service (evicted or folded into another) and frees its slot.
+    fn retire(&mut self, index: u32) {
+        let t = &mut self.templates[index as usize];
+        t.live = false;
+        t.generation = t.generation.wrapping_add(1);
+        t.variants = Vec::new();
+        let (n, id) = (t.slots.len(), t.id);
+        if let Some(v) = self.by_len.get_mut(&n) {
+            v.retain(|&i| i != index);
+        }
+        if self.by_id.get(&id) == Some(&index) {
+            self.by_id.remove(&id);
+        }
+        self.free.push(index);
+        self.live -= 1;
+        if self.aliases.len() > self.config.max_skeletons {
+            self.aliases.clear();
+        }
+    }
+
+    /// Saves the templates so that a later run continues with the same ids.
+    pub fn snapshot(&self) -> MinerState {
+        let mut templates: Vec<SavedTemplate> = self
+            .templates()
+            .map(|t| SavedTemplate {
+                id: t.id.to_string(),
+                count: t.count,
+                slots: t
+                    .slots
+                    .iter()
+                    .map(|s| match s {
+                        Slot::Exact(s) => Some(s.to_string()),
+                        Slot::Any => None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        templates.sort_by(|a, b| a.id.cmp(&b.id));
+        MinerState {
+            version: 1,
+            templates,
+        }
+    }
+
+    /// Restores templates saved by [`TemplateMiner::snapshot`].
+    pub fn restore(&mut self, state: MinerState) -> Result<(), MinerStateError> {
+        if state.version != 1 {
+            return Err(MinerStateError::Version(state.version));
+        }
+        for saved in state.templates {
+            let id = saved
+                .id
+                .parse::<TemplateId>()
+                .map_err(|_| MinerStateError::BadId(saved.id.clone()))?;
+            let slots = saved
+                .slots
+                .into_iter()
+                .map(|s| match s {
+                    Some(s) => Slot::Exact(s.into()),
+                    None => Slot::Any,
+                })
+                .collect();
+            let mut t = Template {
+                id,
+                slots,
+                text: String::new(),
+                count: saved.count,
+                last_used: 0,
+                generation: 0,
+                live: true,
+                variants: Vec::new(),
+            };
+            t.render();
+            self.by_id.insert(id, self.templates.len() as u32);
+            self.by_len
+                .entry(t.slots.len())
+                .or_default()
+                .push(self.templates.len() as u32);
+            self.templates.push(t);
+            self.live += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A masked shape that is one value, perhaps with a name prefix and punctuation (`<*>`,
+/// `rdd_<*>`, `<*>:<*>`), as opposed to structure such as `uid=<*>` or `Info{<*>}`.
+fn value_like(shape: &[u8]) -> bool {
+    if memchr::memmem::find(shape, b"<*>").is_none() {
+        return false;
+    }
+    let mut rest = Vec::with_capacity(shape.len());
+    let mut i = 0;
+    while i < shape.len() {
+        if shape[i..].starts_with(b"<*>") {
+            i += 3;
+        } else {
+            rest.push(shape[i]);
+            i += 1;
+        }
+    }
+    let name = rest
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .count();
+    !rest.contains(&b'=') && rest[name..].iter().all(u8::is_ascii_punctuation)
+}
+
+/// The miner's saved state (`--state FILE`), a JSON document.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MinerState {
+    /// Format version.
+    pub version: u32,
+    /// The templates, each with its id, count and slots (`null` for a wildcard position).
+    pub templates: Vec<SavedTemplate>,
+}
+
+/// One saved template.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedTemplate {
+    /// The id as printed.
+    pub id: String,
+    /// Messages seen.
+    pub count: u64,
+    /// Token shapes; `None` where members differ.
+    pub slots: Vec<Option<String>>,
+}
+
+/// Why a saved state could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum MinerStateError {
+    /// Written by an incompatible version.
+    #[error("unsupported miner state version {0}")]
+    Version(u32),
+    /// A template id that is not 16 hex digits.
+    #[error("invalid template id {0:?}")]
+    BadId(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mine(lines: &[&str]) -> (TemplateMiner, Vec<Assignment>) {
+        let mut m = TemplateMiner::default();
+        let a = lines.iter().map(|l| m.add(l)).collect();
+        (m, a)
+    }
+
+    #[test]
+    fn same_shape_same_template() {
+        let (m, a) = mine(&["took 12ms to read 4 blocks", "took 7ms to read 19 blocks"]);
+        assert_eq!(a[0].id, a[1].id);
+        assert_eq!(
+            m.template(a[0].index).map(Template::text),
+            Some("took <*> to read <*> blocks")
+        );
+    }
+
+    #[test]
+    fn word_variable_generalises_and_keeps_id() {
+        let (m, a) = mine(&[
+            "session opened for user root by (uid=0)",
+            "session opened for user alice by (uid=1000)",
+            "session opened for user bob by (uid=1001)",
+        ]);
+        assert_ne!(a[0].id, a[1].id, "two values are not yet a variable");
+        assert_eq!(a[0].id, a[2].id);
+        assert!(a[2].generalised);
+        assert_eq!(m.resolve(a[1].id).map(Template::id), Some(a[0].id));
+        let t = m.template(a[2].index).map(Template::text);
+        assert_eq!(t, Some("session opened for user <*> by (uid=<*>)"));
+    }
+
+    #[test]
+    fn different_first_words_stay_apart() {
+        let (_, a) = mine(&[
+            "normal",
+            "warning",
+            "Starting installer",
+            "Ending installer",
+        ]);
+        assert_ne!(a[0].id, a[1].id);
+        assert_ne!(a[2].id, a[3].id);
+    }
+
+    #[test]
+    fn ids_are_reproducible() {
+        let lines = ["a 1", "b 2 x", "a 3"];
+        let (_, a) = mine(&lines);
+        let (_, b) = mine(&lines);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bounded_templates() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_templates: 10,
+            max_skeletons: 5,
+        });
+        for i in 0..100 {
+            let word: String = (0..6)
+                .map(|k| (b'a' + ((i / (k + 1)) % 26) as u8) as char)
+                .collect();
+            m.add(&format!("{word} only"));
+        }
+        assert!(m.len() <= 10);
+        assert!(m.evicted() > 0);
+    }
+
+    #[test]
+    fn state_round_trip_keeps_ids() {
+        let (m, a) = mine(&["connect to db 1 failed", "connect to db 2 failed"]);
+        let json = serde_json::to_string(&m.snapshot()).unwrap_or_default();
+        let state: MinerState = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        let mut restored = TemplateMiner::default();
+        assert!(restored.restore(state).is_ok());
+        assert_eq!(restored.add("connect to db 3 failed").id, a[0].id);
+    }
+}
