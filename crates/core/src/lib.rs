@@ -1,1 +1,11 @@
-//! core
+//! opsloop's shared vocabulary, used by every loop and by the infrastructure crates.
+//!
+//! - [`Level`]: log severity, parsed from the many spellings logs use.
+//! - [`time`]: timestamps as Unix milliseconds and the civil-date arithmetic behind them.
+//!
+//! This crate does no I/O; everything above it depends on it and it depends on nothing of ours.
+
+pub mod level;
+pub mod time;
+
+pub use level::Level;

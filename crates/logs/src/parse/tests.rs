@@ -1,0 +1,173 @@
+use super::*;
+use proptest::prelude::*;
+
+fn parse(format: Format, line: &str) -> Option<Record> {
+    let mut rec = Record::default();
+    Parser::new(format, 2026).parse(line, &mut rec).then_some(rec)
+}
+
+fn field<'a>(rec: &'a Record, k: &str) -> Option<&'a Value> {
+    rec.field(k)
+}
+
+#[test]
+fn json_lines() {
+    let r = parse(
+        Format::Json,
+        r#"{"ts":"2026-01-02T03:04:05Z","level":"error","msg":"db down","status":503,"ok":false}"#,
+    );
+    let r = r.unwrap_or_default();
+    assert_eq!(r.message, "db down");
+    assert_eq!(r.level, Some(Level::Error));
+    assert!(r.timestamp.is_some());
+    assert_eq!(field(&r, "status"), Some(&Value::from(503)));
+    assert!(parse(Format::Json, "not json").is_none());
+    assert!(parse(Format::Json, "{broken").is_none());
+    let pino = parse(Format::Json, r#"{"level":50,"time":1700000000000,"msg":"x"}"#);
+    assert_eq!(pino.and_then(|r| r.level), Some(Level::Error));
+}
+
+#[test]
+fn logfmt_lines() {
+    let r = parse(Format::Logfmt, r#"ts=2026-01-02T03:04:05Z level=warn msg="slow query" duration_ms=2500 cached"#)
+        .unwrap_or_default();
+    assert_eq!(r.message, "slow query");
+    assert_eq!(r.level, Some(Level::Warn));
+    assert_eq!(field(&r, "duration_ms"), Some(&Value::from(2500)));
+    assert_eq!(field(&r, "cached"), Some(&Value::Bool(true)));
+    assert!(parse(Format::Logfmt, "just some words here").is_none());
+    assert!(parse(Format::Logfmt, r#"a=1 msg="unterminated"#).is_none());
+}
+
+#[test]
+fn syslog_3164_and_5424() {
+    let r = parse(Format::Syslog, "<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick")
+        .unwrap_or_default();
+    assert_eq!(r.message, "'su root' failed for lonvick");
+    assert_eq!(r.level, Some(Level::Critical));
+    assert_eq!(field(&r, "app"), Some(&Value::from("su")));
+    assert_eq!(field(&r, "pid"), Some(&Value::from(123)));
+    let r = parse(Format::Syslog, "Jun  9 06:06:20 combo kernel: Linux version 2.6.5").unwrap_or_default();
+    assert_eq!(r.message, "Linux version 2.6.5");
+    let r = parse(
+        Format::Syslog,
+        r#"<165>1 2003-10-11T22:14:15.003Z host.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="App"] An application event"#,
+    )
+    .unwrap_or_default();
+    assert_eq!(r.message, "An application event");
+    assert_eq!(r.level, Some(Level::Notice));
+    assert!(r.timestamp.is_some());
+    assert!(parse(Format::Syslog, "<999>garbage").is_none());
+    assert!(parse(Format::Syslog, "hello world").is_none());
+}
+
+#[test]
+fn access_logs() {
+    let line = r#"10.1.2.3 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif?x=1 HTTP/1.0" 503 2326 "http://example.com/" "curl/8.0""#;
+    let r = parse(Format::Access, line).unwrap_or_default();
+    assert_eq!(r.message, "GET /apache_pb.gif 503");
+    assert_eq!(r.level, Some(Level::Error));
+    assert_eq!(field(&r, "status"), Some(&Value::from(503)));
+    assert_eq!(field(&r, "user_agent"), Some(&Value::from("curl/8.0")));
+    assert_eq!(r.timestamp, civil_to_millis(2000, 10, 10, 20, 55, 36, 0));
+}
+
+#[test]
+fn klog_lines() {
+    let r = parse(Format::Klog, "E0102 15:04:05.123456   12345 reflector.go:138] failed to list pods")
+        .unwrap_or_default();
+    assert_eq!(r.message, "failed to list pods");
+    assert_eq!(r.level, Some(Level::Error));
+    assert_eq!(field(&r, "source"), Some(&Value::from("reflector.go:138")));
+    assert!(parse(Format::Klog, "Info something").is_none());
+}
+
+#[test]
+fn plain_lines() {
+    let r = parse(Format::Plain, "2026-01-02 03:04:05,123 ERROR [main] c.e.Db: connection refused").unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Error));
+    assert_eq!(r.message, "[main] c.e.Db: connection refused");
+    let r = parse(Format::Plain, "2026-01-02T03:04:05Z [main] WARN slow").unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Warn));
+    assert_eq!(r.message, "[main] slow");
+    let r = parse(Format::Plain, "2026/01/02 03:04:05 [error] 12#0: upstream timed out").unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Error));
+    assert_eq!(r.message, "12#0: upstream timed out");
+    assert!(parse(Format::Plain, "\tat com.example.Foo(Foo.java:1)").is_none());
+}
+
+#[test]
+fn regex_pattern() {
+    let p = Parser::with_pattern(r"^(?P<ts>\S+) (?P<level>\w+) (?P<component>\w+): (?P<msg>.*)$", 2026);
+    let p = p.unwrap_or_else(|e| panic!("{e}"));
+    let mut r = Record::default();
+    assert!(p.parse("2026-01-02T03:04:05Z ERROR api: boom", &mut r));
+    assert_eq!(r.message, "boom");
+    assert_eq!(r.level, Some(Level::Error));
+    assert_eq!(r.field("component"), Some(&Value::from("api")));
+    assert!(matches!(Parser::with_pattern("(?P<x>.*)", 2026), Err(PatternError::NoMessage)));
+    assert!(Parser::with_pattern("(", 2026).is_err());
+}
+
+#[test]
+fn detection() {
+    let json = [r#"{"msg":"a"}"#, r#"{"msg":"b"}"#];
+    assert_eq!(detect(&json, 2026), Format::Json);
+    let klog = ["I0102 15:04:05.000000 1 a.go:1] x", "W0102 15:04:06.000000 1 a.go:2] y"];
+    assert_eq!(detect(&klog, 2026), Format::Klog);
+    let plain = ["2026-01-02 03:04:05 INFO a", "\tat x", "2026-01-02 03:04:06 ERROR b"];
+    assert_eq!(detect(&plain, 2026), Format::Plain);
+    let lf = ["level=info msg=a x=1", "level=warn msg=b x=2"];
+    assert_eq!(detect(&lf, 2026), Format::Logfmt);
+    assert_eq!(detect(&["hello there", "general kenobi"], 2026), Format::Raw);
+    let sys = ["Jun  9 06:06:20 combo kernel: a", "Jun  9 06:06:21 combo sshd[1]: b"];
+    assert_eq!(detect(&sys, 2026), Format::Syslog);
+}
+
+#[test]
+fn continuation_lines() {
+    let p = Parser::new(Format::Plain, 2026);
+    assert!(p.starts_record("2026-01-02 03:04:05 ERROR x"));
+    assert!(!p.starts_record("\tat com.example.Foo.bar(Foo.java:12)"));
+    assert!(!p.starts_record("Caused by: java.io.IOException"));
+    assert!(!p.starts_record("ValueError: bad"));
+    let raw = Parser::new(Format::Raw, 2026);
+    assert!(raw.starts_record("ValueError: bad"));
+}
+
+proptest! {
+    #[test]
+    fn parsers_never_panic(line in "\\PC{0,200}") {
+        let mut rec = Record::default();
+        for format in Format::DETECTABLE {
+            rec.clear();
+            let _ = Parser::new(format, 2026).parse(&line, &mut rec);
+        }
+    }
+
+    #[test]
+    fn parsers_never_panic_on_near_misses(
+        prefix in prop::sample::select(vec!["<13>", "<165>1 ", "Jan  1 ", "I0101 ", "2026-01-0", "{\"msg\":", "a=\"", "1.2.3.4 - - ["]),
+        rest in "[ -~]{0,80}",
+    ) {
+        let line = format!("{prefix}{rest}");
+        let mut rec = Record::default();
+        for format in Format::DETECTABLE {
+            rec.clear();
+            let _ = Parser::new(format, 2026).parse(&line, &mut rec);
+        }
+    }
+
+    #[test]
+    fn logfmt_round_trip(pairs in prop::collection::vec(("[a-z_]{1,8}", "[ -~]{0,12}"), 1..6)) {
+        let line: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let line = line.join(" ");
+        let mut seen = Vec::new();
+        prop_assert!(logfmt_pairs(&line, |k, v, _| seen.push((k.to_string(), v))));
+        let expected: Vec<(String, String)> = pairs.into_iter().collect();
+        prop_assert_eq!(seen, expected);
+    }
+}
