@@ -3,3 +3,4 @@ pub mod input;
 pub mod mask;
 pub mod miner;
 pub mod parse;
+pub mod rules;
