@@ -48,7 +48,10 @@ pub fn month_from_abbrev(name: &[u8]) -> Option<u32> {
         name[1].to_ascii_lowercase(),
         name[2].to_ascii_lowercase(),
     ];
-    MONTHS.iter().position(|m| **m == lower).map(|i| i as u32 + 1)
+    MONTHS
+        .iter()
+        .position(|m| **m == lower)
+        .map(|i| i as u32 + 1)
 }
 
 /// Reads `n` ASCII digits at `at`.
@@ -109,7 +112,10 @@ pub fn parse_iso8601(b: &[u8]) -> Option<(i64, usize)> {
             let h = digits(b, i + 1, 2)?;
             let (m, used) = match b.get(i + 3) {
                 Some(b':') => (digits(b, i + 4, 2)?, 6),
-                _ => (digits(b, i + 3, 2).unwrap_or(0), if digits(b, i + 3, 2).is_some() { 5 } else { 3 }),
+                _ => (
+                    digits(b, i + 3, 2).unwrap_or(0),
+                    if digits(b, i + 3, 2).is_some() { 5 } else { 3 },
+                ),
             };
             offset_min = i64::from(h * 60 + m) * if sign == b'-' { -1 } else { 1 };
             i += used;
@@ -125,7 +131,12 @@ pub fn format_rfc3339(millis: i64) -> String {
     let days = millis.div_euclid(86_400_000);
     let rem = millis.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
-    let (h, mi, s, ms) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let (h, mi, s, ms) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
@@ -150,7 +161,10 @@ mod tests {
     #[test]
     fn iso() {
         assert_eq!(parse_iso8601(b"1970-01-01T00:00:01Z"), Some((1000, 20)));
-        assert_eq!(parse_iso8601(b"2024-01-02 03:04:05,250 INFO").map(|x| x.1), Some(23));
+        assert_eq!(
+            parse_iso8601(b"2024-01-02 03:04:05,250 INFO").map(|x| x.1),
+            Some(23)
+        );
         let (a, _) = parse_iso8601(b"2024-01-02T03:04:05+02:00").unwrap_or_default();
         let (b, _) = parse_iso8601(b"2024-01-02T01:04:05Z").unwrap_or_default();
         assert_eq!(a, b);

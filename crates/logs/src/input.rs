@@ -92,7 +92,10 @@ impl LineReader {
         let mut buffered = BufReader::with_capacity(256 * 1024, raw);
         let is_gzip = buffered.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         let reader: Box<dyn BufRead + Send> = if is_gzip {
-            Box::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(buffered)))
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                MultiGzDecoder::new(buffered),
+            ))
         } else {
             Box::new(buffered)
         };
@@ -111,6 +114,11 @@ impl LineReader {
             done: false,
             bytes: 0,
         }
+    }
+
+    /// Lines read so far.
+    pub fn lines_read(&self) -> u64 {
+        self.number
     }
 
     /// The input's name (`-` for stdin).
@@ -164,7 +172,8 @@ impl LineReader {
             if content.len() > room {
                 cut = true;
             }
-            self.buf.extend_from_slice(&content[..content.len().min(room)]);
+            self.buf
+                .extend_from_slice(&content[..content.len().min(room)]);
             self.reader.consume(used);
             self.bytes += used as u64;
             if found.is_some() {
@@ -200,7 +209,8 @@ impl LineReader {
             Err(_) => {
                 // A cut inside a multi-byte character is the cut's fault, not the input's.
                 let lossy = String::from_utf8_lossy(&self.buf);
-                let only_tail = cut && std::str::from_utf8(&self.buf[..self.buf.len().saturating_sub(3)]).is_ok();
+                let only_tail = cut
+                    && std::str::from_utf8(&self.buf[..self.buf.len().saturating_sub(3)]).is_ok();
                 if !only_tail {
                     report(Problem {
                         kind: ProblemKind::InvalidUtf8,
@@ -212,7 +222,10 @@ impl LineReader {
                 self.text.push_str(&lossy);
             }
         }
-        Some(Line { number: self.number, text: &self.text })
+        Some(Line {
+            number: self.number,
+            text: &self.text,
+        })
     }
 }
 
@@ -268,13 +281,17 @@ mod tests {
         }
         let full = enc.finish().unwrap_or_default();
         std::fs::write(&path, &full[..full.len() / 2]).unwrap_or_else(|e| panic!("{e}"));
-        let mut r = LineReader::open(path.to_str().unwrap_or(""), 100).unwrap_or_else(|e| panic!("{e}"));
+        let mut r =
+            LineReader::open(path.to_str().unwrap_or(""), 100).unwrap_or_else(|e| panic!("{e}"));
         let mut problems = Vec::new();
         let mut n = 0;
         while r.next_line(&mut |p| problems.push(p)).is_some() {
             n += 1;
         }
         assert!(n > 0 && n < 1000);
-        assert_eq!(problems.last().map(|p| p.kind), Some(ProblemKind::TruncatedGzip));
+        assert_eq!(
+            problems.last().map(|p| p.kind),
+            Some(ProblemKind::TruncatedGzip)
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The log inspection loop.
+pub mod anomaly;
 pub mod input;
+pub mod inspect;
 pub mod mask;
 pub mod miner;
 pub mod parse;

@@ -39,8 +39,14 @@ pub enum Format {
 
 impl Format {
     /// The formats [`detect`] considers, most specific first.
-    pub const DETECTABLE: [Format; 6] =
-        [Format::Json, Format::Syslog, Format::Access, Format::Klog, Format::Plain, Format::Logfmt];
+    pub const DETECTABLE: [Format; 6] = [
+        Format::Json,
+        Format::Syslog,
+        Format::Access,
+        Format::Klog,
+        Format::Plain,
+        Format::Logfmt,
+    ];
 
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
@@ -135,24 +141,51 @@ pub struct Parser {
 }
 
 const MESSAGE_KEYS: [&str; 5] = ["message", "msg", "log", "MESSAGE", "text"];
-const LEVEL_KEYS: [&str; 6] = ["level", "severity", "lvl", "loglevel", "log.level", "levelname"];
+const LEVEL_KEYS: [&str; 6] = [
+    "level",
+    "severity",
+    "lvl",
+    "loglevel",
+    "log.level",
+    "levelname",
+];
 const TIME_KEYS: [&str; 6] = ["timestamp", "time", "ts", "@timestamp", "t", "datetime"];
 
 impl Parser {
     /// A parser for `format`. Year-less timestamps (RFC 3164, klog) get `year`.
     pub fn new(format: Format, year: i64) -> Self {
-        let access = if format == Format::Access { access_regex() } else { None };
-        Self { format, year, access, pattern: None }
+        let access = if format == Format::Access {
+            access_regex()
+        } else {
+            None
+        };
+        Self {
+            format,
+            year,
+            access,
+            pattern: None,
+        }
     }
 
     /// A parser for a user regex with named groups: `msg` or `message` (required), `ts` or
     /// `timestamp`, `level`; every other named group becomes a field.
     pub fn with_pattern(pattern: &str, year: i64) -> Result<Self, PatternError> {
-        let re = regex::RegexBuilder::new(pattern).size_limit(10 << 20).build()?;
-        if !re.capture_names().flatten().any(|n| n == "msg" || n == "message") {
+        let re = regex::RegexBuilder::new(pattern)
+            .size_limit(10 << 20)
+            .build()?;
+        if !re
+            .capture_names()
+            .flatten()
+            .any(|n| n == "msg" || n == "message")
+        {
             return Err(PatternError::NoMessage);
         }
-        Ok(Self { format: Format::Regex, year, access: None, pattern: Some(re) })
+        Ok(Self {
+            format: Format::Regex,
+            year,
+            access: None,
+            pattern: Some(re),
+        })
     }
 
     /// The format.
@@ -171,12 +204,16 @@ impl Parser {
             Format::Json => parse_json(line, rec),
             Format::Logfmt => parse_logfmt(line, rec),
             Format::Syslog => parse_syslog(line, self.year, rec),
-            Format::Access => self.access.as_ref().is_some_and(|re| parse_access(re, line, rec)),
+            Format::Access => self
+                .access
+                .as_ref()
+                .is_some_and(|re| parse_access(re, line, rec)),
             Format::Klog => parse_klog(line, self.year, rec),
             Format::Plain => parse_plain(line, self.year, rec),
-            Format::Regex => {
-                self.pattern.as_ref().is_some_and(|re| parse_pattern(re, line, self.year, rec))
-            }
+            Format::Regex => self
+                .pattern
+                .as_ref()
+                .is_some_and(|re| parse_pattern(re, line, self.year, rec)),
         }
     }
 
@@ -188,8 +225,8 @@ impl Parser {
             return false;
         }
         match self.format {
-            Format::Raw | Format::Logfmt | Format::Regex | Format::Access => true,
-            Format::Json => line.trim_start().starts_with('{'),
+            // A JSON record never spans lines; a stray line among them is a record of its own.
+            Format::Raw | Format::Logfmt | Format::Regex | Format::Access | Format::Json => true,
             Format::Syslog | Format::Klog | Format::Plain => {
                 let mut scratch = Record::default();
                 self.parse(line, &mut scratch)
@@ -209,7 +246,11 @@ fn is_continuation_text(line: &str) -> bool {
 /// Picks the format that parses most of `sample` (at least 60% of its non-empty lines);
 /// raw when none does.
 pub fn detect(sample: &[&str], year: i64) -> Format {
-    let lines: Vec<&str> = sample.iter().copied().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = sample
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     if lines.is_empty() {
         return Format::Raw;
     }
@@ -228,7 +269,11 @@ pub fn detect(sample: &[&str], year: i64) -> Format {
             best = (format, ok);
         }
     }
-    if best.1 * 10 >= lines.len() * 6 { best.0 } else { Format::Raw }
+    if best.1 * 10 >= lines.len() * 6 {
+        best.0
+    } else {
+        Format::Raw
+    }
 }
 
 fn set_level_from(rec: &mut Record, s: &str) {
@@ -413,7 +458,11 @@ fn parse_logfmt(line: &str, rec: &mut Record) -> bool {
             "ts" | "time" | "timestamp" if time.is_none() => time = parse_time_text(&v, 1970),
             _ => {
                 let value = if quoted || v.is_empty() {
-                    if v.is_empty() && !quoted { Value::Bool(true) } else { Value::String(v) }
+                    if v.is_empty() && !quoted {
+                        Value::Bool(true)
+                    } else {
+                        Value::String(v)
+                    }
                 } else {
                     scalar_value(&v)
                 };
@@ -566,9 +615,13 @@ fn parse_syslog(line: &str, year: i64, rec: &mut Record) -> bool {
 
 fn parse_5424(rest: &str, rec: &mut Record) -> bool {
     let mut parts = rest.splitn(6, ' ');
-    let (Some(ts), Some(host), Some(app), Some(procid), Some(msgid)) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(ts), Some(host), Some(app), Some(procid), Some(msgid)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return false;
     };
     let tail = parts.next().unwrap_or("");
@@ -578,7 +631,12 @@ fn parse_5424(rest: &str, rec: &mut Record) -> bool {
             None => return false,
         }
     }
-    for (k, v) in [("host", host), ("app", app), ("procid", procid), ("msgid", msgid)] {
+    for (k, v) in [
+        ("host", host),
+        ("app", app),
+        ("procid", procid),
+        ("msgid", msgid),
+    ] {
         if v != "-" {
             rec.fields.push((k.into(), scalar_value(v)));
         }
@@ -606,12 +664,16 @@ fn parse_5424(rest: &str, rec: &mut Record) -> bool {
             }
             i += 1;
         }
-        rec.fields.push(("structured_data".into(), Value::from(&tail[..i.min(tail.len())])));
+        rec.fields.push((
+            "structured_data".into(),
+            Value::from(&tail[..i.min(tail.len())]),
+        ));
         tail.get(i..).unwrap_or("").trim_start()
     } else {
         tail
     };
-    rec.message.push_str(msg.strip_prefix('\u{feff}').unwrap_or(msg));
+    rec.message
+        .push_str(msg.strip_prefix('\u{feff}').unwrap_or(msg));
     true
 }
 
@@ -645,7 +707,10 @@ fn parse_access(re: &Regex, line: &str, rec: &mut Record) -> bool {
         rec.fields.push(("protocol".into(), Value::from(get(7))));
     }
     rec.fields.push(("status".into(), Value::from(status)));
-    rec.fields.push(("bytes".into(), Value::from(get(9).parse::<u64>().unwrap_or(0))));
+    rec.fields.push((
+        "bytes".into(),
+        Value::from(get(9).parse::<u64>().unwrap_or(0)),
+    ));
     if c.get(10).is_some() {
         rec.fields.push(("referer".into(), Value::from(get(10))));
         rec.fields.push(("user_agent".into(), Value::from(get(11))));
@@ -691,9 +756,11 @@ fn parse_klog(line: &str, year: i64, rec: &mut Record) -> bool {
     rec.timestamp = civil_to_millis(year, mo, d, h, m, s, millis);
     rec.level = Some(level);
     if !thread.trim().is_empty() {
-        rec.fields.push(("thread".into(), scalar_value(thread.trim())));
+        rec.fields
+            .push(("thread".into(), scalar_value(thread.trim())));
     }
-    rec.fields.push(("source".into(), Value::from(source.trim())));
+    rec.fields
+        .push(("source".into(), Value::from(source.trim())));
     rec.message.push_str(&line[close + 2..]);
     true
 }
@@ -720,7 +787,8 @@ fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
     for _ in 0..2 {
         let word_end = probe.find([' ', '\t']).unwrap_or(probe.len());
         let word = &probe[..word_end];
-        let bare = word.trim_matches(|c: char| matches!(c, '[' | ']' | '(' | ')' | ':' | '<' | '>'));
+        let bare =
+            word.trim_matches(|c: char| matches!(c, '[' | ']' | '(' | ')' | ':' | '<' | '>'));
         if bare.len() > 1 {
             if let Some(level) = Level::parse(bare) {
                 rec.level = Some(level);

@@ -56,7 +56,9 @@ impl std::str::FromStr for Severity {
             "warning" | "warn" => Ok(Severity::Warning),
             "error" => Ok(Severity::Error),
             "critical" | "crit" => Ok(Severity::Critical),
-            _ => Err(format!("unknown severity {s:?} (expected info, warning, error or critical)")),
+            _ => Err(format!(
+                "unknown severity {s:?} (expected info, warning, error or critical)"
+            )),
         }
     }
 }
@@ -177,13 +179,18 @@ pub const BUILTIN_RULES: &str = include_str!("builtin_rules.yaml");
 
 /// Parses a rule file's text; `path` names it in errors.
 pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
-    serde_saphyr::from_str::<RuleFile>(text)
-        .map_err(|e| RuleError::Yaml { path: path.to_string(), message: e.to_string() })
+    serde_saphyr::from_str::<RuleFile>(text).map_err(|e| RuleError::Yaml {
+        path: path.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Loads rules from a file or every `*.yaml`/`*.yml` in a directory (sorted by name).
 pub fn load_rules(path: &Path) -> Result<Vec<(String, RuleFile)>, RuleError> {
-    let io = |source| RuleError::Io { path: path.to_path_buf(), source };
+    let io = |source| RuleError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut files = Vec::new();
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
@@ -193,8 +200,10 @@ pub fn load_rules(path: &Path) -> Result<Vec<(String, RuleFile)>, RuleError> {
             .collect();
         entries.sort();
         for p in entries {
-            let text = std::fs::read_to_string(&p)
-                .map_err(|source| RuleError::Io { path: p.clone(), source })?;
+            let text = std::fs::read_to_string(&p).map_err(|source| RuleError::Io {
+                path: p.clone(),
+                source,
+            })?;
             let name = p.display().to_string();
             files.push((name.clone(), parse_rule_file(&name, &text)?));
         }
@@ -216,7 +225,11 @@ struct Window {
 
 fn parse_window(spec: &WindowSpec) -> Result<Window, String> {
     let (count, within, group_by) = match spec {
-        WindowSpec::Full { count, within, group_by } => (*count, within.clone(), group_by.clone()),
+        WindowSpec::Full {
+            count,
+            within,
+            group_by,
+        } => (*count, within.clone(), group_by.clone()),
         WindowSpec::Text(text) => {
             let words: Vec<&str> = text.split_whitespace().collect();
             match words.as_slice() {
@@ -225,11 +238,19 @@ fn parse_window(spec: &WindowSpec) -> Result<Window, String> {
                     let group = match rest {
                         [] => None,
                         ["by", field] => Some((*field).to_string()),
-                        _ => return Err(format!("expected `by FIELD` after the duration in {text:?}")),
+                        _ => {
+                            return Err(format!(
+                                "expected `by FIELD` after the duration in {text:?}"
+                            ));
+                        }
                     };
                     (n, (*d).to_string(), group)
                 }
-                _ => return Err(format!("expected `count >= N within DURATION [by FIELD]`, got {text:?}")),
+                _ => {
+                    return Err(format!(
+                        "expected `count >= N within DURATION [by FIELD]`, got {text:?}"
+                    ));
+                }
             }
         }
     };
@@ -241,7 +262,11 @@ fn parse_window(spec: &WindowSpec) -> Result<Window, String> {
         return Err("window must be longer than zero".into());
     }
     let group_by = group_by.map(|g| g.strip_prefix("fields.").unwrap_or(&g).to_string());
-    Ok(Window { count, within_ms, group_by })
+    Ok(Window {
+        count,
+        within_ms,
+        group_by,
+    })
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d`, or combinations like `1h30m`.
@@ -269,7 +294,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            _ => return Err(format!("invalid duration unit {unit:?} in {s:?} (ms, s, m, h, d)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration unit {unit:?} in {s:?} (ms, s, m, h, d)"
+                ));
+            }
         };
         any = true;
     }
@@ -354,7 +383,10 @@ impl RuleSet {
                     message,
                 };
                 if spec.id.is_empty()
-                    || !spec.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    || !spec
+                        .id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
                 {
                     return Err(invalid("id", "must be non-empty [A-Za-z0-9._-]".into()));
                 }
@@ -389,7 +421,10 @@ impl RuleSet {
                 }
                 let template_id = match &m.template_id {
                     Some(t) => Some(t.parse::<TemplateId>().map_err(|_| {
-                        invalid("match.template_id", format!("{t:?} is not a template id (16 hex digits)"))
+                        invalid(
+                            "match.template_id",
+                            format!("{t:?} is not a template id (16 hex digits)"),
+                        )
                     })?),
                     None => None,
                 };
@@ -437,9 +472,15 @@ impl RuleSet {
         let message_set = if message_patterns.is_empty() {
             None
         } else {
-            Some(RegexSetBuilder::new(&message_patterns).size_limit(64 << 20).build().map_err(
-                |e| RuleError::Yaml { path: "rules".into(), message: e.to_string() },
-            )?)
+            Some(
+                RegexSetBuilder::new(&message_patterns)
+                    .size_limit(64 << 20)
+                    .build()
+                    .map_err(|e| RuleError::Yaml {
+                        path: "rules".into(),
+                        message: e.to_string(),
+                    })?,
+            )
         };
         let keywords = if keywords.is_empty() {
             None
@@ -449,7 +490,10 @@ impl RuleSet {
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
                     .build(&keywords)
-                    .map_err(|e| RuleError::Yaml { path: "rules".into(), message: e.to_string() })?,
+                    .map_err(|e| RuleError::Yaml {
+                        path: "rules".into(),
+                        message: e.to_string(),
+                    })?,
             )
         };
         let n = rules.len();
@@ -646,8 +690,11 @@ fn eval_condition(
     ctx: &RuleContext<'_>,
 ) -> Result<bool, bool> {
     let mut scope = base.new_inner_scope();
-    let fields: serde_json::Map<String, Value> =
-        rec.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let fields: serde_json::Map<String, Value> = rec
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let fields = cel::to_value(Value::Object(fields)).map_err(|_| false)?;
     scope.add_variable_from_value("fields", fields);
     scope.add_variable_from_value("message", rec.message.as_str());

@@ -3,7 +3,9 @@ use proptest::prelude::*;
 
 fn parse(format: Format, line: &str) -> Option<Record> {
     let mut rec = Record::default();
-    Parser::new(format, 2026).parse(line, &mut rec).then_some(rec)
+    Parser::new(format, 2026)
+        .parse(line, &mut rec)
+        .then_some(rec)
 }
 
 fn field<'a>(rec: &'a Record, k: &str) -> Option<&'a Value> {
@@ -23,14 +25,20 @@ fn json_lines() {
     assert_eq!(field(&r, "status"), Some(&Value::from(503)));
     assert!(parse(Format::Json, "not json").is_none());
     assert!(parse(Format::Json, "{broken").is_none());
-    let pino = parse(Format::Json, r#"{"level":50,"time":1700000000000,"msg":"x"}"#);
+    let pino = parse(
+        Format::Json,
+        r#"{"level":50,"time":1700000000000,"msg":"x"}"#,
+    );
     assert_eq!(pino.and_then(|r| r.level), Some(Level::Error));
 }
 
 #[test]
 fn logfmt_lines() {
-    let r = parse(Format::Logfmt, r#"ts=2026-01-02T03:04:05Z level=warn msg="slow query" duration_ms=2500 cached"#)
-        .unwrap_or_default();
+    let r = parse(
+        Format::Logfmt,
+        r#"ts=2026-01-02T03:04:05Z level=warn msg="slow query" duration_ms=2500 cached"#,
+    )
+    .unwrap_or_default();
     assert_eq!(r.message, "slow query");
     assert_eq!(r.level, Some(Level::Warn));
     assert_eq!(field(&r, "duration_ms"), Some(&Value::from(2500)));
@@ -41,13 +49,20 @@ fn logfmt_lines() {
 
 #[test]
 fn syslog_3164_and_5424() {
-    let r = parse(Format::Syslog, "<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick")
-        .unwrap_or_default();
+    let r = parse(
+        Format::Syslog,
+        "<34>Oct 11 22:14:15 mymachine su[123]: 'su root' failed for lonvick",
+    )
+    .unwrap_or_default();
     assert_eq!(r.message, "'su root' failed for lonvick");
     assert_eq!(r.level, Some(Level::Critical));
     assert_eq!(field(&r, "app"), Some(&Value::from("su")));
     assert_eq!(field(&r, "pid"), Some(&Value::from(123)));
-    let r = parse(Format::Syslog, "Jun  9 06:06:20 combo kernel: Linux version 2.6.5").unwrap_or_default();
+    let r = parse(
+        Format::Syslog,
+        "Jun  9 06:06:20 combo kernel: Linux version 2.6.5",
+    )
+    .unwrap_or_default();
     assert_eq!(r.message, "Linux version 2.6.5");
     let r = parse(
         Format::Syslog,
@@ -74,8 +89,11 @@ fn access_logs() {
 
 #[test]
 fn klog_lines() {
-    let r = parse(Format::Klog, "E0102 15:04:05.123456   12345 reflector.go:138] failed to list pods")
-        .unwrap_or_default();
+    let r = parse(
+        Format::Klog,
+        "E0102 15:04:05.123456   12345 reflector.go:138] failed to list pods",
+    )
+    .unwrap_or_default();
     assert_eq!(r.message, "failed to list pods");
     assert_eq!(r.level, Some(Level::Error));
     assert_eq!(field(&r, "source"), Some(&Value::from("reflector.go:138")));
@@ -84,13 +102,21 @@ fn klog_lines() {
 
 #[test]
 fn plain_lines() {
-    let r = parse(Format::Plain, "2026-01-02 03:04:05,123 ERROR [main] c.e.Db: connection refused").unwrap_or_default();
+    let r = parse(
+        Format::Plain,
+        "2026-01-02 03:04:05,123 ERROR [main] c.e.Db: connection refused",
+    )
+    .unwrap_or_default();
     assert_eq!(r.level, Some(Level::Error));
     assert_eq!(r.message, "[main] c.e.Db: connection refused");
     let r = parse(Format::Plain, "2026-01-02T03:04:05Z [main] WARN slow").unwrap_or_default();
     assert_eq!(r.level, Some(Level::Warn));
     assert_eq!(r.message, "[main] slow");
-    let r = parse(Format::Plain, "2026/01/02 03:04:05 [error] 12#0: upstream timed out").unwrap_or_default();
+    let r = parse(
+        Format::Plain,
+        "2026/01/02 03:04:05 [error] 12#0: upstream timed out",
+    )
+    .unwrap_or_default();
     assert_eq!(r.level, Some(Level::Error));
     assert_eq!(r.message, "12#0: upstream timed out");
     assert!(parse(Format::Plain, "\tat com.example.Foo(Foo.java:1)").is_none());
@@ -98,14 +124,20 @@ fn plain_lines() {
 
 #[test]
 fn regex_pattern() {
-    let p = Parser::with_pattern(r"^(?P<ts>\S+) (?P<level>\w+) (?P<component>\w+): (?P<msg>.*)$", 2026);
+    let p = Parser::with_pattern(
+        r"^(?P<ts>\S+) (?P<level>\w+) (?P<component>\w+): (?P<msg>.*)$",
+        2026,
+    );
     let p = p.unwrap_or_else(|e| panic!("{e}"));
     let mut r = Record::default();
     assert!(p.parse("2026-01-02T03:04:05Z ERROR api: boom", &mut r));
     assert_eq!(r.message, "boom");
     assert_eq!(r.level, Some(Level::Error));
     assert_eq!(r.field("component"), Some(&Value::from("api")));
-    assert!(matches!(Parser::with_pattern("(?P<x>.*)", 2026), Err(PatternError::NoMessage)));
+    assert!(matches!(
+        Parser::with_pattern("(?P<x>.*)", 2026),
+        Err(PatternError::NoMessage)
+    ));
     assert!(Parser::with_pattern("(", 2026).is_err());
 }
 
@@ -113,14 +145,27 @@ fn regex_pattern() {
 fn detection() {
     let json = [r#"{"msg":"a"}"#, r#"{"msg":"b"}"#];
     assert_eq!(detect(&json, 2026), Format::Json);
-    let klog = ["I0102 15:04:05.000000 1 a.go:1] x", "W0102 15:04:06.000000 1 a.go:2] y"];
+    let klog = [
+        "I0102 15:04:05.000000 1 a.go:1] x",
+        "W0102 15:04:06.000000 1 a.go:2] y",
+    ];
     assert_eq!(detect(&klog, 2026), Format::Klog);
-    let plain = ["2026-01-02 03:04:05 INFO a", "\tat x", "2026-01-02 03:04:06 ERROR b"];
+    let plain = [
+        "2026-01-02 03:04:05 INFO a",
+        "\tat x",
+        "2026-01-02 03:04:06 ERROR b",
+    ];
     assert_eq!(detect(&plain, 2026), Format::Plain);
     let lf = ["level=info msg=a x=1", "level=warn msg=b x=2"];
     assert_eq!(detect(&lf, 2026), Format::Logfmt);
-    assert_eq!(detect(&["hello there", "general kenobi"], 2026), Format::Raw);
-    let sys = ["Jun  9 06:06:20 combo kernel: a", "Jun  9 06:06:21 combo sshd[1]: b"];
+    assert_eq!(
+        detect(&["hello there", "general kenobi"], 2026),
+        Format::Raw
+    );
+    let sys = [
+        "Jun  9 06:06:20 combo kernel: a",
+        "Jun  9 06:06:21 combo sshd[1]: b",
+    ];
     assert_eq!(detect(&sys, 2026), Format::Syslog);
 }
 
