@@ -1,1 +1,59 @@
-fn main() {}
+//! The `opsloop` binary: parses the command line and wires the library crates together.
+//! It decides nothing a library could decide.
+
+mod inspect_cmd;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success, nothing to report.
+    pub const OK: u8 = 0;
+    /// A rule of the `--fail-on` severity or worse fired.
+    pub const RULE_FIRED: u8 = 1;
+    /// Usage error, unreadable input or invalid rules/state: the run is incomplete.
+    pub const ERROR: u8 = 2;
+    /// The input had problems (invalid UTF-8, cut lines, truncated gzip, unparsable lines);
+    /// everything readable was still inspected.
+    pub const INPUT_PROBLEMS: u8 = 3;
+}
+
+/// opsloop closes the operations loops: log inspection, resource prediction, self-healing.
+#[derive(Parser, Debug)]
+#[command(name = "opsloop", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Inspect log files: templates, rule hits, anomalies, error clusters.
+    Inspect(inspect_cmd::InspectArgs),
+}
+
+/// How a command prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Readable text.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect_cmd::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("opsloop: error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

@@ -416,7 +416,7 @@ impl Inspector {
                 template_id: a.id,
                 template_key: (a.index, generation),
                 template: text,
-                now_ms: rec.timestamp.unwrap_or_else(wall_clock_ms),
+                timestamp: rec.timestamp,
             };
             self.hits.clear();
             self.rules.evaluate(rec, &ctx, &mut self.hits);
@@ -688,12 +688,6 @@ impl Inspector {
             },
         }
     }
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

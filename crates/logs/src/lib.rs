@@ -2,6 +2,7 @@
 pub mod anomaly;
 pub mod input;
 pub mod inspect;
+pub mod literals;
 pub mod mask;
 pub mod miner;
 pub mod parse;

@@ -62,21 +62,56 @@ const MONTHS: [&[u8]; 12] = [
 ];
 const WEEKDAYS: [&[u8]; 7] = [b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun"];
 
+const DIGIT: u8 = 1;
+const SLASH: u8 = 2;
+const AT: u8 = 4;
+const COLON: u8 = 8;
+const NON_ALPHA: u8 = 16;
+
+/// What each byte says about a token, OR-ed over the token in one pass.
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [NON_ALPHA; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() {
+            0
+        } else if c.is_ascii_digit() {
+            DIGIT | NON_ALPHA
+        } else if c == b'/' || c == b'\\' {
+            SLASH | NON_ALPHA
+        } else if c == b'@' {
+            AT | NON_ALPHA
+        } else if c == b':' {
+            COLON | NON_ALPHA
+        } else {
+            NON_ALPHA
+        };
+        b += 1;
+    }
+    t
+};
+
 /// Writes the shape of `token` into `out` and returns whether any part of it was masked.
 pub fn mask_token(token: &[u8], out: &mut Vec<u8>) -> bool {
-    let mut has_digit = false;
-    let mut has_slash = false;
-    let mut has_at = false;
-    let mut has_colon = false;
+    let mut flags = 0u8;
     for &b in token {
-        has_digit |= b.is_ascii_digit();
-        has_slash |= b == b'/' || b == b'\\';
-        has_at |= b == b'@';
-        has_colon |= b == b':';
+        flags |= BYTE_CLASS[b as usize];
+    }
+    let has_digit = flags & DIGIT != 0;
+    let has_slash = flags & SLASH != 0;
+    let has_at = flags & AT != 0;
+    let has_colon = flags & COLON != 0;
+    let all_alpha = flags & NON_ALPHA == 0;
+    // Most tokens are plain words: settle them without trimming or segmenting.
+    if all_alpha {
+        let variable = is_word_variable(token);
+        out.extend_from_slice(if variable { WILDCARD } else { token });
+        return variable;
     }
     let (lead, core, trail) = trim_wrappers(token);
     if !has_digit && !has_slash && !has_at {
-        if is_word_variable(core) || is_hostname(core) {
+        if is_word_variable(core) || (core.contains(&b'.') && is_hostname(core)) {
             out.extend_from_slice(lead);
             out.extend_from_slice(WILDCARD);
             out.extend_from_slice(trail);
@@ -149,7 +184,7 @@ fn mask_segments(token: &[u8], out: &mut Vec<u8>) -> bool {
 fn mask_segment(seg: &[u8], out: &mut Vec<u8>) -> bool {
     let has_digit = seg.iter().any(u8::is_ascii_digit);
     if !has_digit {
-        if is_hex_blob(seg) || is_word_variable(seg) || is_path(seg) || is_hostname(seg) {
+        if is_hex_blob(seg) || is_word_variable(seg) || is_path(seg) || (seg.contains(&b'.') && is_hostname(seg)) {
             out.extend_from_slice(WILDCARD);
             return true;
         }
@@ -252,7 +287,7 @@ fn is_word_variable(core: &[u8]) -> bool {
                 && (MONTHS.contains(&&lower[..]) || WEEKDAYS.contains(&&lower[..]))
         }
         0..=2 => false,
-        _ => is_hex_blob(core) || is_pod_name(core),
+        _ => is_hex_blob(core) || (core.contains(&b'-') && is_pod_name(core)),
     }
 }
 
@@ -328,7 +363,9 @@ fn is_ipv6(core: &[u8]) -> bool {
         },
         None => core,
     };
-    addr.iter().filter(|&&b| b == b':').count() >= 2
+    let colons = addr.iter().filter(|&&b| b == b':').count();
+    // `::` or a full eight-group form; `10.0.0.1:80:` and `03:04:05` are not IPv6.
+    (memchr::memmem::find(addr, b"::").is_some() || colons >= 7)
         && addr.len() >= 3
         && addr
             .iter()

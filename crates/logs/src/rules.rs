@@ -3,9 +3,11 @@
 //! A [`RuleFile`] is what users write; [`RuleSet::compile`] validates every rule (regexes, CEL
 //! conditions, windows) and builds the prefilters; [`RuleSet::evaluate`] runs per record.
 //!
-//! The cost per record grows far slower than the number of rules: all message regexes run as
-//! one [`RegexSet`] and all keywords as one Aho-Corasick automaton, so only the rules those
-//! prefilters name (plus rules with no message predicate) are looked at. Template predicates
+//! The cost per record grows far slower than the number of rules: every message regex is
+//! reduced to literals that any match must contain ([`crate::literals`]), and those literals
+//! and all keywords run as one Aho-Corasick automaton over the message. Only the rules it
+//! names (plus rules with no message predicate) are looked at; a regex with no usable literal
+//! runs in one shared [`RegexSet`]. Template predicates
 //! are cached per template and generation. CEL conditions run last, only on survivors.
 
 use std::collections::VecDeque;
@@ -315,6 +317,7 @@ pub struct Rule {
     /// The file it came from.
     pub source: String,
     field_regex: Option<Regex>,
+    message_regex: Option<Regex>,
     has_message_regex: bool,
     has_keywords: bool,
     template_id: Option<TemplateId>,
@@ -338,23 +341,39 @@ pub struct RuleContext<'a> {
     pub template_key: (u32, u32),
     /// The template text.
     pub template: &'a str,
-    /// A time for windows: the record's timestamp, else the wall clock.
-    pub now_ms: i64,
+    /// The record's time for windows; `None` uses the wall clock (read only if needed).
+    pub timestamp: Option<i64>,
+}
+
+/// What a prefilter literal stands for.
+#[derive(Clone, Copy, Debug)]
+enum LiteralOwner {
+    /// A literal every match of the rule's message regex contains.
+    Regex(usize),
+    /// One of the rule's keywords.
+    Keyword(usize),
 }
 
 /// A compiled set of rules.
 pub struct RuleSet {
     rules: Vec<Rule>,
-    message_set: Option<RegexSet>,
-    set_owner: Vec<usize>,
-    keywords: Option<AhoCorasick>,
-    keyword_owner: Vec<usize>,
+    /// Message regexes with no usable literal: run together on every record.
+    always_set: Option<RegexSet>,
+    always_owner: Vec<usize>,
+    /// All literals: regex prefilter literals and keywords, ASCII case-insensitive.
+    literals: Option<AhoCorasick>,
+    literal_owner: Vec<LiteralOwner>,
+    /// Per literal, the other literals it contains.
+    implied: Vec<Vec<usize>>,
+    lower: Vec<u8>,
     unfiltered: Vec<usize>,
     template_cache: FxHashMap<(u32, u32, usize), bool>,
     windows: Vec<FxHashMap<String, VecDeque<i64>>>,
     cel_base: cel::Context<'static, 'static>,
     regex_hits: Vec<u32>,
     keyword_hits: Vec<u32>,
+    literal_seen: Vec<u32>,
+    candidates: Vec<usize>,
     stamp: u32,
     /// CEL evaluation errors per rule (a missing field is not an error: it is false).
     pub condition_errors: Vec<u64>,
@@ -368,10 +387,10 @@ impl RuleSet {
     pub fn compile(files: &[(String, RuleFile)]) -> Result<RuleSet, RuleError> {
         let mut rules = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut message_patterns = Vec::new();
-        let mut set_owner = Vec::new();
-        let mut keywords = Vec::new();
-        let mut keyword_owner = Vec::new();
+        let mut always_patterns = Vec::new();
+        let mut always_owner = Vec::new();
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut literal_owner = Vec::new();
         let mut unfiltered = Vec::new();
         for (path, file) in files {
             for (index, spec) in file.rules.iter().enumerate() {
@@ -396,6 +415,7 @@ impl RuleSet {
                 let m = &spec.matcher;
                 let rule_index = rules.len();
                 let mut field_regex = None;
+                let mut message_regex = None;
                 let mut has_message_regex = false;
                 if let Some(re) = &m.regex {
                     let compiled = RegexBuilder::new(re)
@@ -405,8 +425,19 @@ impl RuleSet {
                     if m.field.is_some() {
                         field_regex = Some(compiled);
                     } else {
-                        message_patterns.push(re.clone());
-                        set_owner.push(rule_index);
+                        match crate::literals::required_literals(re) {
+                            Some(lits) => {
+                                for lit in lits {
+                                    literals.push(lit);
+                                    literal_owner.push(LiteralOwner::Regex(rule_index));
+                                }
+                            }
+                            None => {
+                                always_patterns.push(re.clone());
+                                always_owner.push(rule_index);
+                            }
+                        }
+                        message_regex = Some(compiled);
                         has_message_regex = true;
                     }
                 } else if m.field.is_some() {
@@ -416,8 +447,8 @@ impl RuleSet {
                     if k.is_empty() {
                         return Err(invalid("match.keywords", "empty keyword".into()));
                     }
-                    keywords.push(k.clone());
-                    keyword_owner.push(rule_index);
+                    literals.push(k.as_bytes().to_vec());
+                    literal_owner.push(LiteralOwner::Keyword(rule_index));
                 }
                 let template_id = match &m.template_id {
                     Some(t) => Some(t.parse::<TemplateId>().map_err(|_| {
@@ -460,6 +491,7 @@ impl RuleSet {
                     spec: spec.clone(),
                     source: path.clone(),
                     field_regex,
+                    message_regex,
                     has_message_regex,
                     has_keywords,
                     template_id,
@@ -469,11 +501,11 @@ impl RuleSet {
                 });
             }
         }
-        let message_set = if message_patterns.is_empty() {
+        let always_set = if always_patterns.is_empty() {
             None
         } else {
             Some(
-                RegexSetBuilder::new(&message_patterns)
+                RegexSetBuilder::new(&always_patterns)
                     .size_limit(64 << 20)
                     .build()
                     .map_err(|e| RuleError::Yaml {
@@ -482,14 +514,31 @@ impl RuleSet {
                     })?,
             )
         };
-        let keywords = if keywords.is_empty() {
+        for l in &mut literals {
+            l.make_ascii_lowercase();
+        }
+        // For each literal, the other literals inside it: found whenever it is.
+        let implied: Vec<Vec<usize>> = literals
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                literals
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, b)| {
+                        j != i && b.len() <= a.len() && memchr::memmem::find(a, b).is_some()
+                    })
+                    .map(|(j, _)| j)
+                    .collect()
+            })
+            .collect();
+        let literals = if literals.is_empty() {
             None
         } else {
             Some(
                 AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&keywords)
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&literals)
                     .map_err(|e| RuleError::Yaml {
                         path: "rules".into(),
                         message: e.to_string(),
@@ -499,16 +548,20 @@ impl RuleSet {
         let n = rules.len();
         Ok(RuleSet {
             rules,
-            message_set,
-            set_owner,
-            keywords,
-            keyword_owner,
+            always_set,
+            always_owner,
+            literals,
+            literal_owner,
+            implied,
+            lower: Vec::new(),
             unfiltered,
             template_cache: FxHashMap::default(),
             windows: (0..n).map(|_| FxHashMap::default()).collect(),
             cel_base: cel::Context::default(),
             regex_hits: vec![0; n],
             keyword_hits: vec![0; n],
+            literal_seen: vec![0; n],
+            candidates: Vec::new(),
             stamp: 0,
             condition_errors: vec![0; n],
         })
@@ -538,30 +591,62 @@ impl RuleSet {
         if self.stamp == 0 {
             self.regex_hits.iter_mut().for_each(|x| *x = 0);
             self.keyword_hits.iter_mut().for_each(|x| *x = 0);
+            self.literal_seen.iter_mut().for_each(|x| *x = 0);
             self.stamp = 1;
         }
         let stamp = self.stamp;
-        let mut candidates: Vec<usize> = Vec::new();
-        if let Some(set) = &self.message_set {
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        if let Some(set) = &self.always_set {
             for i in set.matches(&rec.message).iter() {
-                let r = self.set_owner[i];
+                let r = self.always_owner[i];
                 self.regex_hits[r] = stamp;
                 candidates.push(r);
             }
         }
-        if let Some(ac) = &self.keywords {
-            for m in ac.find_overlapping_iter(rec.message.as_str()) {
-                let r = self.keyword_owner[m.pattern().as_usize()];
-                if self.keyword_hits[r] != stamp {
-                    self.keyword_hits[r] = stamp;
-                    candidates.push(r);
+        if let Some(ac) = &self.literals {
+            // Leftmost-longest search over the lowercased message, restarted one byte after
+            // each match start: every position where a literal starts is visited, and literals
+            // that are substrings of the one found there come from `implied`. This lets the
+            // automaton use its SIMD prefilter, which an overlapping search cannot.
+            self.lower.clear();
+            self.lower
+                .extend(rec.message.bytes().map(|b| b.to_ascii_lowercase()));
+            let mut at = 0;
+            while at < self.lower.len() {
+                let input = aho_corasick::Input::new(&self.lower[..]).span(at..self.lower.len());
+                let Some(m) = ac.find(input) else { break };
+                at = m.start() + 1;
+                let p = m.pattern().as_usize();
+                for &q in std::iter::once(&p).chain(&self.implied[p]) {
+                    match self.literal_owner[q] {
+                        LiteralOwner::Keyword(r) => {
+                            if self.keyword_hits[r] != stamp {
+                                self.keyword_hits[r] = stamp;
+                                candidates.push(r);
+                            }
+                        }
+                        LiteralOwner::Regex(r) => {
+                            // The literal only says the regex may match; ask the regex, once.
+                            if self.literal_seen[r] != stamp {
+                                self.literal_seen[r] = stamp;
+                                let hit = self.rules[r]
+                                    .message_regex
+                                    .as_ref()
+                                    .is_some_and(|re| re.is_match(&rec.message));
+                                if hit {
+                                    self.regex_hits[r] = stamp;
+                                    candidates.push(r);
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
         candidates.sort_unstable();
         candidates.dedup();
-        for i in 0..candidates.len() {
-            let r = candidates[i];
+        for &r in &candidates {
             let rule = &self.rules[r];
             if rule.has_message_regex && self.regex_hits[r] != stamp {
                 continue;
@@ -573,6 +658,7 @@ impl RuleSet {
                 hits.push(RuleHit { rule: r });
             }
         }
+        self.candidates = candidates;
         for k in 0..self.unfiltered.len() {
             let r = self.unfiltered[k];
             if self.check_rest(r, rec, ctx) && self.window_fires(r, rec, ctx) {
@@ -665,9 +751,10 @@ impl RuleSet {
                 groups.remove(&oldest);
             }
         }
+        let now = ctx.timestamp.unwrap_or_else(wall_clock_ms);
         let q = groups.entry(group).or_default();
-        q.push_back(ctx.now_ms);
-        while q.front().is_some_and(|&t| t <= ctx.now_ms - within) {
+        q.push_back(now);
+        while q.front().is_some_and(|&t| t <= now - within) {
             q.pop_front();
         }
         while q.len() > count {
@@ -679,6 +766,12 @@ impl RuleSet {
         }
         false
     }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `Ok(bool)`, or `Err(true)` when the condition read a field the record lacks (false, not an

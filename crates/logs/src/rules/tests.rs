@@ -22,7 +22,7 @@ fn fire(rules: &mut RuleSet, r: &Record, now_ms: i64) -> Vec<String> {
         template_id: TemplateId(7),
         template_key: (0, 0),
         template: "t <*>",
-        now_ms,
+        timestamp: Some(now_ms),
     };
     let mut hits = Vec::new();
     rules.evaluate(r, &ctx, &mut hits);

@@ -1,0 +1,249 @@
+//! `opsloop inspect`: flags, wiring and exit code.
+
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use opsloop_logs::anomaly::AnomalyConfig;
+use opsloop_logs::inspect::{InspectOptions, Inspector, Report, current_year};
+use opsloop_logs::miner::{MinerConfig, MinerState};
+use opsloop_logs::parse::Format;
+use opsloop_logs::rules::{
+    BUILTIN_RULES, RuleFile, RuleSet, Severity, load_rules, parse_rule_file,
+};
+
+use crate::{Output, exit, render};
+
+/// What to print per record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// One JSON object per record: file, line, template_id, template.
+    Assignments,
+}
+
+/// Multi-line joining.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Multiline {
+    /// On for every format but raw.
+    Auto,
+    /// Join indented / `Caused by:` lines (and, for timestamped formats, lines that do not
+    /// start a record) to the record before.
+    On,
+    /// Every line is a record.
+    Off,
+}
+
+/// Flags of `opsloop inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Log files (plain or gzip); `-` or nothing reads stdin.
+    #[arg(value_name = "FILE")]
+    files: Vec<String>,
+    /// Parser: auto (detect per file), raw, json, logfmt, syslog, access, klog, plain, regex.
+    #[arg(long, default_value = "auto", value_name = "PARSER")]
+    parser: String,
+    /// Named-regex parser: groups `msg` (required), `ts`, `level`; others become fields.
+    #[arg(long, value_name = "REGEX")]
+    pattern: Option<String>,
+    /// Join stack-trace lines to their record.
+    #[arg(long, value_enum, default_value_t = Multiline::Auto)]
+    multiline: Multiline,
+    /// Rule file or directory of *.yaml rule files (repeatable).
+    #[arg(long, value_name = "FILE|DIR")]
+    rules: Vec<PathBuf>,
+    /// Do not load the built-in rule pack.
+    #[arg(long)]
+    no_builtin_rules: bool,
+    /// Miner state: loaded if it exists, saved when done, so ids carry over between runs.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Print one JSON object per record instead of the report.
+    #[arg(long, value_enum)]
+    emit: Option<Emit>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Exit 1 when a rule of this severity or worse fired (info, warning, error, critical).
+    #[arg(long, value_name = "SEVERITY")]
+    fail_on: Option<Severity>,
+    /// Templates listed in the text report.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Records before new templates count as anomalies.
+    #[arg(long, default_value_t = 1000)]
+    warmup: u64,
+    /// Live templates kept (least recently seen evicted past this).
+    #[arg(long, default_value_t = MinerConfig::default().max_templates)]
+    max_templates: usize,
+    /// Year for timestamps written without one (RFC 3164 syslog, klog).
+    #[arg(long)]
+    year: Option<i64>,
+    /// Longest line kept whole, in bytes; longer lines are cut and reported.
+    #[arg(long, default_value_t = opsloop_logs::input::DEFAULT_MAX_LINE)]
+    max_line_bytes: usize,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Runs `opsloop inspect`.
+pub fn run(args: InspectArgs) -> Result<u8> {
+    let format = match args.parser.as_str() {
+        "auto" => None,
+        p => Some(p.parse::<Format>().map_err(anyhow::Error::msg)?),
+    };
+    if format == Some(Format::Regex) && args.pattern.is_none() {
+        bail!("--parser regex needs --pattern");
+    }
+    let rules = load_all_rules(&args)?;
+    let options = InspectOptions {
+        format,
+        pattern: args.pattern.clone(),
+        multiline: match args.multiline {
+            Multiline::Auto => None,
+            Multiline::On => Some(true),
+            Multiline::Off => Some(false),
+        },
+        miner: MinerConfig {
+            max_templates: args.max_templates.max(1),
+            ..MinerConfig::default()
+        },
+        anomaly: AnomalyConfig {
+            warmup_records: args.warmup,
+            ..AnomalyConfig::default()
+        },
+        max_line: args.max_line_bytes.max(1),
+        year: args.year.unwrap_or_else(current_year),
+    };
+    // Validate the pattern once, up front, rather than once per file.
+    if let Some(p) = &options.pattern {
+        opsloop_logs::parse::Parser::with_pattern(p, options.year)
+            .with_context(|| "--pattern".to_string())?;
+    }
+    let mut inspector = Inspector::new(options, rules);
+    if let Some(path) = &args.state {
+        if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading state {}", path.display()))?;
+            let state: MinerState = serde_json::from_str(&text)
+                .with_context(|| format!("state {}: not an opsloop miner state", path.display()))?;
+            inspector
+                .miner_mut()
+                .restore(state)
+                .with_context(|| format!("state {}", path.display()))?;
+        }
+    }
+    if args.emit == Some(Emit::Assignments) {
+        inspector.emit_assignments(Box::new(BufWriter::with_capacity(1 << 16, io::stdout())));
+    }
+    let files = if args.files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        args.files.clone()
+    };
+    let bar = progress_bar(&files, args.no_progress);
+    let mut done_before = 0u64;
+    for path in &files {
+        let mut last = 0u64;
+        inspector.inspect_path(path, &mut |bytes| {
+            last = bytes;
+            if let Some(b) = &bar {
+                b.set_position(done_before + bytes);
+            }
+        });
+        done_before += last;
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let (report, miner, write_error) = inspector.finish();
+    if let Some(e) = write_error {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            bail!("writing assignments: {e}");
+        }
+    }
+    if let Some(path) = &args.state {
+        save_state(path, &miner.snapshot())?;
+    }
+    if args.emit.is_none() {
+        let stdout = io::stdout();
+        let mut out = BufWriter::new(stdout.lock());
+        let printed = match args.output {
+            Output::Json => serde_json::to_writer_pretty(&mut out, &report)
+                .map_err(io::Error::from)
+                .and_then(|_| writeln!(out)),
+            Output::Text => render::report(&mut out, &report, args.top, io::stdout().is_terminal()),
+        };
+        match printed.and_then(|_| out.flush()) {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => bail!("writing report: {e}"),
+            _ => {}
+        }
+    }
+    for f in &report.files {
+        if let Some(e) = &f.error {
+            eprintln!("opsloop: {}: {e}", f.path);
+        }
+    }
+    Ok(exit_code(&report, args.fail_on))
+}
+
+fn exit_code(report: &Report, fail_on: Option<Severity>) -> u8 {
+    if report.files.iter().any(|f| f.error.is_some()) {
+        return exit::ERROR;
+    }
+    if let Some(min) = fail_on {
+        if report.rule_hits.iter().any(|h| h.severity >= min) {
+            return exit::RULE_FIRED;
+        }
+    }
+    if report.summary.problems > 0 {
+        return exit::INPUT_PROBLEMS;
+    }
+    exit::OK
+}
+
+fn load_all_rules(args: &InspectArgs) -> Result<RuleSet> {
+    let mut files: Vec<(String, RuleFile)> = Vec::new();
+    if !args.no_builtin_rules {
+        files.push(("builtin".into(), parse_rule_file("builtin", BUILTIN_RULES)?));
+    }
+    for path in &args.rules {
+        files.extend(load_rules(path)?);
+    }
+    Ok(RuleSet::compile(&files)?)
+}
+
+fn save_state(path: &std::path::Path, state: &MinerState) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec(state)?;
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// A byte progress bar on a terminal, for inputs over 16 MiB.
+fn progress_bar(files: &[String], disabled: bool) -> Option<ProgressBar> {
+    if disabled || !io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = files
+        .iter()
+        .filter(|f| *f != "-")
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    if total < 16 << 20 || files.iter().any(|f| f == "-" || f.ends_with(".gz")) {
+        return None;
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "{spinner} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
