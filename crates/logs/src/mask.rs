@@ -331,7 +331,8 @@ fn is_url(core: &[u8]) -> bool {
 /// Absolute, relative (`./x`, `~/x`) and Windows (`C:\x`) paths; `I/O` and `n/a` are not paths.
 fn is_path(core: &[u8]) -> bool {
     match core {
-        [b'/', rest @ ..] => !rest.is_empty() && rest[0] != b'/',
+        [b'/'] => true,
+        [b'/', rest @ ..] => rest[0] != b'/',
         [b'.', b'/', ..] | [b'.', b'.', b'/', ..] | [b'~', b'/', ..] => true,
         [d, b':', b'\\', ..] => d.is_ascii_alphabetic(),
         [b'\\', b'\\', ..] => true,
