@@ -123,17 +123,17 @@ pub fn run(args: InspectArgs) -> Result<u8> {
             .with_context(|| "--pattern".to_string())?;
     }
     let mut inspector = Inspector::new(options, rules);
-    if let Some(path) = &args.state {
-        if path.exists() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading state {}", path.display()))?;
-            let state: MinerState = serde_json::from_str(&text)
-                .with_context(|| format!("state {}: not an opsloop miner state", path.display()))?;
-            inspector
-                .miner_mut()
-                .restore(state)
-                .with_context(|| format!("state {}", path.display()))?;
-        }
+    if let Some(path) = &args.state
+        && path.exists()
+    {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading state {}", path.display()))?;
+        let state: MinerState = serde_json::from_str(&text)
+            .with_context(|| format!("state {}: not an opsloop miner state", path.display()))?;
+        inspector
+            .miner_mut()
+            .restore(state)
+            .with_context(|| format!("state {}", path.display()))?;
     }
     if args.emit == Some(Emit::Assignments) {
         inspector.emit_assignments(Box::new(BufWriter::with_capacity(1 << 16, io::stdout())));
@@ -159,10 +159,10 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         b.finish_and_clear();
     }
     let (report, miner, write_error) = inspector.finish();
-    if let Some(e) = write_error {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            bail!("writing assignments: {e}");
-        }
+    if let Some(e) = write_error
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        bail!("writing assignments: {e}");
     }
     if let Some(path) = &args.state {
         save_state(path, &miner.snapshot())?;
@@ -193,10 +193,10 @@ fn exit_code(report: &Report, fail_on: Option<Severity>) -> u8 {
     if report.files.iter().any(|f| f.error.is_some()) {
         return exit::ERROR;
     }
-    if let Some(min) = fail_on {
-        if report.rule_hits.iter().any(|h| h.severity >= min) {
-            return exit::RULE_FIRED;
-        }
+    if let Some(min) = fail_on
+        && report.rule_hits.iter().any(|h| h.severity >= min)
+    {
+        return exit::RULE_FIRED;
     }
     if report.summary.problems > 0 {
         return exit::INPUT_PROBLEMS;

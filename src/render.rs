@@ -8,7 +8,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -289,7 +289,7 @@ pub fn report(out: &mut dyn Write, r: &Report, top: usize, color: bool) -> io::R
         // Show the busiest minutes in time order when there are too many to list.
         if rows.len() > 30 {
             let mut by_count = rows.clone();
-            by_count.sort_by(|a, b| b.errors.cmp(&a.errors));
+            by_count.sort_by_key(|m| std::cmp::Reverse(m.errors));
             let cutoff = by_count[29].errors;
             rows.retain(|m| m.errors >= cutoff);
             rows.truncate(30);

@@ -33,28 +33,55 @@ fn golden_text_reports() {
     for name in ["java-app.log", "syslog.log", "access.log", "kubelet.log"] {
         let path = format!("tests/fixtures/{name}");
         let out = run(&["inspect", "--year", "2026", &path]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_golden(&format!("{name}.txt"), &stable_text(&out.stdout));
     }
 }
 
 #[test]
 fn golden_json_report() {
-    let out = run(&["inspect", "--year", "2026", "--output", "json", "tests/fixtures/java-app.log"]);
+    let out = run(&[
+        "inspect",
+        "--year",
+        "2026",
+        "--output",
+        "json",
+        "tests/fixtures/java-app.log",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     assert_golden("java-app.log.json", &stable_json(&out.stdout));
 }
 
 #[test]
 fn golden_assignments() {
-    let out = run(&["inspect", "--emit", "assignments", "tests/fixtures/java-app.log"]);
+    let out = run(&[
+        "inspect",
+        "--emit",
+        "assignments",
+        "tests/fixtures/java-app.log",
+    ]);
     assert_eq!(out.status.code(), Some(0));
-    assert_golden("java-app.log.assignments.jsonl", &String::from_utf8_lossy(&out.stdout));
+    assert_golden(
+        "java-app.log.assignments.jsonl",
+        &String::from_utf8_lossy(&out.stdout),
+    );
 }
 
 #[test]
 fn assignments_have_one_row_per_record_in_order() {
-    let out = run(&["inspect", "--parser", "raw", "--emit", "assignments", "tests/fixtures/syslog.log"]);
+    let out = run(&[
+        "inspect",
+        "--parser",
+        "raw",
+        "--emit",
+        "assignments",
+        "tests/fixtures/syslog.log",
+    ]);
     let rows: Vec<Value> = out
         .stdout
         .split(|&b| b == b'\n')
@@ -72,18 +99,41 @@ fn assignments_have_one_row_per_record_in_order() {
 #[test]
 fn exit_codes() {
     // A rule of the chosen severity fired.
-    let out = run(&["inspect", "--fail-on", "critical", "tests/fixtures/syslog.log"]);
+    let out = run(&[
+        "inspect",
+        "--fail-on",
+        "critical",
+        "tests/fixtures/syslog.log",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    let out = run(&["inspect", "--fail-on", "critical", "tests/fixtures/access.log"]);
-    assert_eq!(out.status.code(), Some(0), "only an error-level rule fired there");
+    let out = run(&[
+        "inspect",
+        "--fail-on",
+        "critical",
+        "tests/fixtures/access.log",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "only an error-level rule fired there"
+    );
     // A missing file: reported, the others still inspected, exit 2.
-    let out = run(&["inspect", "--output", "json", "tests/fixtures/access.log", "no/such/file.log"]);
+    let out = run(&[
+        "inspect",
+        "--output",
+        "json",
+        "tests/fixtures/access.log",
+        "no/such/file.log",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report["files"][0]["records"], 60);
     assert!(report["files"][1]["error"].is_string());
     // Bad flags.
-    assert_eq!(run(&["inspect", "--parser", "nope", "x"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["inspect", "--parser", "nope", "x"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -128,13 +178,21 @@ fn gzip_and_truncated_gzip() {
     assert_eq!(out.status.code(), Some(3));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report["problems"]["counts"]["truncated_gzip"], 1);
-    assert!(report["summary"]["records"].as_u64().is_some_and(|n| n > 0 && n < 42));
+    assert!(
+        report["summary"]["records"]
+            .as_u64()
+            .is_some_and(|n| n > 0 && n < 42)
+    );
 }
 
 #[test]
 fn stdin_and_dash() {
-    let input = b"level=info msg=\"user logged in\" user=alice\nlevel=error msg=\"db timeout\" took=5s\n";
-    for args in [vec!["inspect", "--output", "json"], vec!["inspect", "--output", "json", "-"]] {
+    let input =
+        b"level=info msg=\"user logged in\" user=alice\nlevel=error msg=\"db timeout\" took=5s\n";
+    for args in [
+        vec!["inspect", "--output", "json"],
+        vec!["inspect", "--output", "json", "-"],
+    ] {
         let out = run_with_stdin(&args, input);
         assert_eq!(out.status.code(), Some(0));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
@@ -151,11 +209,28 @@ fn state_file_keeps_ids_across_runs() {
     let a = dir.path().join("a.log");
     let b = dir.path().join("b.log");
     std::fs::write(&a, "user alice logged in from 10.0.0.1\n").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&b, "user bob logged in from 10.0.0.2\nuser carol logged in from 10.0.0.3\n")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let first = run(&["inspect", "--emit", "assignments", "--state", s, a.to_str().unwrap_or("")]);
+    std::fs::write(
+        &b,
+        "user bob logged in from 10.0.0.2\nuser carol logged in from 10.0.0.3\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let first = run(&[
+        "inspect",
+        "--emit",
+        "assignments",
+        "--state",
+        s,
+        a.to_str().unwrap_or(""),
+    ]);
     assert!(state.exists());
-    let second = run(&["inspect", "--emit", "assignments", "--state", s, b.to_str().unwrap_or("")]);
+    let second = run(&[
+        "inspect",
+        "--emit",
+        "assignments",
+        "--state",
+        s,
+        b.to_str().unwrap_or(""),
+    ]);
     let id = |out: &[u8], n: usize| -> String {
         let line = out.split(|&c| c == b'\n').nth(n).unwrap_or_default();
         let v: Value = serde_json::from_slice(line).unwrap_or_default();
@@ -163,7 +238,11 @@ fn state_file_keeps_ids_across_runs() {
     };
     let first_id = id(&first.stdout, 0);
     assert!(!first_id.is_empty());
-    assert_eq!(id(&second.stdout, 1), first_id, "the template generalised and kept its id");
+    assert_eq!(
+        id(&second.stdout, 1),
+        first_id,
+        "the template generalised and kept its id"
+    );
     std::fs::write(&state, "not json").unwrap_or_else(|e| panic!("{e}"));
     let bad = run(&["inspect", "--state", s, a.to_str().unwrap_or("")]);
     assert_eq!(bad.status.code(), Some(2));
@@ -188,19 +267,33 @@ fn user_rules_and_their_errors() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let r = rules.to_str().unwrap_or("");
-    let out = run(&["inspect", "--no-builtin-rules", "--rules", r, "--output", "json", "tests/fixtures/access.log"]);
+    let out = run(&[
+        "inspect",
+        "--no-builtin-rules",
+        "--rules",
+        r,
+        "--output",
+        "json",
+        "tests/fixtures/access.log",
+    ]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report["summary"]["rules_loaded"], 1);
     let hit = &report["rule_hits"][0];
     assert_eq!(hit["rule"], "slow-checkout");
     assert_eq!(hit["labels"]["team"], "shop");
 
-    std::fs::write(&rules, "rules:\n  - id: broken\n    severity: error\n    match: {regex: '(unclosed'}\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &rules,
+        "rules:\n  - id: broken\n    severity: error\n    match: {regex: '(unclosed'}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let out = run(&["inspect", "--rules", r, "tests/fixtures/access.log"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rules.yaml") && err.contains("broken") && err.contains("match.regex"), "{err}");
+    assert!(
+        err.contains("rules.yaml") && err.contains("broken") && err.contains("match.regex"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -217,10 +310,20 @@ fn named_regex_parser() {
         r"^(?P<clock>[^|]+)\|(?P<level>\w)\|(?P<component>[^|]+)\|(?P<msg>.*)$",
         path.to_str().unwrap_or(""),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report["files"][0]["format"], "regex");
     assert_eq!(report["levels"]["error"], 1);
-    let bad = run(&["inspect", "--pattern", "(?P<x>.*)", path.to_str().unwrap_or("")]);
+    let bad = run(&[
+        "inspect",
+        "--pattern",
+        "(?P<x>.*)",
+        path.to_str().unwrap_or(""),
+    ]);
     assert_eq!(bad.status.code(), Some(2));
 }

@@ -293,10 +293,7 @@ impl Inspector {
             self.feed_line(&mut joiner, file_index, *number, text, &mut problems);
         }
         let mut since_progress = 0u32;
-        loop {
-            let Some(line) = reader.next_line(&mut |p| problems.push(p)) else {
-                break;
-            };
+        while let Some(line) = reader.next_line(&mut |p| problems.push(p)) {
             let (number, text) = (line.number, line.text);
             self.feed_line(&mut joiner, file_index, number, text, &mut problems);
             since_progress += 1;
@@ -488,10 +485,10 @@ impl Inspector {
                 }
             };
             let mut w = |b: &[u8]| {
-                if self.write_error.is_none() {
-                    if let Err(e) = out.write_all(b) {
-                        self.write_error = Some(e);
-                    }
+                if self.write_error.is_none()
+                    && let Err(e) = out.write_all(b)
+                {
+                    self.write_error = Some(e);
                 }
             };
             w(b"{\"file\":");
@@ -500,10 +497,10 @@ impl Inspector {
             w(format_u64(&mut line_buf, line));
             w(frag);
         }
-        if self.write_error.is_none() {
-            if let Err(e) = out.flush() {
-                self.write_error = Some(e);
-            }
+        if self.write_error.is_none()
+            && let Err(e) = out.flush()
+        {
+            self.write_error = Some(e);
         }
         self.pending.clear();
         if self.fragments.len() > 200_000 {

@@ -1,4 +1,14 @@
-//! The log inspection loop.
+//! The log inspection loop: from bytes on disk to templates, rule hits and anomalies.
+//!
+//! Start with [`inspect::Inspector`], which runs the whole pipeline over files and builds an
+//! [`inspect::Report`]. Its stages, in the order a line meets them:
+//!
+//! - [`input::LineReader`] reads plain or gzip input line by line, reporting bad bytes;
+//! - [`parse::Parser`] turns a line into a [`parse::Record`] ([`parse::detect`] picks the format);
+//! - [`miner::TemplateMiner`] assigns the message a template, using [`mask`] for variables;
+//! - [`rules::RuleSet`] matches rules, prefiltered through [`literals`];
+//! - [`anomaly::AnomalyDetector`] flags new templates and spikes.
+
 pub mod anomaly;
 pub mod input;
 pub mod inspect;

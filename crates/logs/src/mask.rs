@@ -184,7 +184,11 @@ fn mask_segments(token: &[u8], out: &mut Vec<u8>) -> bool {
 fn mask_segment(seg: &[u8], out: &mut Vec<u8>) -> bool {
     let has_digit = seg.iter().any(u8::is_ascii_digit);
     if !has_digit {
-        if is_hex_blob(seg) || is_word_variable(seg) || is_path(seg) || (seg.contains(&b'.') && is_hostname(seg)) {
+        if is_hex_blob(seg)
+            || is_word_variable(seg)
+            || is_path(seg)
+            || (seg.contains(&b'.') && is_hostname(seg))
+        {
             out.extend_from_slice(WILDCARD);
             return true;
         }

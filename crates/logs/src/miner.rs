@@ -230,19 +230,19 @@ impl TemplateMiner {
     pub fn add(&mut self, message: &str) -> Assignment {
         self.clock += 1;
         let key = self.shape(message.as_bytes());
-        if let Some(&(index, generation)) = self.skeletons.get(&key) {
-            if let Some(t) = self.templates.get_mut(index as usize) {
-                if t.live && t.generation == generation {
-                    t.count += 1;
-                    t.last_used = self.clock;
-                    return Assignment {
-                        index,
-                        id: t.id,
-                        created: false,
-                        generalised: false,
-                    };
-                }
-            }
+        if let Some(&(index, generation)) = self.skeletons.get(&key)
+            && let Some(t) = self.templates.get_mut(index as usize)
+            && t.live
+            && t.generation == generation
+        {
+            t.count += 1;
+            t.last_used = self.clock;
+            return Assignment {
+                index,
+                id: t.id,
+                created: false,
+                generalised: false,
+            };
         }
         self.assign_slow(key)
     }
@@ -390,13 +390,13 @@ impl TemplateMiner {
     fn differing(&self, t: &Template, max: usize) -> Option<Vec<usize>> {
         let mut out = Vec::new();
         for (i, slot) in t.slots.iter().enumerate() {
-            if let Slot::Exact(s) = slot {
-                if s.as_bytes() != self.token(i) {
-                    if out.len() == max {
-                        return None;
-                    }
-                    out.push(i);
+            if let Slot::Exact(s) = slot
+                && s.as_bytes() != self.token(i)
+            {
+                if out.len() == max {
+                    return None;
                 }
+                out.push(i);
             }
         }
         Some(out)

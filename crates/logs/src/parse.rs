@@ -489,10 +489,10 @@ pub fn scalar_value(v: &str) -> Value {
     if let Ok(i) = v.parse::<i64>() {
         return Value::from(i);
     }
-    if let Ok(f) = v.parse::<f64>() {
-        if f.is_finite() {
-            return Value::from(f);
-        }
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+    {
+        return Value::from(f);
     }
     match v {
         "true" => Value::Bool(true),
@@ -583,8 +583,8 @@ fn parse_syslog(line: &str, year: i64, rec: &mut Record) -> bool {
         i = end + 1;
     }
     let rest = &line[i..];
-    if rest.starts_with("1 ") {
-        return parse_5424(&rest[2..], rec);
+    if let Some(rest) = rest.strip_prefix("1 ") {
+        return parse_5424(rest, rec);
     }
     let Some((ms, used)) = parse_bsd_time(rest.as_bytes(), year) else {
         return false;
@@ -654,11 +654,9 @@ fn parse_5424(rest: &str, rec: &mut Record) -> bool {
             match b[i] {
                 b'\\' if in_quote => i += 1,
                 b'"' => in_quote = !in_quote,
-                b']' if !in_quote => {
-                    if b.get(i + 1) != Some(&b'[') {
-                        i += 1;
-                        break;
-                    }
+                b']' if !in_quote && b.get(i + 1) != Some(&b'[') => {
+                    i += 1;
+                    break;
                 }
                 _ => {}
             }
@@ -789,20 +787,20 @@ fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
         let word = &probe[..word_end];
         let bare =
             word.trim_matches(|c: char| matches!(c, '[' | ']' | '(' | ')' | ':' | '<' | '>'));
-        if bare.len() > 1 {
-            if let Some(level) = Level::parse(bare) {
-                rec.level = Some(level);
-                let before = &rest[..rest.len() - probe.len()];
-                let after = probe[word_end..].trim_start_matches([' ', '\t', ':', '-', '|']);
-                if before.trim().is_empty() {
-                    rest = after;
-                } else {
-                    rec.message.push_str(before.trim_end());
-                    rec.message.push(' ');
-                    rest = after;
-                }
-                break;
+        if bare.len() > 1
+            && let Some(level) = Level::parse(bare)
+        {
+            rec.level = Some(level);
+            let before = &rest[..rest.len() - probe.len()];
+            let after = probe[word_end..].trim_start_matches([' ', '\t', ':', '-', '|']);
+            if before.trim().is_empty() {
+                rest = after;
+            } else {
+                rec.message.push_str(before.trim_end());
+                rec.message.push(' ');
+                rest = after;
             }
+            break;
         }
         probe = probe[word_end..].trim_start();
     }

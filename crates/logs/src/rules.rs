@@ -671,15 +671,15 @@ impl RuleSet {
     /// The predicates other than message regex and keywords, cheapest first.
     fn check_rest(&mut self, r: usize, rec: &Record, ctx: &RuleContext<'_>) -> bool {
         let rule = &self.rules[r];
-        if let Some(min) = rule.spec.matcher.level {
-            if rec.level.is_none_or(|l| l < min) {
-                return false;
-            }
+        if let Some(min) = rule.spec.matcher.level
+            && rec.level.is_none_or(|l| l < min)
+        {
+            return false;
         }
-        if let Some(id) = rule.template_id {
-            if id != ctx.template_id {
-                return false;
-            }
+        if let Some(id) = rule.template_id
+            && id != ctx.template_id
+        {
+            return false;
         }
         if let Some(re) = &rule.template {
             let key = (ctx.template_key.0, ctx.template_key.1, r);
