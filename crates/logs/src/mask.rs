@@ -135,6 +135,12 @@ pub fn mask_token(token: &[u8], out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(trail);
         return true;
     }
+    if (has_colon || token.contains(&b'-')) && is_mac(core) {
+        out.extend_from_slice(lead);
+        out.extend_from_slice(WILDCARD);
+        out.extend_from_slice(trail);
+        return true;
+    }
     if has_colon && !is_ipv6(core) && is_ipv6(token) {
         out.extend_from_slice(WILDCARD);
         return true;
@@ -218,8 +224,7 @@ fn trim_wrappers(token: &[u8]) -> (&[u8], &[u8], &[u8]) {
     (&token[..start], &rest[..end], &rest[end..])
 }
 
-/// Top-level domains common enough in logs to tell a host name from a dotted identifier
-/// (`db1.prod.example.com` against `com.android.phone` or `settings.py`).
+/// Top-level domains common enough in logs to call `name.tld` a host.
 const TLDS: [&[u8]; 27] = [
     b"com",
     b"net",
@@ -250,18 +255,43 @@ const TLDS: [&[u8]; 27] = [
     b"info",
 ];
 
-/// A dotted host name ending in a known top-level domain.
+/// First labels of dotted names that are code, not hosts (`com.android.phone`, `java.util`).
+const CODE_ROOTS: [&[u8]; 12] = [
+    b"com", b"org", b"net", b"io", b"edu", b"gov", b"android", b"java", b"javax", b"sun", b"jdk",
+    b"kotlin",
+];
+
+/// A lowercase dotted host name: `db1.prod.example.com`, `csnsu.nsuok.edu`, `proxy.cuhk.edu.hk`.
+/// Two labels need a well-known top-level domain (`example.com`, not `settings.py`); reversed
+/// names (`com.android.phone`) and names with capitals (`java.lang.String`) are code.
 fn is_hostname(seg: &[u8]) -> bool {
-    let Some(dot) = seg.iter().rposition(|&b| b == b'.') else {
+    if !seg
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+    {
         return false;
-    };
-    let tld = &seg[dot + 1..];
-    dot > 0
-        && seg
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.')
-        && TLDS.iter().any(|t| t.eq_ignore_ascii_case(tld))
-        && !seg.windows(2).any(|w| w == b"..")
+    }
+    let labels = seg.split(|&b| b == b'.');
+    let mut count = 0;
+    let mut first: &[u8] = &[];
+    let mut last: &[u8] = &[];
+    for label in labels {
+        if label.is_empty() {
+            return false;
+        }
+        if count == 0 {
+            first = label;
+        }
+        last = label;
+        count += 1;
+    }
+    if count < 2 || !(2..=6).contains(&last.len()) || !last.iter().all(u8::is_ascii_lowercase) {
+        return false;
+    }
+    if count == 2 {
+        return TLDS.contains(&last);
+    }
+    !CODE_ROOTS.contains(&first)
 }
 
 /// A long run of hex digits without a digit in it (`ffffffff`); shorter ones are English words.
@@ -359,6 +389,24 @@ fn is_email(core: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b".-".contains(b))
 }
 
+/// MAC addresses and other byte strings (`5c:50:15:4c:18:13`, `AB-CD-EF-01-02-03`, key
+/// fingerprints): five or more two-digit hex groups.
+fn is_mac(core: &[u8]) -> bool {
+    let sep = match core.get(2) {
+        Some(&c @ (b':' | b'-')) => c,
+        _ => return false,
+    };
+    let groups = core.split(|&b| b == sep);
+    let mut n = 0;
+    for g in groups {
+        if g.len() != 2 || !g.iter().all(u8::is_ascii_hexdigit) {
+            return false;
+        }
+        n += 1;
+    }
+    n >= 5
+}
+
 /// IPv6, optionally bracketed with a port (`[fe80::1]:8080`); needs two colons and hex only.
 fn is_ipv6(core: &[u8]) -> bool {
     let addr = match core.strip_prefix(b"[") {
@@ -424,6 +472,8 @@ mod tests {
         assert_eq!(shape("fe80::1ff:fe23:4567:890a"), "<*>");
         assert_eq!(shape("[2001:db8::1]:443"), "<*>");
         assert_eq!(shape("ops@example.com"), "<*>");
+        assert_eq!(shape("5c:50:15:4c:18:13"), "<*>");
+        assert_eq!(shape("ab:cd:ef:ab:cd:ef,"), "<*>,");
     }
 
     #[test]
@@ -454,6 +504,12 @@ mod tests {
         assert_eq!(shape("rhost=troi.bluesky-technologies.com"), "rhost=<*>");
         assert_eq!(shape("com.android.phone"), "com.android.phone");
         assert_eq!(shape("settings.py"), "settings.py");
+        assert_eq!(shape("proxy.cse.cuhk.edu.hk:5070"), "<*>:<*>");
+        assert_eq!(
+            shape("java.lang.IllegalStateException:"),
+            "java.lang.IllegalStateException:"
+        );
+        assert_eq!(shape("kube-dns.kube-system.svc.cluster.local"), "<*>");
     }
 
     #[test]

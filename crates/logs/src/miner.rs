@@ -26,6 +26,12 @@ use crate::mask::{WILDCARD, is_size_unit, mask_token};
 /// usually two events (`startup`/`shutdown`, `Starting`/`Ending`); identifiers show many more.
 pub const VARIANTS: usize = 3;
 
+/// Tokens a message needs before its first word may become a variable (`chrome.exe - host
+/// open through proxy host HTTPS`), and how many values that takes.
+pub const HEAD_CONTEXT: usize = 5;
+/// Distinct values the first word must show.
+pub const HEAD_VARIANTS: usize = 4;
+
 /// Distinct values needed where the token is `key=word`: such fields are mostly enumerations
 /// (`state=running`, `method=GET`, `tty=ssh`) whose values name different events.
 pub const FIELD_VARIANTS: usize = 4;
@@ -118,8 +124,8 @@ impl Template {
     /// Whether turning `pos` into a wildcard still leaves at least half the slots constant.
     fn may_generalise(&self, pos: usize) -> bool {
         // The first word names the event far more often than it carries a value (Drain keys its
-        // whole tree on it); a template never generalises there.
-        if pos == 0 {
+        // whole tree on it): only a long message has enough context after it to tell.
+        if pos == 0 && self.slots.len() < HEAD_CONTEXT {
             return false;
         }
         let exact = self
@@ -348,8 +354,9 @@ impl TemplateMiner {
                 // Two spellings of one kind of value (`rdd_<*>`, `broadcast_<*>`) need no
                 // further evidence; words do.
                 let needed = match &t.slots[pos] {
-                    Slot::Exact(s) if value_like(s.as_bytes()) && value_like(token) => 2,
+                    Slot::Exact(s) if same_kind_of_value(s.as_bytes(), token) => 2,
                     Slot::Exact(s) if s.contains('=') => FIELD_VARIANTS,
+                    _ if pos == 0 => HEAD_VARIANTS,
                     _ => VARIANTS,
                 };
                 if t.record_variant(pos, value, needed) {
@@ -581,6 +588,18 @@ impl TemplateMiner {
     }
 }
 
+/// Whether two masked shapes are two spellings of one kind of value: both value-like after
+/// their common `key=`/`key:` prefix (`rhost=<*>` and `rhost=ip-<*>`, `rdd_<*>` and `<*>`).
+fn same_kind_of_value(a: &[u8], b: &[u8]) -> bool {
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    // Back up to just after the last delimiter inside the common prefix.
+    let cut = a[..common]
+        .iter()
+        .rposition(|&c| matches!(c, b'=' | b':' | b'(' | b'[' | b'"' | b'\'' | b','));
+    let cut = cut.map_or(0, |i| i + 1);
+    value_like(&a[cut..]) && value_like(&b[cut..])
+}
+
 /// A masked shape that is one value, perhaps with a name prefix and punctuation (`<*>`,
 /// `rdd_<*>`, `<*>:<*>`), as opposed to structure such as `uid=<*>` or `Info{<*>}`.
 fn value_like(shape: &[u8]) -> bool {
@@ -680,6 +699,33 @@ mod tests {
         ]);
         assert_ne!(a[0].id, a[1].id);
         assert_ne!(a[2].id, a[3].id);
+    }
+
+    #[test]
+    fn first_word_generalises_only_with_context() {
+        let programs = ["chrome.exe", "Dropbox.exe", "QQ.exe", "svchost.exe"];
+        let long: Vec<String> = programs
+            .iter()
+            .map(|p| {
+                format!(
+                    "{p} - proxy.example.com:5070 open through proxy proxy.example.com:5070 HTTPS"
+                )
+            })
+            .collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        let (m, a) = mine(&long);
+        assert_eq!(
+            m.resolve(a[0].id).map(Template::id),
+            m.resolve(a[3].id).map(Template::id)
+        );
+        let short = [
+            "boot (command 1)",
+            "wait (command 2)",
+            "halt (command 3)",
+            "risBoot (command 4)",
+        ];
+        let (_, a) = mine(&short);
+        assert_ne!(a[0].id, a[3].id, "three tokens are too little context");
     }
 
     #[test]
