@@ -121,19 +121,14 @@ impl Template {
         self.generation
     }
 
-    /// Whether turning `pos` into a wildcard still leaves at least half the slots constant.
-    fn may_generalise(&self, pos: usize) -> bool {
-        // The first word names the event far more often than it carries a value (Drain keys its
-        // whole tree on it): only a long message has enough context after it to tell.
-        if pos == 0 && self.slots.len() < HEAD_CONTEXT {
+    /// Whether turning all of `positions` into wildcards is allowed.
+    fn may_generalise_all(&self, positions: &[usize]) -> bool {
+        if positions.iter().any(|&p| p == 0 && self.slots.len() < HEAD_CONTEXT) {
             return false;
         }
-        let exact = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s, Slot::Exact(_)))
-            .count();
-        matches!(self.slots.get(pos), Some(Slot::Exact(_))) && (exact - 1) * 2 >= self.slots.len()
+        let exact = self.slots.iter().filter(|s| matches!(s, Slot::Exact(_))).count();
+        positions.iter().all(|&p| matches!(self.slots.get(p), Some(Slot::Exact(_))))
+            && (exact - positions.len()) * 2 >= self.slots.len()
     }
 
     /// Records that a message differing only at `pos` had `value` there; true once `needed`
@@ -154,11 +149,7 @@ impl Template {
         if !entry.contains(&value) {
             entry.push(value);
         }
-        let done = entry.len() >= needed;
-        if done {
-            self.variants.retain(|(p, _)| *p as usize != pos);
-        }
-        done
+        entry.len() >= needed
     }
 
     fn render(&mut self) {
@@ -332,39 +323,50 @@ impl TemplateMiner {
                 break;
             }
         }
-        // 2. Otherwise the message is evidence that some template varies at one position. Once a
-        //    position has shown `VARIANTS` different values, it is a variable: the template
-        //    generalises there, and the message (with all others that now fit) joins it.
+        // 2. Otherwise the message is evidence that a template varies where the two differ (at
+        //    one or two positions). Once a position has shown `VARIANTS` different values it is
+        //    a variable: the template generalises there, and the templates that now fit it are
+        //    folded in; the message joins if it fits too.
         let mut generalised = false;
         if fit.is_none() {
             for &index in &candidates {
-                let Some(pos) = self
-                    .differing(&self.templates[index as usize], 1)
-                    .and_then(|d| d.first().copied())
-                else {
+                let Some(diff) = self.differing(&self.templates[index as usize], 2) else {
                     continue;
                 };
-                let (a, b) = self.spans[pos];
-                let token = &self.shapes[a as usize..b as usize];
-                let value = xxh3_64(token);
-                let t = &mut self.templates[index as usize];
-                if !t.may_generalise(pos) {
+                if diff.is_empty() || !self.templates[index as usize].may_generalise_all(&diff) {
                     continue;
                 }
-                // Two spellings of one kind of value (`rdd_<*>`, `broadcast_<*>`) need no
-                // further evidence; words do.
-                let needed = match &t.slots[pos] {
-                    Slot::Exact(s) if same_kind_of_value(s.as_bytes(), token) => 2,
-                    Slot::Exact(s) if s.contains('=') => FIELD_VARIANTS,
-                    _ if pos == 0 => HEAD_VARIANTS,
-                    _ => VARIANTS,
-                };
-                if t.record_variant(pos, value, needed) {
+                let mut newly_variable = Vec::new();
+                for &pos in &diff {
+                    let (a, b) = self.spans[pos];
+                    let token = &self.shapes[a as usize..b as usize];
+                    let value = xxh3_64(token);
+                    let t = &mut self.templates[index as usize];
+                    // Two spellings of one kind of value (`rdd_<*>`, `broadcast_<*>`) need no
+                    // further evidence; words do.
+                    let needed = match &t.slots[pos] {
+                        Slot::Exact(s) if same_kind_of_value(s.as_bytes(), token) => 2,
+                        Slot::Exact(s) if s.contains('=') => FIELD_VARIANTS,
+                        _ if pos == 0 => HEAD_VARIANTS,
+                        _ => VARIANTS,
+                    };
+                    if t.record_variant(pos, value, needed) {
+                        newly_variable.push(pos);
+                    }
+                }
+                if newly_variable.is_empty() {
+                    continue;
+                }
+                let t = &mut self.templates[index as usize];
+                for &pos in &newly_variable {
                     t.slots[pos] = Slot::Any;
-                    t.generation += 1;
-                    t.render();
-                    self.absorb_fitting(index);
-                    generalised = true;
+                    t.variants.retain(|(p, _)| *p as usize != pos);
+                }
+                t.generation += 1;
+                t.render();
+                self.absorb_fitting(index);
+                generalised = true;
+                if newly_variable.len() == diff.len() {
                     fit = Some(index);
                     break;
                 }
