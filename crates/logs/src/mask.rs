@@ -201,12 +201,34 @@ fn mask_segment(seg: &[u8], out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(seg);
         return false;
     }
+    // An identifier with digits inside it (`jk2_init`, `EXT4-fs`, `log4j`) is a name: it starts
+    // and ends with a letter and holds no hash-like run of hex.
+    if seg.len() >= 4
+        && seg[0].is_ascii_alphabetic()
+        && seg[seg.len() - 1].is_ascii_alphabetic()
+        && seg
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        && !has_hash_run(seg)
+        && !is_pod_name(seg)
+    {
+        out.extend_from_slice(seg);
+        return false;
+    }
+    // A name with a one-digit suffix is a name (`ssh2`, `eth0`, `md5`), not a value.
+    if seg.len() >= 3
+        && seg[seg.len() - 1].is_ascii_digit()
+        && seg[..seg.len() - 1].iter().all(u8::is_ascii_alphabetic)
+    {
+        out.extend_from_slice(seg);
+        return false;
+    }
     // Keep a purely alphabetic name before a separator: `core.1234` → `core.<*>`,
     // `node-17` → `node-<*>`, `blk_-42` → `blk_<*>`.
     let name_len = seg.iter().take_while(|b| b.is_ascii_alphabetic()).count();
     if name_len >= 2
         && name_len + 1 < seg.len()
-        && matches!(seg[name_len], b'.' | b'-' | b'_' | b'#')
+        && matches!(seg[name_len], b'.' | b'-')
         && !seg[..name_len].iter().all(u8::is_ascii_hexdigit)
     {
         out.extend_from_slice(&seg[..=name_len]);
@@ -294,6 +316,24 @@ fn is_hostname(seg: &[u8]) -> bool {
     !CODE_ROOTS.contains(&first)
 }
 
+/// Six or more hex characters in a row, digits among them: a hash or id (`7d9f8c6b5`).
+fn has_hash_run(seg: &[u8]) -> bool {
+    let (mut run, mut digit) = (0, false);
+    for &b in seg {
+        if b.is_ascii_hexdigit() {
+            run += 1;
+            digit |= b.is_ascii_digit();
+            if run >= 6 && digit {
+                return true;
+            }
+        } else {
+            run = 0;
+            digit = false;
+        }
+    }
+    false
+}
+
 /// A long run of hex digits without a digit in it (`ffffffff`); shorter ones are English words.
 fn is_hex_blob(seg: &[u8]) -> bool {
     let s = seg.strip_prefix(b"0x").unwrap_or(seg);
@@ -366,7 +406,13 @@ fn is_url(core: &[u8]) -> bool {
 fn is_path(core: &[u8]) -> bool {
     match core {
         [b'/'] => true,
-        [b'/', rest @ ..] => rest[0] != b'/',
+        // `/10.0.0.1:8080` is an address written by Java's InetSocketAddress, not a path.
+        [b'/', rest @ ..] => {
+            rest[0] != b'/'
+                && !rest
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || *b == b'.' || *b == b':')
+        }
         [b'.', b'/', ..] | [b'.', b'.', b'/', ..] | [b'~', b'/', ..] => true,
         [d, b':', b'\\', ..] => d.is_ascii_alphabetic(),
         [b'\\', b'\\', ..] => true,
@@ -468,6 +514,11 @@ mod tests {
     fn addresses() {
         assert_eq!(shape("10.0.0.1"), "<*>");
         assert_eq!(shape("10.0.0.1:8080"), "<*>:<*>");
+        assert_eq!(shape("/10.0.0.1:8080"), "<*>:<*>");
+        assert_eq!(shape("jk2_init()"), "jk2_init()");
+        assert_eq!(shape("EXT4-fs"), "EXT4-fs");
+        assert_eq!(shape("web-7d9f8c6b5-qwxzk"), "web-<*>");
+        assert_eq!(shape("a3f9c2b1e"), "<*>");
         assert_eq!(shape("rhost=218.188.2.4"), "rhost=<*>");
         assert_eq!(shape("fe80::1ff:fe23:4567:890a"), "<*>");
         assert_eq!(shape("[2001:db8::1]:443"), "<*>");
@@ -482,7 +533,7 @@ mod tests {
         assert_eq!(shape("ffffffff"), "<*>");
         assert_eq!(shape("mask=ffffffff"), "mask=<*>");
         assert_eq!(shape("123e4567-e89b-12d3-a456-426614174000"), "<*>");
-        assert_eq!(shape("blk_-1608999687919862906"), "blk_<*>");
+        assert_eq!(shape("blk_-1608999687919862906"), "<*>");
     }
 
     #[test]

@@ -72,13 +72,79 @@ impl Default for MinerConfig {
 }
 
 /// One position of a template.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Slot {
     /// A token shape that every member has here (it may itself contain `<*>`, as `uid=<*>`).
     Exact(Box<str>),
-    /// Members differ here.
-    Any,
+    /// Members differ here. It matches any token; the frame is what all members seen so far
+    /// share around the value (`user=` in `user=<*>`, `,` in `<*>,`), for display only.
+    Any(Frame),
+}
+
+/// The text around a variable that all its values shared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Frame {
+    prefix: Box<str>,
+    suffix: Box<str>,
+}
+
+/// Bytes after which a frame prefix may end (`key=`, `(`, `"`).
+fn ends_prefix(b: u8) -> bool {
+    matches!(
+        b,
+        b'=' | b':' | b'(' | b'[' | b'{' | b'"' | b'\'' | b',' | b';' | b'|' | b'/'
+    )
+}
+
+/// Bytes a frame suffix may consist of (`,`, `)`, `].`).
+fn in_suffix(b: u8) -> bool {
+    b.is_ascii_punctuation() && !matches!(b, b'<' | b'>' | b'*')
+}
+
+impl Frame {
+    /// The frame two token shapes share.
+    fn of(a: &[u8], b: &[u8]) -> Frame {
+        let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let mut p = a[..common]
+            .iter()
+            .rposition(|&c| ends_prefix(c))
+            .map_or(0, |i| i + 1);
+        if let Some(w) = a[..p].iter().position(|&c| c == b'<') {
+            p = a[..w]
+                .iter()
+                .rposition(|&c| ends_prefix(c))
+                .map_or(0, |i| i + 1);
+        }
+        let common_end = a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count();
+        let tail = &a[a.len() - common_end..];
+        let mut s = tail.iter().rev().take_while(|&&c| in_suffix(c)).count();
+        let room = a.len().min(b.len()).saturating_sub(p);
+        s = s.min(room);
+        Frame {
+            prefix: String::from_utf8_lossy(&a[..p]).into(),
+            suffix: String::from_utf8_lossy(&a[a.len() - s..]).into(),
+        }
+    }
+
+    /// This frame narrowed to what `token` shares with it.
+    fn narrowed(&self, token: &[u8]) -> Frame {
+        let mut framed = Vec::with_capacity(self.prefix.len() + 3 + self.suffix.len());
+        framed.extend_from_slice(self.prefix.as_bytes());
+        framed.extend_from_slice(b"<*>");
+        framed.extend_from_slice(self.suffix.as_bytes());
+        Frame::of(&framed, token)
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str(&self.prefix);
+        out.push_str("<*>");
+        out.push_str(&self.suffix);
+    }
 }
 
 /// A message template and its statistics.
@@ -121,13 +187,38 @@ impl Template {
         self.generation
     }
 
+    /// Narrows the frames of the variable slots to what `tokens` (one per slot) share with
+    /// them; true when a frame changed.
+    fn narrow_frames(&mut self, tokens: impl Iterator<Item = String>) -> bool {
+        let mut changed = false;
+        for (slot, token) in self.slots.iter_mut().zip(tokens) {
+            if let Slot::Any(frame) = slot {
+                let narrowed = frame.narrowed(token.as_bytes());
+                if narrowed != *frame {
+                    *frame = narrowed;
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
     /// Whether turning all of `positions` into wildcards is allowed.
     fn may_generalise_all(&self, positions: &[usize]) -> bool {
-        if positions.iter().any(|&p| p == 0 && self.slots.len() < HEAD_CONTEXT) {
+        if positions
+            .iter()
+            .any(|&p| p == 0 && self.slots.len() < HEAD_CONTEXT)
+        {
             return false;
         }
-        let exact = self.slots.iter().filter(|s| matches!(s, Slot::Exact(_))).count();
-        positions.iter().all(|&p| matches!(self.slots.get(p), Some(Slot::Exact(_))))
+        let exact = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Exact(_)))
+            .count();
+        positions
+            .iter()
+            .all(|&p| matches!(self.slots.get(p), Some(Slot::Exact(_))))
             && (exact - positions.len()) * 2 >= self.slots.len()
     }
 
@@ -160,7 +251,7 @@ impl Template {
             }
             match slot {
                 Slot::Exact(s) => self.text.push_str(s),
-                Slot::Any => self.text.push_str("<*>"),
+                Slot::Any(frame) => frame.render(&mut self.text),
             }
         }
     }
@@ -359,7 +450,13 @@ impl TemplateMiner {
                 }
                 let t = &mut self.templates[index as usize];
                 for &pos in &newly_variable {
-                    t.slots[pos] = Slot::Any;
+                    let (a, b) = self.spans[pos];
+                    let token = &self.shapes[a as usize..b as usize];
+                    let frame = match &t.slots[pos] {
+                        Slot::Exact(s) => Frame::of(s.as_bytes(), token),
+                        Slot::Any(f) => f.clone(),
+                    };
+                    t.slots[pos] = Slot::Any(frame);
                     t.variants.retain(|(p, _)| *p as usize != pos);
                 }
                 t.generation += 1;
@@ -374,7 +471,14 @@ impl TemplateMiner {
         }
         let assignment = match fit {
             Some(index) => {
+                let tokens: Vec<String> = (0..n)
+                    .map(|i| String::from_utf8_lossy(self.token(i)).into_owned())
+                    .collect();
                 let t = &mut self.templates[index as usize];
+                if t.narrow_frames(tokens.into_iter()) {
+                    t.generation += 1;
+                    t.render();
+                }
                 t.count += 1;
                 t.last_used = self.clock;
                 Assignment {
@@ -428,21 +532,28 @@ impl TemplateMiner {
                     &self.templates[other as usize],
                 );
                 a.slots.iter().zip(&b.slots).all(|(x, y)| match (x, y) {
-                    (Slot::Any, _) => true,
+                    (Slot::Any(_), _) => true,
                     (Slot::Exact(x), Slot::Exact(y)) => x == y,
-                    (Slot::Exact(_), Slot::Any) => false,
+                    (Slot::Exact(_), Slot::Any(_)) => false,
                 })
             };
             if !fits {
                 continue;
             }
-            let (count, last, id) = {
+            let (count, last, id, their_slots) = {
                 let o = &self.templates[other as usize];
-                (o.count, o.last_used, o.id)
+                (o.count, o.last_used, o.id, o.slots.clone())
             };
             let t = &mut self.templates[into as usize];
             t.count += count;
             t.last_used = t.last_used.max(last);
+            if t.narrow_frames(their_slots.iter().map(|s| match s {
+                Slot::Exact(s) => s.to_string(),
+                Slot::Any(f) => format!("{}<*>{}", f.prefix, f.suffix),
+            })) {
+                t.generation += 1;
+                t.render();
+            }
             let into_id = t.id;
             self.aliases.insert(id, into_id);
             self.retire(other);
@@ -536,8 +647,11 @@ impl TemplateMiner {
                     .slots
                     .iter()
                     .map(|s| match s {
-                        Slot::Exact(s) => Some(s.to_string()),
-                        Slot::Any => None,
+                        Slot::Exact(s) => SavedSlot::Exact(s.to_string()),
+                        Slot::Any(f) => SavedSlot::Variable {
+                            prefix: f.prefix.to_string(),
+                            suffix: f.suffix.to_string(),
+                        },
                     })
                     .collect(),
             })
@@ -563,8 +677,11 @@ impl TemplateMiner {
                 .slots
                 .into_iter()
                 .map(|s| match s {
-                    Some(s) => Slot::Exact(s.into()),
-                    None => Slot::Any,
+                    SavedSlot::Exact(s) => Slot::Exact(s.into()),
+                    SavedSlot::Variable { prefix, suffix } => Slot::Any(Frame {
+                        prefix: prefix.into(),
+                        suffix: suffix.into(),
+                    }),
                 })
                 .collect();
             let mut t = Template {
@@ -599,7 +716,27 @@ fn same_kind_of_value(a: &[u8], b: &[u8]) -> bool {
         .iter()
         .rposition(|&c| matches!(c, b'=' | b':' | b'(' | b'[' | b'"' | b'\'' | b','));
     let cut = cut.map_or(0, |i| i + 1);
-    value_like(&a[cut..]) && value_like(&b[cut..])
+    let (a, b) = (&a[cut..], &b[cut..]);
+    if value_like(a) && value_like(b) {
+        return true;
+    }
+    // A value against no value: `()` and `(<*>)`, `rhost=` and `rhost=<*>`.
+    let without = |s: &[u8]| -> Vec<u8> {
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            if s[i..].starts_with(b"<*>") {
+                i += 3;
+            } else {
+                out.push(s[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    let punct_only = |s: &[u8]| s.iter().all(u8::is_ascii_punctuation);
+    (value_like(a) && punct_only(b) && without(a) == b)
+        || (value_like(b) && punct_only(a) && without(b) == a)
 }
 
 /// A masked shape that is one value, perhaps with a name prefix and punctuation (`<*>`,
@@ -641,8 +778,23 @@ pub struct SavedTemplate {
     pub id: String,
     /// Messages seen.
     pub count: u64,
-    /// Token shapes; `None` where members differ.
-    pub slots: Vec<Option<String>>,
+    /// Token shapes, or the frame of a variable.
+    pub slots: Vec<SavedSlot>,
+}
+
+/// One saved template position.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SavedSlot {
+    /// A constant token shape.
+    Exact(String),
+    /// A variable, with the text its values shared around it.
+    Variable {
+        /// Text before the value (`user=`).
+        prefix: String,
+        /// Punctuation after the value.
+        suffix: String,
+    },
 }
 
 /// Why a saved state could not be restored.
