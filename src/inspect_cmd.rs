@@ -115,11 +115,11 @@ pub fn run(args: InspectArgs) -> Result<u8> {
             ..AnomalyConfig::default()
         },
         max_line: args.max_line_bytes.max(1),
-        year: args.year.unwrap_or_else(current_year),
+        year: args.year,
     };
     // Validate the pattern once, up front, rather than once per file.
     if let Some(p) = &options.pattern {
-        opsloop_logs::parse::Parser::with_pattern(p, options.year)
+        opsloop_logs::parse::Parser::with_pattern(p, options.year.unwrap_or_else(current_year))
             .with_context(|| "--pattern".to_string())?;
     }
     let mut inspector = Inspector::new(options, rules);

@@ -92,17 +92,14 @@ pub fn parse_iso8601(b: &[u8]) -> Option<(i64, usize)> {
         i = 19;
     }
     let mut millis = 0u32;
-    if matches!(b.get(i), Some(b'.' | b',')) {
+    // A fraction needs digits: in `04:30:30, Info` the comma ends the timestamp.
+    if matches!(b.get(i), Some(b'.' | b',')) && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
         let mut scale = 100;
         i += 1;
-        let start = i;
         while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
             millis += u32::from(c - b'0') * scale;
             scale /= 10;
             i += 1;
-        }
-        if i == start {
-            return None;
         }
     }
     let mut offset_min: i64 = 0;

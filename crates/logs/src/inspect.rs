@@ -52,8 +52,9 @@ pub struct InspectOptions {
     pub anomaly: AnomalyConfig,
     /// Longest line kept whole.
     pub max_line: usize,
-    /// Year for timestamps that have none (RFC 3164, klog).
-    pub year: i64,
+    /// Year for timestamps that have none (RFC 3164, klog); `None` is the current year, with
+    /// times more than two days ahead moved to the year before.
+    pub year: Option<i64>,
 }
 
 impl Default for InspectOptions {
@@ -65,7 +66,7 @@ impl Default for InspectOptions {
             miner: MinerConfig::default(),
             anomaly: AnomalyConfig::default(),
             max_line: DEFAULT_MAX_LINE,
-            year: current_year(),
+            year: None,
         }
     }
 }
@@ -260,8 +261,9 @@ impl Inspector {
                 None => break,
             }
         }
+        let year = self.options.year.unwrap_or_else(current_year);
         let parser = match (&self.options.pattern, self.options.format) {
-            (Some(p), _) => match Parser::with_pattern(p, self.options.year) {
+            (Some(p), _) => match Parser::with_pattern(p, year) {
                 Ok(p) => p,
                 Err(e) => {
                     report.error = Some(e.to_string());
@@ -269,12 +271,16 @@ impl Inspector {
                     return;
                 }
             },
-            (None, Some(f)) => Parser::new(f, self.options.year),
+            (None, Some(f)) => Parser::new(f, year),
             (None, None) => {
                 let texts: Vec<&str> = sample.iter().map(|(_, t)| t.as_str()).collect();
                 report.detected = true;
-                Parser::new(detect(&texts, self.options.year), self.options.year)
+                Parser::new(detect(&texts, year), year)
             }
+        };
+        let parser = match self.options.year {
+            Some(_) => parser,
+            None => parser.roll_back_future(now_ms()),
         };
         report.format = parser.format();
         let multiline = self
@@ -685,6 +691,12 @@ impl Inspector {
             },
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

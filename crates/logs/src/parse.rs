@@ -101,6 +101,8 @@ pub struct Record {
     pub continuation: String,
     /// How many lines were joined.
     pub continuation_lines: u32,
+    /// The timestamp had no year and got the parser's (RFC 3164, klog, logcat).
+    pub year_assumed: bool,
 }
 
 impl Record {
@@ -113,6 +115,7 @@ impl Record {
         self.fields.clear();
         self.continuation.clear();
         self.continuation_lines = 0;
+        self.year_assumed = false;
     }
 
     /// A field by name.
@@ -136,6 +139,9 @@ pub enum PatternError {
 pub struct Parser {
     format: Format,
     year: i64,
+    /// Year-less times later than this are taken to be from the year before (a December line
+    /// read in January).
+    roll_back_after: Option<i64>,
     access: Option<Regex>,
     pattern: Option<Regex>,
 }
@@ -162,6 +168,7 @@ impl Parser {
         Self {
             format,
             year,
+            roll_back_after: None,
             access,
             pattern: None,
         }
@@ -183,9 +190,17 @@ impl Parser {
         Ok(Self {
             format: Format::Regex,
             year,
+            roll_back_after: None,
             access: None,
             pattern: Some(re),
         })
+    }
+
+    /// Year-less timestamps later than `now_ms` plus two days move to the year before: logs
+    /// read in January still have December lines. Use with the current year.
+    pub fn roll_back_future(mut self, now_ms: i64) -> Self {
+        self.roll_back_after = Some(now_ms + 2 * 86_400_000);
+        self
     }
 
     /// The format.
@@ -196,6 +211,18 @@ impl Parser {
     /// Parses `line` into `rec` (which the caller cleared). False when the line is not in this
     /// format; `rec` is then left for the caller to fill as raw.
     pub fn parse(&self, line: &str, rec: &mut Record) -> bool {
+        let ok = self.parse_format(line, rec);
+        if let (true, Some(limit), Some(ts)) =
+            (rec.year_assumed, self.roll_back_after, rec.timestamp)
+        {
+            if ts > limit {
+                rec.timestamp = previous_year(ts);
+            }
+        }
+        ok
+    }
+
+    fn parse_format(&self, line: &str, rec: &mut Record) -> bool {
         match self.format {
             Format::Raw => {
                 rec.message.push_str(line);
@@ -233,6 +260,14 @@ impl Parser {
             }
         }
     }
+}
+
+/// The same civil time one year earlier.
+fn previous_year(ms: i64) -> Option<i64> {
+    let days = ms.div_euclid(86_400_000);
+    let (y, m, d) = opsloop_core::time::civil_from_days(days);
+    let base = civil_to_millis(y - 1, m, d, 0, 0, 0, 0)?;
+    Some(base + ms.rem_euclid(86_400_000))
 }
 
 /// Lines that continue the record before them in any format: indented lines (Java `\tat`,
@@ -590,6 +625,7 @@ fn parse_syslog(line: &str, year: i64, rec: &mut Record) -> bool {
         return false;
     };
     rec.timestamp = Some(ms);
+    rec.year_assumed = true;
     let rest = rest[used..].trim_start();
     let (host, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     rec.fields.push(("host".into(), Value::from(host)));
@@ -752,6 +788,7 @@ fn parse_klog(line: &str, year: i64, rec: &mut Record) -> bool {
     let frac = line[14.min(end)..end].trim_start_matches('.');
     let millis = digits(frac.as_bytes(), 0, 3).unwrap_or(0);
     rec.timestamp = civil_to_millis(year, mo, d, h, m, s, millis);
+    rec.year_assumed = true;
     rec.level = Some(level);
     if !thread.trim().is_empty() {
         rec.fields
@@ -763,44 +800,114 @@ fn parse_klog(line: &str, year: i64, rec: &mut Record) -> bool {
     true
 }
 
-/// `TIMESTAMP [LEVEL] message` and its relatives: ISO or `YYYY/MM/DD` or `Mmm dd` times, the
-/// level bare, bracketed or followed by a colon, anywhere in the next two words.
+/// `Www Mmm dd hh:mm:ss yyyy` (C's ctime, Apache's error log).
+fn parse_ctime(b: &[u8]) -> Option<(i64, usize)> {
+    if !b.get(0..3)?.iter().all(u8::is_ascii_alphabetic) || b.get(3) != Some(&b' ') {
+        return None;
+    }
+    let (ms, used) = parse_bsd_time(&b[4..], 1970)?;
+    if b.get(4 + used) != Some(&b' ') {
+        return None;
+    }
+    let year = digits(b, 5 + used, 4)?;
+    // Re-anchor the month, day and time on the real year.
+    let days = ms.div_euclid(86_400_000);
+    let (_, month, day) = opsloop_core::time::civil_from_days(days);
+    let rem = ms.rem_euclid(86_400_000);
+    let base = civil_to_millis(i64::from(year), month, day, 0, 0, 0, 0)?;
+    Some((base + rem, 9 + used))
+}
+
+/// `MM-DD hh:mm:ss.fff` (Android logcat), in `year`.
+fn parse_month_day(b: &[u8], year: i64) -> Option<(i64, usize)> {
+    let (mo, d) = (digits(b, 0, 2)?, digits(b, 3, 2)?);
+    if b.get(2) != Some(&b'-') || b.get(5) != Some(&b' ') {
+        return None;
+    }
+    let (h, m, s, end) = parse_hms(b, 6)?;
+    let millis = digits(b, 15, 3).filter(|_| end >= 18).unwrap_or(0);
+    Some((civil_to_millis(year, mo, d, h, m, s, millis)?, end))
+}
+
+/// `yy/MM/dd hh:mm:ss` (log4j's `%d{yy/MM/dd HH:mm:ss}`, Spark) and `yyMMdd hhmmss` (Hadoop).
+fn parse_short_date(b: &[u8]) -> Option<(i64, usize)> {
+    if b.get(2) == Some(&b'/') && b.get(5) == Some(&b'/') && b.get(8) == Some(&b' ') {
+        let (y, mo, d) = (digits(b, 0, 2)?, digits(b, 3, 2)?, digits(b, 6, 2)?);
+        let (h, m, s, end) = parse_hms(b, 9)?;
+        return Some((
+            civil_to_millis(2000 + i64::from(y), mo, d, h, m, s, 0)?,
+            end,
+        ));
+    }
+    if b.get(6) == Some(&b' ') && b.get(13) == Some(&b' ') {
+        let (y, mo, d) = (digits(b, 0, 2)?, digits(b, 2, 2)?, digits(b, 4, 2)?);
+        let (h, m, s) = (digits(b, 7, 2)?, digits(b, 9, 2)?, digits(b, 11, 2)?);
+        return Some((civil_to_millis(2000 + i64::from(y), mo, d, h, m, s, 0)?, 13));
+    }
+    None
+}
+
+/// The timestamps `plain` lines may open with; the flag says the year was assumed.
+fn parse_leading_time(b: &[u8], year: i64) -> Option<(i64, usize, bool)> {
+    let with_year = |x: Option<(i64, usize)>| x.map(|(ms, used)| (ms, used, false));
+    let without = |x: Option<(i64, usize)>| x.map(|(ms, used)| (ms, used, true));
+    with_year(parse_iso8601(b))
+        .or_else(|| with_year(parse_slash_datetime(b)))
+        .or_else(|| without(parse_bsd_time(b, year)))
+        .or_else(|| with_year(parse_ctime(b)))
+        .or_else(|| without(parse_month_day(b, year)))
+        .or_else(|| with_year(parse_short_date(b)))
+}
+
+/// `TIMESTAMP [LEVEL] message` and its relatives: the time in one of the forms of
+/// [`parse_leading_time`], optionally bracketed; then the level among the next words, bare,
+/// bracketed or followed by a colon (`INFO`, `[error]`, `WARN:`), possibly after a thread or
+/// logger name, or a single letter after process and thread ids (logcat: `1702 2395 D Tag:`).
 fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
     let b = line.as_bytes();
     let start = usize::from(b.first() == Some(&b'['));
-    let parsed = parse_iso8601(&b[start..])
-        .or_else(|| parse_slash_datetime(&b[start..]))
-        .or_else(|| parse_bsd_time(&b[start..], year));
-    let Some((ms, used)) = parsed else {
+    let Some((ms, used, year_assumed)) = parse_leading_time(&b[start..], year) else {
         return false;
     };
     rec.timestamp = Some(ms);
+    rec.year_assumed = year_assumed;
     let mut rest = &line[start + used..];
     if start == 1 {
         rest = rest.strip_prefix(']').unwrap_or(rest);
     }
-    let mut rest = rest.trim_start_matches([' ', '\t', '|', '-']);
-    // The level is one of the next two words, possibly bracketed (`[main] INFO`, `[ERROR]`).
+    let rest = rest.trim_start_matches([' ', '\t', '|', '-', ',']);
     let mut probe = rest;
-    for _ in 0..2 {
+    let mut numbers: Vec<&str> = Vec::new();
+    let mut words = 0;
+    while words < 3 && !probe.is_empty() {
         let word_end = probe.find([' ', '\t']).unwrap_or(probe.len());
         let word = &probe[..word_end];
         let bare =
-            word.trim_matches(|c: char| matches!(c, '[' | ']' | '(' | ')' | ':' | '<' | '>'));
-        if bare.len() > 1
-            && let Some(level) = Level::parse(bare)
-        {
-            rec.level = Some(level);
-            let before = &rest[..rest.len() - probe.len()];
-            let after = probe[word_end..].trim_start_matches([' ', '\t', ':', '-', '|']);
-            if before.trim().is_empty() {
-                rest = after;
-            } else {
-                rec.message.push_str(before.trim_end());
-                rec.message.push(' ');
-                rest = after;
+            word.trim_matches(|c: char| matches!(c, '[' | ']' | '(' | ')' | ':' | '<' | '>' | ','));
+        let only_numbers_before = words == 0 && !numbers.is_empty();
+        let letter_level = bare.len() == 1 && only_numbers_before;
+        if bare.len() > 1 || letter_level {
+            if let Some(level) = Level::parse(bare) {
+                rec.level = Some(level);
+                let after = probe[word_end..].trim_start_matches([' ', '\t', ':', '-', '|']);
+                let before = &rest[..rest.len() - probe.len()];
+                if numbers.is_empty() && !before.trim().is_empty() {
+                    rec.message.push_str(before.trim_end());
+                    rec.message.push(' ');
+                } else if !numbers.is_empty() {
+                    let keys = ["pid", "tid"];
+                    for (k, n) in keys.iter().zip(&numbers) {
+                        rec.fields.push(((*k).to_string(), scalar_value(n)));
+                    }
+                }
+                rec.message.push_str(after);
+                return true;
             }
-            break;
+        }
+        if !bare.is_empty() && bare.bytes().all(|c| c.is_ascii_digit()) && words == 0 {
+            numbers.push(bare);
+        } else if !word.bytes().all(|c| c.is_ascii_punctuation()) {
+            words += 1;
         }
         probe = probe[word_end..].trim_start();
     }

@@ -216,3 +216,72 @@ proptest! {
         prop_assert_eq!(seen, expected);
     }
 }
+
+#[test]
+fn plain_relatives_from_common_loggers() {
+    // Android logcat: pid, tid, one-letter level, tag.
+    let r = parse(
+        Format::Plain,
+        "03-17 16:13:38.811  1702  2395 D WindowManager: printFreezingDisplayLogs",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Debug));
+    assert_eq!(r.message, "WindowManager: printFreezingDisplayLogs");
+    assert_eq!(r.field("pid"), Some(&Value::from(1702)));
+    assert_eq!(r.timestamp, civil_to_millis(2026, 3, 17, 16, 13, 38, 811));
+    // Apache error log: bracketed ctime, bracketed level.
+    let r = parse(
+        Format::Plain,
+        "[Sun Dec 04 04:47:44 2005] [error] mod_jk child workerEnv in error state 6",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Error));
+    assert_eq!(r.message, "mod_jk child workerEnv in error state 6");
+    assert_eq!(r.timestamp, civil_to_millis(2005, 12, 4, 4, 47, 44, 0));
+    // log4j yy/MM/dd (Spark) and Hadoop's yyMMdd hhmmss.
+    let r = parse(
+        Format::Plain,
+        "17/06/09 20:10:40 INFO executor.Backend: Registered",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.timestamp, civil_to_millis(2017, 6, 9, 20, 10, 40, 0));
+    assert_eq!(r.message, "executor.Backend: Registered");
+    let r = parse(
+        Format::Plain,
+        "081109 203615 148 INFO dfs.DataNode: PacketResponder 1 terminating",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.timestamp, civil_to_millis(2008, 11, 9, 20, 36, 15, 0));
+    assert_eq!(r.level, Some(Level::Info));
+    // Windows CBS: a comma after the seconds is not a fraction.
+    let r = parse(
+        Format::Plain,
+        "2016-09-28 04:30:30, Info                  CBS    Loaded Servicing Stack",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Info));
+    assert_eq!(r.timestamp, civil_to_millis(2016, 9, 28, 4, 30, 30, 0));
+    // Python logging's default-ish format.
+    let r = parse(
+        Format::Plain,
+        "2024-01-01 10:00:00,123 - payments - ERROR - charge failed",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Error));
+    assert!(r.message.ends_with("charge failed"), "{}", r.message);
+    // "I" as a word is not a level.
+    let r = parse(Format::Plain, "2024-01-01 10:00:00 I think so").unwrap_or_default();
+    assert_eq!(r.level, None);
+}
+
+#[test]
+fn year_less_times_in_the_future_are_last_year() {
+    let now = civil_to_millis(2026, 1, 5, 0, 0, 0, 0).unwrap_or_default();
+    let p = Parser::new(Format::Syslog, 2026).roll_back_future(now);
+    let mut r = Record::default();
+    assert!(p.parse("Dec 30 23:59:59 host app: x", &mut r));
+    assert_eq!(r.timestamp, civil_to_millis(2025, 12, 30, 23, 59, 59, 0));
+    r.clear();
+    assert!(p.parse("Jan  4 10:00:00 host app: x", &mut r));
+    assert_eq!(r.timestamp, civil_to_millis(2026, 1, 4, 10, 0, 0, 0));
+}
