@@ -214,10 +214,9 @@ impl Parser {
         let ok = self.parse_format(line, rec);
         if let (true, Some(limit), Some(ts)) =
             (rec.year_assumed, self.roll_back_after, rec.timestamp)
+            && ts > limit
         {
-            if ts > limit {
-                rec.timestamp = previous_year(ts);
-            }
+            rec.timestamp = previous_year(ts);
         }
         ok
     }
@@ -886,23 +885,23 @@ fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
             word.trim_matches(|c: char| matches!(c, '[' | ']' | '(' | ')' | ':' | '<' | '>' | ','));
         let only_numbers_before = words == 0 && !numbers.is_empty();
         let letter_level = bare.len() == 1 && only_numbers_before;
-        if bare.len() > 1 || letter_level {
-            if let Some(level) = Level::parse(bare) {
-                rec.level = Some(level);
-                let after = probe[word_end..].trim_start_matches([' ', '\t', ':', '-', '|']);
-                let before = &rest[..rest.len() - probe.len()];
-                if numbers.is_empty() && !before.trim().is_empty() {
-                    rec.message.push_str(before.trim_end());
-                    rec.message.push(' ');
-                } else if !numbers.is_empty() {
-                    let keys = ["pid", "tid"];
-                    for (k, n) in keys.iter().zip(&numbers) {
-                        rec.fields.push(((*k).to_string(), scalar_value(n)));
-                    }
+        if (bare.len() > 1 || letter_level)
+            && let Some(level) = Level::parse(bare)
+        {
+            rec.level = Some(level);
+            let after = probe[word_end..].trim_start_matches([' ', '\t', ':', '-', '|']);
+            let before = &rest[..rest.len() - probe.len()];
+            if numbers.is_empty() && !before.trim().is_empty() {
+                rec.message.push_str(before.trim_end());
+                rec.message.push(' ');
+            } else if !numbers.is_empty() {
+                let keys = ["pid", "tid"];
+                for (k, n) in keys.iter().zip(&numbers) {
+                    rec.fields.push(((*k).to_string(), scalar_value(n)));
                 }
-                rec.message.push_str(after);
-                return true;
             }
+            rec.message.push_str(after);
+            return true;
         }
         if !bare.is_empty() && bare.bytes().all(|c| c.is_ascii_digit()) && words == 0 {
             numbers.push(bare);
