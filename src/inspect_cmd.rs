@@ -88,6 +88,13 @@ pub struct InspectArgs {
     no_progress: bool,
 }
 
+impl InspectArgs {
+    /// The report format asked for.
+    pub fn output(&self) -> Output {
+        self.output
+    }
+}
+
 /// Runs `opsloop inspect`.
 pub fn run(args: InspectArgs) -> Result<u8> {
     let format = match args.parser.as_str() {

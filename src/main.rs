@@ -46,13 +46,22 @@ pub enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let output = match &cli.command {
+        Command::Inspect(args) => args.output(),
+    };
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("opsloop: error: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("opsloop: error: {message}");
+            if output == Output::Json {
+                // Scripts reading stdout get the error as a document too.
+                let doc = serde_json::json!({ "error": { "code": "error", "message": message } });
+                println!("{doc}");
+            }
             ExitCode::from(exit::ERROR)
         }
     }

@@ -130,6 +130,13 @@ pub fn report(out: &mut dyn Write, r: &Report, top: usize, color: bool) -> io::R
             )?;
         }
     }
+    if s.levels_inferred > 0 {
+        write!(
+            out,
+            "  ({} inferred from words)",
+            thousands(s.levels_inferred)
+        )?;
+    }
     writeln!(out, "\n")?;
 
     writeln!(

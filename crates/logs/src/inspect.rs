@@ -161,6 +161,7 @@ pub struct Inspector {
     anomaly_list: Vec<(Anomaly, u32, u64)>,
     anomaly_counts: BTreeMap<AnomalyKind, u64>,
     records: u64,
+    levels_inferred: u64,
     first_ts: Option<i64>,
     last_ts: Option<i64>,
     started: Instant,
@@ -199,6 +200,7 @@ impl Inspector {
             anomaly_list: Vec::new(),
             anomaly_counts: BTreeMap::new(),
             records: 0,
+            levels_inferred: 0,
             first_ts: None,
             last_ts: None,
             started: Instant::now(),
@@ -378,6 +380,9 @@ impl Inspector {
         self.files[file as usize].records += 1;
         let a = self.miner.add(&rec.message);
         let level_name = rec.level.map_or("unknown", Level::as_str);
+        if rec.level_inferred {
+            self.levels_inferred += 1;
+        }
         *self.levels.entry(level_name).or_default() += 1;
         if let Some(ts) = rec.timestamp {
             self.first_ts = Some(self.first_ts.map_or(ts, |f| f.min(ts)));
@@ -641,6 +646,7 @@ impl Inspector {
                 files: self.files.len(),
                 lines,
                 records: self.records,
+                levels_inferred: self.levels_inferred,
                 bytes: self.files.iter().map(|f| f.bytes).sum(),
                 templates: templates.len(),
                 templates_evicted: self.miner.evicted(),
@@ -762,6 +768,11 @@ impl Joiner {
             self.next.line = number;
             self.next.message.push_str(text);
         }
+        // Raw means "do not interpret"; every other format may leave the level unstated.
+        if self.next.level.is_none() && self.parser.format() != Format::Raw {
+            self.next.level = crate::parse::infer_level(&self.next.message);
+            self.next.level_inferred = self.next.level.is_some();
+        }
         Pushed::Started { parse_failed: !ok }
     }
 }
@@ -802,6 +813,8 @@ pub struct Summary {
     pub lines: u64,
     /// Records.
     pub records: u64,
+    /// Records whose level was inferred from their words (the line stated none).
+    pub levels_inferred: u64,
     /// Bytes read.
     pub bytes: u64,
     /// Distinct templates.

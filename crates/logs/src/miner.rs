@@ -279,7 +279,8 @@ pub struct TemplateMiner {
     by_len: FxHashMap<usize, Vec<u32>>,
     by_id: FxHashMap<TemplateId, u32>,
     aliases: FxHashMap<TemplateId, TemplateId>,
-    skeletons: FxHashMap<u64, (u32, u32)>,
+    /// Skeleton hash → (template index, template id); the id detects a reused index.
+    skeletons: FxHashMap<u64, (u32, TemplateId)>,
     clock: u64,
     evicted: u64,
     // Scratch, reused for every message.
@@ -318,19 +319,30 @@ impl TemplateMiner {
     pub fn add(&mut self, message: &str) -> Assignment {
         self.clock += 1;
         let key = self.shape(message.as_bytes());
-        if let Some(&(index, generation)) = self.skeletons.get(&key)
-            && let Some(t) = self.templates.get_mut(index as usize)
-            && t.live
-            && t.generation == generation
-        {
-            t.count += 1;
-            t.last_used = self.clock;
-            return Assignment {
-                index,
-                id: t.id,
-                created: false,
-                generalised: false,
+        if let Some(&(index, id)) = self.skeletons.get(&key) {
+            // The skeleton's template, or the one it was folded into: templates only widen,
+            // so a message that fitted once still fits.
+            let index = match self.templates.get(index as usize) {
+                Some(t) if t.live && t.id == id => Some(index),
+                _ => self
+                    .resolve(id)
+                    .and_then(|t| self.by_id.get(&t.id).copied()),
             };
+            if let Some(index) = index {
+                let t = &mut self.templates[index as usize];
+                t.count += 1;
+                t.last_used = self.clock;
+                let id = t.id;
+                if let Some(entry) = self.skeletons.get_mut(&key) {
+                    *entry = (index, id);
+                }
+                return Assignment {
+                    index,
+                    id,
+                    created: false,
+                    generalised: false,
+                };
+            }
         }
         self.assign_slow(key)
     }
@@ -493,8 +505,8 @@ impl TemplateMiner {
         if self.skeletons.len() >= self.config.max_skeletons {
             self.skeletons.clear();
         }
-        let tag = self.templates[assignment.index as usize].generation;
-        self.skeletons.insert(key, (assignment.index, tag));
+        self.skeletons
+            .insert(key, (assignment.index, assignment.id));
         assignment
     }
 
@@ -914,5 +926,62 @@ mod tests {
         let mut restored = TemplateMiner::default();
         assert!(restored.restore(state).is_ok());
         assert_eq!(restored.add("connect to db 3 failed").id, a[0].id);
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_input_is_assigned_consistently(lines in prop::collection::vec("\\PC{0,60}", 1..40)) {
+                let mut a = TemplateMiner::default();
+                let mut b = TemplateMiner::default();
+                for line in &lines {
+                    let x = a.add(line);
+                    let y = b.add(line);
+                    prop_assert_eq!(x.id, y.id, "same input, same ids");
+                    let t = a.template(x.index).map(|t| t.len());
+                    prop_assert_eq!(t, Some(line.split_ascii_whitespace().count()));
+                }
+                // A message seen again lands where its first assignment resolves to now.
+                let firsts: Vec<TemplateId> = lines.iter().map(|l| b.add(l).id).collect();
+                for (line, first) in lines.iter().zip(firsts) {
+                    let then = b.resolve(first).map(Template::id);
+                    let id = b.add(line).id;
+                    let now = b.resolve(id).map(Template::id);
+                    prop_assert_eq!(then, now, "{:?}", line);
+                }
+            }
+
+            #[test]
+            fn merges_keep_assignments_consistent(
+                lines in prop::collection::vec(
+                    prop::collection::vec(
+                        prop::sample::select(vec![
+                            "user", "root", "alice", "bob", "carol", "dave", "failed", "from",
+                            "port", "10.0.0.1", "22", "ok", "state=up", "state=down", "x=1",
+                        ]),
+                        3..7,
+                    ),
+                    1..80,
+                ),
+            ) {
+                let lines: Vec<String> = lines.iter().map(|w| w.join(" ")).collect();
+                let mut m = TemplateMiner::default();
+                let firsts: Vec<TemplateId> = lines.iter().map(|l| m.add(l).id).collect();
+                for (line, first) in lines.iter().zip(firsts) {
+                    let then = m.resolve(first).map(Template::id);
+                    let id = m.add(line).id;
+                    prop_assert_eq!(then, m.resolve(id).map(Template::id), "{:?}", line);
+                }
+            }
+
+            #[test]
+            fn masking_never_panics(token in prop::collection::vec(any::<u8>(), 0..64)) {
+                let mut out = Vec::new();
+                let _ = crate::mask::mask_token(&token, &mut out);
+            }
+        }
     }
 }

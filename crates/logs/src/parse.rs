@@ -103,6 +103,8 @@ pub struct Record {
     pub continuation_lines: u32,
     /// The timestamp had no year and got the parser's (RFC 3164, klog, logcat).
     pub year_assumed: bool,
+    /// The level was not written but inferred from the message's words ([`infer_level`]).
+    pub level_inferred: bool,
 }
 
 impl Record {
@@ -116,6 +118,7 @@ impl Record {
         self.continuation.clear();
         self.continuation_lines = 0;
         self.year_assumed = false;
+        self.level_inferred = false;
     }
 
     /// A field by name.
@@ -259,6 +262,51 @@ impl Parser {
             }
         }
     }
+}
+
+/// Words that give away a record's severity when the line does not state one, most severe
+/// first. Only whole words count (`errors=0` is not an error).
+const LEVEL_WORDS: [(&str, Level); 14] = [
+    ("panic", Level::Critical),
+    ("fatal", Level::Critical),
+    ("emergency", Level::Critical),
+    ("critical", Level::Critical),
+    ("error", Level::Error),
+    ("failed", Level::Error),
+    ("failure", Level::Error),
+    ("exception", Level::Error),
+    ("segfault", Level::Error),
+    ("refused", Level::Error),
+    ("warning", Level::Warn),
+    ("warn", Level::Warn),
+    ("deprecated", Level::Warn),
+    ("timeout", Level::Warn),
+];
+
+static LEVEL_FINDER: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+    std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(LEVEL_WORDS.iter().map(|(w, _)| w))
+            .ok()
+    });
+
+/// The most severe level named by a whole word of `message`, for lines that state none
+/// (file syslog, raw application output). `None` when no such word occurs.
+pub fn infer_level(message: &str) -> Option<Level> {
+    let finder = LEVEL_FINDER.as_ref()?;
+    let b = message.as_bytes();
+    let mut best: Option<Level> = None;
+    for m in finder.find_overlapping_iter(message) {
+        let before = m.start().checked_sub(1).map(|i| b[i]);
+        let after = b.get(m.end()).copied();
+        let boundary = |c: Option<u8>| c.is_none_or(|c| !c.is_ascii_alphanumeric() && c != b'=');
+        if boundary(before) && boundary(after) {
+            let level = LEVEL_WORDS[m.pattern().as_usize()].1;
+            best = Some(best.map_or(level, |b| b.max(level)));
+        }
+    }
+    best
 }
 
 /// The same civil time one year earlier.

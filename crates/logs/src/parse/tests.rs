@@ -285,3 +285,16 @@ fn year_less_times_in_the_future_are_last_year() {
     assert!(p.parse("Jan  4 10:00:00 host app: x", &mut r));
     assert_eq!(r.timestamp, civil_to_millis(2026, 1, 4, 10, 0, 0, 0));
 }
+
+#[test]
+fn levels_inferred_from_whole_words() {
+    assert_eq!(infer_level("Failed password for root"), Some(Level::Error));
+    assert_eq!(
+        infer_level("Kernel panic - not syncing"),
+        Some(Level::Critical)
+    );
+    assert_eq!(infer_level("warning: disk 91% full"), Some(Level::Warn));
+    assert_eq!(infer_level("errors=0 warnings=0"), None);
+    assert_eq!(infer_level("terror in the failedness"), None);
+    assert_eq!(infer_level("all good"), None);
+}
