@@ -26,6 +26,39 @@ use crate::mask::{WILDCARD, is_size_unit, mask_token};
 /// usually two events (`startup`/`shutdown`, `Starting`/`Ending`); identifiers show many more.
 pub const VARIANTS: usize = 3;
 
+/// Leading positions indexed to find candidate templates: a template that disagrees with a
+/// message at all of them differs in three places and is no candidate anyway.
+const INDEXED: usize = 3;
+/// The index's token hash of a variable slot.
+const ANY_TOKEN: u64 = u64::MAX;
+/// Templates a new message is compared with at most (the oldest first).
+const MAX_CANDIDATES: usize = 2048;
+
+fn slot_key(n: usize, pos: usize, token_hash: u64) -> u64 {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    b[8..16].copy_from_slice(&(pos as u64).to_le_bytes());
+    b[16..].copy_from_slice(&token_hash.to_le_bytes());
+    xxh3_64(&b)
+}
+
+/// Appends the live members of an index list to `out`, dropping stale entries on the way.
+fn collect_members(
+    list: Option<&mut Vec<u32>>,
+    templates: &[Template],
+    valid: impl Fn(&Template) -> bool,
+    out: &mut Vec<u32>,
+) {
+    if let Some(list) = list {
+        list.retain(|&i| {
+            templates
+                .get(i as usize)
+                .is_some_and(|t| t.live && valid(t))
+        });
+        out.extend_from_slice(list);
+    }
+}
+
 /// Tokens a message needs before its first word may become a variable (`chrome.exe - host
 /// open through proxy host HTTPS`), and how many values that takes.
 pub const HEAD_CONTEXT: usize = 5;
@@ -159,6 +192,10 @@ pub struct Template {
     live: bool,
     /// Values seen at positions where near-identical messages differed, per position.
     variants: Vec<(u32, Vec<u64>)>,
+    /// The candidate-index keys of the first [`INDEXED`] slots, as they stand.
+    keys: [u64; INDEXED],
+    /// Used since the eviction hand last passed (CLOCK).
+    referenced: bool,
 }
 
 impl Template {
@@ -276,7 +313,13 @@ pub struct TemplateMiner {
     templates: Vec<Template>,
     free: Vec<u32>,
     live: usize,
+    /// Templates by length (lazily cleaned: entries of retired templates are skipped).
     by_len: FxHashMap<usize, Vec<u32>>,
+    /// Templates by (length, position, token) of their first slots (lazily cleaned too).
+    index: FxHashMap<u64, Vec<u32>>,
+    index_entries: usize,
+    /// The CLOCK eviction hand.
+    hand: usize,
     by_id: FxHashMap<TemplateId, u32>,
     aliases: FxHashMap<TemplateId, TemplateId>,
     /// Skeleton hash → (template index, template id); the id detects a reused index.
@@ -304,6 +347,9 @@ impl TemplateMiner {
             free: Vec::new(),
             live: 0,
             by_len: FxHashMap::default(),
+            index: FxHashMap::default(),
+            index_entries: 0,
+            hand: 0,
             by_id: FxHashMap::default(),
             aliases: FxHashMap::default(),
             skeletons: FxHashMap::default(),
@@ -332,6 +378,7 @@ impl TemplateMiner {
                 let t = &mut self.templates[index as usize];
                 t.count += 1;
                 t.last_used = self.clock;
+                t.referenced = true;
                 let id = t.id;
                 if let Some(entry) = self.skeletons.get_mut(&key) {
                     *entry = (index, id);
@@ -416,7 +463,7 @@ impl TemplateMiner {
 
     fn assign_slow(&mut self, key: u64) -> Assignment {
         let n = self.spans.len();
-        let candidates = self.by_len.get(&n).cloned().unwrap_or_default();
+        let candidates = self.candidates(n);
         // 1. A template whose constant positions all agree takes the message as it is.
         let mut fit: Option<u32> = None;
         for &index in &candidates {
@@ -473,6 +520,9 @@ impl TemplateMiner {
                 }
                 t.generation += 1;
                 t.render();
+                for &pos in newly_variable.iter().filter(|&&p| p < INDEXED) {
+                    self.reindex(index, pos);
+                }
                 self.absorb_fitting(index);
                 generalised = true;
                 if newly_variable.len() == diff.len() {
@@ -493,6 +543,7 @@ impl TemplateMiner {
                 }
                 t.count += 1;
                 t.last_used = self.clock;
+                t.referenced = true;
                 Assignment {
                     index,
                     id: t.id,
@@ -531,9 +582,29 @@ impl TemplateMiner {
     /// folded ids become aliases of `into`'s id.
     fn absorb_fitting(&mut self, into: u32) {
         let n = self.templates[into as usize].slots.len();
-        let Some(list) = self.by_len.get(&n).cloned() else {
-            return;
-        };
+        // Only templates with the same constant at one of its first constant slots can fit.
+        let mut list = Vec::new();
+        let first_exact = (0..n.min(INDEXED))
+            .find(|&p| matches!(self.templates[into as usize].slots[p], Slot::Exact(_)));
+        match first_exact {
+            Some(p) => {
+                let key = self.templates[into as usize].keys[p];
+                collect_members(
+                    self.index.get_mut(&key),
+                    &self.templates,
+                    |t| t.slots.len() == n && t.keys[p] == key,
+                    &mut list,
+                );
+            }
+            None => collect_members(
+                self.by_len.get_mut(&n),
+                &self.templates,
+                |t| t.slots.len() == n,
+                &mut list,
+            ),
+        }
+        list.sort_unstable();
+        list.dedup();
         for other in list {
             if other == into {
                 continue;
@@ -588,6 +659,8 @@ impl TemplateMiner {
             generation: 0,
             live: true,
             variants: Vec::new(),
+            keys: [0; INDEXED],
+            referenced: true,
         };
         t.render();
         let n = t.slots.len();
@@ -604,6 +677,7 @@ impl TemplateMiner {
             }
         };
         self.by_len.entry(n).or_default().push(index);
+        self.index_template(index);
         self.by_id.insert(TemplateId(key), index);
         self.live += 1;
         Assignment {
@@ -614,18 +688,111 @@ impl TemplateMiner {
         }
     }
 
+    /// Evicts one template not used since the hand last passed it (CLOCK, an LRU
+    /// approximation with O(1) amortised cost).
     fn evict_lru(&mut self) {
-        let Some((index, _)) = self
-            .templates
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.live)
-            .min_by_key(|(_, t)| t.last_used)
-        else {
+        let len = self.templates.len();
+        for _ in 0..=2 * len {
+            let i = self.hand % len.max(1);
+            self.hand = (i + 1) % len.max(1);
+            let Some(t) = self.templates.get_mut(i) else {
+                return;
+            };
+            if !t.live {
+                continue;
+            }
+            if t.referenced {
+                t.referenced = false;
+                continue;
+            }
+            self.retire(i as u32);
+            self.evicted += 1;
             return;
+        }
+    }
+
+    /// Adds a template's first slots to the candidate index.
+    fn index_template(&mut self, index: u32) {
+        let n = self.templates[index as usize].slots.len();
+        for p in 0..n.min(INDEXED) {
+            self.reindex(index, p);
+        }
+    }
+
+    /// (Re)files slot `p` of a template under its current key; the old entry goes stale.
+    fn reindex(&mut self, index: u32, p: usize) {
+        let t = &mut self.templates[index as usize];
+        let n = t.slots.len();
+        let hash = match &t.slots[p] {
+            Slot::Exact(s) => xxh3_64(s.as_bytes()),
+            Slot::Any(_) => ANY_TOKEN,
         };
-        self.retire(index as u32);
-        self.evicted += 1;
+        let key = slot_key(n, p, hash);
+        t.keys[p] = key;
+        self.index.entry(key).or_default().push(index);
+        self.index_entries += 1;
+        if self.index_entries > 8 * self.live + 65_536 {
+            self.compact_index();
+        }
+    }
+
+    /// Drops stale entries from every index list (amortised over many insertions).
+    fn compact_index(&mut self) {
+        let templates = &self.templates;
+        let mut entries = 0;
+        self.index.retain(|&key, list| {
+            list.retain(|&i| {
+                templates
+                    .get(i as usize)
+                    .is_some_and(|t| t.live && t.keys.contains(&key))
+            });
+            list.sort_unstable();
+            list.dedup();
+            entries += list.len();
+            !list.is_empty()
+        });
+        self.by_len.retain(|&n, list| {
+            list.retain(|&i| {
+                templates
+                    .get(i as usize)
+                    .is_some_and(|t| t.live && t.slots.len() == n)
+            });
+            list.sort_unstable();
+            list.dedup();
+            !list.is_empty()
+        });
+        self.index_entries = entries;
+    }
+
+    /// Templates the current message may fit or be evidence for: those that agree with it at
+    /// one of its first positions (or have a variable there), oldest first, at most
+    /// [`MAX_CANDIDATES`].
+    fn candidates(&mut self, n: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        if n == 0 {
+            collect_members(
+                self.by_len.get_mut(&0),
+                &self.templates,
+                |t| t.slots.is_empty(),
+                &mut out,
+            );
+        }
+        for p in 0..n.min(INDEXED) {
+            let (a, b) = self.spans[p];
+            let hash = xxh3_64(&self.shapes[a as usize..b as usize]);
+            for key in [slot_key(n, p, hash), slot_key(n, p, ANY_TOKEN)] {
+                collect_members(
+                    self.index.get_mut(&key),
+                    &self.templates,
+                    |t| t.slots.len() == n && t.keys[p] == key,
+                    &mut out,
+                );
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(MAX_CANDIDATES);
+        out
     }
 
     /// Takes a template out of service (evicted or folded into another) and frees its slot.
@@ -634,10 +801,7 @@ impl TemplateMiner {
         t.live = false;
         t.generation = t.generation.wrapping_add(1);
         t.variants = Vec::new();
-        let (n, id) = (t.slots.len(), t.id);
-        if let Some(v) = self.by_len.get_mut(&n) {
-            v.retain(|&i| i != index);
-        }
+        let id = t.id;
         if self.by_id.get(&id) == Some(&index) {
             self.by_id.remove(&id);
         }
@@ -705,14 +869,15 @@ impl TemplateMiner {
                 generation: 0,
                 live: true,
                 variants: Vec::new(),
+                keys: [0; INDEXED],
+                referenced: false,
             };
             t.render();
-            self.by_id.insert(id, self.templates.len() as u32);
-            self.by_len
-                .entry(t.slots.len())
-                .or_default()
-                .push(self.templates.len() as u32);
+            let index = self.templates.len() as u32;
+            self.by_id.insert(id, index);
+            self.by_len.entry(t.slots.len()).or_default().push(index);
             self.templates.push(t);
+            self.index_template(index);
             self.live += 1;
         }
         Ok(())
