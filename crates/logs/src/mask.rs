@@ -14,7 +14,7 @@ pub const WILDCARD: &[u8] = b"<*>";
 
 /// Bytes that split a token into segments that are masked separately (`uid=0` → `uid=<*>`).
 #[inline]
-fn is_delimiter(b: u8) -> bool {
+const fn is_delimiter(b: u8) -> bool {
     matches!(
         b,
         b'=' | b':'
@@ -67,6 +67,9 @@ const SLASH: u8 = 2;
 const AT: u8 = 4;
 const COLON: u8 = 8;
 const NON_ALPHA: u8 = 16;
+const DASH: u8 = 32;
+const DOT: u8 = 64;
+const DELIM: u8 = 128;
 
 /// What each byte says about a token, OR-ed over the token in one pass.
 static BYTE_CLASS: [u8; 256] = {
@@ -83,7 +86,13 @@ static BYTE_CLASS: [u8; 256] = {
         } else if c == b'@' {
             AT | NON_ALPHA
         } else if c == b':' {
-            COLON | NON_ALPHA
+            COLON | DELIM | NON_ALPHA
+        } else if c == b'-' {
+            DASH | NON_ALPHA
+        } else if c == b'.' {
+            DOT | NON_ALPHA
+        } else if is_delimiter(c) {
+            DELIM | NON_ALPHA
         } else {
             NON_ALPHA
         };
@@ -111,13 +120,13 @@ pub fn mask_token(token: &[u8], out: &mut Vec<u8>) -> bool {
     }
     let (lead, core, trail) = trim_wrappers(token);
     if !has_digit && !has_slash && !has_at {
-        if is_word_variable(core) || (core.contains(&b'.') && is_hostname(core)) {
+        if is_word_variable(core) || (flags & DOT != 0 && is_hostname(core)) {
             out.extend_from_slice(lead);
             out.extend_from_slice(WILDCARD);
             out.extend_from_slice(trail);
             return true;
         }
-        if !token.iter().any(|&b| is_delimiter(b)) {
+        if flags & DELIM == 0 {
             out.extend_from_slice(token);
             return false;
         }
@@ -135,21 +144,23 @@ pub fn mask_token(token: &[u8], out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(trail);
         return true;
     }
-    if (has_colon || token.contains(&b'-')) && is_mac(core) {
+    if flags & (COLON | DASH) != 0 && is_mac(core) {
         out.extend_from_slice(lead);
         out.extend_from_slice(WILDCARD);
         out.extend_from_slice(trail);
         return true;
     }
-    if has_colon && !is_ipv6(core) && is_ipv6(token) {
-        out.extend_from_slice(WILDCARD);
-        return true;
-    }
-    if has_colon && is_ipv6(core) {
-        out.extend_from_slice(lead);
-        out.extend_from_slice(WILDCARD);
-        out.extend_from_slice(trail);
-        return true;
+    if has_colon {
+        if is_ipv6(core) {
+            out.extend_from_slice(lead);
+            out.extend_from_slice(WILDCARD);
+            out.extend_from_slice(trail);
+            return true;
+        }
+        if is_ipv6(token) {
+            out.extend_from_slice(WILDCARD);
+            return true;
+        }
     }
     mask_segments(token, out)
 }
@@ -343,13 +354,9 @@ fn is_hex_blob(seg: &[u8]) -> bool {
 /// Words that are values although they carry no digit: booleans and null, month and weekday
 /// names, and the random suffixes Kubernetes gives to pod names.
 fn is_word_variable(core: &[u8]) -> bool {
-    if core.eq_ignore_ascii_case(b"true")
-        || core.eq_ignore_ascii_case(b"false")
-        || core.eq_ignore_ascii_case(b"null")
-    {
-        return true;
-    }
     match core.len() {
+        4 if core.eq_ignore_ascii_case(b"true") || core.eq_ignore_ascii_case(b"null") => true,
+        5 if core.eq_ignore_ascii_case(b"false") => true,
         3 => {
             let lower = [
                 core[0].to_ascii_lowercase(),
@@ -361,7 +368,7 @@ fn is_word_variable(core: &[u8]) -> bool {
                 && (MONTHS.contains(&&lower[..]) || WEEKDAYS.contains(&&lower[..]))
         }
         0..=2 => false,
-        _ => is_hex_blob(core) || (core.contains(&b'-') && is_pod_name(core)),
+        _ => is_hex_blob(core) || is_pod_name(core),
     }
 }
 
@@ -394,7 +401,8 @@ fn is_pod_name(core: &[u8]) -> bool {
 }
 
 fn is_url(core: &[u8]) -> bool {
-    memchr::memmem::find(core, b"://").is_some_and(|i| {
+    // Tokens are short: a plain scan beats building a substring searcher per call.
+    core.windows(3).position(|w| w == b"://").is_some_and(|i| {
         i > 0
             && core[..i]
                 .iter()
@@ -462,14 +470,17 @@ fn is_ipv6(core: &[u8]) -> bool {
         },
         None => core,
     };
-    let colons = addr.iter().filter(|&&b| b == b':').count();
-    // `::` or a full eight-group form; `10.0.0.1:80:` and `03:04:05` are not IPv6.
-    (memchr::memmem::find(addr, b"::").is_some() || colons >= 7)
-        && addr.len() >= 3
-        && addr
+    // Cheapest test first: most tokens with a colon have other characters in them.
+    if addr.len() < 3
+        || !addr
             .iter()
             .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.')
-        && addr.iter().any(u8::is_ascii_hexdigit)
+    {
+        return false;
+    }
+    let colons = addr.iter().filter(|&&b| b == b':').count();
+    // `::` or a full eight-group form; `10.0.0.1:80:` and `03:04:05` are not IPv6.
+    (addr.windows(2).any(|w| w == b"::") || colons >= 7) && addr.iter().any(u8::is_ascii_hexdigit)
 }
 
 #[cfg(test)]

@@ -919,7 +919,7 @@ fn same_kind_of_value(a: &[u8], b: &[u8]) -> bool {
 /// A masked shape that is one value, perhaps with a name prefix and punctuation (`<*>`,
 /// `rdd_<*>`, `<*>:<*>`), as opposed to structure such as `uid=<*>` or `Info{<*>}`.
 fn value_like(shape: &[u8]) -> bool {
-    if memchr::memmem::find(shape, b"<*>").is_none() {
+    if !shape.windows(3).any(|w| w == b"<*>") {
         return false;
     }
     let mut rest = Vec::with_capacity(shape.len());
