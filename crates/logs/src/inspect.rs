@@ -334,7 +334,8 @@ impl Inspector {
         text: &str,
         problems: &mut Vec<Problem>,
     ) {
-        if text.trim().is_empty() {
+        // A blank line is no record, except in raw input, where every line is one.
+        if text.trim().is_empty() && joiner.parser.format() != Format::Raw {
             self.files[file as usize].blank_lines += 1;
             return;
         }

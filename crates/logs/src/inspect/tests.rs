@@ -101,13 +101,14 @@ fn mixed_and_broken_input_is_counted_not_dropped() {
 
 #[test]
 fn raw_lines_are_never_joined() {
-    let log = b"first line\n  indented line\nCaused by: x\n";
+    let log = b"first line\n  indented line\n\nCaused by: x\n";
     let opts = InspectOptions {
         format: Some(Format::Raw),
         ..InspectOptions::default()
     };
     let (_, rows) = run(log, opts);
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4, "raw: every line is a record, blank ones too");
+    assert_eq!(rows[2]["line"], 3);
 }
 
 #[test]
