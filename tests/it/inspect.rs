@@ -30,7 +30,15 @@ fn stable_json(stdout: &[u8]) -> String {
 
 #[test]
 fn golden_text_reports() {
-    for name in ["java-app.log", "syslog.log", "access.log", "kubelet.log"] {
+    for name in [
+        "java-app.log",
+        "syslog.log",
+        "access.log",
+        "kubelet.log",
+        "go-panic.log",
+        "postgres.log",
+        "containerd-cri.log",
+    ] {
         let path = format!("tests/fixtures/{name}");
         let out = run(&["inspect", "--year", "2026", &path]);
         assert_eq!(

@@ -49,8 +49,8 @@ impl Level {
         }
     }
 
-    /// Parses the spellings logs use (`WARN`, `warning`, `E`, `err`, `FATAL`, ...),
-    /// ignoring ASCII case. Single letters are the klog/glog and Android ones.
+    /// Parses the spellings logs use (`WARN`, `warning`, `E`, `err`, `FATAL`, PostgreSQL's
+    /// `LOG`, ...), ignoring ASCII case. Single letters are the klog/glog and Android ones.
     pub fn parse(s: &str) -> Option<Level> {
         let b = s.as_bytes();
         if b.len() > 12 {
@@ -63,7 +63,7 @@ impl Level {
         Some(match &buf[..b.len()] {
             b"trace" | b"trc" | b"finest" | b"finer" | b"v" => Level::Trace,
             b"debug" | b"dbg" | b"d" | b"fine" | b"debug1" | b"debug2" => Level::Debug,
-            b"info" | b"inf" | b"i" | b"information" | b"informational" => Level::Info,
+            b"info" | b"inf" | b"i" | b"information" | b"informational" | b"log" => Level::Info,
             b"notice" | b"n" => Level::Notice,
             b"warn" | b"warning" | b"wrn" | b"w" => Level::Warn,
             b"error" | b"err" | b"e" | b"severe" | b"eror" => Level::Error,

@@ -764,6 +764,18 @@ impl Joiner {
         self.next.clear();
         self.next.line = number;
         let ok = self.parser.parse(text, &mut self.next);
+        // A CRI partial line continues in the next line of the stream: one message.
+        if ok && self.has_pending && self.pending.partial {
+            let next = std::mem::take(&mut self.next);
+            self.pending.message.push_str(&next.message);
+            self.pending.partial = next.partial;
+            self.pending.continuation_lines += 1;
+            if self.pending.level.is_none() {
+                self.pending.level = next.level;
+            }
+            self.next = next;
+            return Pushed::Joined;
+        }
         if !ok {
             self.next.clear();
             self.next.line = number;

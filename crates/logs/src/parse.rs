@@ -105,6 +105,8 @@ pub struct Record {
     pub year_assumed: bool,
     /// The level was not written but inferred from the message's words ([`infer_level`]).
     pub level_inferred: bool,
+    /// A partial line (CRI `P`): the next line of the same stream continues its message.
+    pub partial: bool,
 }
 
 impl Record {
@@ -119,6 +121,7 @@ impl Record {
         self.continuation_lines = 0;
         self.year_assumed = false;
         self.level_inferred = false;
+        self.partial = false;
     }
 
     /// A field by name.
@@ -340,22 +343,30 @@ pub fn detect(sample: &[&str], year: i64) -> Format {
     let mut rec = Record::default();
     for format in Format::DETECTABLE {
         let parser = Parser::new(format, year);
-        let ok = lines
-            .iter()
-            .filter(|l| {
-                rec.clear();
-                parser.parse(l, &mut rec) || (format != Format::Json && is_continuation_text(l))
-            })
-            .count();
-        if ok > best.1 {
+        let mut ok = 0;
+        let mut parsed = 0;
+        let mut first_parses = false;
+        for (i, l) in lines.iter().enumerate() {
+            rec.clear();
+            let p = parser.parse(l, &mut rec);
+            if p {
+                parsed += 1;
+                first_parses |= i == 0;
+            }
+            if p || (format != Format::Json && is_continuation_text(l)) {
+                ok += 1;
+            }
+        }
+        // Timestamped formats own the lines between their records (stack traces, panics), so
+        // a file that opens with a record and has a third of its lines as records is theirs.
+        let timestamped = matches!(format, Format::Syslog | Format::Klog | Format::Plain);
+        let accepted =
+            ok * 10 >= lines.len() * 6 || timestamped && first_parses && parsed * 3 >= lines.len();
+        if accepted && ok > best.1 {
             best = (format, ok);
         }
     }
-    if best.1 * 10 >= lines.len() * 6 {
-        best.0
-    } else {
-        Format::Raw
-    }
+    best.0
 }
 
 fn set_level_from(rec: &mut Record, s: &str) {
@@ -557,8 +568,12 @@ fn parse_logfmt(line: &str, rec: &mut Record) -> bool {
         rec.fields.clear();
         return false;
     }
-    rec.level = level;
-    rec.timestamp = time;
+    if level.is_some() {
+        rec.level = level;
+    }
+    if time.is_some() {
+        rec.timestamp = time;
+    }
     match message {
         Some(m) => rec.message.push_str(&m),
         None => rec.message.push_str(line),
@@ -906,6 +921,35 @@ fn parse_leading_time(b: &[u8], year: i64) -> Option<(i64, usize, bool)> {
         .or_else(|| with_year(parse_short_date(b)))
 }
 
+/// Zone names written after a time (`... 03:04:05.123 UTC [1234] LOG:`); the time is kept as
+/// written, in UTC.
+fn strip_zone(rest: &str) -> &str {
+    const ZONES: [&str; 20] = [
+        "UTC", "GMT", "Z", "CET", "CEST", "EET", "EEST", "WET", "WEST", "BST", "IST", "PST", "PDT",
+        "MST", "MDT", "CST", "CDT", "EST", "EDT", "JST",
+    ];
+    let word_end = rest.find([' ', '\t']).unwrap_or(rest.len());
+    if ZONES.contains(&&rest[..word_end]) {
+        rest[word_end..].trim_start()
+    } else {
+        rest
+    }
+}
+
+/// The CRI container-log frame after the time: `stdout F message` (`P` for a partial line).
+fn cri_prefix(rest: &str) -> Option<(&str, bool, &str)> {
+    let (stream, tail) = rest.split_once(' ')?;
+    if stream != "stdout" && stream != "stderr" {
+        return None;
+    }
+    let (tag, msg) = tail.split_once(' ').unwrap_or((tail, ""));
+    match tag {
+        "F" => Some((stream, false, msg)),
+        "P" => Some((stream, true, msg)),
+        _ => None,
+    }
+}
+
 /// `TIMESTAMP [LEVEL] message` and its relatives: the time in one of the forms of
 /// [`parse_leading_time`], optionally bracketed; then the level among the next words, bare,
 /// bracketed or followed by a colon (`INFO`, `[error]`, `WARN:`), possibly after a thread or
@@ -922,7 +966,16 @@ fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
     if start == 1 {
         rest = rest.strip_prefix(']').unwrap_or(rest);
     }
-    let rest = rest.trim_start_matches([' ', '\t', '|', '-', ',']);
+    let rest = strip_zone(rest.trim_start_matches([' ', '\t', '|', '-', ',']));
+    if let Some((stream, partial, inner)) = cri_prefix(rest) {
+        rec.fields.push(("stream".into(), Value::from(stream)));
+        rec.partial = partial;
+        // The container's own line may be structured: JSON or logfmt inside the CRI frame.
+        if !parse_json(inner, rec) && !parse_logfmt(inner, rec) {
+            rec.message.push_str(inner);
+        }
+        return true;
+    }
     let mut probe = rest;
     let mut numbers: Vec<&str> = Vec::new();
     let mut words = 0;

@@ -595,10 +595,17 @@ impl RuleSet {
             self.stamp = 1;
         }
         let stamp = self.stamp;
+        // Message regexes and keywords see a multi-line record whole (a stack trace's `panic:`
+        // or `Caused by: ... OutOfMemoryError`); allocating only for such records.
+        let text: std::borrow::Cow<'_, str> = if rec.continuation.is_empty() {
+            std::borrow::Cow::Borrowed(&rec.message)
+        } else {
+            std::borrow::Cow::Owned(format!("{}\n{}", rec.message, rec.continuation))
+        };
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
         if let Some(set) = &self.always_set {
-            for i in set.matches(&rec.message).iter() {
+            for i in set.matches(&text).iter() {
                 let r = self.always_owner[i];
                 self.regex_hits[r] = stamp;
                 candidates.push(r);
@@ -611,7 +618,7 @@ impl RuleSet {
             // automaton use its SIMD prefilter, which an overlapping search cannot.
             self.lower.clear();
             self.lower
-                .extend(rec.message.bytes().map(|b| b.to_ascii_lowercase()));
+                .extend(text.bytes().map(|b| b.to_ascii_lowercase()));
             let mut at = 0;
             while at < self.lower.len() {
                 let input = aho_corasick::Input::new(&self.lower[..]).span(at..self.lower.len());
@@ -633,7 +640,7 @@ impl RuleSet {
                                 let hit = self.rules[r]
                                     .message_regex
                                     .as_ref()
-                                    .is_some_and(|re| re.is_match(&rec.message));
+                                    .is_some_and(|re| re.is_match(&text));
                                 if hit {
                                     self.regex_hits[r] = stamp;
                                     candidates.push(r);

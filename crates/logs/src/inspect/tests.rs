@@ -57,6 +57,12 @@ Caused by: java.io.IOException: connection refused
     let (report, rows) = run(log, InspectOptions::default());
     assert_eq!(report.files[0].format, Format::Plain);
     assert_eq!(report.summary.records, 3);
+    // Rules see the joined lines: `Caused by: ... connection refused` is on line 6.
+    let hit = report
+        .rule_hits
+        .iter()
+        .find(|h| h.rule == "connection-refused");
+    assert_eq!(hit.map(|h| h.examples[0].line), Some(2));
     assert_eq!(report.summary.lines, 8);
     let lines: Vec<u64> = rows
         .iter()

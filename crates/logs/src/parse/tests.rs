@@ -298,3 +298,49 @@ fn levels_inferred_from_whole_words() {
     assert_eq!(infer_level("terror in the failedness"), None);
     assert_eq!(infer_level("all good"), None);
 }
+
+#[test]
+fn postgres_and_cri_lines() {
+    let r = parse(
+        Format::Plain,
+        "2024-01-02 03:04:06.123 UTC [1240] FATAL:  password authentication failed",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Critical));
+    assert_eq!(r.message, "password authentication failed");
+    assert_eq!(r.field("pid"), Some(&Value::from(1240)));
+    let r = parse(
+        Format::Plain,
+        "2024-01-02 03:04:05.123 UTC [1234] LOG:  ready",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.level, Some(Level::Info));
+
+    let r = parse(
+        Format::Plain,
+        "2024-01-02T03:04:06.123456789Z stderr F level=error msg=\"connection refused\" peer=db",
+    )
+    .unwrap_or_default();
+    assert_eq!(r.message, "connection refused");
+    assert_eq!(r.level, Some(Level::Error));
+    assert_eq!(r.field("stream"), Some(&Value::from("stderr")));
+    assert_eq!(r.timestamp, civil_to_millis(2024, 1, 2, 3, 4, 6, 123));
+    let r = parse(Format::Plain, "2024-01-02T03:04:07.1Z stdout P partial").unwrap_or_default();
+    assert!(r.partial);
+    assert_eq!(r.message, "partial");
+}
+
+#[test]
+fn detection_tolerates_stack_traces() {
+    let go = [
+        "2024-01-02T03:04:05.000Z INFO server started",
+        "2024-01-02T03:04:06.000Z ERROR handler failed",
+        "panic: assignment to entry in nil map",
+        "goroutine 1 [running]:",
+        "main.main()",
+        "\t/app/main.go:12 +0x1d",
+        "exit status 2",
+        "2024-01-02T03:04:07.000Z INFO server started",
+    ];
+    assert_eq!(detect(&go, 2026), Format::Plain);
+}
