@@ -2,10 +2,13 @@
 //!
 //! - [`Level`]: log severity, parsed from the many spellings logs use.
 //! - [`time`]: timestamps as Unix milliseconds and the civil-date arithmetic behind them.
+//! - [`event`]: the CloudEvents 1.0 [`Event`] every loop emits, and the event [`event::types`].
 //!
 //! This crate does no I/O; everything above it depends on it and it depends on nothing of ours.
 
+pub mod event;
 pub mod level;
 pub mod time;
 
+pub use event::Event;
 pub use level::Level;

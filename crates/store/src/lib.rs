@@ -1,0 +1,355 @@
+//! The embedded store: one SQLite database in WAL mode holding events, templates,
+//! checkpoints and counters. Start with [`Store::open`].
+//!
+//! SQLite is synchronous: the agent owns one [`Store`] on a dedicated thread and talks to it
+//! through a channel (rusqlite connections are not shared across threads). Schema changes are
+//! numbered migrations applied in order and recorded in `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+
+use opsloop_core::Event;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// SQLite reported an error.
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored event did not decode.
+    #[error("store: event {seq} is corrupt: {source}")]
+    Corrupt {
+        /// Its sequence number.
+        seq: i64,
+        /// The decoding error.
+        source: serde_json::Error,
+    },
+    /// The database was written by a newer opsloop.
+    #[error("store schema version {found} is newer than this opsloop ({supported})")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+}
+
+/// Numbered migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, templates, checkpoints, counters.
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        subject TEXT,
+        time_ms INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        body TEXT NOT NULL
+     );
+     CREATE INDEX events_type_time ON events(type, time_ms);
+     CREATE INDEX events_subject ON events(subject);
+     CREATE INDEX events_time ON events(time_ms);
+     CREATE TABLE templates (
+        id TEXT PRIMARY KEY,
+        template TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_seen_ms INTEGER,
+        last_seen_ms INTEGER
+     );
+     CREATE TABLE checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL);
+     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+];
+
+/// A filter over stored events. Empty fields do not filter.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    /// Only this type.
+    pub kind: Option<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Time at or after (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Time before (Unix ms).
+    pub until_ms: Option<i64>,
+    /// Resume after this cursor (from a previous page).
+    pub after: Option<i64>,
+    /// Page size (1..=1000; default 100).
+    pub limit: Option<usize>,
+}
+
+/// One page of events, oldest first.
+#[derive(Clone, Debug)]
+pub struct EventPage {
+    /// The events.
+    pub events: Vec<Event>,
+    /// Cursor for the next page, when there may be more.
+    pub next: Option<i64>,
+}
+
+/// A template as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTemplate {
+    /// Template id.
+    pub id: String,
+    /// Template text.
+    pub template: String,
+    /// Records seen.
+    pub count: u64,
+    /// First record time, Unix ms.
+    pub first_seen_ms: Option<i64>,
+    /// Last record time, Unix ms.
+    pub last_seen_ms: Option<i64>,
+}
+
+/// The store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) `DIR/opsloop.db` in WAL mode and migrates it.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let conn = Connection::open(dir.join("opsloop.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Self::init(conn)
+    }
+
+    /// A store in memory (tests, one-shot commands).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store, StoreError> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew {
+                found: version,
+                supported,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The schema version in force.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// The journal mode (`wal` for a file store).
+    pub fn journal_mode(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))?)
+    }
+
+    /// Appends events in one transaction; an id already stored is skipped. Returns how many
+    /// were new.
+    pub fn append_events(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (id, type, source, subject, time_ms, fingerprint, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for e in events {
+                let body = serde_json::to_string(e).unwrap_or_default();
+                let time_ms =
+                    opsloop_core::time::parse_iso8601(e.time.as_bytes()).map_or(0, |t| t.0);
+                added += stmt.execute(params![
+                    e.id,
+                    e.kind,
+                    e.source,
+                    e.subject,
+                    time_ms,
+                    e.fingerprint,
+                    body
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Events matching `q`, oldest first, one page at a time.
+    pub fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
+        let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, body FROM events
+             WHERE seq > ?1
+               AND (?2 IS NULL OR type = ?2)
+               AND (?3 IS NULL OR subject = ?3)
+               AND (?4 IS NULL OR time_ms >= ?4)
+               AND (?5 IS NULL OR time_ms < ?5)
+             ORDER BY seq LIMIT ?6",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                q.after.unwrap_or(0),
+                q.kind,
+                q.subject,
+                q.since_ms,
+                q.until_ms,
+                limit as i64 + 1
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )?;
+        let mut events = Vec::new();
+        let mut last_seq = None;
+        let mut more = false;
+        for row in rows {
+            let (seq, body) = row?;
+            if events.len() == limit {
+                more = true;
+                break;
+            }
+            let event = serde_json::from_str(&body)
+                .map_err(|source| StoreError::Corrupt { seq, source })?;
+            events.push(event);
+            last_seq = Some(seq);
+        }
+        Ok(EventPage {
+            events,
+            next: if more { last_seq } else { None },
+        })
+    }
+
+    /// Deletes events older than `max_age_ms` before `now_ms`, then the oldest beyond
+    /// `max_events`. Returns how many were deleted.
+    pub fn apply_retention(
+        &mut self,
+        now_ms: i64,
+        max_age_ms: Option<i64>,
+        max_events: Option<u64>,
+    ) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        if let Some(age) = max_age_ms {
+            deleted += self
+                .conn
+                .execute("DELETE FROM events WHERE time_ms < ?1", [now_ms - age])?;
+        }
+        if let Some(max) = max_events {
+            deleted += self.conn.execute(
+                "DELETE FROM events WHERE seq <= (SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+                [max as i64],
+            )?;
+        }
+        Ok(deleted)
+    }
+
+    /// Stores a checkpoint (a source's read position, serialised by its owner).
+    pub fn put_checkpoint(
+        &mut self,
+        key: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO checkpoints (key, value, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+            params![key, value, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// A checkpoint by key.
+    pub fn checkpoint(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM checkpoints WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Adds `delta` to a counter (created at zero).
+    pub fn add_counter(&mut self, name: &str, delta: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            params![name, delta],
+        )?;
+        Ok(())
+    }
+
+    /// A counter's value (zero when never added to).
+    pub fn counter(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Inserts or updates templates in one transaction.
+    pub fn upsert_templates(&mut self, templates: &[StoredTemplate]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO templates (id, template, count, first_seen_ms, last_seen_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET template = excluded.template, count = excluded.count,
+                   first_seen_ms = COALESCE(templates.first_seen_ms, excluded.first_seen_ms),
+                   last_seen_ms = excluded.last_seen_ms",
+            )?;
+            for t in templates {
+                stmt.execute(params![
+                    t.id,
+                    t.template,
+                    t.count as i64,
+                    t.first_seen_ms,
+                    t.last_seen_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Templates, most frequent first.
+    pub fn templates(&self, limit: usize) -> Result<Vec<StoredTemplate>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, template, count, first_seen_ms, last_seen_ms FROM templates
+             ORDER BY count DESC, id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(StoredTemplate {
+                id: r.get(0)?,
+                template: r.get(1)?,
+                count: r.get::<_, i64>(2)?.max(0) as u64,
+                first_seen_ms: r.get(3)?,
+                last_seen_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;
