@@ -21,6 +21,8 @@ use crate::{Output, exit, render};
 pub enum Emit {
     /// One JSON object per record: file, line, template_id, template.
     Assignments,
+    /// One CloudEvent (JSON) per finding: rule matches and anomalies, as they happen.
+    Events,
 }
 
 /// Multi-line joining.
@@ -59,7 +61,8 @@ pub struct InspectArgs {
     /// Miner state: loaded if it exists, saved when done, so ids carry over between runs.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
-    /// Print one JSON object per record instead of the report.
+    /// Print one JSON object per record (assignments) or per finding (events) instead of the
+    /// report.
     #[arg(long, value_enum)]
     emit: Option<Emit>,
     /// Report format.
@@ -142,8 +145,14 @@ pub fn run(args: InspectArgs) -> Result<u8> {
             .restore(state)
             .with_context(|| format!("state {}", path.display()))?;
     }
-    if args.emit == Some(Emit::Assignments) {
-        inspector.emit_assignments(Box::new(BufWriter::with_capacity(1 << 16, io::stdout())));
+    match args.emit {
+        Some(Emit::Assignments) => {
+            inspector.emit_assignments(Box::new(BufWriter::with_capacity(1 << 16, io::stdout())))
+        }
+        Some(Emit::Events) => {
+            inspector.emit_events(Box::new(BufWriter::with_capacity(1 << 16, io::stdout())))
+        }
+        None => {}
     }
     let files = if args.files.is_empty() {
         vec!["-".to_string()]

@@ -335,3 +335,43 @@ fn named_regex_parser() {
     ]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn findings_as_cloudevents() {
+    let out = run(&["inspect", "--emit", "events", "tests/fixtures/kubelet.log"]);
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(events.len(), 12, "6 crash-loop and 6 probe-failure matches");
+    for e in &events {
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["type"], "io.opsloop.log.rule_matched");
+        assert_eq!(e["datacontenttype"], "application/json");
+        assert!(e["id"].as_str().is_some_and(|s| s.len() == 36));
+        assert!(
+            e["time"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("2026-11-20T10:00:"))
+        );
+        assert!(e["fingerprint"].as_str().is_some_and(|f| f.len() == 16));
+        assert!(e["data"]["line"].as_u64().is_some());
+    }
+    let crash: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["subject"] == "k8s-crashloop")
+        .collect();
+    assert_eq!(crash.len(), 6);
+    assert!(
+        crash
+            .iter()
+            .all(|e| e["fingerprint"] == crash[0]["fingerprint"]),
+        "one finding, one fingerprint"
+    );
+    let ids: std::collections::HashSet<&str> =
+        events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), events.len());
+}

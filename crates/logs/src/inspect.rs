@@ -166,6 +166,7 @@ pub struct Inspector {
     last_ts: Option<i64>,
     started: Instant,
     assignments: Option<Box<dyn Write + Send>>,
+    events: Option<Box<dyn Write + Send>>,
     pending: Vec<(u32, u64, TemplateId)>,
     fragments: FxHashMap<TemplateId, (u32, Vec<u8>)>,
     file_json: Vec<Vec<u8>>,
@@ -205,6 +206,7 @@ impl Inspector {
             last_ts: None,
             started: Instant::now(),
             assignments: None,
+            events: None,
             pending: Vec::new(),
             fragments: FxHashMap::default(),
             file_json: Vec::new(),
@@ -217,6 +219,25 @@ impl Inspector {
     /// Writes one JSON object per record to `out` (see the module docs for when).
     pub fn emit_assignments(&mut self, out: Box<dyn Write + Send>) {
         self.assignments = Some(out);
+    }
+
+    /// Writes every finding as it happens, one CloudEvent (JSON) per line, to `out`.
+    pub fn emit_events(&mut self, out: Box<dyn Write + Send>) {
+        self.events = Some(out);
+    }
+
+    fn write_event(&mut self, event: &opsloop_core::Event) {
+        let Some(out) = self.events.as_mut() else {
+            return;
+        };
+        if self.write_error.is_none() {
+            let written = serde_json::to_writer(&mut *out, event)
+                .map_err(io::Error::from)
+                .and_then(|_| out.write_all(b"\n"));
+            if let Err(e) = written {
+                self.write_error = Some(e);
+            }
+        }
     }
 
     /// The miner, e.g. to save its state.
@@ -429,6 +450,28 @@ impl Inspector {
             };
             self.hits.clear();
             self.rules.evaluate(rec, &ctx, &mut self.hits);
+            if self.events.is_some() {
+                let origin = crate::events::Origin {
+                    source: "/opsloop/inspect",
+                    input: &self.files[file as usize].path,
+                };
+                let events: Vec<_> = self
+                    .hits
+                    .iter()
+                    .map(|h| {
+                        crate::events::rule_matched(
+                            &origin,
+                            &self.rules.rules()[h.rule],
+                            rec,
+                            a.id,
+                            text,
+                        )
+                    })
+                    .collect();
+                for e in &events {
+                    self.write_event(e);
+                }
+            }
             for h in &self.hits {
                 let s = &mut self.rule_stats[h.rule];
                 s.count += 1;
@@ -446,6 +489,26 @@ impl Inspector {
         let is_error = rec.level.is_some_and(Level::is_error);
         self.anomalies
             .observe(a.id, a.created, rec.timestamp, is_error, &mut self.found);
+        if self.events.is_some() && !self.found.is_empty() {
+            let origin = crate::events::Origin {
+                source: "/opsloop/inspect",
+                input: &self.files[file as usize].path,
+            };
+            let events: Vec<_> = self
+                .found
+                .iter()
+                .map(|an| {
+                    let text = an
+                        .template_id
+                        .and_then(|t| self.miner.resolve(t))
+                        .map(|t| t.text());
+                    crate::events::anomaly(&origin, an, rec, an.template_id, text)
+                })
+                .collect();
+            for e in &events {
+                self.write_event(e);
+            }
+        }
         for an in self.found.drain(..) {
             *self.anomaly_counts.entry(an.kind).or_default() += 1;
             if self.anomaly_list.len() < ANOMALY_LIMIT {
@@ -523,6 +586,11 @@ impl Inspector {
     /// Ends the inspection: writes remaining assignments and builds the report.
     pub fn finish(mut self) -> (Report, TemplateMiner, Option<io::Error>) {
         self.flush_assignments();
+        if let Some(out) = self.events.as_mut() {
+            if let Err(e) = out.flush() {
+                self.write_error.get_or_insert(e);
+            }
+        }
         self.found.clear();
         self.anomalies.finish(&mut self.found);
         let last_file = self.files.len().saturating_sub(1) as u32;

@@ -7,9 +7,11 @@
 //! - [`parse::Parser`] turns a line into a [`parse::Record`] ([`parse::detect`] picks the format);
 //! - [`miner::TemplateMiner`] assigns the message a template, using [`mask`] for variables;
 //! - [`rules::RuleSet`] matches rules, prefiltered through [`literals`];
-//! - [`anomaly::AnomalyDetector`] flags new templates and spikes.
+//! - [`anomaly::AnomalyDetector`] flags new templates and spikes;
+//! - [`events`] turns rule hits and anomalies into CloudEvents.
 
 pub mod anomaly;
+pub mod events;
 pub mod input;
 pub mod inspect;
 pub mod literals;

@@ -1,0 +1,110 @@
+//! Findings of the log loop as CloudEvents: [`rule_matched`], [`anomaly`].
+//!
+//! The same constructors serve `opsloop inspect --emit events` and the agent, so an event
+//! looks the same whichever produced it.
+
+use opsloop_core::Event;
+use opsloop_core::event::types;
+use opsloop_core::time::format_rfc3339;
+use serde_json::{Value, json};
+
+use crate::anomaly::{Anomaly, AnomalyKind};
+use crate::miner::TemplateId;
+use crate::parse::Record;
+use crate::rules::Rule;
+
+/// Where a record came from, for event payloads.
+pub struct Origin<'a> {
+    /// The event `source` attribute (`/opsloop/inspect`, `/opsloop/agent/HOST`).
+    pub source: &'a str,
+    /// The file or source name.
+    pub input: &'a str,
+}
+
+fn time_of(rec: &Record) -> i64 {
+    rec.timestamp.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+fn short(s: &str) -> String {
+    match s.char_indices().nth(1000) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// `io.opsloop.log.rule_matched`: `rule` fired on `rec`. Subject: the rule id. One finding per
+/// rule and template, so repeats of the same failure share a fingerprint.
+pub fn rule_matched(
+    origin: &Origin<'_>,
+    rule: &Rule,
+    rec: &Record,
+    template_id: TemplateId,
+    template: &str,
+) -> Event {
+    let fields: serde_json::Map<String, Value> = rec
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let data = json!({
+        "rule": rule.spec.id,
+        "severity": rule.spec.severity,
+        "description": rule.spec.description,
+        "labels": rule.spec.labels,
+        "input": origin.input,
+        "line": rec.line,
+        "timestamp": rec.timestamp.map(format_rfc3339),
+        "level": rec.level,
+        "message": short(&rec.message),
+        "template_id": template_id.to_string(),
+        "template": template,
+        "fields": fields,
+    });
+    Event::new(
+        types::LOG_RULE_MATCHED,
+        origin.source,
+        Some(&rule.spec.id),
+        time_of(rec),
+        data,
+    )
+    .with_fingerprint_key(&template_id.to_string())
+}
+
+/// The event of an anomaly found at `rec`. Subject: the template id (or the input for
+/// error-share spikes).
+pub fn anomaly(
+    origin: &Origin<'_>,
+    found: &Anomaly,
+    rec: &Record,
+    template_id: Option<TemplateId>,
+    template: Option<&str>,
+) -> Event {
+    let kind = match found.kind {
+        AnomalyKind::NewTemplate => types::LOG_NEW_TEMPLATE,
+        AnomalyKind::TemplateSpike => types::LOG_TEMPLATE_SPIKE,
+        AnomalyKind::ErrorShareSpike => types::LOG_ERROR_SHARE_SPIKE,
+    };
+    let subject = template_id.map_or_else(|| origin.input.to_string(), |t| t.to_string());
+    let bucket = if found.dated {
+        Value::from(format_rfc3339(found.bucket))
+    } else {
+        Value::from(found.bucket)
+    };
+    let data = json!({
+        "kind": found.kind,
+        "input": origin.input,
+        "line": rec.line,
+        "template_id": template_id.map(|t| t.to_string()),
+        "template": template,
+        "example": short(&rec.message),
+        "bucket": bucket,
+        "observed": found.observed,
+        "baseline": found.baseline,
+    });
+    Event::new(kind, origin.source, Some(&subject), time_of(rec), data)
+        .with_fingerprint_key(&found.bucket.to_string())
+}
