@@ -586,10 +586,10 @@ impl Inspector {
     /// Ends the inspection: writes remaining assignments and builds the report.
     pub fn finish(mut self) -> (Report, TemplateMiner, Option<io::Error>) {
         self.flush_assignments();
-        if let Some(out) = self.events.as_mut() {
-            if let Err(e) = out.flush() {
-                self.write_error.get_or_insert(e);
-            }
+        if let Some(out) = self.events.as_mut()
+            && let Err(e) = out.flush()
+        {
+            self.write_error.get_or_insert(e);
         }
         self.found.clear();
         self.anomalies.finish(&mut self.found);
