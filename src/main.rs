@@ -1,6 +1,7 @@
 //! The `opsloop` binary: parses the command line and wires the library crates together.
 //! It decides nothing a library could decide.
 
+mod config_cmd;
 mod inspect_cmd;
 mod render;
 
@@ -14,7 +15,7 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// A rule of the `--fail-on` severity or worse fired.
     pub const RULE_FIRED: u8 = 1;
-    /// Usage error, unreadable input or invalid rules/state: the run is incomplete.
+    /// Usage error, unreadable input, invalid rules/state/config: the run is incomplete.
     pub const ERROR: u8 = 2;
     /// The input had problems (invalid UTF-8, cut lines, truncated gzip, unparsable lines);
     /// everything readable was still inspected.
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Inspect log files: templates, rule hits, anomalies, error clusters.
     Inspect(inspect_cmd::InspectArgs),
+    /// The agent's configuration: print the default, check a file.
+    Config(config_cmd::ConfigArgs),
 }
 
 /// How a command prints its result.
@@ -48,9 +51,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let output = match &cli.command {
         Command::Inspect(args) => args.output(),
+        Command::Config(args) => args.output(),
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),
+        Command::Config(args) => config_cmd::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,6 +1,7 @@
 //! Integration tests: the `opsloop` binary driven as a user would, on the fixtures in
 //! `tests/fixtures`. One test binary with modules, so there is one link step.
 
+mod config;
 mod inspect;
 
 use std::path::{Path, PathBuf};

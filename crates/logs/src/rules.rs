@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use opsloop_core::Level;
@@ -271,44 +270,7 @@ fn parse_window(spec: &WindowSpec) -> Result<Window, String> {
     })
 }
 
-/// Parses `500ms`, `30s`, `5m`, `2h`, `1d`, or combinations like `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    let b = s.trim();
-    let mut chars = b.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if c == 'm' && chars.peek() == Some(&'s') {
-            chars.next();
-            unit.push('s');
-        }
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        num.clear();
-        total += n * match unit.as_str() {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => {
-                return Err(format!(
-                    "invalid duration unit {unit:?} in {s:?} (ms, s, m, h, d)"
-                ));
-            }
-        };
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(format!("invalid duration {s:?} (e.g. 30s, 5m, 1h)"));
-    }
-    Ok(Duration::from_millis(total))
-}
+pub use opsloop_core::time::parse_duration;
 
 /// A rule, compiled.
 pub struct Rule {

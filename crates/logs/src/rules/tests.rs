@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn set(yaml: &str) -> Result<RuleSet, RuleError> {
     let file = parse_rule_file("test.yaml", yaml)?;

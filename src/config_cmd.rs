@@ -1,0 +1,92 @@
+//! `opsloop config`: print the embedded default, check a file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use opsloop_core::config::{Config, ConfigError, ConfigProblem, DEFAULT_CONFIG};
+
+use crate::{Output, exit};
+
+/// Flags of `opsloop config`.
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the embedded default configuration, annotated, as a file to start from.
+    Default,
+    /// Validate a configuration file; print every problem with its path.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+impl ConfigArgs {
+    /// The output format asked for.
+    pub fn output(&self) -> Output {
+        self.output
+    }
+}
+
+/// Runs `opsloop config`.
+pub fn run(args: ConfigArgs) -> Result<u8> {
+    match args.command {
+        ConfigCommand::Default => {
+            match args.output {
+                Output::Text => print!("{DEFAULT_CONFIG}"),
+                Output::Json => {
+                    let config = Config::embedded_default()?;
+                    println!("{}", serde_json::to_string_pretty(&config)?);
+                }
+            }
+            Ok(exit::OK)
+        }
+        ConfigCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let name = file.display().to_string();
+            let problems: Vec<ConfigProblem> = match Config::from_yaml(&text) {
+                Ok(_) => Vec::new(),
+                Err(ConfigError::Syntax(message)) => vec![ConfigProblem {
+                    path: String::new(),
+                    message,
+                }],
+                Err(ConfigError::Invalid(problems)) => problems,
+            };
+            match args.output {
+                Output::Json => {
+                    let doc = serde_json::json!({
+                        "file": name,
+                        "valid": problems.is_empty(),
+                        "errors": problems,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                }
+                Output::Text if problems.is_empty() => println!("{name}: valid"),
+                Output::Text => {
+                    for p in &problems {
+                        if p.path.is_empty() {
+                            println!("{name}: {}", p.message);
+                        } else {
+                            println!("{name}: {}: {}", p.path, p.message);
+                        }
+                    }
+                    eprintln!("{name}: {} problem(s)", problems.len());
+                }
+            }
+            Ok(if problems.is_empty() {
+                exit::OK
+            } else {
+                exit::ERROR
+            })
+        }
+    }
+}

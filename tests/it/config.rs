@@ -1,0 +1,63 @@
+//! `opsloop config` end to end.
+
+use serde_json::Value;
+
+use crate::run;
+
+#[test]
+fn default_prints_a_config_that_checks() {
+    let out = run(&["config", "default"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("listen: 127.0.0.1:7878") && text.contains("type: syslog"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("opsloop.yaml");
+    std::fs::write(&path, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let out = run(&["config", "check", path.to_str().unwrap_or("")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let json = run(&["config", "default", "--output", "json"]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["data_dir"], "./opsloop-data");
+}
+
+#[test]
+fn check_reports_every_problem_with_its_path() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listen: nope\nsources:\n  - type: syslog\n    name: s\n  - type: file\n    name: s\n    include: [/var/log/x.log]\n    start_at: middle\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let p = path.to_str().unwrap_or("");
+    let out = run(&["config", "check", "--output", "json", p]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["valid"], false);
+    let paths: Vec<&str> = v["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "listen",
+            "sources[0].udp",
+            "sources[1].name",
+            "sources[1].start_at"
+        ]
+    );
+    let text = run(&["config", "check", p]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("bad.yaml: sources[1].start_at: \"middle\""),
+        "{stdout}"
+    );
+}
