@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE TABLE checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL);
      CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // 2: durable consumers of the event log (the embedded bus's outbox cursors).
+    "CREATE TABLE consumers (name TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL);",
 ];
 
 /// A filter over stored events. Empty fields do not filter.
@@ -236,6 +238,56 @@ impl Store {
             events,
             next: if more { last_seq } else { None },
         })
+    }
+
+    /// Events with a sequence number above `after`, oldest first, at most `limit`, each with its
+    /// sequence number (the outbox read of the embedded bus).
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, Event)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after, limit.max(1) as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, body) = row?;
+            let event = serde_json::from_str(&body)
+                .map_err(|source| StoreError::Corrupt { seq, source })?;
+            out.push((seq, event));
+        }
+        Ok(out)
+    }
+
+    /// The highest sequence number stored (0 when empty).
+    pub fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// The last sequence number a durable consumer acknowledged (0 for a new consumer).
+    pub fn consumer_acked(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT acked_seq FROM consumers WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Records that `name` has processed everything up to `seq` (never moves backwards).
+    pub fn ack_consumer(&mut self, name: &str, seq: i64, now_ms: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO consumers (name, acked_seq, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq),
+               updated_ms = excluded.updated_ms",
+            params![name, seq, now_ms],
+        )?;
+        Ok(())
     }
 
     /// Deletes events older than `max_age_ms` before `now_ms`, then the oldest beyond

@@ -182,3 +182,29 @@ fn checkpoints_counters_templates() {
         (9, Some(1), Some(9))
     );
 }
+
+#[test]
+fn outbox_reads_and_consumer_cursors() {
+    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.last_seq().ok(), Some(0));
+    let events: Vec<Event> = (0..5).map(|i| event("t", "s", i)).collect();
+    store
+        .append_events(&events)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.last_seq().ok(), Some(5));
+    let after = store.events_after(2, 10).unwrap_or_default();
+    assert_eq!(after.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(after[0].1, events[2]);
+    assert_eq!(store.consumer_acked("heal").ok(), Some(0));
+    store
+        .ack_consumer("heal", 4, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .ack_consumer("heal", 2, 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.consumer_acked("heal").ok(),
+        Some(4),
+        "acks never move backwards"
+    );
+}

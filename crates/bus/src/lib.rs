@@ -1,0 +1,171 @@
+//! The event bus: every loop publishes its findings as [`Event`]s here, and consumers (the
+//! healing loop, the API's live view, exporters) read them through durable subscriptions.
+//!
+//! [`EventBus`] is the abstraction. [`EmbeddedBus`] is the single-node default: the event log
+//! in the [`Store`] is the outbox, so an event is durable once `publish` returns, and each
+//! named consumer keeps an acknowledged cursor there, so a restart redelivers what was not
+//! acknowledged (at-least-once). NATS JetStream is the scale-out implementation (to come).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use opsloop_core::Event;
+use opsloop_store::{Store, StoreError};
+use tokio::sync::watch;
+
+/// Why the bus failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The store behind the embedded bus failed.
+    #[error("bus: {0}")]
+    Store(#[from] StoreError),
+    /// The store's lock was poisoned by a panic elsewhere.
+    #[error("bus: store lock poisoned")]
+    Poisoned,
+    /// A blocking task failed to complete.
+    #[error("bus: worker task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The bus was closed.
+    #[error("bus: closed")]
+    Closed,
+}
+
+/// An event handed to a consumer, with the position to acknowledge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    /// Position in the bus (acknowledge it when processed).
+    pub seq: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A durable subscription: [`Subscription::next`] waits for events after the consumer's
+/// position; [`Subscription::ack`] records progress.
+pub trait Subscription: Send {
+    /// The next batch of at most `max` deliveries, waiting until there is at least one.
+    fn next(&mut self, max: usize) -> impl Future<Output = Result<Vec<Delivery>, BusError>> + Send;
+    /// Records that everything up to and including `seq` was processed.
+    fn ack(&mut self, seq: i64) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// Publishes events and hands out durable subscriptions.
+pub trait EventBus: Send + Sync {
+    /// The subscription type.
+    type Sub: Subscription;
+    /// Publishes events; when this returns they are durable. Events whose id was already
+    /// published are dropped (deduplication).
+    fn publish(&self, events: Vec<Event>) -> impl Future<Output = Result<usize, BusError>> + Send;
+    /// Subscribes as the durable consumer `name`, resuming after its last acknowledgement.
+    fn subscribe(&self, name: &str) -> impl Future<Output = Result<Self::Sub, BusError>> + Send;
+}
+
+/// The in-process bus over the store's event log.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    store: Arc<Mutex<Store>>,
+    head: watch::Sender<i64>,
+}
+
+impl EmbeddedBus {
+    /// A bus over `store`.
+    pub fn new(store: Arc<Mutex<Store>>) -> Result<EmbeddedBus, BusError> {
+        let last = store.lock().map_err(|_| BusError::Poisoned)?.last_seq()?;
+        let (head, _) = watch::channel(last);
+        Ok(EmbeddedBus { store, head })
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, BusError> {
+        let store = Arc::clone(&self.store);
+        // SQLite calls block; keep them off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut guard = store.lock().map_err(|_| BusError::Poisoned)?;
+            f(&mut guard).map_err(BusError::from)
+        })
+        .await?
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl EventBus for EmbeddedBus {
+    type Sub = EmbeddedSubscription;
+
+    async fn publish(&self, events: Vec<Event>) -> Result<usize, BusError> {
+        let (added, last) = self
+            .with_store(move |s| {
+                let added = s.append_events(&events)?;
+                Ok((added, s.last_seq()?))
+            })
+            .await?;
+        self.head.send_replace(last);
+        Ok(added)
+    }
+
+    async fn subscribe(&self, name: &str) -> Result<EmbeddedSubscription, BusError> {
+        let owned = name.to_string();
+        let acked = self.with_store(move |s| s.consumer_acked(&owned)).await?;
+        Ok(EmbeddedSubscription {
+            bus: self.clone(),
+            name: name.to_string(),
+            position: acked,
+            head: self.head.subscribe(),
+        })
+    }
+}
+
+/// A durable consumer of the [`EmbeddedBus`].
+pub struct EmbeddedSubscription {
+    bus: EmbeddedBus,
+    name: String,
+    position: i64,
+    head: watch::Receiver<i64>,
+}
+
+impl EmbeddedSubscription {
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Subscription for EmbeddedSubscription {
+    async fn next(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
+        loop {
+            let after = self.position;
+            let batch = self
+                .bus
+                .with_store(move |s| s.events_after(after, max.max(1)))
+                .await?;
+            if let Some((last, _)) = batch.last() {
+                self.position = *last;
+                return Ok(batch
+                    .into_iter()
+                    .map(|(seq, event)| Delivery { seq, event })
+                    .collect());
+            }
+            // Nothing new: wait for the head to move past our position.
+            let position = self.position;
+            self.head
+                .wait_for(|&head| head > position)
+                .await
+                .map_err(|_| BusError::Closed)?;
+        }
+    }
+
+    async fn ack(&mut self, seq: i64) -> Result<(), BusError> {
+        let name = self.name.clone();
+        self.bus
+            .with_store(move |s| s.ack_consumer(&name, seq, now_ms()))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;
