@@ -4,6 +4,7 @@
 mod config_cmd;
 mod inspect_cmd;
 mod render;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,8 @@ enum Command {
     Inspect(inspect_cmd::InspectArgs),
     /// The agent's configuration: print the default, check a file.
     Config(config_cmd::ConfigArgs),
+    /// Run the agent: live sources, events, store, bus and HTTP API.
+    Run(run_cmd::RunArgs),
 }
 
 /// How a command prints its result.
@@ -52,10 +55,12 @@ fn main() -> ExitCode {
     let output = match &cli.command {
         Command::Inspect(args) => args.output(),
         Command::Config(args) => args.output(),
+        Command::Run(_) => Output::Text,
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
+        Command::Run(args) => run_cmd::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,6 +3,7 @@
 
 mod config;
 mod inspect;
+mod run;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -798,23 +798,47 @@ fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     &buf[i..]
 }
 
-enum Pushed {
+pub(crate) enum Pushed {
     Joined,
     Started { parse_failed: bool },
 }
 
 /// Assembles multi-line records: `next` receives a parsed line; `pending` is the record being
 /// built.
-struct Joiner {
-    parser: Parser,
-    multiline: bool,
-    pending: Record,
-    next: Record,
-    has_pending: bool,
+pub(crate) struct Joiner {
+    pub(crate) parser: Parser,
+    pub(crate) multiline: bool,
+    pub(crate) pending: Record,
+    pub(crate) next: Record,
+    pub(crate) has_pending: bool,
 }
 
 impl Joiner {
-    fn push(&mut self, number: u64, text: &str) -> Pushed {
+    /// A joiner for one source.
+    pub(crate) fn new(parser: Parser, multiline: bool) -> Joiner {
+        Joiner {
+            parser,
+            multiline,
+            pending: Record::default(),
+            next: Record::default(),
+            has_pending: false,
+        }
+    }
+
+    /// Moves the line just pushed (`next`) into place as the pending record, returning the
+    /// previous pending record, complete, when there was one.
+    pub(crate) fn rotate(&mut self) -> Option<Record> {
+        std::mem::swap(&mut self.pending, &mut self.next);
+        let had = std::mem::replace(&mut self.has_pending, true);
+        had.then(|| std::mem::take(&mut self.next))
+    }
+
+    /// Takes the pending record, if any (end of input, or the source went quiet).
+    pub(crate) fn take_pending(&mut self) -> Option<Record> {
+        std::mem::replace(&mut self.has_pending, false).then(|| std::mem::take(&mut self.pending))
+    }
+
+    pub(crate) fn push(&mut self, number: u64, text: &str) -> Pushed {
         let can_join = self.multiline
             && self.has_pending
             && self.pending.continuation_lines < MAX_CONTINUATION_LINES;

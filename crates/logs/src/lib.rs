@@ -9,6 +9,8 @@
 //! - [`rules::RuleSet`] matches rules, prefiltered through [`literals`];
 //! - [`anomaly::AnomalyDetector`] flags new templates and spikes;
 //! - [`events`] turns rule hits and anomalies into CloudEvents.
+//!
+//! [`pipeline::LogPipeline`] runs the same stages for the agent, over many live sources.
 
 pub mod anomaly;
 pub mod events;
@@ -18,4 +20,5 @@ pub mod literals;
 pub mod mask;
 pub mod miner;
 pub mod parse;
+pub mod pipeline;
 pub mod rules;

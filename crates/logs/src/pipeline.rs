@@ -1,0 +1,388 @@
+//! The agent's log pipeline: [`LogPipeline`] takes lines and records from many sources
+//! through parser, multi-line joiner, template miner, rules and anomaly detection, and returns
+//! what it finds as events. One thread owns it; sources feed it through a bounded channel.
+
+use std::time::{Duration, Instant};
+
+use opsloop_core::Event;
+use opsloop_core::ingest::IngestedRecord;
+use rustc_hash::FxHashMap;
+
+use crate::anomaly::{AnomalyConfig, AnomalyDetector};
+use crate::events::{self, Origin};
+use crate::inspect::{Joiner, Pushed, current_year};
+use crate::miner::{MinerConfig, TemplateId, TemplateMiner};
+use crate::parse::{Format, Parser, Record, detect, infer_level};
+use crate::rules::{RuleContext, RuleSet};
+
+/// How a source's lines are read.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// A fixed format, or `None` to detect from the first lines.
+    pub format: Option<Format>,
+    /// Join stack traces (default: on for every format but raw).
+    pub multiline: Option<bool>,
+}
+
+/// Lines buffered to detect a stream's format.
+const DETECT_LINES: usize = 8;
+
+struct SourceState {
+    spec: SourceSpec,
+    joiner: Option<Joiner>,
+    detecting: Vec<String>,
+    lines: u64,
+    last_line: Instant,
+}
+
+/// What one line did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineOutcome {
+    /// The line did not fit the source's format (kept as a raw message).
+    pub parse_failed: bool,
+}
+
+/// The pipeline.
+pub struct LogPipeline {
+    miner: TemplateMiner,
+    rules: RuleSet,
+    anomalies: AnomalyDetector,
+    sources: FxHashMap<String, SourceState>,
+    event_source: String,
+    year: i64,
+    rule_hits: Vec<u64>,
+    hits: Vec<crate::rules::RuleHit>,
+    found: Vec<crate::anomaly::Anomaly>,
+}
+
+impl LogPipeline {
+    /// A pipeline with `rules`, naming its events' source `event_source`.
+    pub fn new(
+        rules: RuleSet,
+        miner: MinerConfig,
+        anomaly: AnomalyConfig,
+        event_source: &str,
+    ) -> Self {
+        let n = rules.len();
+        LogPipeline {
+            miner: TemplateMiner::new(miner),
+            rules,
+            anomalies: AnomalyDetector::new(anomaly),
+            sources: FxHashMap::default(),
+            event_source: event_source.to_string(),
+            year: current_year(),
+            rule_hits: vec![0; n],
+            hits: Vec::new(),
+            found: Vec::new(),
+        }
+    }
+
+    /// Declares a source (lines from undeclared sources are read with format detection).
+    pub fn add_source(&mut self, name: &str, spec: SourceSpec) {
+        self.sources
+            .insert(name.to_string(), SourceState::new(spec));
+    }
+
+    /// Feeds one line of `source`; complete records' findings go to `out`.
+    pub fn push_line(&mut self, source: &str, line: &str, out: &mut Vec<Event>) -> LineOutcome {
+        let year = self.year;
+        let state = self.sources.entry(source.to_string()).or_insert_with(|| {
+            SourceState::new(SourceSpec {
+                format: None,
+                multiline: None,
+            })
+        });
+        state.lines += 1;
+        state.last_line = Instant::now();
+        let number = state.lines;
+        if state.joiner.is_none() {
+            if state.spec.format.is_none() && state.detecting.len() < DETECT_LINES {
+                state.detecting.push(line.to_string());
+                return LineOutcome::default();
+            }
+            state.start(year);
+            let buffered = std::mem::take(&mut state.detecting);
+            let first = number - buffered.len() as u64;
+            let mut outcome = LineOutcome::default();
+            for (i, l) in buffered.iter().enumerate() {
+                outcome.parse_failed |= self.feed(source, first + i as u64, l, out).parse_failed;
+            }
+            let o = self.feed(source, number, line, out);
+            return LineOutcome {
+                parse_failed: outcome.parse_failed || o.parse_failed,
+            };
+        }
+        self.feed(source, number, line, out)
+    }
+
+    fn feed(&mut self, source: &str, number: u64, line: &str, out: &mut Vec<Event>) -> LineOutcome {
+        let Some(state) = self.sources.get_mut(source) else {
+            return LineOutcome::default();
+        };
+        let Some(joiner) = state.joiner.as_mut() else {
+            return LineOutcome::default();
+        };
+        if line.trim().is_empty() && joiner.parser.format() != Format::Raw {
+            return LineOutcome::default();
+        }
+        match joiner.push(number, line) {
+            Pushed::Joined => LineOutcome::default(),
+            Pushed::Started { parse_failed } => {
+                if joiner.next.level.is_none() && joiner.parser.format() != Format::Raw {
+                    joiner.next.level = infer_level(&joiner.next.message);
+                    joiner.next.level_inferred = joiner.next.level.is_some();
+                }
+                if let Some(done) = joiner.rotate() {
+                    self.process(source, &done, out);
+                }
+                LineOutcome { parse_failed }
+            }
+        }
+    }
+
+    /// Feeds a record received already structured (HTTP ingest).
+    pub fn push_record(&mut self, rec: IngestedRecord, out: &mut Vec<Event>) {
+        let record = Record {
+            line: 0,
+            timestamp: rec.timestamp,
+            level: rec.level.or_else(|| infer_level(&rec.message)),
+            level_inferred: rec.level.is_none(),
+            message: rec.message,
+            fields: rec.fields,
+            ..Record::default()
+        };
+        let source = rec.source;
+        self.process(&source, &record, out);
+    }
+
+    /// Completes records of sources quiet for `idle` (their next line may never come).
+    pub fn flush_idle(&mut self, idle: Duration, out: &mut Vec<Event>) {
+        let now = Instant::now();
+        let quiet: Vec<String> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_line) >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in quiet {
+            self.flush_source(&name, out);
+        }
+    }
+
+    /// Completes every pending record (shutdown).
+    pub fn flush_all(&mut self, out: &mut Vec<Event>) {
+        let names: Vec<String> = self.sources.keys().cloned().collect();
+        for name in names {
+            self.flush_source(&name, out);
+        }
+    }
+
+    fn flush_source(&mut self, name: &str, out: &mut Vec<Event>) {
+        let year = self.year;
+        let Some(state) = self.sources.get_mut(name) else {
+            return;
+        };
+        if state.joiner.is_none() && !state.detecting.is_empty() {
+            state.start(year);
+            let buffered = std::mem::take(&mut state.detecting);
+            let first = state.lines - buffered.len() as u64 + 1;
+            for (i, l) in buffered.iter().enumerate() {
+                self.feed(name, first + i as u64, l, out);
+            }
+        }
+        let pending = self
+            .sources
+            .get_mut(name)
+            .and_then(|s| s.joiner.as_mut())
+            .and_then(Joiner::take_pending);
+        if let Some(rec) = pending {
+            self.process(name, &rec, out);
+        }
+    }
+
+    fn process(&mut self, source: &str, rec: &Record, out: &mut Vec<Event>) {
+        let a = self.miner.add(&rec.message);
+        let origin = Origin {
+            source: &self.event_source,
+            input: source,
+        };
+        let (text, generation) = self
+            .miner
+            .template(a.index)
+            .map_or((String::new(), 0), |t| {
+                (t.text().to_string(), t.generation())
+            });
+        if !self.rules.is_empty() {
+            let ctx = RuleContext {
+                template_id: a.id,
+                template_key: (a.index, generation),
+                template: &text,
+                timestamp: rec.timestamp,
+            };
+            self.hits.clear();
+            self.rules.evaluate(rec, &ctx, &mut self.hits);
+            for h in &self.hits {
+                self.rule_hits[h.rule] += 1;
+                out.push(events::rule_matched(
+                    &origin,
+                    &self.rules.rules()[h.rule],
+                    rec,
+                    a.id,
+                    &text,
+                ));
+            }
+        }
+        self.found.clear();
+        let is_error = rec.level.is_some_and(opsloop_core::Level::is_error);
+        self.anomalies
+            .observe(a.id, a.created, rec.timestamp, is_error, &mut self.found);
+        for an in &self.found {
+            let t = an
+                .template_id
+                .and_then(|t| self.miner.resolve(t))
+                .map(|t| t.text());
+            out.push(events::anomaly(&origin, an, rec, an.template_id, t));
+        }
+    }
+
+    /// Live templates: id, text, count.
+    pub fn templates(&self) -> Vec<(TemplateId, String, u64)> {
+        self.miner
+            .templates()
+            .map(|t| (t.id(), t.text().to_string(), t.count()))
+            .collect()
+    }
+
+    /// Number of live templates.
+    pub fn template_count(&self) -> usize {
+        self.miner.len()
+    }
+
+    /// The rules with their hit counts.
+    pub fn rule_hits(&self) -> Vec<(&crate::rules::Rule, u64)> {
+        self.rules
+            .rules()
+            .iter()
+            .zip(self.rule_hits.iter().copied())
+            .collect()
+    }
+}
+
+impl SourceState {
+    fn new(spec: SourceSpec) -> SourceState {
+        SourceState {
+            spec,
+            joiner: None,
+            detecting: Vec::new(),
+            lines: 0,
+            last_line: Instant::now(),
+        }
+    }
+
+    fn start(&mut self, year: i64) {
+        let format = self.spec.format.unwrap_or_else(|| {
+            let sample: Vec<&str> = self.detecting.iter().map(String::as_str).collect();
+            detect(&sample, year)
+        });
+        let parser = Parser::new(format, year).roll_back_future(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        );
+        let multiline = self.spec.multiline.unwrap_or(format != Format::Raw);
+        self.joiner = Some(Joiner::new(parser, multiline));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{BUILTIN_RULES, parse_rule_file};
+
+    fn pipeline() -> LogPipeline {
+        let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}"));
+        let rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap_or_else(|e| panic!("{e}"));
+        LogPipeline::new(
+            rules,
+            MinerConfig::default(),
+            AnomalyConfig::default(),
+            "/opsloop/test",
+        )
+    }
+
+    #[test]
+    fn syslog_lines_become_rule_events() {
+        let mut p = pipeline();
+        p.add_source(
+            "syslog",
+            SourceSpec {
+                format: Some(Format::Syslog),
+                multiline: Some(false),
+            },
+        );
+        let mut out = Vec::new();
+        p.push_line(
+            "syslog",
+            "<3>Nov 20 10:00:00 web kernel: Out of memory: Killed process 42 (java)",
+            &mut out,
+        );
+        assert!(
+            out.is_empty(),
+            "the record completes when the next one starts or the source idles"
+        );
+        p.flush_idle(Duration::ZERO, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, "io.opsloop.log.rule_matched");
+        assert_eq!(out[0].subject.as_deref(), Some("oom-kill"));
+        assert_eq!(out[0].data["input"], "syslog");
+        assert_eq!(
+            p.rule_hits()
+                .iter()
+                .find(|(r, _)| r.spec.id == "oom-kill")
+                .map(|x| x.1),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn undeclared_streams_are_detected_and_joined() {
+        let mut p = pipeline();
+        let mut out = Vec::new();
+        let lines = [
+            "2026-01-02 03:04:05 ERROR request failed",
+            "java.io.IOException: connection refused",
+            "\tat a.b(C.java:1)",
+            "2026-01-02 03:04:06 INFO ok",
+        ];
+        for l in lines {
+            p.push_line("app", l, &mut out);
+        }
+        p.flush_all(&mut out);
+        assert_eq!(
+            p.template_count(),
+            2,
+            "two records, the trace joined to the first"
+        );
+        assert!(
+            out.iter()
+                .any(|e| e.subject.as_deref() == Some("connection-refused"))
+        );
+    }
+
+    #[test]
+    fn ingested_records() {
+        let mut p = pipeline();
+        let mut out = Vec::new();
+        let rec = IngestedRecord {
+            source: "api".into(),
+            received_ms: 0,
+            timestamp: Some(1000),
+            level: None,
+            message: "write /data: no space left on device".into(),
+            fields: vec![],
+        };
+        p.push_record(rec, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].subject.as_deref(), Some("disk-full"));
+    }
+}

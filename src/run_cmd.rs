@@ -1,0 +1,529 @@
+//! `opsloop run`: the long-running agent. Wires configuration, store, bus, pipeline, sources
+//! and the HTTP API together; the libraries do the work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use opsloop_bus::{EmbeddedBus, EventBus};
+use opsloop_core::Event;
+use opsloop_core::config::{Config, SourceConfig};
+use opsloop_core::ingest::IngestedRecord;
+use opsloop_logs::anomaly::AnomalyConfig;
+use opsloop_logs::miner::MinerConfig;
+use opsloop_logs::parse::Format;
+use opsloop_logs::pipeline::{LogPipeline, SourceSpec};
+use opsloop_logs::rules::{BUILTIN_RULES, RuleSet, load_rules, parse_rule_file};
+use opsloop_server::{AgentMetrics, ApiState, RuleInfo, RuleLabel, SourceLabel};
+use opsloop_store::{Store, StoredTemplate};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::exit;
+
+/// Flags of `opsloop run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Configuration file (default: the embedded default, see `opsloop config default`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP API address, overriding the configuration's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory, overriding the configuration's `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// What sources send the pipeline thread.
+enum Input {
+    Line { source: Arc<str>, text: String },
+    Record(IngestedRecord),
+}
+
+/// Largest syslog frame accepted (RFC 5425 asks receivers to take at least 8 KiB).
+const MAX_FRAME: usize = 64 * 1024;
+
+/// Runs `opsloop run`.
+pub fn run(args: RunArgs) -> Result<u8> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Config::from_yaml(&text).with_context(|| format!("config {}", path.display()))?
+        }
+        None => {
+            eprintln!(
+                "opsloop: no --config given: running the embedded default (`opsloop config default` prints it)"
+            );
+            Config::embedded_default()?
+        }
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    let problems = config.validate();
+    if let Some(p) = problems.first() {
+        bail!("{}: {}", p.path, p.message);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(agent(config))
+}
+
+fn api_token(config: &Config) -> Result<Option<String>> {
+    if let Ok(t) = std::env::var("OPSLOOP_API_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_string()));
+    }
+    if let Some(t) = &config.api.token {
+        return Ok(Some(t.clone()));
+    }
+    if let Some(path) = &config.api.token_file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("api.token_file {}", path.display()))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(None)
+}
+
+fn load_rules_of(config: &Config) -> Result<RuleSet> {
+    let mut files = Vec::new();
+    if config.rules.builtin {
+        files.push((
+            "builtin".to_string(),
+            parse_rule_file("builtin", BUILTIN_RULES)?,
+        ));
+    }
+    for p in &config.rules.paths {
+        files.extend(load_rules(p)?);
+    }
+    Ok(RuleSet::compile(&files)?)
+}
+
+fn parse_format(name: &str) -> Option<Format> {
+    if name == "auto" {
+        None
+    } else {
+        name.parse().ok()
+    }
+}
+
+async fn agent(config: Config) -> Result<u8> {
+    let listen: SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("listen {:?}", config.listen))?;
+    let token = api_token(&config)?;
+    if token.is_none() && !listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {listen} without an API token: set OPSLOOP_API_TOKEN, api.token or api.token_file, or listen on loopback"
+        );
+    }
+    let store = Store::open(&config.data_dir)?;
+    let store = Arc::new(Mutex::new(store));
+    let bus = EmbeddedBus::new(Arc::clone(&store))?;
+    let metrics = Arc::new(AgentMetrics::default());
+    let rules = load_rules_of(&config)?;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let mut pipeline = LogPipeline::new(
+        rules,
+        MinerConfig {
+            max_templates: config.miner.max_templates,
+            ..MinerConfig::default()
+        },
+        AnomalyConfig {
+            warmup_records: config.anomaly.warmup_records,
+            ..AnomalyConfig::default()
+        },
+        &format!("/opsloop/agent/{host}"),
+    );
+    let rule_info: Arc<Mutex<Vec<RuleInfo>>> = Arc::new(Mutex::new(Vec::new()));
+
+    // Sources feed one bounded channel: when the pipeline falls behind, TCP and HTTP senders
+    // wait (backpressure) and UDP datagrams queue in the kernel.
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(10_000);
+    let (event_tx, mut event_rx) = mpsc::channel::<Vec<Event>>(1_000);
+
+    let mut tasks = Vec::new();
+    for source in &config.sources {
+        match source {
+            SourceConfig::Syslog { name, udp, tcp } => {
+                pipeline.add_source(
+                    name,
+                    SourceSpec {
+                        format: Some(Format::Syslog),
+                        multiline: Some(false),
+                    },
+                );
+                let name: Arc<str> = Arc::from(name.as_str());
+                if let Some(addr) = udp {
+                    let socket = tokio::net::UdpSocket::bind(addr)
+                        .await
+                        .with_context(|| format!("syslog udp {addr}"))?;
+                    eprintln!("opsloop: syslog listening on udp {}", socket.local_addr()?);
+                    tasks.push(tokio::spawn(syslog_udp(
+                        socket,
+                        Arc::clone(&name),
+                        input_tx.clone(),
+                        Arc::clone(&metrics),
+                    )));
+                }
+                if let Some(addr) = tcp {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("syslog tcp {addr}"))?;
+                    eprintln!(
+                        "opsloop: syslog listening on tcp {}",
+                        listener.local_addr()?
+                    );
+                    tasks.push(tokio::spawn(syslog_tcp(
+                        listener,
+                        Arc::clone(&name),
+                        input_tx.clone(),
+                        Arc::clone(&metrics),
+                    )));
+                }
+            }
+            SourceConfig::Stdin { name, parser } => {
+                pipeline.add_source(
+                    name,
+                    SourceSpec {
+                        format: parse_format(parser),
+                        multiline: None,
+                    },
+                );
+                tasks.push(tokio::spawn(stdin_lines(
+                    Arc::from(name.as_str()),
+                    input_tx.clone(),
+                    Arc::clone(&metrics),
+                )));
+            }
+            SourceConfig::File { name, .. } => {
+                eprintln!(
+                    "opsloop: source {name}: file tailing is not available in this build yet; skipped"
+                );
+            }
+        }
+    }
+
+    // The pipeline thread: parsing, mining and rules are CPU work, off the async workers.
+    let handle = tokio::runtime::Handle::current();
+    let pipe_metrics = Arc::clone(&metrics);
+    let pipe_store = Arc::clone(&store);
+    let pipe_rules = Arc::clone(&rule_info);
+    let pipeline_thread = std::thread::Builder::new()
+        .name("opsloop-pipeline".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            let mut last_save = std::time::Instant::now();
+            loop {
+                let next = handle.block_on(async {
+                    tokio::time::timeout(Duration::from_millis(500), input_rx.recv()).await
+                });
+                match next {
+                    Ok(Some(Input::Line { source, text })) => {
+                        if pipeline.push_line(&source, &text, &mut out).parse_failed {
+                            pipe_metrics
+                                .parse_errors
+                                .get_or_create(&SourceLabel {
+                                    source: source.to_string(),
+                                })
+                                .inc();
+                        }
+                    }
+                    Ok(Some(Input::Record(rec))) => pipeline.push_record(rec, &mut out),
+                    Ok(None) => {
+                        pipeline.flush_all(&mut out);
+                        publish_from_thread(&event_tx, &mut out, &pipe_metrics, &pipeline);
+                        save_templates(&pipe_store, &pipeline);
+                        break;
+                    }
+                    Err(_) => pipeline.flush_idle(Duration::from_millis(500), &mut out),
+                }
+                publish_from_thread(&event_tx, &mut out, &pipe_metrics, &pipeline);
+                if last_save.elapsed() >= Duration::from_secs(5) {
+                    save_templates(&pipe_store, &pipeline);
+                    if let Ok(mut info) = pipe_rules.lock() {
+                        *info = pipeline
+                            .rule_hits()
+                            .into_iter()
+                            .map(|(r, hits)| RuleInfo {
+                                id: r.spec.id.clone(),
+                                severity: r.spec.severity.as_str().into(),
+                                description: r.spec.description.clone(),
+                                source: r.source.clone(),
+                                hits,
+                            })
+                            .collect();
+                    }
+                    last_save = std::time::Instant::now();
+                }
+            }
+        })?;
+
+    // The publisher: events onto the bus (durable in the store once published).
+    let pub_bus = bus.clone();
+    let pub_metrics = Arc::clone(&metrics);
+    let publisher = tokio::spawn(async move {
+        while let Some(batch) = event_rx.recv().await {
+            match pub_bus.publish(batch).await {
+                Ok(n) => {
+                    pub_metrics.events_published.inc_by(n as u64);
+                }
+                Err(e) => eprintln!("opsloop: publishing events failed: {e}"),
+            }
+        }
+    });
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let rules_for_api = Arc::clone(&rule_info);
+    let state = ApiState {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        ready: Arc::clone(&ready),
+        token: token.map(Arc::from),
+        rules: Arc::new(move || rules_for_api.lock().map(|r| r.clone()).unwrap_or_default()),
+        ingest: forward_ingest(input_tx.clone()),
+        max_body_bytes: config.api.max_body_bytes as usize,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listen {listen}"))?;
+    eprintln!(
+        "opsloop: API listening on http://{}",
+        listener.local_addr()?
+    );
+    drop(input_tx);
+    ready.store(true, Ordering::Release);
+    let server = axum::serve(listener, opsloop_server::router(state))
+        .with_graceful_shutdown(shutdown_signal());
+    server.await.context("serving the API")?;
+
+    // Drain: stop sources, let the pipeline finish what it holds, publish, then exit.
+    eprintln!("opsloop: shutting down");
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    Ok(exit::OK)
+}
+
+/// Records from the API go through a small task into the pipeline's channel.
+fn forward_ingest(input: mpsc::Sender<Input>) -> mpsc::Sender<IngestedRecord> {
+    let (tx, mut rx) = mpsc::channel::<IngestedRecord>(1_000);
+    tokio::spawn(async move {
+        while let Some(rec) = rx.recv().await {
+            if input.send(Input::Record(rec)).await.is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
+
+fn publish_from_thread(
+    tx: &mpsc::Sender<Vec<Event>>,
+    out: &mut Vec<Event>,
+    metrics: &AgentMetrics,
+    pipeline: &LogPipeline,
+) {
+    if out.is_empty() {
+        return;
+    }
+    for e in out
+        .iter()
+        .filter(|e| e.kind == opsloop_core::event::types::LOG_RULE_MATCHED)
+    {
+        if let Some(rule) = &e.subject {
+            metrics
+                .rule_hits
+                .get_or_create(&RuleLabel { rule: rule.clone() })
+                .inc();
+        }
+    }
+    metrics.templates.set(pipeline.template_count() as i64);
+    let _ = tx.blocking_send(std::mem::take(out));
+}
+
+fn save_templates(store: &Mutex<Store>, pipeline: &LogPipeline) {
+    let templates: Vec<StoredTemplate> = pipeline
+        .templates()
+        .into_iter()
+        .map(|(id, template, count)| StoredTemplate {
+            id: id.to_string(),
+            template,
+            count,
+            first_seen_ms: None,
+            last_seen_ms: None,
+        })
+        .collect();
+    if let Ok(mut s) = store.lock()
+        && let Err(e) = s.upsert_templates(&templates)
+    {
+        eprintln!("opsloop: saving templates failed: {e}");
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    // A second signal ends the process at once.
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}
+
+fn count_line(metrics: &AgentMetrics, source: &str, bytes: usize) {
+    let label = SourceLabel {
+        source: source.to_string(),
+    };
+    metrics.lines_read.get_or_create(&label).inc();
+    metrics
+        .bytes_read
+        .get_or_create(&label)
+        .inc_by(bytes as u64);
+}
+
+async fn syslog_udp(
+    socket: tokio::net::UdpSocket,
+    source: Arc<str>,
+    tx: mpsc::Sender<Input>,
+    metrics: Arc<AgentMetrics>,
+) {
+    let mut buf = vec![0u8; MAX_FRAME];
+    loop {
+        let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        count_line(&metrics, &source, n);
+        let text = String::from_utf8_lossy(&buf[..n])
+            .trim_end_matches(['\n', '\r', '\0'])
+            .to_string();
+        if tx
+            .send(Input::Line {
+                source: Arc::clone(&source),
+                text,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn syslog_tcp(
+    listener: tokio::net::TcpListener,
+    source: Arc<str>,
+    tx: mpsc::Sender<Input>,
+    metrics: Arc<AgentMetrics>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (source, tx, metrics) = (Arc::clone(&source), tx.clone(), Arc::clone(&metrics));
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stream);
+            let mut frame = Vec::new();
+            loop {
+                frame.clear();
+                // RFC 6587: octet counting (`LEN SP MSG`) or newline framing, per frame.
+                let first = match reader.fill_buf().await {
+                    Ok([]) | Err(_) => return,
+                    Ok(b) => b[0],
+                };
+                if first.is_ascii_digit() {
+                    let mut len_bytes = Vec::new();
+                    if reader.read_until(b' ', &mut len_bytes).await.is_err() {
+                        return;
+                    }
+                    let len: usize = match std::str::from_utf8(&len_bytes)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                    {
+                        Some(l) if l <= MAX_FRAME => l,
+                        _ => return, // malformed framing: drop the connection, not the agent
+                    };
+                    frame.resize(len, 0);
+                    if reader.read_exact(&mut frame).await.is_err() {
+                        return;
+                    }
+                } else {
+                    match reader.read_until(b'\n', &mut frame).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if frame.len() > MAX_FRAME {
+                        frame.truncate(MAX_FRAME);
+                    }
+                }
+                count_line(&metrics, &source, frame.len());
+                let text = String::from_utf8_lossy(&frame)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                if text.is_empty() {
+                    continue;
+                }
+                if tx
+                    .send(Input::Line {
+                        source: Arc::clone(&source),
+                        text,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn stdin_lines(source: Arc<str>, tx: mpsc::Sender<Input>, metrics: Arc<AgentMetrics>) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(text)) = lines.next_line().await {
+        count_line(&metrics, &source, text.len() + 1);
+        if tx
+            .send(Input::Line {
+                source: Arc::clone(&source),
+                text,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

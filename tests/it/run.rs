@@ -1,0 +1,194 @@
+//! `opsloop run` end to end: a real agent on loopback ports, fed over syslog UDP and TCP and
+//! HTTP, queried over its API, stopped with SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A free loopback port (bound, then released: a small race, fine for tests).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Kills the agent if a test fails before stopping it.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn agent_turns_syslog_and_http_logs_into_events() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (api, syslog) = (free_port(), free_port());
+    let config = dir.path().join("opsloop.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{api}\ndata_dir: {}\napi:\n  token: t0ken\nsources:\n  - type: syslog\n    name: syslog\n    udp: 127.0.0.1:{syslog}\n    tcp: 127.0.0.1:{syslog}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args(["run", "--config", config.to_str().unwrap_or("")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = Agent(child);
+    wait_for("readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+
+    // UDP, TCP with octet counting and with newlines, and HTTP ingest.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let oom = b"<3>Nov 20 10:00:00 web kernel: Out of memory: Killed process 42 (java)";
+    udp.send_to(oom, ("127.0.0.1", syslog))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tcp = TcpStream::connect(("127.0.0.1", syslog)).unwrap_or_else(|e| panic!("{e}"));
+    let framed = "<3>1 2026-11-20T10:00:01Z web app - - - dial tcp: lookup db: no such host";
+    let payload = format!(
+        "{} {framed}<3>Nov 20 10:00:02 web app: accept4: too many open files\n",
+        framed.len()
+    );
+    tcp.write_all(payload.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(tcp);
+    let body = r#"{"message":"x509: certificate has expired","level":"error"}"#;
+    assert_eq!(
+        http(api, "POST", "/api/v1/logs", body, None).0,
+        401,
+        "the token is required"
+    );
+    assert_eq!(
+        http(api, "POST", "/api/v1/logs", body, Some("t0ken")).0,
+        202
+    );
+    let big = format!("{{\"message\":\"{}\"}}", "x".repeat(11 << 20));
+    assert_eq!(
+        http(api, "POST", "/api/v1/logs", &big, Some("t0ken")).0,
+        413
+    );
+
+    let subjects = wait_for("four rule events", || {
+        let (status, body) = http(
+            api,
+            "GET",
+            "/api/v1/events?type=io.opsloop.log.rule_matched",
+            "",
+            None,
+        );
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let mut subjects: Vec<String> = v["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["subject"].as_str().map(str::to_string))
+            .collect();
+        subjects.sort();
+        (status == 200 && subjects.len() == 4).then_some(subjects)
+    });
+    assert_eq!(
+        subjects,
+        [
+            "dns-failure",
+            "oom-kill",
+            "tls-error",
+            "too-many-open-files"
+        ]
+    );
+    let (_, metrics) = http(api, "GET", "/metrics", "", None);
+    assert!(
+        metrics.contains("opsloop_log_lines_read_total{source=\"syslog\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opsloop_events_published_total 4"),
+        "{metrics}"
+    );
+
+    // SIGTERM: drain and exit 0 in bounded time.
+    let pid = agent.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "agent did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn refuses_non_loopback_without_token() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args([
+            "run",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+            dir.path().to_str().unwrap_or(""),
+        ])
+        .env_remove("OPSLOOP_API_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without an API token"));
+}
