@@ -18,6 +18,7 @@ use opsloop_logs::miner::MinerConfig;
 use opsloop_logs::parse::Format;
 use opsloop_logs::pipeline::{LogPipeline, SourceSpec};
 use opsloop_logs::rules::{BUILTIN_RULES, RuleSet, load_rules, parse_rule_file};
+use opsloop_logs::tail::{FileTailer, StartAt, TailCheckpoint};
 use opsloop_server::{AgentMetrics, ApiState, RuleInfo, RuleLabel, SourceLabel};
 use opsloop_store::{Store, StoredTemplate};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -157,6 +158,8 @@ async fn agent(config: Config) -> Result<u8> {
     let (event_tx, mut event_rx) = mpsc::channel::<Vec<Event>>(1_000);
 
     let mut tasks = Vec::new();
+    let mut file_threads = Vec::new();
+    let stop_files = Arc::new(AtomicBool::new(false));
     for source in &config.sources {
         match source {
             SourceConfig::Syslog { name, udp, tcp } => {
@@ -210,10 +213,48 @@ async fn agent(config: Config) -> Result<u8> {
                     Arc::clone(&metrics),
                 )));
             }
-            SourceConfig::File { name, .. } => {
-                eprintln!(
-                    "opsloop: source {name}: file tailing is not available in this build yet; skipped"
+            SourceConfig::File {
+                name,
+                include,
+                exclude,
+                parser,
+                multiline,
+                start_at,
+            } => {
+                pipeline.add_source(
+                    name,
+                    SourceSpec {
+                        format: parse_format(parser),
+                        multiline: match multiline.as_str() {
+                            "on" => Some(true),
+                            "off" => Some(false),
+                            _ => None,
+                        },
+                    },
                 );
+                let key = format!("tail:{name}");
+                let saved: Vec<TailCheckpoint> = store
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.checkpoint(&key).ok().flatten())
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default();
+                let start = if start_at == "beginning" {
+                    StartAt::Beginning
+                } else {
+                    StartAt::End
+                };
+                let tailer = FileTailer::new(include, exclude, start, &saved)
+                    .with_context(|| format!("source {name}"))?;
+                file_threads.push(spawn_tailer(
+                    tailer,
+                    Arc::from(name.as_str()),
+                    key,
+                    input_tx.clone(),
+                    Arc::clone(&store),
+                    Arc::clone(&metrics),
+                    Arc::clone(&stop_files),
+                )?);
             }
         }
     }
@@ -313,6 +354,10 @@ async fn agent(config: Config) -> Result<u8> {
 
     // Drain: stop sources, let the pipeline finish what it holds, publish, then exit.
     eprintln!("opsloop: shutting down");
+    stop_files.store(true, Ordering::Release);
+    for t in file_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     for t in &tasks {
         t.abort();
     }
@@ -322,6 +367,58 @@ async fn agent(config: Config) -> Result<u8> {
     let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
     Ok(exit::OK)
+}
+
+/// A thread that polls a file source, sends its lines and persists its positions.
+fn spawn_tailer(
+    mut tailer: FileTailer,
+    source: Arc<str>,
+    key: String,
+    tx: mpsc::Sender<Input>,
+    store: Arc<Mutex<Store>>,
+    metrics: Arc<AgentMetrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let save = move |tailer: &FileTailer| {
+        let text = serde_json::to_string(&tailer.checkpoints()).unwrap_or_default();
+        if let Ok(mut s) = store.lock()
+            && let Err(e) = s.put_checkpoint(&key, &text, now_ms())
+        {
+            eprintln!("opsloop: saving checkpoints failed: {e}");
+        }
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("opsloop-tail-{source}"))
+        .spawn(move || {
+            let mut last_save = std::time::Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                let mut closed = false;
+                tailer.poll(&mut |_, line| {
+                    count_line(&metrics, &source, line.len() + 1);
+                    let input = Input::Line {
+                        source: Arc::clone(&source),
+                        text: line.to_string(),
+                    };
+                    closed |= tx.blocking_send(input).is_err();
+                });
+                if closed {
+                    break;
+                }
+                if last_save.elapsed() >= Duration::from_secs(1) {
+                    save(&tailer);
+                    last_save = std::time::Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            save(&tailer);
+        })?;
+    Ok(thread)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Records from the API go through a small task into the pipeline's channel.

@@ -192,3 +192,122 @@ fn refuses_non_loopback_without_token() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without an API token"));
 }
+
+fn start_agent(config: &std::path::Path) -> Agent {
+    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args(["run", "--config", config.to_str().unwrap_or("")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    Agent(child)
+}
+
+fn stop_agent(agent: &mut Agent) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            assert_eq!(status.code(), Some(0));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("agent did not stop");
+}
+
+fn rule_subjects(api: u16) -> Option<Vec<String>> {
+    let (status, body) = http(
+        api,
+        "GET",
+        "/api/v1/events?type=io.opsloop.log.rule_matched&limit=1000",
+        "",
+        None,
+    );
+    let v: Value = serde_json::from_str(&body).ok()?;
+    let mut s: Vec<String> = v["events"]
+        .as_array()?
+        .iter()
+        .filter_map(|e| e["subject"].as_str().map(str::to_string))
+        .collect();
+    s.sort();
+    (status == 200).then_some(s)
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn agent_tails_files_through_rotation_and_restart() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+    let log = logs.join("app.log");
+    append(
+        &log,
+        "2026-11-20 10:00:00 ERROR Out of memory: Killed process 7 (java)\n",
+    );
+    let api = free_port();
+    let config = dir.path().join("opsloop.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{api}\ndata_dir: {}\nsources:\n  - type: file\n    name: app\n    include: [\"{}/*.log\"]\n    start_at: beginning\n",
+            dir.path().join("data").display(),
+            logs.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = start_agent(&config);
+    wait_for("readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    append(
+        &log,
+        "2026-11-20 10:00:01 ERROR write /data/x: no space left on device\n",
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::rename(&log, logs.join("app.log.1")).unwrap_or_else(|e| panic!("{e}"));
+    append(
+        &log,
+        "2026-11-20 10:00:02 ERROR accept4: too many open files\n",
+    );
+    let want = ["disk-full", "oom-kill", "too-many-open-files"];
+    wait_for("three rule events from the file", || {
+        rule_subjects(api).filter(|s| s == &want)
+    });
+    stop_agent(&mut agent);
+
+    // Restart: positions come back from the store, nothing is read twice.
+    append(
+        &log,
+        "2026-11-20 10:00:03 ERROR dial tcp 10.0.0.1:5432: connect: connection refused\n",
+    );
+    let mut agent = start_agent(&config);
+    let want = [
+        "connection-refused",
+        "disk-full",
+        "oom-kill",
+        "too-many-open-files",
+    ];
+    wait_for("the line written while stopped, once", || {
+        rule_subjects(api).filter(|s| s == &want)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        rule_subjects(api).unwrap_or_default(),
+        want,
+        "no duplicates after settling"
+    );
+    stop_agent(&mut agent);
+}

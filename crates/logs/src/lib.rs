@@ -10,7 +10,8 @@
 //! - [`anomaly::AnomalyDetector`] flags new templates and spikes;
 //! - [`events`] turns rule hits and anomalies into CloudEvents.
 //!
-//! [`pipeline::LogPipeline`] runs the same stages for the agent, over many live sources.
+//! [`pipeline::LogPipeline`] runs the same stages for the agent, over many live sources;
+//! [`tail::FileTailer`] follows files through rotation for it.
 
 pub mod anomaly;
 pub mod events;
@@ -22,3 +23,4 @@ pub mod miner;
 pub mod parse;
 pub mod pipeline;
 pub mod rules;
+pub mod tail;

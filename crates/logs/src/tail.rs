@@ -1,0 +1,385 @@
+//! Following log files: [`FileTailer`] reads every file matching a set of globs as it grows,
+//! through rotation, and remembers where it stopped.
+//!
+//! Files are identified by a *fingerprint*, the hash of their first line, not by name: a file
+//! renamed by rotation (`app.log` → `app.log.1`) keeps its identity and its position, so it is
+//! neither read twice nor lost, and the new `app.log` is a new file read from its start. An
+//! open handle is kept on every tracked file, so a renamed file is still read to its end. A file
+//! that shrinks below the position read (copy-truncate rotation) is read again from its start.
+//! Positions are [`TailCheckpoint`]s that the caller persists and hands back on restart.
+//!
+//! The tailer polls (as Vector's file source does): inotify misses renames, NFS sends no events.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Bytes of the first line that make a fingerprint; a file needs a complete first line, or
+/// this many bytes, before it is read.
+const FINGERPRINT_BYTES: usize = 256;
+/// Largest line kept whole; longer lines are cut.
+const MAX_LINE: usize = 1 << 20;
+/// A file that no glob matches any more is dropped after being idle this long.
+const ROTATE_WAIT: Duration = Duration::from_secs(10);
+
+/// Where reading a file stopped, persisted by the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailCheckpoint {
+    /// The file's fingerprint (hex).
+    pub fingerprint: String,
+    /// The last path it was seen at.
+    pub path: PathBuf,
+    /// Bytes consumed (up to the end of the last complete line).
+    pub offset: u64,
+}
+
+/// Where to start in a file first seen when the tailer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only new lines.
+    End,
+    /// The whole file.
+    Beginning,
+}
+
+struct Tracked {
+    path: PathBuf,
+    file: File,
+    offset: u64,
+    partial: Vec<u8>,
+    last_growth: Instant,
+    matched: bool,
+}
+
+/// Follows the files matching `include` (minus `exclude`).
+pub struct FileTailer {
+    include: Vec<String>,
+    exclude: Vec<glob::Pattern>,
+    start_at: StartAt,
+    tracked: HashMap<u64, Tracked>,
+    restored: HashMap<u64, u64>,
+    first_scan: bool,
+}
+
+/// Why the tailer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    /// A glob does not parse.
+    #[error("invalid glob {glob:?}: {source}")]
+    Glob {
+        /// The glob.
+        glob: String,
+        /// The cause.
+        source: glob::PatternError,
+    },
+}
+
+fn fingerprint_of(file: &mut File) -> Option<u64> {
+    let mut head = [0u8; FINGERPRINT_BYTES];
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    let line_end = head[..n].iter().position(|&b| b == b'\n').map(|i| i + 1);
+    match line_end {
+        Some(end) => Some(xxh3_64(&head[..end])),
+        None if n == FINGERPRINT_BYTES => Some(xxh3_64(&head)),
+        None => None, // not even one complete line yet
+    }
+}
+
+impl FileTailer {
+    /// A tailer over `include` globs, skipping `exclude`, resuming from `checkpoints`.
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+        start_at: StartAt,
+        checkpoints: &[TailCheckpoint],
+    ) -> Result<FileTailer, TailError> {
+        for g in include {
+            glob::Pattern::new(g).map_err(|source| TailError::Glob {
+                glob: g.clone(),
+                source,
+            })?;
+        }
+        let exclude = exclude
+            .iter()
+            .map(|g| {
+                glob::Pattern::new(g).map_err(|source| TailError::Glob {
+                    glob: g.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let restored = checkpoints
+            .iter()
+            .filter_map(|c| {
+                u64::from_str_radix(&c.fingerprint, 16)
+                    .ok()
+                    .map(|f| (f, c.offset))
+            })
+            .collect();
+        Ok(FileTailer {
+            include: include.to_vec(),
+            exclude,
+            start_at,
+            tracked: HashMap::new(),
+            restored,
+            first_scan: true,
+        })
+    }
+
+    fn matching_paths(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for g in &self.include {
+            let Ok(paths) = glob::glob(g) else { continue };
+            for p in paths.flatten() {
+                if p.is_file()
+                    && !self.exclude.iter().any(|x| x.matches_path(&p))
+                    && !out.contains(&p)
+                {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Discovers files and reads what was appended; calls `line(path, text)` for every complete
+    /// line, in file order. Returns the number of bytes read.
+    pub fn poll(&mut self, line: &mut dyn FnMut(&Path, &str)) -> u64 {
+        for t in self.tracked.values_mut() {
+            t.matched = false;
+        }
+        for path in self.matching_paths() {
+            let Ok(mut file) = File::open(&path) else {
+                continue;
+            };
+            let Some(fp) = fingerprint_of(&mut file) else {
+                continue;
+            };
+            if let Some(t) = self.tracked.get_mut(&fp) {
+                t.matched = true;
+                t.path = path; // followed a rename
+                continue;
+            }
+            let size = file.metadata().map_or(0, |m| m.len());
+            // The same file under a new fingerprint was rewritten in place (copy-truncate):
+            // keep following it under its new identity instead of reading it twice.
+            let same_file = self
+                .tracked
+                .iter()
+                .find(|(_, t)| t.path == path && same_inode(&t.file, &file))
+                .map(|(k, _)| *k);
+            if let Some(old) = same_file.and_then(|k| self.tracked.remove(&k)) {
+                let mut t = old;
+                if size < t.offset {
+                    t.offset = 0;
+                    t.partial.clear();
+                }
+                t.matched = true;
+                self.tracked.insert(fp, t);
+                continue;
+            }
+            let offset = match self.restored.remove(&fp) {
+                Some(o) if o <= size => o,
+                Some(_) => 0,
+                None if self.first_scan && self.start_at == StartAt::End => size,
+                None => 0,
+            };
+            self.tracked.insert(
+                fp,
+                Tracked {
+                    path,
+                    file,
+                    offset,
+                    partial: Vec::new(),
+                    last_growth: Instant::now(),
+                    matched: true,
+                },
+            );
+        }
+        self.first_scan = false;
+        let mut read = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        for t in self.tracked.values_mut() {
+            let size = t.file.metadata().map_or(0, |m| m.len());
+            if size < t.offset {
+                // Copy-truncate: the same file was emptied; read it again from the start.
+                t.offset = 0;
+                t.partial.clear();
+            }
+            if t.file
+                .seek(SeekFrom::Start(t.offset + t.partial.len() as u64))
+                .is_err()
+            {
+                continue;
+            }
+            loop {
+                let n = match t.file.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                read += n as u64;
+                t.last_growth = Instant::now();
+                let mut start = 0;
+                for i in memchr::memchr_iter(b'\n', &buf[..n]) {
+                    let piece = &buf[start..i];
+                    let consumed = t.partial.len() + piece.len() + 1;
+                    if t.partial.is_empty() {
+                        emit(&t.path, piece, line);
+                    } else {
+                        t.partial.extend_from_slice(piece);
+                        emit(&t.path, &t.partial, line);
+                        t.partial.clear();
+                    }
+                    t.offset += consumed as u64;
+                    start = i + 1;
+                }
+                let rest = &buf[start..n];
+                if t.partial.len() + rest.len() > MAX_LINE {
+                    // A line too long to hold: deliver its first MiB, drop the rest of it.
+                    t.partial.extend_from_slice(rest);
+                    emit(&t.path, &t.partial[..MAX_LINE], line);
+                    t.offset += t.partial.len() as u64;
+                    t.partial.clear();
+                } else {
+                    t.partial.extend_from_slice(rest);
+                }
+            }
+        }
+        // Forget files no glob matches any more once they stopped growing (rotated away and
+        // read to their end).
+        self.tracked
+            .retain(|_, t| t.matched || t.last_growth.elapsed() < ROTATE_WAIT);
+        read
+    }
+
+    /// Positions to persist.
+    pub fn checkpoints(&self) -> Vec<TailCheckpoint> {
+        let mut out: Vec<TailCheckpoint> = self
+            .tracked
+            .iter()
+            .map(|(fp, t)| TailCheckpoint {
+                fingerprint: format!("{fp:016x}"),
+                path: t.path.clone(),
+                offset: t.offset,
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+}
+
+#[cfg(unix)]
+fn same_inode(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_inode(_: &File, _: &File) -> bool {
+    false
+}
+
+fn emit(path: &Path, bytes: &[u8], line: &mut dyn FnMut(&Path, &str)) {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    line(path, &String::from_utf8_lossy(bytes));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn collect(t: &mut FileTailer) -> Vec<String> {
+        let mut out = Vec::new();
+        t.poll(&mut |_, l| out.push(l.to_string()));
+        out
+    }
+
+    #[test]
+    fn follows_growth_rename_rotation_and_copy_truncate() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("app.log");
+        append(&log, "old line before start\n");
+        let glob = format!("{}/*.log", dir.path().display());
+        let mut t =
+            FileTailer::new(&[glob], &[], StartAt::End, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(collect(&mut t).is_empty(), "start at the end");
+        append(&log, "one\ntwo\npart");
+        assert_eq!(collect(&mut t), ["one", "two"]);
+        append(&log, "ial\n");
+        assert_eq!(collect(&mut t), ["partial"]);
+
+        // Rename rotation: the old file keeps being read through its handle, the new one from
+        // its start, nothing twice.
+        append(&log, "last of old\n");
+        std::fs::rename(&log, dir.path().join("app.log.1")).unwrap_or_else(|e| panic!("{e}"));
+        append(&log, "first of new\n");
+        let mut got = collect(&mut t);
+        got.sort();
+        assert_eq!(got, ["first of new", "last of old"]);
+
+        // Copy-truncate.
+        append(&log, "second of new\n");
+        assert_eq!(collect(&mut t), ["second of new"]);
+        std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+        collect(&mut t);
+        append(&log, "after truncate\n");
+        assert_eq!(collect(&mut t), ["after truncate"], "once, not twice");
+    }
+
+    #[test]
+    fn checkpoints_resume_where_reading_stopped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("svc.log");
+        append(&log, "a\nb\n");
+        let glob = format!("{}/*.log", dir.path().display());
+        let mut t = FileTailer::new(std::slice::from_ref(&glob), &[], StartAt::Beginning, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(collect(&mut t), ["a", "b"]);
+        let saved = t.checkpoints();
+        drop(t);
+        append(&log, "c\n");
+        let mut t =
+            FileTailer::new(&[glob], &[], StartAt::End, &saved).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(collect(&mut t), ["c"], "resumes after b, does not skip c");
+    }
+
+    #[test]
+    fn excluded_and_invalid_globs() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        append(&dir.path().join("a.log"), "x\n");
+        append(&dir.path().join("b.log"), "y\n");
+        let inc = format!("{}/*.log", dir.path().display());
+        let exc = format!("{}/b.log", dir.path().display());
+        let mut t = FileTailer::new(&[inc], &[exc], StartAt::Beginning, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(collect(&mut t), ["x"]);
+        assert!(FileTailer::new(&["[".into()], &[], StartAt::End, &[]).is_err());
+    }
+}
