@@ -501,6 +501,28 @@ async fn shutdown_signal() {
     });
 }
 
+/// Counts a received line and hands it to the pipeline; false once the pipeline is gone.
+async fn send_line(
+    tx: &mpsc::Sender<Input>,
+    metrics: &AgentMetrics,
+    source: &Arc<str>,
+    raw: &[u8],
+) -> bool {
+    count_line(metrics, source, raw.len());
+    let text = String::from_utf8_lossy(raw)
+        .trim_end_matches(['\n', '\r', '\0'])
+        .to_string();
+    if text.is_empty() {
+        return true;
+    }
+    tx.send(Input::Line {
+        source: Arc::clone(source),
+        text,
+    })
+    .await
+    .is_ok()
+}
+
 fn count_line(metrics: &AgentMetrics, source: &str, bytes: usize) {
     let label = SourceLabel {
         source: source.to_string(),
@@ -523,18 +545,7 @@ async fn syslog_udp(
         let Ok((n, _)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        count_line(&metrics, &source, n);
-        let text = String::from_utf8_lossy(&buf[..n])
-            .trim_end_matches(['\n', '\r', '\0'])
-            .to_string();
-        if tx
-            .send(Input::Line {
-                source: Arc::clone(&source),
-                text,
-            })
-            .await
-            .is_err()
-        {
+        if !send_line(&tx, &metrics, &source, &buf[..n]).await {
             return;
         }
     }
@@ -586,21 +597,7 @@ async fn syslog_tcp(
                         frame.truncate(MAX_FRAME);
                     }
                 }
-                count_line(&metrics, &source, frame.len());
-                let text = String::from_utf8_lossy(&frame)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                if text.is_empty() {
-                    continue;
-                }
-                if tx
-                    .send(Input::Line {
-                        source: Arc::clone(&source),
-                        text,
-                    })
-                    .await
-                    .is_err()
-                {
+                if !send_line(&tx, &metrics, &source, &frame).await {
                     return;
                 }
             }

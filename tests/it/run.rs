@@ -79,14 +79,7 @@ fn agent_turns_syslog_and_http_logs_into_events() {
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
-        .args(["run", "--config", config.to_str().unwrap_or("")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut agent = Agent(child);
+    let mut agent = start_agent(&config);
     wait_for("readiness", || {
         (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
     });
@@ -158,20 +151,7 @@ fn agent_turns_syslog_and_http_logs_into_events() {
     );
 
     // SIGTERM: drain and exit 0 in bounded time.
-    let pid = agent.0.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let start = Instant::now();
-    let status = loop {
-        if let Ok(Some(status)) = agent.0.try_wait() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "agent did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    stop_agent(&mut agent);
 }
 
 #[test]

@@ -331,8 +331,7 @@ impl Inspector {
                 progress(reader.bytes);
             }
         }
-        if joiner.has_pending {
-            let rec = std::mem::take(&mut joiner.pending);
+        if let Some(rec) = joiner.take_pending() {
             self.process(file_index, &rec);
         }
         progress(reader.bytes);
@@ -374,11 +373,9 @@ impl Inspector {
                         ),
                     });
                 }
-                if joiner.has_pending {
-                    self.process(file, &joiner.pending);
+                if let Some(done) = joiner.rotate() {
+                    self.process(file, done);
                 }
-                std::mem::swap(&mut joiner.pending, &mut joiner.next);
-                joiner.has_pending = true;
             }
         }
         if self.pending.len() >= ASSIGNMENT_FLUSH {
@@ -826,11 +823,12 @@ impl Joiner {
     }
 
     /// Moves the line just pushed (`next`) into place as the pending record, returning the
-    /// previous pending record, complete, when there was one.
-    pub(crate) fn rotate(&mut self) -> Option<Record> {
+    /// previous pending record, complete, when there was one. Buffers are swapped, not
+    /// reallocated: the returned record is valid until the next push.
+    pub(crate) fn rotate(&mut self) -> Option<&Record> {
         std::mem::swap(&mut self.pending, &mut self.next);
         let had = std::mem::replace(&mut self.has_pending, true);
-        had.then(|| std::mem::take(&mut self.next))
+        had.then_some(&self.next)
     }
 
     /// Takes the pending record, if any (end of input, or the source went quiet).

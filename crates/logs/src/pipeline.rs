@@ -116,28 +116,32 @@ impl LogPipeline {
     }
 
     fn feed(&mut self, source: &str, number: u64, line: &str, out: &mut Vec<Event>) -> LineOutcome {
-        let Some(state) = self.sources.get_mut(source) else {
+        // The joiner leaves its source while the record is processed, so the miner and rules
+        // can be borrowed too; no buffer is reallocated.
+        let Some(mut joiner) = self.sources.get_mut(source).and_then(|s| s.joiner.take()) else {
             return LineOutcome::default();
         };
-        let Some(joiner) = state.joiner.as_mut() else {
-            return LineOutcome::default();
-        };
-        if line.trim().is_empty() && joiner.parser.format() != Format::Raw {
-            return LineOutcome::default();
-        }
-        match joiner.push(number, line) {
-            Pushed::Joined => LineOutcome::default(),
-            Pushed::Started { parse_failed } => {
-                if joiner.next.level.is_none() && joiner.parser.format() != Format::Raw {
-                    joiner.next.level = infer_level(&joiner.next.message);
-                    joiner.next.level_inferred = joiner.next.level.is_some();
+        let outcome = if line.trim().is_empty() && joiner.parser.format() != Format::Raw {
+            LineOutcome::default()
+        } else {
+            match joiner.push(number, line) {
+                Pushed::Joined => LineOutcome::default(),
+                Pushed::Started { parse_failed } => {
+                    if joiner.next.level.is_none() && joiner.parser.format() != Format::Raw {
+                        joiner.next.level = infer_level(&joiner.next.message);
+                        joiner.next.level_inferred = joiner.next.level.is_some();
+                    }
+                    if let Some(done) = joiner.rotate() {
+                        self.process(source, done, out);
+                    }
+                    LineOutcome { parse_failed }
                 }
-                if let Some(done) = joiner.rotate() {
-                    self.process(source, &done, out);
-                }
-                LineOutcome { parse_failed }
             }
+        };
+        if let Some(state) = self.sources.get_mut(source) {
+            state.joiner = Some(joiner);
         }
+        outcome
     }
 
     /// Feeds a record received already structured (HTTP ingest).
