@@ -74,12 +74,27 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(p) = problems.first() {
         bail!("{}: {}", p.path, p.message);
     }
+    init_logging(&config.log.format, &config.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(agent(config))
+}
+
+/// The agent's own logs: human-readable or JSON lines on stderr, `RUST_LOG` overriding the level.
+fn init_logging(format: &str, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn api_token(config: &Config) -> Result<Option<String>> {
@@ -175,7 +190,7 @@ async fn agent(config: Config) -> Result<u8> {
                     let socket = tokio::net::UdpSocket::bind(addr)
                         .await
                         .with_context(|| format!("syslog udp {addr}"))?;
-                    eprintln!("opsloop: syslog listening on udp {}", socket.local_addr()?);
+                    tracing::info!(source = %name, addr = %socket.local_addr()?, "syslog listening on udp");
                     tasks.push(tokio::spawn(syslog_udp(
                         socket,
                         Arc::clone(&name),
@@ -187,10 +202,7 @@ async fn agent(config: Config) -> Result<u8> {
                     let listener = tokio::net::TcpListener::bind(addr)
                         .await
                         .with_context(|| format!("syslog tcp {addr}"))?;
-                    eprintln!(
-                        "opsloop: syslog listening on tcp {}",
-                        listener.local_addr()?
-                    );
+                    tracing::info!(source = %name, addr = %listener.local_addr()?, "syslog listening on tcp");
                     tasks.push(tokio::spawn(syslog_tcp(
                         listener,
                         Arc::clone(&name),
@@ -323,7 +335,33 @@ async fn agent(config: Config) -> Result<u8> {
                 Ok(n) => {
                     pub_metrics.events_published.inc_by(n as u64);
                 }
-                Err(e) => eprintln!("opsloop: publishing events failed: {e}"),
+                Err(e) => tracing::error!(error = %e, "publishing events failed"),
+            }
+        }
+    });
+
+    // Retention: once a minute, drop events past the configured age and count.
+    let max_age_ms = opsloop_core::time::parse_duration(&config.store.retention.max_age)
+        .map(|d| d.as_millis() as i64)
+        .ok();
+    let max_events = config.store.retention.max_events;
+    let retention_store = Arc::clone(&store);
+    let retention = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let store = Arc::clone(&retention_store);
+            let result = tokio::task::spawn_blocking(move || {
+                store
+                    .lock()
+                    .ok()
+                    .map(|mut s| s.apply_retention(now_ms(), max_age_ms, Some(max_events)))
+            })
+            .await;
+            if let Ok(Some(Ok(n))) = result
+                && n > 0
+            {
+                tracing::info!(deleted = n, "retention removed old events");
             }
         }
     });
@@ -342,10 +380,7 @@ async fn agent(config: Config) -> Result<u8> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen {listen}"))?;
-    eprintln!(
-        "opsloop: API listening on http://{}",
-        listener.local_addr()?
-    );
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
     drop(input_tx);
     ready.store(true, Ordering::Release);
     let server = axum::serve(listener, opsloop_server::router(state))
@@ -353,7 +388,8 @@ async fn agent(config: Config) -> Result<u8> {
     server.await.context("serving the API")?;
 
     // Drain: stop sources, let the pipeline finish what it holds, publish, then exit.
-    eprintln!("opsloop: shutting down");
+    tracing::info!("shutting down: draining the pipeline");
+    retention.abort();
     stop_files.store(true, Ordering::Release);
     for t in file_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -384,7 +420,7 @@ fn spawn_tailer(
         if let Ok(mut s) = store.lock()
             && let Err(e) = s.put_checkpoint(&key, &text, now_ms())
         {
-            eprintln!("opsloop: saving checkpoints failed: {e}");
+            tracing::error!(error = %e, "saving checkpoints failed");
         }
     };
     let thread = std::thread::Builder::new()
@@ -473,7 +509,7 @@ fn save_templates(store: &Mutex<Store>, pipeline: &LogPipeline) {
     if let Ok(mut s) = store.lock()
         && let Err(e) = s.upsert_templates(&templates)
     {
-        eprintln!("opsloop: saving templates failed: {e}");
+        tracing::error!(error = %e, "saving templates failed");
     }
 }
 
