@@ -42,8 +42,13 @@ pub struct RunArgs {
 
 /// What sources send the pipeline thread.
 enum Input {
-    Line { source: Arc<str>, text: String },
+    Line {
+        source: Arc<str>,
+        text: String,
+    },
     Record(IngestedRecord),
+    /// A reloaded, fully validated rule set.
+    Rules(Box<RuleSet>),
 }
 
 /// Largest syslog frame accepted (RFC 5425 asks receivers to take at least 8 KiB).
@@ -80,7 +85,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(agent(config))
+    runtime.block_on(agent(config, args.config))
 }
 
 /// The agent's own logs: human-readable or JSON lines on stderr, `RUST_LOG` overriding the level.
@@ -136,7 +141,7 @@ fn parse_format(name: &str) -> Option<Format> {
     }
 }
 
-async fn agent(config: Config) -> Result<u8> {
+async fn agent(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
     let listen: SocketAddr = config
         .listen
         .parse()
@@ -297,6 +302,7 @@ async fn agent(config: Config) -> Result<u8> {
                         }
                     }
                     Ok(Some(Input::Record(rec))) => pipeline.push_record(rec, &mut out),
+                    Ok(Some(Input::Rules(rules))) => pipeline.replace_rules(*rules),
                     Ok(None) => {
                         pipeline.flush_all(&mut out);
                         publish_from_thread(&event_tx, &mut out, &pipe_metrics, &pipeline);
@@ -377,6 +383,13 @@ async fn agent(config: Config) -> Result<u8> {
         ingest: forward_ingest(input_tx.clone()),
         max_body_bytes: config.api.max_body_bytes as usize,
     };
+    let reload = tokio::spawn(reload_loop(
+        config.clone(),
+        config_path,
+        input_tx.clone(),
+        bus.clone(),
+        Arc::clone(&metrics),
+    ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listen {listen}"))?;
@@ -390,6 +403,8 @@ async fn agent(config: Config) -> Result<u8> {
     // Drain: stop sources, let the pipeline finish what it holds, publish, then exit.
     tracing::info!("shutting down: draining the pipeline");
     retention.abort();
+    reload.abort();
+    let _ = reload.await;
     stop_files.store(true, Ordering::Release);
     for t in file_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -403,6 +418,93 @@ async fn agent(config: Config) -> Result<u8> {
     let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
     Ok(exit::OK)
+}
+
+/// Reloads the configuration on SIGHUP and when its file changes: validates it whole (rules
+/// compiled included) and swaps the rules in; a bad file leaves the running configuration in
+/// force, counted, logged and reported as an event. Sources, listen address and data directory
+/// take effect on restart.
+async fn reload_loop(
+    mut current: Config,
+    path: Option<PathBuf>,
+    input: mpsc::Sender<Input>,
+    bus: EmbeddedBus,
+    metrics: Arc<AgentMetrics>,
+) {
+    let Some(path) = path else {
+        return; // the embedded default has no file to reload
+    };
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        let why = tokio::select! {
+            _ = signalled => "SIGHUP",
+            _ = tick.tick() => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file change"
+            }
+        };
+        let p = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<(Config, RuleSet)> {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let config =
+                Config::from_yaml(&text).with_context(|| format!("config {}", p.display()))?;
+            let rules = load_rules_of(&config)?;
+            Ok((config, rules))
+        })
+        .await;
+        match loaded {
+            Ok(Ok((config, rules))) => {
+                if input.send(Input::Rules(Box::new(rules))).await.is_err() {
+                    return;
+                }
+                if config.sources != current.sources
+                    || config.listen != current.listen
+                    || config.data_dir != current.data_dir
+                {
+                    tracing::warn!("sources, listen and data_dir changes take effect on restart");
+                }
+                current = config;
+                metrics.config_reloads.inc();
+                tracing::info!(trigger = why, "configuration reloaded");
+            }
+            Ok(Err(e)) => {
+                metrics.config_reload_failures.inc();
+                let message = format!("{e:#}");
+                tracing::error!(trigger = why, error = %message, "configuration reload rejected; keeping the running configuration");
+                let event = Event::new(
+                    opsloop_core::event::types::CONFIG_RELOAD_FAILED,
+                    "/opsloop/agent",
+                    Some(&path.display().to_string()),
+                    now_ms(),
+                    serde_json::json!({"error": message, "trigger": why}),
+                );
+                if bus.publish(vec![event]).await.is_ok() {
+                    metrics.events_published.inc();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "configuration reload failed"),
+        }
+    }
 }
 
 /// A thread that polls a file source, sends its lines and persists its positions.

@@ -291,3 +291,78 @@ fn agent_tails_files_through_rotation_and_restart() {
     );
     stop_agent(&mut agent);
 }
+
+fn metric(api: u16, name: &str) -> Option<u64> {
+    let (_, text) = http(api, "GET", "/metrics", "", None);
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn reload_swaps_rules_and_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (api, syslog) = (free_port(), free_port());
+    let rules = dir.path().join("rules.yaml");
+    let rule = |word: &str| {
+        format!(
+            "rules:\n  - id: custom-{word}\n    severity: warning\n    match: {{keywords: [{word}]}}\n"
+        )
+    };
+    std::fs::write(&rules, rule("alpha")).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("opsloop.yaml");
+    let good = format!(
+        "listen: 127.0.0.1:{api}\ndata_dir: {}\nrules:\n  builtin: false\n  paths: [\"{}\"]\nsources:\n  - type: syslog\n    name: syslog\n    udp: 127.0.0.1:{syslog}\n",
+        dir.path().join("data").display(),
+        rules.display()
+    );
+    std::fs::write(&config, &good).unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = start_agent(&config);
+    wait_for("readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let send = |word: &str| {
+        let line = format!("<14>Nov 20 10:00:00 web app: {word} happened");
+        udp.send_to(line.as_bytes(), ("127.0.0.1", syslog))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    send("alpha");
+    wait_for("custom-alpha", || {
+        rule_subjects(api).filter(|s| s == &["custom-alpha"])
+    });
+
+    // A good reload: the new rule applies, the old one is gone.
+    std::fs::write(&rules, rule("beta")).unwrap_or_else(|e| panic!("{e}"));
+    let pid = agent.0.id().to_string();
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    wait_for("one reload", || {
+        (metric(api, "opsloop_config_reloads_total") == Some(1)).then_some(())
+    });
+    send("alpha");
+    send("beta");
+    wait_for("custom-beta", || {
+        rule_subjects(api).filter(|s| s == &["custom-alpha", "custom-beta"])
+    });
+
+    // A bad reload: counted, reported as an event, the agent keeps its configuration.
+    std::fs::write(&config, "listen: [not, an, address]\n").unwrap_or_else(|e| panic!("{e}"));
+    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+    wait_for("a rejected reload", || {
+        (metric(api, "opsloop_config_reload_failures_total") >= Some(1)).then_some(())
+    });
+    let (_, body) = http(
+        api,
+        "GET",
+        "/api/v1/events?type=io.opsloop.config.reload_failed",
+        "",
+        None,
+    );
+    assert!(body.contains("reload_failed"), "{body}");
+    send("beta");
+    wait_for("rules still in force", || {
+        rule_subjects(api).filter(|s| s == &["custom-alpha", "custom-beta", "custom-beta"])
+    });
+    stop_agent(&mut agent);
+}

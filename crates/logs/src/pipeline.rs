@@ -249,6 +249,23 @@ impl LogPipeline {
         }
     }
 
+    /// Swaps in a new rule set (a configuration reload); hit counts carry over by rule id.
+    pub fn replace_rules(&mut self, rules: RuleSet) {
+        let old: FxHashMap<String, u64> = self
+            .rules
+            .rules()
+            .iter()
+            .zip(&self.rule_hits)
+            .map(|(r, &h)| (r.spec.id.clone(), h))
+            .collect();
+        self.rule_hits = rules
+            .rules()
+            .iter()
+            .map(|r| old.get(&r.spec.id).copied().unwrap_or(0))
+            .collect();
+        self.rules = rules;
+    }
+
     /// Live templates: id, text, count.
     pub fn templates(&self) -> Vec<(TemplateId, String, u64)> {
         self.miner
