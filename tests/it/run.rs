@@ -366,3 +366,50 @@ fn reload_swaps_rules_and_keeps_the_last_good_config() {
     });
     stop_agent(&mut agent);
 }
+
+#[test]
+fn malformed_frames_and_bad_bytes_leave_the_agent_unharmed() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (api, syslog) = (free_port(), free_port());
+    let config = dir.path().join("opsloop.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{api}\ndata_dir: {}\nsources:\n  - type: syslog\n    name: syslog\n    udp: 127.0.0.1:{syslog}\n    tcp: 127.0.0.1:{syslog}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = start_agent(&config);
+    wait_for("readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    // An absurd octet count, garbage, invalid UTF-8 and NUL bytes, over TCP and UDP.
+    for payload in [
+        &b"999999999999 <13>x"[..],
+        b"12 <13>short",
+        b"\xff\xfe\x00\x01 garbage\n",
+        b"<999>not a pri\n",
+    ] {
+        if let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", syslog)) {
+            let _ = tcp.write_all(payload);
+        }
+    }
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    udp.send_to(b"\xff\xfe\xfd\x00", ("127.0.0.1", syslog))
+        .unwrap_or_else(|e| panic!("{e}"));
+    udp.send_to(&vec![b'A'; 60_000], ("127.0.0.1", syslog))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Still serving, and still processing good input.
+    let oom = b"<3>Nov 20 10:00:00 web kernel: Out of memory: Killed process 42 (java)";
+    udp.send_to(oom, ("127.0.0.1", syslog))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_for("the good line after the bad ones", || {
+        rule_subjects(api).filter(|s| s.contains(&"oom-kill".to_string()))
+    });
+    assert!(
+        metric(api, "opsloop_log_parse_errors_total").is_some(),
+        "unparsable lines are counted"
+    );
+    stop_agent(&mut agent);
+}
