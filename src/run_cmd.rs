@@ -358,10 +358,9 @@ async fn agent(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             tick.tick().await;
             let store = Arc::clone(&retention_store);
             let result = tokio::task::spawn_blocking(move || {
-                store
-                    .lock()
-                    .ok()
-                    .map(|mut s| s.apply_retention(now_ms(), max_age_ms, Some(max_events)))
+                store.lock().ok().map(|mut s| {
+                    s.apply_retention(opsloop_core::time::now_ms(), max_age_ms, Some(max_events))
+                })
             })
             .await;
             if let Ok(Some(Ok(n))) = result
@@ -495,7 +494,7 @@ async fn reload_loop(
                     opsloop_core::event::types::CONFIG_RELOAD_FAILED,
                     "/opsloop/agent",
                     Some(&path.display().to_string()),
-                    now_ms(),
+                    opsloop_core::time::now_ms(),
                     serde_json::json!({"error": message, "trigger": why}),
                 );
                 if bus.publish(vec![event]).await.is_ok() {
@@ -520,7 +519,7 @@ fn spawn_tailer(
     let save = move |tailer: &FileTailer| {
         let text = serde_json::to_string(&tailer.checkpoints()).unwrap_or_default();
         if let Ok(mut s) = store.lock()
-            && let Err(e) = s.put_checkpoint(&key, &text, now_ms())
+            && let Err(e) = s.put_checkpoint(&key, &text, opsloop_core::time::now_ms())
         {
             tracing::error!(error = %e, "saving checkpoints failed");
         }
@@ -551,12 +550,6 @@ fn spawn_tailer(
             save(&tailer);
         })?;
     Ok(thread)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Records from the API go through a small task into the pipeline's channel.

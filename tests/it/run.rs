@@ -66,23 +66,30 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
-#[test]
-fn agent_turns_syslog_and_http_logs_into_events() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+/// Starts an agent with a syslog source (UDP and TCP) on free ports and waits until it is
+/// ready; `extra` is more top-level YAML. Returns the agent, the API port and the syslog port.
+fn syslog_agent(dir: &std::path::Path, extra: &str) -> (Agent, u16, u16) {
     let (api, syslog) = (free_port(), free_port());
-    let config = dir.path().join("opsloop.yaml");
+    let config = dir.join("opsloop.yaml");
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{api}\ndata_dir: {}\napi:\n  token: t0ken\nsources:\n  - type: syslog\n    name: syslog\n    udp: 127.0.0.1:{syslog}\n    tcp: 127.0.0.1:{syslog}\n",
-            dir.path().join("data").display()
+            "listen: 127.0.0.1:{api}\ndata_dir: {}\n{extra}sources:\n  - type: syslog\n    name: syslog\n    udp: 127.0.0.1:{syslog}\n    tcp: 127.0.0.1:{syslog}\n",
+            dir.join("data").display()
         ),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut agent = start_agent(&config);
+    let agent = start_agent(&config);
     wait_for("readiness", || {
         (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
     });
+    (agent, api, syslog)
+}
+
+#[test]
+fn agent_turns_syslog_and_http_logs_into_events() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (mut agent, api, syslog) = syslog_agent(dir.path(), "api:\n  token: t0ken\n");
 
     // UDP, TCP with octet counting and with newlines, and HTTP ingest.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
@@ -370,20 +377,7 @@ fn reload_swaps_rules_and_keeps_the_last_good_config() {
 #[test]
 fn malformed_frames_and_bad_bytes_leave_the_agent_unharmed() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (api, syslog) = (free_port(), free_port());
-    let config = dir.path().join("opsloop.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{api}\ndata_dir: {}\nsources:\n  - type: syslog\n    name: syslog\n    udp: 127.0.0.1:{syslog}\n    tcp: 127.0.0.1:{syslog}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut agent = start_agent(&config);
-    wait_for("readiness", || {
-        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
-    });
+    let (mut agent, api, syslog) = syslog_agent(dir.path(), "");
     // An absurd octet count, garbage, invalid UTF-8 and NUL bytes, over TCP and UDP.
     for payload in [
         &b"999999999999 <13>x"[..],

@@ -88,12 +88,6 @@ impl EmbeddedBus {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl EventBus for EmbeddedBus {
     type Sub = EmbeddedSubscription;
 
@@ -162,7 +156,7 @@ impl Subscription for EmbeddedSubscription {
     async fn ack(&mut self, seq: i64) -> Result<(), BusError> {
         let name = self.name.clone();
         self.bus
-            .with_store(move |s| s.ack_consumer(&name, seq, now_ms()))
+            .with_store(move |s| s.ack_consumer(&name, seq, opsloop_core::time::now_ms()))
             .await
     }
 }

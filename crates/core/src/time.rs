@@ -2,6 +2,13 @@
 //!
 //! Parsing is hand-written because it runs once per log line: no allocation, no regex.
 
+/// The wall clock as Unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Days from 1970-01-01 to the given civil date (proleptic Gregorian), after H. Hinnant.
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };

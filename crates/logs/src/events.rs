@@ -22,11 +22,7 @@ pub struct Origin<'a> {
 }
 
 fn time_of(rec: &Record) -> i64 {
-    rec.timestamp.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    })
+    rec.timestamp.unwrap_or_else(opsloop_core::time::now_ms)
 }
 
 fn short(s: &str) -> String {

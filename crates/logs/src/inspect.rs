@@ -73,10 +73,7 @@ impl Default for InspectOptions {
 
 /// The current UTC year.
 pub fn current_year() -> i64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    opsloop_core::time::civil_from_days(secs.div_euclid(86_400)).0
+    opsloop_core::time::civil_from_days(opsloop_core::time::now_ms().div_euclid(86_400_000)).0
 }
 
 /// Where a record was seen.
@@ -303,7 +300,7 @@ impl Inspector {
         };
         let parser = match self.options.year {
             Some(_) => parser,
-            None => parser.roll_back_future(now_ms()),
+            None => parser.roll_back_future(opsloop_core::time::now_ms()),
         };
         report.format = parser.format();
         let multiline = self
@@ -763,12 +760,6 @@ impl Inspector {
             },
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

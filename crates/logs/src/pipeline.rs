@@ -305,11 +305,7 @@ impl SourceState {
             let sample: Vec<&str> = self.detecting.iter().map(String::as_str).collect();
             detect(&sample, year)
         });
-        let parser = Parser::new(format, year).roll_back_future(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        );
+        let parser = Parser::new(format, year).roll_back_future(opsloop_core::time::now_ms());
         let multiline = self.spec.multiline.unwrap_or(format != Format::Raw);
         self.joiner = Some(Joiner::new(parser, multiline));
     }

@@ -720,7 +720,7 @@ impl RuleSet {
                 groups.remove(&oldest);
             }
         }
-        let now = ctx.timestamp.unwrap_or_else(wall_clock_ms);
+        let now = ctx.timestamp.unwrap_or_else(opsloop_core::time::now_ms);
         let q = groups.entry(group).or_default();
         q.push_back(now);
         while q.front().is_some_and(|&t| t <= now - within) {
@@ -735,12 +735,6 @@ impl RuleSet {
         }
         false
     }
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `Ok(bool)`, or `Err(true)` when the condition read a field the record lacks (false, not an

@@ -388,9 +388,7 @@ async fn ingest_logs(
         };
         ApiError(status, code, r.body_text())
     })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = opsloop_core::time::now_ms();
     let trimmed = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())
