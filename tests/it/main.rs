@@ -3,6 +3,7 @@
 
 mod config;
 mod inspect;
+mod jetstream;
 mod run;
 
 use std::path::{Path, PathBuf};

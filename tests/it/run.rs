@@ -2,19 +2,13 @@
 //! HTTP, queried over its API, stopped with SIGTERM.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A free loopback port (bound, then released: a small race, fine for tests).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
+use opsloop_bus::testing::free_port;
 
 /// Kills the agent if a test fails before stopping it.
 struct Agent(Child);
@@ -406,4 +400,126 @@ fn malformed_frames_and_bad_bytes_leave_the_agent_unharmed() {
         "unparsable lines are counted"
     );
     stop_agent(&mut agent);
+}
+
+/// Every event id in the agent's store, through the API's cursor pages.
+fn stored_event_ids(api: u16) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, body) = http(
+            api,
+            "GET",
+            &format!("/api/v1/events?limit=1000{cursor}"),
+            "",
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        ids.extend(
+            v["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["id"].as_str().map(str::to_string)),
+        );
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    ids.sort();
+    ids
+}
+
+fn send_tcp_lines(port: u16, lines: impl Iterator<Item = String>) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    for line in lines {
+        tcp.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+fn oom_lines(from: usize, n: usize) -> impl Iterator<Item = String> {
+    (from..from + n)
+        .map(|i| format!("<3>Nov 20 10:00:00 web kernel: Out of memory: Killed process {i} (java)"))
+}
+
+#[test]
+fn jetstream_bus_gets_every_event_across_nats_and_agent_restarts() {
+    use opsloop_bus::jetstream::{JetStreamBus, JetStreamOptions};
+    use opsloop_bus::{EventBus, Subscription};
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut nats = opsloop_bus::testing::NatsServer::start(&dir.path().join("nats"));
+    let bus_yaml = format!(
+        "bus:\n  type: nats\n  nats:\n    url: {}\n    stream: AGENT_EVENTS\n",
+        nats.url()
+    );
+    let (mut agent, api, syslog) = syslog_agent(dir.path(), &bus_yaml);
+    let forwarded_all = |want: usize| {
+        wait_for("all events stored and forwarded", || {
+            let ids = stored_event_ids(api);
+            (ids.len() >= want && metric(api, "opsloop_bus_lag_events") == Some(0)).then_some(ids)
+        })
+    };
+
+    send_tcp_lines(syslog, oom_lines(0, 40));
+    forwarded_all(40);
+
+    // NATS goes away while logs keep coming: events wait in the outbox.
+    nats.kill();
+    send_tcp_lines(syslog, oom_lines(40, 40));
+    wait_for("events stored while NATS is down", || {
+        (stored_event_ids(api).len() >= 80).then_some(())
+    });
+    nats.restart();
+    forwarded_all(80);
+
+    // The agent restarts (same data directory, same config).
+    stop_agent(&mut agent);
+    let mut agent = start_agent(&dir.path().join("opsloop.yaml"));
+    wait_for("readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    send_tcp_lines(syslog, oom_lines(80, 20));
+    let stored = forwarded_all(100);
+    stop_agent(&mut agent);
+
+    // The stream holds exactly the agent's events, each once.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let streamed = runtime.block_on(async {
+        let bus = JetStreamBus::connect(&JetStreamOptions::new(nats.url(), "AGENT_EVENTS"))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let mut sub = bus
+            .subscribe("check")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut ids = Vec::new();
+        while ids.len() < stored.len() {
+            let batch = tokio::time::timeout(Duration::from_secs(10), sub.next(1000))
+                .await
+                .unwrap_or_else(|_| panic!("stream has only {} events", ids.len()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            for d in &batch {
+                assert!(d.event.kind.starts_with("io.opsloop."));
+                ids.push(d.event.id.clone());
+            }
+            if let Some(last) = batch.last() {
+                sub.ack(last.seq).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        // Nothing more than that.
+        let more = tokio::time::timeout(Duration::from_millis(500), sub.next(10)).await;
+        assert!(more.is_err(), "unexpected extra events: {more:?}");
+        ids
+    });
+    let mut streamed = streamed;
+    streamed.sort();
+    assert_eq!(streamed, stored);
 }

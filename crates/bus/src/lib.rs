@@ -4,7 +4,15 @@
 //! [`EventBus`] is the abstraction. [`EmbeddedBus`] is the single-node default: the event log
 //! in the [`Store`] is the outbox, so an event is durable once `publish` returns, and each
 //! named consumer keeps an acknowledged cursor there, so a restart redelivers what was not
-//! acknowledged (at-least-once). NATS JetStream is the scale-out implementation (to come).
+//! acknowledged (at-least-once). [`jetstream::JetStreamBus`] is the scale-out implementation;
+//! an agent configured for it still writes to the embedded outbox first and
+//! [`relay::relay_to_jetstream`] forwards from there, so a NATS outage delays events but loses
+//! none.
+
+pub mod jetstream;
+pub mod relay;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -28,6 +36,9 @@ pub enum BusError {
     /// The bus was closed.
     #[error("bus: closed")]
     Closed,
+    /// NATS or JetStream failed (connection, stream, publish, consume).
+    #[error("nats: {0}")]
+    Nats(String),
 }
 
 /// An event handed to a consumer, with the position to acknowledge.
@@ -72,6 +83,11 @@ impl EmbeddedBus {
         let last = store.lock().map_err(|_| BusError::Poisoned)?.last_seq()?;
         let (head, _) = watch::channel(last);
         Ok(EmbeddedBus { store, head })
+    }
+
+    /// The sequence of the last event published.
+    pub fn head(&self) -> i64 {
+        *self.head.borrow()
     }
 
     async fn with_store<T: Send + 'static>(
@@ -126,6 +142,11 @@ impl EmbeddedSubscription {
     /// The consumer's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The sequence of the last event handed out.
+    pub fn position(&self) -> i64 {
+        self.position
     }
 }
 

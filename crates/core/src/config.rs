@@ -292,10 +292,35 @@ pub struct NatsConfig {
     /// Stream name.
     #[serde(default = "default_stream")]
     pub stream: String,
+    /// How long the stream keeps events (`7d`).
+    #[serde(default = "default_nats_max_age")]
+    pub max_age: String,
+    /// Window in which JetStream drops a republished event id (`10m`); it must cover the
+    /// longest time an agent may take to republish after a crash.
+    #[serde(default = "default_duplicate_window")]
+    pub duplicate_window: String,
+    /// Stream replicas: 1 on a single server, 3 on a cluster.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// File holding the server token (the env `OPSLOOP_NATS_TOKEN` takes precedence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_stream() -> String {
     "OPSLOOP_EVENTS".into()
+}
+
+fn default_nats_max_age() -> String {
+    "7d".into()
+}
+
+fn default_duplicate_window() -> String {
+    "10m".into()
+}
+
+fn default_replicas() -> usize {
+    1
 }
 
 /// The agent's own logging.
@@ -486,10 +511,34 @@ impl Config {
                         format!("{:?}: expected nats://HOST:PORT", n.url),
                     );
                 }
-                Some(n) if n.stream.is_empty() => {
-                    problem("bus.nats.stream".into(), "empty stream name".into())
+                Some(n) => {
+                    if n.stream.is_empty()
+                        || n.stream
+                            .contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c))
+                    {
+                        problem(
+                            "bus.nats.stream".into(),
+                            format!(
+                                "{:?}: a stream name has no spaces, dots, *, > or slashes",
+                                n.stream
+                            ),
+                        );
+                    }
+                    for (field, value) in [
+                        ("max_age", &n.max_age),
+                        ("duplicate_window", &n.duplicate_window),
+                    ] {
+                        if let Err(e) = parse_duration(value) {
+                            problem(format!("bus.nats.{field}"), e);
+                        }
+                    }
+                    if n.replicas == 0 || n.replicas > 5 {
+                        problem(
+                            "bus.nats.replicas".into(),
+                            format!("{}: expected 1 to 5", n.replicas),
+                        );
+                    }
                 }
-                Some(_) => {}
             },
             other => problem(
                 "bus.type".into(),

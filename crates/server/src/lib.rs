@@ -59,6 +59,10 @@ pub struct AgentMetrics {
     pub events_published: Counter,
     /// Events published but not yet acknowledged by the slowest consumer.
     pub bus_lag: Gauge,
+    /// Events the JetStream relay forwarded (duplicates not counted).
+    pub bus_forwarded: Counter,
+    /// Failed attempts to reach or publish to JetStream.
+    pub bus_forward_failures: Counter,
     /// Configuration reloads applied.
     pub config_reloads: Counter,
     /// Configuration reloads rejected.
@@ -80,6 +84,8 @@ impl Default for AgentMetrics {
             rule_hits: Family::default(),
             events_published: Counter::default(),
             bus_lag: Gauge::default(),
+            bus_forwarded: Counter::default(),
+            bus_forward_failures: Counter::default(),
             config_reloads: Counter::default(),
             config_reload_failures: Counter::default(),
             ingested: Counter::default(),
@@ -116,6 +122,16 @@ impl Default for AgentMetrics {
             "bus_lag_events",
             "Events not yet acknowledged by the slowest consumer",
             m.bus_lag.clone(),
+        );
+        registry.register(
+            "bus_forwarded_events",
+            "Events forwarded from the outbox to NATS JetStream",
+            m.bus_forwarded.clone(),
+        );
+        registry.register(
+            "bus_forward_failures",
+            "Failed attempts to reach or publish to NATS JetStream",
+            m.bus_forward_failures.clone(),
         );
         registry.register(
             "config_reloads",

@@ -291,23 +291,27 @@ impl Store {
     }
 
     /// Deletes events older than `max_age_ms` before `now_ms`, then the oldest beyond
-    /// `max_events`. Returns how many were deleted.
+    /// `max_events`, but never one after `keep_after_seq` (events a relay has not forwarded
+    /// yet). Returns how many were deleted.
     pub fn apply_retention(
         &mut self,
         now_ms: i64,
         max_age_ms: Option<i64>,
         max_events: Option<u64>,
+        keep_after_seq: Option<i64>,
     ) -> Result<usize, StoreError> {
+        let floor = keep_after_seq.unwrap_or(i64::MAX);
         let mut deleted = 0;
         if let Some(age) = max_age_ms {
-            deleted += self
-                .conn
-                .execute("DELETE FROM events WHERE time_ms < ?1", [now_ms - age])?;
+            deleted += self.conn.execute(
+                "DELETE FROM events WHERE time_ms < ?1 AND seq <= ?2",
+                params![now_ms - age, floor],
+            )?;
         }
         if let Some(max) = max_events {
             deleted += self.conn.execute(
-                "DELETE FROM events WHERE seq <= (SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
-                [max as i64],
+                "DELETE FROM events WHERE seq <= ?2 AND seq <= (SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
+                params![max as i64, floor],
             )?;
         }
         Ok(deleted)

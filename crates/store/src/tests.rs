@@ -108,26 +108,47 @@ fn events_round_trip_dedup_filter_and_page() {
     assert_eq!(seen.len(), 25);
 }
 
-#[test]
-fn retention_by_age_and_count() {
+fn ten_events_a_minute_apart() -> Store {
     let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
     let events: Vec<Event> = (0..10).map(|i| event("t", "s", i * 60_000)).collect();
     store
         .append_events(&events)
         .unwrap_or_else(|e| panic!("{e}"));
+    store
+}
+
+#[test]
+fn retention_by_age_and_count() {
+    let mut store = ten_events_a_minute_apart();
     // Older than 5 minutes at t=9m: minutes 0..=3 go.
     assert_eq!(
         store
-            .apply_retention(9 * 60_000, Some(5 * 60_000), None)
+            .apply_retention(9 * 60_000, Some(5 * 60_000), None, None)
             .ok(),
         Some(4)
     );
-    assert_eq!(store.apply_retention(0, None, Some(3)).ok(), Some(3));
+    assert_eq!(store.apply_retention(0, None, Some(3), None).ok(), Some(3));
     let left = store
         .events(&EventQuery::default())
         .map(|p| p.events.len())
         .ok();
     assert_eq!(left, Some(3));
+}
+
+#[test]
+fn retention_keeps_what_a_relay_has_not_forwarded() {
+    let mut store = ten_events_a_minute_apart();
+    // Everything is past its age, but only seq 1..=2 were forwarded.
+    assert_eq!(
+        store
+            .apply_retention(60 * 60_000, Some(60_000), Some(1), Some(2))
+            .ok(),
+        Some(2)
+    );
+    assert_eq!(
+        store.apply_retention(0, None, Some(1), Some(10)).ok(),
+        Some(7)
+    );
 }
 
 #[test]

@@ -1,0 +1,245 @@
+//! The scale-out bus: NATS JetStream.
+//!
+//! Events go to subjects `opsloop.events.<type>` of one stream, as CloudEvents in structured
+//! JSON mode, each published with `Nats-Msg-Id` = the event id so that JetStream drops a
+//! republished event inside the stream's duplicate window. Consumers are durable pull
+//! consumers with explicit acknowledgement: what a consumer did not acknowledge within
+//! `ack_wait` is delivered again, to it or to another replica of it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{ConnectOptions, HeaderMap};
+use futures_util::{FutureExt, StreamExt};
+use opsloop_core::Event;
+
+use crate::{BusError, Delivery, EventBus, Subscription};
+
+/// The subject prefix: an event of type `T` is published on `opsloop.events.T`.
+pub const SUBJECT_PREFIX: &str = "opsloop.events";
+
+/// Deliveries a consumer may hold unacknowledged; JetStream stops delivering beyond this
+/// (backpressure instead of an unbounded buffer in the consumer).
+const MAX_ACK_PENDING: i64 = 10_000;
+
+/// How to reach JetStream and shape the stream.
+#[derive(Clone, Debug)]
+pub struct JetStreamOptions {
+    /// Server URL(s), comma separated (`nats://host:4222`).
+    pub url: String,
+    /// Stream name.
+    pub stream: String,
+    /// How long the stream keeps events.
+    pub max_age: Duration,
+    /// Window in which a republished event id is dropped as a duplicate.
+    pub duplicate_window: Duration,
+    /// Stream replicas (1 on a single server, 3 on a cluster).
+    pub replicas: usize,
+    /// Token for servers that require one.
+    pub token: Option<String>,
+    /// How long to wait for the server to acknowledge a publish or answer an API request.
+    pub timeout: Duration,
+    /// How long a consumer has to acknowledge a delivery before it is delivered again.
+    pub ack_wait: Duration,
+}
+
+impl JetStreamOptions {
+    /// Defaults for `url` and `stream`: events kept 7 days, duplicates dropped within 10 min.
+    pub fn new(url: impl Into<String>, stream: impl Into<String>) -> JetStreamOptions {
+        JetStreamOptions {
+            url: url.into(),
+            stream: stream.into(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(600),
+            replicas: 1,
+            token: None,
+            timeout: Duration::from_secs(5),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A bus over one JetStream stream.
+#[derive(Clone)]
+pub struct JetStreamBus {
+    context: jetstream::Context,
+    stream: String,
+    ack_wait: Duration,
+}
+
+fn nats_error(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Nats(format!("{what}: {e}"))
+}
+
+impl JetStreamBus {
+    /// Connects and creates the stream if it does not exist (an existing stream is used as
+    /// it is configured). Fails if the server cannot be reached now; once connected, the
+    /// client reconnects by itself for as long as it lives.
+    pub async fn connect(options: &JetStreamOptions) -> Result<JetStreamBus, BusError> {
+        let mut connect = ConnectOptions::new()
+            .name("opsloop")
+            .connection_timeout(options.timeout)
+            .max_reconnects(None);
+        if let Some(token) = &options.token {
+            connect = connect.token(token.clone());
+        }
+        let client = connect
+            .connect(options.url.as_str())
+            .await
+            .map_err(|e| nats_error(&format!("connect to {}", options.url), e))?;
+        let context = jetstream::ContextBuilder::new()
+            .timeout(options.timeout)
+            .backpressure_on_inflight(true)
+            .build(client);
+        context
+            .get_or_create_stream(stream::Config {
+                name: options.stream.clone(),
+                subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+                max_age: options.max_age,
+                duplicate_window: options.duplicate_window,
+                num_replicas: options.replicas.max(1),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_error(&format!("create stream {}", options.stream), e))?;
+        Ok(JetStreamBus {
+            context,
+            stream: options.stream.clone(),
+            ack_wait: options.ack_wait,
+        })
+    }
+
+    /// The subject an event is published on.
+    pub fn subject(event: &Event) -> String {
+        format!("{SUBJECT_PREFIX}.{}", event.kind)
+    }
+}
+
+impl EventBus for JetStreamBus {
+    type Sub = JetStreamSubscription;
+
+    /// Publishes all events before waiting for any acknowledgement (one round trip per
+    /// batch, not per event), then counts the ones JetStream did not report as duplicates.
+    async fn publish(&self, events: Vec<Event>) -> Result<usize, BusError> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in &events {
+            let payload = serde_json::to_vec(event).map_err(|e| nats_error("encode event", e))?;
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
+            headers.insert("Content-Type", "application/cloudevents+json");
+            let ack = self
+                .context
+                .publish_with_headers(Self::subject(event), headers, payload.into())
+                .await
+                .map_err(|e| nats_error("publish", e))?;
+            pending.push(ack);
+        }
+        let mut added = 0;
+        for ack in pending {
+            let ack = ack.await.map_err(|e| nats_error("publish ack", e))?;
+            if !ack.duplicate {
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    async fn subscribe(&self, name: &str) -> Result<JetStreamSubscription, BusError> {
+        let stream = self
+            .context
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| nats_error(&format!("stream {}", self.stream), e))?;
+        let consumer = stream
+            .get_or_create_consumer(
+                name,
+                consumer::pull::Config {
+                    durable_name: Some(name.to_string()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: MAX_ACK_PENDING,
+                    filter_subject: format!("{SUBJECT_PREFIX}.>"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| nats_error(&format!("consumer {name}"), e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| nats_error(&format!("consumer {name}"), e))?;
+        Ok(JetStreamSubscription {
+            messages,
+            pending: BTreeMap::new(),
+        })
+    }
+}
+
+/// A durable pull consumer of the [`JetStreamBus`]. [`Delivery::seq`] is the stream sequence.
+pub struct JetStreamSubscription {
+    messages: consumer::pull::Stream,
+    /// Delivered, not yet acknowledged, by stream sequence.
+    pending: BTreeMap<i64, jetstream::Message>,
+}
+
+impl JetStreamSubscription {
+    /// Turns one message into a delivery; a message that is not an event (published on our
+    /// subjects by someone else) is terminated so it is never delivered again.
+    async fn accept(&mut self, message: jetstream::Message) -> Option<Delivery> {
+        let seq = match message.info() {
+            Ok(info) => info.stream_sequence as i64,
+            Err(e) => {
+                tracing::warn!(error = %e, "jetstream message without delivery info, ignored");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<Event>(&message.payload) {
+            Ok(event) => {
+                self.pending.insert(seq, message);
+                Some(Delivery { seq, event })
+            }
+            Err(e) => {
+                tracing::warn!(seq, subject = %message.subject, error = %e,
+                    "message on the event subjects is not a CloudEvent, terminated");
+                if let Err(e) = message.ack_with(jetstream::AckKind::Term).await {
+                    tracing::warn!(seq, error = %e, "terminating a bad message failed");
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Subscription for JetStreamSubscription {
+    async fn next(&mut self, max: usize) -> Result<Vec<Delivery>, BusError> {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            // Wait for one message, then take what is already buffered, up to `max`.
+            let first = match self.messages.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => return Err(nats_error("consume", e)),
+                None => return Err(BusError::Closed),
+            };
+            out.extend(self.accept(first).await);
+            while out.len() < max.max(1) {
+                match self.messages.next().now_or_never() {
+                    Some(Some(Ok(m))) => out.extend(self.accept(m).await),
+                    Some(Some(Err(e))) => return Err(nats_error("consume", e)),
+                    Some(None) | None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, seq: i64) -> Result<(), BusError> {
+        let later = self.pending.split_off(&seq.saturating_add(1));
+        let done = std::mem::replace(&mut self.pending, later);
+        for message in done.values() {
+            message.ack().await.map_err(|e| nats_error("ack", e))?;
+        }
+        Ok(())
+    }
+}
