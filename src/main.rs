@@ -4,7 +4,7 @@
 mod config_cmd;
 mod inspect_cmd;
 mod render;
-mod run_cmd;
+mod run;
 
 use std::process::ExitCode;
 
@@ -38,7 +38,7 @@ enum Command {
     /// The agent's configuration: print the default, check a file.
     Config(config_cmd::ConfigArgs),
     /// Run the agent: live sources, events, store, bus and HTTP API.
-    Run(run_cmd::RunArgs),
+    Run(run::RunArgs),
 }
 
 /// How a command prints its result.
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
-        Command::Run(args) => run_cmd::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

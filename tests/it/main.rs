@@ -4,6 +4,7 @@
 mod config;
 mod inspect;
 mod jetstream;
+mod reliability;
 mod run;
 
 use std::path::{Path, PathBuf};

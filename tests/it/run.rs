@@ -11,7 +11,7 @@ use serde_json::Value;
 use opsloop_bus::testing::free_port;
 
 /// Kills the agent if a test fails before stopping it.
-struct Agent(Child);
+pub(crate) struct Agent(pub(crate) Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -20,7 +20,13 @@ impl Drop for Agent {
     }
 }
 
-fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
@@ -49,9 +55,9 @@ fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) ->
     (status, body)
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
+    while start.elapsed() < Duration::from_secs(60) {
         if let Some(v) = f() {
             return v;
         }
@@ -174,7 +180,7 @@ fn refuses_non_loopback_without_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("without an API token"));
 }
 
-fn start_agent(config: &std::path::Path) -> Agent {
+pub(crate) fn start_agent(config: &std::path::Path) -> Agent {
     let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
         .args(["run", "--config", config.to_str().unwrap_or("")])
         .stdin(Stdio::null())
@@ -185,7 +191,7 @@ fn start_agent(config: &std::path::Path) -> Agent {
     Agent(child)
 }
 
-fn stop_agent(agent: &mut Agent) {
+pub(crate) fn stop_agent(agent: &mut Agent) {
     let _ = Command::new("kill")
         .args(["-TERM", &agent.0.id().to_string()])
         .status();
@@ -218,7 +224,7 @@ fn rule_subjects(api: u16) -> Option<Vec<String>> {
     (status == 200).then_some(s)
 }
 
-fn append(path: &std::path::Path, text: &str) {
+pub(crate) fn append(path: &std::path::Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -293,7 +299,7 @@ fn agent_tails_files_through_rotation_and_restart() {
     stop_agent(&mut agent);
 }
 
-fn metric(api: u16, name: &str) -> Option<u64> {
+pub(crate) fn metric(api: u16, name: &str) -> Option<u64> {
     let (_, text) = http(api, "GET", "/metrics", "", None);
     text.lines()
         .find(|l| l.starts_with(name))
@@ -402,32 +408,37 @@ fn malformed_frames_and_bad_bytes_leave_the_agent_unharmed() {
     stop_agent(&mut agent);
 }
 
-/// Every event id in the agent's store, through the API's cursor pages.
-fn stored_event_ids(api: u16) -> Vec<String> {
-    let mut ids = Vec::new();
+/// Every stored event matching `query` (`type=...&...`), through the API's cursor pages.
+pub(crate) fn stored_events(api: u16, query: &str) -> Vec<Value> {
+    let mut events = Vec::new();
     let mut cursor = String::new();
     loop {
         let (status, body) = http(
             api,
             "GET",
-            &format!("/api/v1/events?limit=1000{cursor}"),
+            &format!("/api/v1/events?limit=1000&{query}{cursor}"),
             "",
             None,
         );
         assert_eq!(status, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-        ids.extend(
-            v["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["id"].as_str().map(str::to_string)),
-        );
+        let mut v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        if let Some(page) = v["events"].as_array_mut() {
+            events.append(page);
+        }
         match v["next_cursor"].as_str() {
             Some(c) => cursor = format!("&cursor={c}"),
             None => break,
         }
     }
+    events
+}
+
+/// Every event id in the agent's store, sorted.
+fn stored_event_ids(api: u16) -> Vec<String> {
+    let mut ids: Vec<String> = stored_events(api, "")
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
     ids.sort();
     ids
 }

@@ -144,6 +144,19 @@ impl LogPipeline {
         outcome
     }
 
+    /// Lines of `source` received but not yet processed: buffered for format detection or
+    /// part of the record still being assembled. The source's earlier lines are complete.
+    pub fn held_lines(&self, source: &str) -> u64 {
+        let Some(state) = self.sources.get(source) else {
+            return 0;
+        };
+        let pending = match &state.joiner {
+            Some(j) if j.has_pending => state.lines.saturating_sub(j.pending.line) + 1,
+            _ => 0,
+        };
+        state.detecting.len() as u64 + pending
+    }
+
     /// Feeds a record received already structured (HTTP ingest).
     pub fn push_record(&mut self, rec: IngestedRecord, out: &mut Vec<Event>) {
         let record = Record {
@@ -371,10 +384,24 @@ mod tests {
             "\tat a.b(C.java:1)",
             "2026-01-02 03:04:06 INFO ok",
         ];
-        for l in lines {
+        for (i, l) in lines.iter().enumerate() {
             p.push_line("app", l, &mut out);
+            // Buffered for format detection until 8 lines came or the source idles.
+            assert_eq!(p.held_lines("app"), i as u64 + 1);
         }
+        p.flush_idle(Duration::ZERO, &mut out);
+        assert_eq!(p.held_lines("app"), 0);
+        p.push_line("app", "2026-01-02 03:04:07 ERROR request failed", &mut out);
+        p.push_line("app", "java.io.IOException: connection refused", &mut out);
+        assert_eq!(p.held_lines("app"), 2, "a record still being joined");
+        p.push_line("app", "2026-01-02 03:04:08 INFO ok", &mut out);
+        assert_eq!(
+            p.held_lines("app"),
+            1,
+            "the last record may still get lines"
+        );
         p.flush_all(&mut out);
+        assert_eq!(p.held_lines("app"), 0);
         assert_eq!(
             p.template_count(),
             2,

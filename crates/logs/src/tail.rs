@@ -54,7 +54,13 @@ struct Tracked {
     partial: Vec<u8>,
     last_growth: Instant,
     matched: bool,
+    /// Seen shorter than `offset`: truncated in place, resolved by the next discovery.
+    truncated: bool,
 }
+
+/// Bytes read from one file per [`FileTailer::poll`], so that a large backlog is read in
+/// steps between which positions can be taken.
+pub const READ_BUDGET: u64 = 4 * 1024 * 1024;
 
 /// Follows the files matching `include` (minus `exclude`).
 pub struct FileTailer {
@@ -155,42 +161,76 @@ impl FileTailer {
         out
     }
 
-    /// Discovers files and reads what was appended; calls `line(path, text)` for every complete
-    /// line, in file order. Returns the number of bytes read.
+    /// Discovers files and reads what was appended, at most [`READ_BUDGET`] bytes per file
+    /// (call again while it returns more than zero); calls `line(path, text)` for every
+    /// complete line, in file order. Returns the number of bytes read.
     pub fn poll(&mut self, line: &mut dyn FnMut(&Path, &str)) -> u64 {
         for t in self.tracked.values_mut() {
             t.matched = false;
         }
-        for path in self.matching_paths() {
-            let Ok(mut file) = File::open(&path) else {
+        let mut found: Vec<Option<(PathBuf, File, u64)>> = self
+            .matching_paths()
+            .into_iter()
+            .filter_map(|path| {
+                let mut file = File::open(&path).ok()?;
+                let fp = fingerprint_of(&mut file)?;
+                Some(Some((path, file, fp)))
+            })
+            .collect();
+        // First the files we follow, by identity: the same file (same fingerprint, same
+        // inode) under whatever name it has now.
+        for slot in found.iter_mut() {
+            let Some((path, file, fp)) = slot else {
                 continue;
             };
-            let Some(fp) = fingerprint_of(&mut file) else {
-                continue;
-            };
-            if let Some(t) = self.tracked.get_mut(&fp) {
+            if let Some(t) = self.tracked.get_mut(fp)
+                && same_inode(&t.file, file)
+            {
                 t.matched = true;
-                t.path = path; // followed a rename
-                continue;
+                t.path = path.clone();
+                *slot = None;
             }
-            let size = file.metadata().map_or(0, |m| m.len());
-            // The same file under a new fingerprint was rewritten in place (copy-truncate):
-            // keep following it under its new identity instead of reading it twice.
+        }
+        // Then copies: another file carrying the fingerprint of one we follow. While the
+        // original still carries it, the copy is a duplicate and is skipped; once the original
+        // was truncated (copy-truncate rotation), the copy holds the lines not read yet, so
+        // reading continues in the copy at the same position.
+        for slot in found.iter_mut() {
+            let Some((_, _, fp)) = slot else { continue };
+            let Some(t) = self.tracked.get_mut(fp) else {
+                continue;
+            };
+            if let Some((path, file, _)) = slot.take()
+                && !t.matched
+            {
+                let size = file.metadata().map_or(0, |m| m.len());
+                if size >= t.offset {
+                    t.file = file;
+                    t.path = path;
+                    t.truncated = false;
+                    t.matched = true;
+                }
+            }
+        }
+        // Files never seen under their fingerprint.
+        for (path, file, fp) in found.into_iter().flatten() {
+            // The same file under a new fingerprint was rewritten in place (copy-truncate
+            // without a visible copy): keep following it, from its new start.
             let same_file = self
                 .tracked
                 .iter()
-                .find(|(_, t)| t.path == path && same_inode(&t.file, &file))
+                .find(|(_, t)| same_inode(&t.file, &file))
                 .map(|(k, _)| *k);
-            if let Some(old) = same_file.and_then(|k| self.tracked.remove(&k)) {
-                let mut t = old;
-                if size < t.offset {
-                    t.offset = 0;
-                    t.partial.clear();
-                }
+            if let Some(mut t) = same_file.and_then(|k| self.tracked.remove(&k)) {
+                t.offset = 0;
+                t.partial.clear();
+                t.truncated = false;
                 t.matched = true;
+                t.path = path;
                 self.tracked.insert(fp, t);
                 continue;
             }
+            let size = file.metadata().map_or(0, |m| m.len());
             let offset = match self.restored.remove(&fp) {
                 Some(o) if o <= size => o,
                 Some(_) => 0,
@@ -206,8 +246,17 @@ impl FileTailer {
                     partial: Vec::new(),
                     last_growth: Instant::now(),
                     matched: true,
+                    truncated: false,
                 },
             );
+        }
+        // Truncated with no copy to continue in: read the file again from its start.
+        for t in self.tracked.values_mut() {
+            if t.truncated {
+                t.truncated = false;
+                t.offset = 0;
+                t.partial.clear();
+            }
         }
         self.first_scan = false;
         let mut read = 0;
@@ -215,9 +264,10 @@ impl FileTailer {
         for t in self.tracked.values_mut() {
             let size = t.file.metadata().map_or(0, |m| m.len());
             if size < t.offset {
-                // Copy-truncate: the same file was emptied; read it again from the start.
-                t.offset = 0;
-                t.partial.clear();
+                // Truncated (copy-truncate rotation). The next poll looks for the copy to
+                // finish the old content in before reading this file again from its start.
+                t.truncated = true;
+                continue;
             }
             if t.file
                 .seek(SeekFrom::Start(t.offset + t.partial.len() as u64))
@@ -225,7 +275,8 @@ impl FileTailer {
             {
                 continue;
             }
-            loop {
+            let budget = read + READ_BUDGET;
+            while read < budget {
                 let n = match t.file.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
@@ -351,6 +402,43 @@ mod tests {
         collect(&mut t);
         append(&log, "after truncate\n");
         assert_eq!(collect(&mut t), ["after truncate"], "once, not twice");
+    }
+
+    #[test]
+    fn copy_truncate_with_a_visible_copy_delivers_every_line_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("app.log");
+        let glob = format!("{}/app.log*", dir.path().display());
+        let mut t = FileTailer::new(&[glob], &[], StartAt::Beginning, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got = Vec::new();
+        for generation in 1..=3 {
+            append(&log, &format!("g{generation} a\n"));
+            got.extend(collect(&mut t));
+            // Written but not read before the copy is taken.
+            append(&log, &format!("g{generation} b\n"));
+            std::fs::copy(&log, dir.path().join(format!("app.log.{generation}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+            if generation == 2 {
+                // A poll between the copy and the truncation skips the duplicate.
+                got.extend(collect(&mut t));
+            }
+            std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+            if generation == 3 {
+                // A poll that sees the truncation before the new content.
+                got.extend(collect(&mut t));
+            }
+            append(&log, &format!("g{generation} c\n"));
+            got.extend(collect(&mut t));
+            got.extend(collect(&mut t));
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "g1 a", "g1 b", "g1 c", "g2 a", "g2 b", "g2 c", "g3 a", "g3 b", "g3 c"
+            ]
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ use axum::routing::{get, post};
 use opsloop_core::ingest::IngestedRecord;
 use opsloop_store::{EventQuery, Store};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+/// The counter type of [`AgentMetrics`], for callers that keep a labelled child.
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;

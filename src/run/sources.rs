@@ -1,0 +1,566 @@
+//! The agent's sources: file tailers (one thread each), syslog over UDP and TCP and stdin
+//! (tasks). They hand lines to the pipeline thread in batches through one bounded channel,
+//! so a slow pipeline makes TCP and HTTP senders wait and leaves UDP datagrams in the kernel.
+//!
+//! [`Sources`] owns what runs and applies a reloaded source list: sources whose configuration
+//! did not change keep running (and their positions); changed ones restart; removed ones stop.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use opsloop_core::config::SourceConfig;
+use opsloop_core::ingest::IngestedRecord;
+use opsloop_logs::parse::Format;
+use opsloop_logs::pipeline::SourceSpec;
+use opsloop_logs::rules::RuleSet;
+use opsloop_logs::tail::{FileTailer, StartAt, TailCheckpoint};
+use opsloop_server::{AgentMetrics, Counter, SourceLabel};
+use opsloop_store::Store;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Largest syslog frame accepted (RFC 5425 asks receivers to take at least 8 KiB).
+const MAX_FRAME: usize = 64 * 1024;
+/// A batch is sent when it holds this many lines...
+const BATCH_LINES: usize = 512;
+/// ...or this many bytes. With the channel's capacity this bounds what waits for the pipeline.
+const BATCH_BYTES: usize = 32 * 1024;
+/// Inputs waiting for the pipeline thread.
+pub const INPUT_CAPACITY: usize = 1_024;
+/// Position snapshots a tailer keeps while their lines are in flight.
+const MAX_SNAPSHOTS: usize = 4_096;
+
+/// What sources (and the reload loop) send the pipeline thread.
+pub enum Input {
+    /// Lines of one source.
+    Lines(LineBatch),
+    /// A record from `POST /api/v1/logs`.
+    Record(IngestedRecord),
+    /// A reloaded, fully validated rule set.
+    Rules(Box<RuleSet>),
+    /// A source started or restarted with this parsing.
+    Source(String, SourceSpec),
+}
+
+/// Lines of one source, in one buffer.
+pub struct LineBatch {
+    /// The source's name.
+    pub source: Arc<str>,
+    text: String,
+    ends: Vec<u32>,
+    /// For file sources: the tailer's count of lines sent, through the last of this batch,
+    /// and where the pipeline reports how many of them are durable (events stored).
+    pub progress: Option<(Arc<AtomicU64>, u64)>,
+}
+
+impl LineBatch {
+    fn new(source: &Arc<str>) -> LineBatch {
+        LineBatch {
+            source: Arc::clone(source),
+            text: String::with_capacity(BATCH_BYTES),
+            ends: Vec::with_capacity(BATCH_LINES),
+            progress: None,
+        }
+    }
+
+    fn push(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    fn is_full(&self) -> bool {
+        self.ends.len() >= BATCH_LINES || self.text.len() >= BATCH_BYTES
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The lines, in order.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let line = self.text.get(start..end as usize).unwrap_or("");
+            start = end as usize;
+            line
+        })
+    }
+}
+
+/// A source's line and byte counters, looked up once rather than per line.
+#[derive(Clone)]
+struct SourceCounters {
+    lines: Counter,
+    bytes: Counter,
+}
+
+impl SourceCounters {
+    fn new(metrics: &AgentMetrics, source: &str) -> SourceCounters {
+        let label = SourceLabel {
+            source: source.to_string(),
+        };
+        SourceCounters {
+            lines: metrics.lines_read.get_or_create(&label).clone(),
+            bytes: metrics.bytes_read.get_or_create(&label).clone(),
+        }
+    }
+
+    fn count(&self, bytes: usize) {
+        self.lines.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+/// How a source's lines are parsed.
+pub fn spec_of(source: &SourceConfig) -> SourceSpec {
+    match source {
+        SourceConfig::Syslog { .. } => SourceSpec {
+            format: Some(Format::Syslog),
+            multiline: Some(false),
+        },
+        SourceConfig::Stdin { parser, .. } => SourceSpec {
+            format: parse_format(parser),
+            multiline: None,
+        },
+        SourceConfig::File {
+            parser, multiline, ..
+        } => SourceSpec {
+            format: parse_format(parser),
+            multiline: match multiline.as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            },
+        },
+    }
+}
+
+fn parse_format(name: &str) -> Option<Format> {
+    if name == "auto" {
+        None
+    } else {
+        name.parse().ok()
+    }
+}
+
+fn name_of(source: &SourceConfig) -> &str {
+    match source {
+        SourceConfig::Syslog { name, .. }
+        | SourceConfig::Stdin { name, .. }
+        | SourceConfig::File { name, .. } => name,
+    }
+}
+
+/// One running source.
+struct Running {
+    config: SourceConfig,
+    tasks: Vec<JoinHandle<()>>,
+    thread: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+/// The running sources.
+pub struct Sources {
+    running: HashMap<String, Running>,
+    input: mpsc::Sender<Input>,
+    store: Arc<Mutex<Store>>,
+    metrics: Arc<AgentMetrics>,
+}
+
+impl Sources {
+    /// No sources yet; `input` is the pipeline's channel.
+    pub fn new(
+        input: mpsc::Sender<Input>,
+        store: Arc<Mutex<Store>>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Sources {
+        Sources {
+            running: HashMap::new(),
+            input,
+            store,
+            metrics,
+        }
+    }
+
+    /// Makes `wanted` the running set: unchanged sources keep running, changed ones restart,
+    /// removed ones stop, new ones start. Returns the names started or restarted. A source
+    /// that fails to start (an address in use, a bad glob) is reported and left out, the
+    /// others still apply.
+    pub async fn apply(&mut self, wanted: &[SourceConfig]) -> (Vec<String>, Vec<anyhow::Error>) {
+        let keep: HashMap<&str, &SourceConfig> = wanted.iter().map(|s| (name_of(s), s)).collect();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| keep.get(name.as_str()) != Some(&&r.config))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(r) = self.running.remove(&name) {
+                tracing::info!(source = %name, "stopping source");
+                stop(r).await;
+            }
+        }
+        let (mut started, mut errors) = (Vec::new(), Vec::new());
+        for source in wanted {
+            let name = name_of(source);
+            if self.running.contains_key(name) {
+                continue;
+            }
+            // The pipeline learns the parsing before the first line can arrive.
+            if self
+                .input
+                .send(Input::Source(name.to_string(), spec_of(source)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            match self.start(source).await {
+                Ok(r) => {
+                    self.running.insert(name.to_string(), r);
+                    started.push(name.to_string());
+                }
+                Err(e) => errors.push(e.context(format!("source {name}"))),
+            }
+        }
+        (started, errors)
+    }
+
+    async fn start(&self, source: &SourceConfig) -> Result<Running> {
+        let counters = SourceCounters::new(&self.metrics, name_of(source));
+        let mut running = Running {
+            config: source.clone(),
+            tasks: Vec::new(),
+            thread: None,
+        };
+        match source {
+            SourceConfig::Syslog { name, udp, tcp } => {
+                let name: Arc<str> = Arc::from(name.as_str());
+                if let Some(addr) = udp {
+                    let socket = tokio::net::UdpSocket::bind(addr)
+                        .await
+                        .with_context(|| format!("syslog udp {addr}"))?;
+                    tracing::info!(source = %name, addr = %socket.local_addr()?, "syslog listening on udp");
+                    running.tasks.push(tokio::spawn(syslog_udp(
+                        socket,
+                        Arc::clone(&name),
+                        self.input.clone(),
+                        counters.clone(),
+                    )));
+                }
+                if let Some(addr) = tcp {
+                    let listener = match tokio::net::TcpListener::bind(addr).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            stop(running).await;
+                            return Err(e).with_context(|| format!("syslog tcp {addr}"));
+                        }
+                    };
+                    tracing::info!(source = %name, addr = %listener.local_addr()?, "syslog listening on tcp");
+                    running.tasks.push(tokio::spawn(syslog_tcp(
+                        listener,
+                        Arc::clone(&name),
+                        self.input.clone(),
+                        counters,
+                    )));
+                }
+            }
+            SourceConfig::Stdin { name, .. } => {
+                running.tasks.push(tokio::spawn(stdin_lines(
+                    Arc::from(name.as_str()),
+                    self.input.clone(),
+                    counters,
+                )));
+            }
+            SourceConfig::File {
+                name,
+                include,
+                exclude,
+                start_at,
+                ..
+            } => {
+                let key = format!("tail:{name}");
+                let saved: Vec<TailCheckpoint> = self
+                    .store
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.checkpoint(&key).ok().flatten())
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or_default();
+                let start = if start_at == "beginning" {
+                    StartAt::Beginning
+                } else {
+                    StartAt::End
+                };
+                let tailer = FileTailer::new(include, exclude, start, &saved)?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let thread = spawn_tailer(
+                    tailer,
+                    Arc::from(name.as_str()),
+                    key,
+                    self.input.clone(),
+                    Arc::clone(&self.store),
+                    counters,
+                    Arc::clone(&stop),
+                )?;
+                running.thread = Some((thread, stop));
+            }
+        }
+        Ok(running)
+    }
+
+    /// Stops every source; file tailers save their positions.
+    pub async fn stop_all(&mut self) {
+        for (_, r) in self.running.drain() {
+            stop(r).await;
+        }
+    }
+}
+
+async fn stop(running: Running) {
+    for t in &running.tasks {
+        t.abort();
+    }
+    for t in running.tasks {
+        let _ = t.await;
+    }
+    if let Some((thread, stop)) = running.thread {
+        stop.store(true, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// A thread that polls a file source, sends its lines in batches and persists positions.
+///
+/// A position is saved only once the pipeline reported every line before it durable (its
+/// events in the store): the thread keeps a snapshot of positions per poll, tagged with the
+/// count of lines sent, and saves the newest snapshot the pipeline's count has reached. A
+/// crash therefore replays lines (at most those in flight), and never skips one.
+fn spawn_tailer(
+    mut tailer: FileTailer,
+    source: Arc<str>,
+    key: String,
+    tx: mpsc::Sender<Input>,
+    store: Arc<Mutex<Store>>,
+    counters: SourceCounters,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let durable = Arc::new(AtomicU64::new(0));
+    let save = move |positions: &[TailCheckpoint]| {
+        let text = serde_json::to_string(positions).unwrap_or_default();
+        if let Ok(mut s) = store.lock()
+            && let Err(e) = s.put_checkpoint(&key, &text, opsloop_core::time::now_ms())
+        {
+            tracing::error!(error = %e, "saving checkpoints failed");
+        }
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("opsloop-tail-{source}"))
+        .spawn(move || {
+            let mut sent = 0u64;
+            let mut snapshots: VecDeque<(u64, Vec<TailCheckpoint>)> = VecDeque::new();
+            let mut last_save = Instant::now();
+            let mut batch = LineBatch::new(&source);
+            let mut closed = false;
+            let send = |batch: &mut LineBatch, sent: u64| {
+                if batch.is_empty() {
+                    return true;
+                }
+                let mut full = std::mem::replace(batch, LineBatch::new(&source));
+                full.progress = Some((Arc::clone(&durable), sent));
+                tx.blocking_send(Input::Lines(full)).is_ok()
+            };
+            let save_durable = |snapshots: &mut VecDeque<(u64, Vec<TailCheckpoint>)>,
+                                durable: u64| {
+                let mut newest = None;
+                while snapshots.front().is_some_and(|(seq, _)| *seq <= durable) {
+                    newest = snapshots.pop_front();
+                }
+                if let Some((_, positions)) = newest {
+                    save(&positions);
+                }
+            };
+            while !stop.load(Ordering::Acquire) && !closed {
+                let read = tailer.poll(&mut |_, line| {
+                    counters.count(line.len() + 1);
+                    batch.push(line);
+                    sent += 1;
+                    if batch.is_full() {
+                        closed |= !send(&mut batch, sent);
+                    }
+                });
+                closed |= !send(&mut batch, sent);
+                if read > 0 || snapshots.is_empty() {
+                    if snapshots.len() >= MAX_SNAPSHOTS {
+                        // Keep the oldest (the next to save) and thin out the rest.
+                        snapshots.remove(1);
+                    }
+                    snapshots.push_back((sent, tailer.checkpoints()));
+                }
+                if last_save.elapsed() >= Duration::from_secs(1) {
+                    save_durable(&mut snapshots, durable.load(Ordering::Acquire));
+                    last_save = Instant::now();
+                }
+                if read == 0 {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+            // Give the pipeline a moment to make the lines sent durable, then save.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while durable.load(Ordering::Acquire) < sent && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            save_durable(&mut snapshots, durable.load(Ordering::Acquire));
+        })?;
+    Ok(thread)
+}
+
+/// Records from the API go through a small task into the pipeline's channel.
+pub fn forward_ingest(input: mpsc::Sender<Input>) -> mpsc::Sender<IngestedRecord> {
+    let (tx, mut rx) = mpsc::channel::<IngestedRecord>(1_000);
+    tokio::spawn(async move {
+        while let Some(rec) = rx.recv().await {
+            if input.send(Input::Record(rec)).await.is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}
+
+/// One received frame into a batch: counted, decoded (invalid UTF-8 replaced), trailing
+/// newlines and NULs cut, empty frames dropped.
+fn push_frame(batch: &mut LineBatch, counters: &SourceCounters, raw: &[u8]) {
+    counters.count(raw.len());
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim_end_matches(['\n', '\r', '\0']);
+    if !text.is_empty() {
+        batch.push(text);
+    }
+}
+
+async fn send_batch(tx: &mpsc::Sender<Input>, batch: &mut LineBatch) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let source = Arc::clone(&batch.source);
+    let full = std::mem::replace(batch, LineBatch::new(&source));
+    tx.send(Input::Lines(full)).await.is_ok()
+}
+
+async fn syslog_udp(
+    socket: tokio::net::UdpSocket,
+    source: Arc<str>,
+    tx: mpsc::Sender<Input>,
+    counters: SourceCounters,
+) {
+    let mut buf = vec![0u8; MAX_FRAME];
+    let mut batch = LineBatch::new(&source);
+    loop {
+        let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        push_frame(&mut batch, &counters, &buf[..n]);
+        // Take what else is already queued, without waiting, into the same batch.
+        while !batch.is_full() {
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, _)) => push_frame(&mut batch, &counters, &buf[..n]),
+                Err(_) => break,
+            }
+        }
+        if !send_batch(&tx, &mut batch).await {
+            return;
+        }
+    }
+}
+
+async fn syslog_tcp(
+    listener: tokio::net::TcpListener,
+    source: Arc<str>,
+    tx: mpsc::Sender<Input>,
+    counters: SourceCounters,
+) {
+    // Connections live in this task's set: stopping the source closes them too.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            Some(_) = connections.join_next() => continue,
+        };
+        let (source, tx, counters) = (Arc::clone(&source), tx.clone(), counters.clone());
+        connections.spawn(async move {
+            let mut reader = BufReader::new(stream);
+            let mut frame = Vec::new();
+            let mut batch = LineBatch::new(&source);
+            loop {
+                frame.clear();
+                // Send what was batched before waiting for more bytes.
+                if reader.buffer().is_empty() && !send_batch(&tx, &mut batch).await {
+                    return;
+                }
+                // RFC 6587: octet counting (`LEN SP MSG`) or newline framing, per frame.
+                let first = match reader.fill_buf().await {
+                    Ok([]) | Err(_) => break,
+                    Ok(b) => b[0],
+                };
+                if first.is_ascii_digit() {
+                    let mut len_bytes = Vec::new();
+                    if reader.read_until(b' ', &mut len_bytes).await.is_err() {
+                        break;
+                    }
+                    let len: usize = match std::str::from_utf8(&len_bytes)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                    {
+                        Some(l) if l <= MAX_FRAME => l,
+                        _ => break, // malformed framing: drop the connection, not the agent
+                    };
+                    frame.resize(len, 0);
+                    if reader.read_exact(&mut frame).await.is_err() {
+                        break;
+                    }
+                } else {
+                    match reader.read_until(b'\n', &mut frame).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if frame.len() > MAX_FRAME {
+                        frame.truncate(MAX_FRAME);
+                    }
+                }
+                push_frame(&mut batch, &counters, &frame);
+                if batch.is_full() && !send_batch(&tx, &mut batch).await {
+                    return;
+                }
+            }
+            // The connection ended: what arrived before still counts.
+            send_batch(&tx, &mut batch).await;
+        });
+    }
+}
+
+async fn stdin_lines(source: Arc<str>, tx: mpsc::Sender<Input>, counters: SourceCounters) {
+    let mut reader = BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut batch = LineBatch::new(&source);
+    loop {
+        line.clear();
+        if reader.buffer().is_empty() && !send_batch(&tx, &mut batch).await {
+            return;
+        }
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => push_frame(&mut batch, &counters, &line),
+        }
+        if batch.is_full() && !send_batch(&tx, &mut batch).await {
+            return;
+        }
+    }
+    send_batch(&tx, &mut batch).await;
+}
