@@ -54,7 +54,8 @@ pub fn spawn_pipeline(
         .spawn(move || {
             let mut out = Vec::new();
             let mut progress: HashMap<Arc<str>, Progress> = HashMap::new();
-            let mut parse_errors: HashMap<Arc<str>, Counter> = HashMap::new();
+            // Per source: (parse errors, lines processed), looked up once per batch.
+            let mut counters: HashMap<Arc<str>, (Counter, Counter)> = HashMap::new();
             let mut last_save = Instant::now();
             let mut last_progress = Instant::now();
             loop {
@@ -64,17 +65,20 @@ pub fn spawn_pipeline(
                 let mut done = false;
                 match next {
                     Ok(Some(Input::Lines(batch))) => {
-                        let errors = parse_errors
+                        let (errors, processed) = counters
                             .entry(Arc::clone(&batch.source))
                             .or_insert_with(|| {
-                                metrics
-                                    .parse_errors
-                                    .get_or_create(&SourceLabel {
-                                        source: batch.source.to_string(),
-                                    })
-                                    .clone()
+                                let label = SourceLabel {
+                                    source: batch.source.to_string(),
+                                };
+                                (
+                                    metrics.parse_errors.get_or_create(&label).clone(),
+                                    metrics.lines_processed.get_or_create(&label).clone(),
+                                )
                             });
+                        let mut lines = 0;
                         for line in batch.lines() {
+                            lines += 1;
                             if pipeline
                                 .push_line(&batch.source, line, &mut out)
                                 .parse_failed
@@ -82,6 +86,7 @@ pub fn spawn_pipeline(
                                 errors.inc();
                             }
                         }
+                        processed.inc_by(lines);
                         if let Some((durable, sent)) = batch.progress {
                             let p = progress.entry(batch.source).or_insert(Progress {
                                 durable,

@@ -240,15 +240,23 @@ impl Sources {
             SourceConfig::Syslog { name, udp, tcp } => {
                 let name: Arc<str> = Arc::from(name.as_str());
                 if let Some(addr) = udp {
-                    let socket = tokio::net::UdpSocket::bind(addr)
+                    let socket = bind_udp(addr)
                         .await
                         .with_context(|| format!("syslog udp {addr}"))?;
                     tracing::info!(source = %name, addr = %socket.local_addr()?, "syslog listening on udp");
+                    let drops = self
+                        .metrics
+                        .udp_drops
+                        .get_or_create(&SourceLabel {
+                            source: name.to_string(),
+                        })
+                        .clone();
                     running.tasks.push(tokio::spawn(syslog_udp(
                         socket,
                         Arc::clone(&name),
                         self.input.clone(),
                         counters.clone(),
+                        drops,
                     )));
                 }
                 if let Some(addr) = tcp {
@@ -451,16 +459,76 @@ async fn send_batch(tx: &mpsc::Sender<Input>, batch: &mut LineBatch) -> bool {
     tx.send(Input::Lines(full)).await.is_ok()
 }
 
+/// Receive buffer asked for syslog UDP sockets: bursts wait in the kernel instead of being
+/// dropped (the kernel caps it at `net.core.rmem_max`).
+const UDP_RECV_BUFFER: usize = 8 * 1024 * 1024;
+
+/// A UDP socket bound to `addr` with a large receive buffer.
+async fn bind_udp(addr: &str) -> std::io::Result<tokio::net::UdpSocket> {
+    let mut last = None;
+    for sa in tokio::net::lookup_host(addr).await? {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(sa),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        // Best effort: a smaller buffer still works, it only drops sooner.
+        let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+        socket.set_nonblocking(true)?;
+        match socket.bind(&sa.into()) {
+            Ok(()) => return tokio::net::UdpSocket::from_std(socket.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("address resolves to nothing")))
+}
+
+/// Datagrams the kernel dropped on `socket` (receive buffer full), from `/proc/net/udp*`;
+/// `None` where that is not available.
+fn kernel_udp_drops(socket: &tokio::net::UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+        .ok()?
+        .ino()
+        .to_string();
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|row| {
+                let cols: Vec<&str> = row.split_whitespace().collect();
+                // sl local rem st queues tr retrnsmt uid timeout inode ref pointer drops
+                (cols.get(9) == Some(&inode.as_str()))
+                    .then(|| cols.last().and_then(|d| d.parse().ok()))
+                    .flatten()
+            })
+        })
+}
+
 async fn syslog_udp(
     socket: tokio::net::UdpSocket,
     source: Arc<str>,
     tx: mpsc::Sender<Input>,
     counters: SourceCounters,
+    drops: Counter,
 ) {
     let mut buf = vec![0u8; MAX_FRAME];
     let mut batch = LineBatch::new(&source);
+    let mut drop_check = tokio::time::interval(Duration::from_secs(1));
+    let mut dropped = kernel_udp_drops(&socket).unwrap_or(0);
     loop {
-        let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = drop_check.tick() => {
+                if let Some(now) = kernel_udp_drops(&socket) {
+                    drops.inc_by(now.saturating_sub(dropped));
+                    dropped = now;
+                }
+                continue;
+            }
+        };
+        let Ok((n, _)) = received else {
             continue;
         };
         push_frame(&mut batch, &counters, &buf[..n]);

@@ -405,6 +405,16 @@ fn malformed_frames_and_bad_bytes_leave_the_agent_unharmed() {
         metric(api, "opsloop_log_parse_errors_total").is_some(),
         "unparsable lines are counted"
     );
+    // The kernel dropped nothing, and says so; every line read went through the pipeline.
+    assert_eq!(
+        metric(api, "opsloop_syslog_udp_drops_total{source=\"syslog\"}"),
+        Some(0)
+    );
+    wait_for("every line read processed", || {
+        let read = metric(api, "opsloop_log_lines_read_total{source=\"syslog\"}")?;
+        (metric(api, "opsloop_log_lines_processed_total{source=\"syslog\"}") == Some(read))
+            .then_some(())
+    });
     stop_agent(&mut agent);
 }
 

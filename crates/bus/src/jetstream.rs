@@ -124,14 +124,23 @@ impl EventBus for JetStreamBus {
     /// batch, not per event), then counts the ones JetStream did not report as duplicates.
     async fn publish(&self, events: Vec<Event>) -> Result<usize, BusError> {
         let mut pending = Vec::with_capacity(events.len());
+        // Subjects are shared per event type within the batch (a subject clones cheaply).
+        let mut subjects: BTreeMap<&str, async_nats::Subject> = BTreeMap::new();
         for event in &events {
-            let payload = serde_json::to_vec(event).map_err(|e| nats_error("encode event", e))?;
+            // Sized for a typical event, so encoding does not regrow the buffer.
+            let mut payload = Vec::with_capacity(1024);
+            serde_json::to_writer(&mut payload, event)
+                .map_err(|e| nats_error("encode event", e))?;
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
             headers.insert("Content-Type", "application/cloudevents+json");
+            let subject = subjects
+                .entry(event.kind.as_str())
+                .or_insert_with(|| Self::subject(event).into())
+                .clone();
             let ack = self
                 .context
-                .publish_with_headers(Self::subject(event), headers, payload.into())
+                .publish_with_headers(subject, headers, payload.into())
                 .await
                 .map_err(|e| nats_error("publish", e))?;
             pending.push(ack);

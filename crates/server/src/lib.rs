@@ -50,6 +50,10 @@ pub struct AgentMetrics {
     pub lines_read: Family<SourceLabel, Counter>,
     /// Bytes read per source.
     pub bytes_read: Family<SourceLabel, Counter>,
+    /// Lines through the pipeline per source (behind `lines_read` by what is queued).
+    pub lines_processed: Family<SourceLabel, Counter>,
+    /// Datagrams the kernel dropped on a syslog UDP socket, per source.
+    pub udp_drops: Family<SourceLabel, Counter>,
     /// Lines that did not parse, per source.
     pub parse_errors: Family<SourceLabel, Counter>,
     /// Live templates.
@@ -83,6 +87,8 @@ impl Default for AgentMetrics {
             parse_errors: Family::default(),
             templates: Gauge::default(),
             rule_hits: Family::default(),
+            lines_processed: Family::default(),
+            udp_drops: Family::default(),
             events_published: Counter::default(),
             bus_lag: Gauge::default(),
             bus_forwarded: Counter::default(),
@@ -102,6 +108,16 @@ impl Default for AgentMetrics {
             "log_bytes_read",
             "Log bytes read, per source",
             m.bytes_read.clone(),
+        );
+        registry.register(
+            "log_lines_processed",
+            "Log lines through parsing, mining and rules, per source",
+            m.lines_processed.clone(),
+        );
+        registry.register(
+            "syslog_udp_drops",
+            "Syslog datagrams the kernel dropped because the socket buffer was full, per source",
+            m.udp_drops.clone(),
         );
         registry.register(
             "log_parse_errors",
