@@ -4,6 +4,7 @@
 mod pipeline;
 mod reload;
 mod sources;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use opsloop_logs::rules::{BUILTIN_RULES, RuleSet, load_rules, parse_rule_file};
 use opsloop_server::{AgentMetrics, ApiState, RuleInfo};
 use opsloop_store::Store;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use self::pipeline::{OUTBOUND_CAPACITY, Outbound, publish, spawn_pipeline};
 use self::reload::reload_loop;
@@ -69,27 +71,19 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(p) = problems.first() {
         bail!("{}: {}", p.path, p.message);
     }
-    init_logging(&config.log.format, &config.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(agent(config, args.config))
-}
-
-/// The agent's own logs: human-readable or JSON lines on stderr, `RUST_LOG` overriding the level.
-fn init_logging(format: &str, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let mut telemetry = {
+        let _inside = runtime.enter();
+        telemetry::init(&config.log, &config.traces)
     };
+    let result = runtime.block_on(agent(config, args.config));
+    // Before the runtime goes: the exporter flushes on it.
+    telemetry.shutdown();
+    result
 }
 
 fn api_token(config: &Config) -> Result<Option<String>> {
@@ -317,6 +311,7 @@ async fn housekeeping(
                 )
             })
         })
+        .instrument(tracing::info_span!("store.retention"))
         .await;
         if let Ok(Some(Ok(n))) = result
             && n > 0

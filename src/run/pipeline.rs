@@ -17,6 +17,7 @@ use opsloop_logs::pipeline::LogPipeline;
 use opsloop_server::{AgentMetrics, Counter, RuleInfo, RuleLabel, SourceLabel};
 use opsloop_store::{Store, StoredTemplate};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::sources::Input;
 
@@ -181,23 +182,32 @@ pub async fn publish(
 ) {
     while let Some(batch) = outbound.recv().await {
         if !batch.events.is_empty() {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match bus.publish(batch.events.clone()).await {
-                    Ok(n) => {
-                        metrics.events_published.inc_by(n as u64);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, events = batch.events.len(), "publishing events failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+            let span = tracing::info_span!("events.publish", events = batch.events.len());
+            publish_until_stored(&bus, batch.events, &metrics)
+                .instrument(span)
+                .await;
         }
         for (durable, through) in batch.progress {
             durable.fetch_max(through, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Publishes `events`, retrying with backoff while the store fails.
+async fn publish_until_stored(bus: &EmbeddedBus, events: Vec<Event>, metrics: &AgentMetrics) {
+    let events: Arc<[Event]> = events.into();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match bus.publish(Arc::clone(&events)).await {
+            Ok(n) => {
+                metrics.events_published.inc_by(n as u64);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = events.len(), "publishing events failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! records) and applies the source list: unchanged sources keep running and their positions.
 //! `listen`, `data_dir`, `bus` and `store` changes take effect on restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use opsloop_core::config::Config;
 use opsloop_logs::rules::RuleSet;
 use opsloop_server::AgentMetrics;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::load_rules_of;
 use super::sources::{Input, Sources};
@@ -61,45 +62,12 @@ pub async fn reload_loop(
                 "file change"
             }
         };
-        let p = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<(Config, RuleSet)> {
-            let text =
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            let config =
-                Config::from_yaml(&text).with_context(|| format!("config {}", p.display()))?;
-            let rules = load_rules_of(&config)?;
-            Ok((config, rules))
-        })
-        .await
-        .unwrap_or_else(|e| Err(anyhow::anyhow!("reload task failed: {e}")));
-        let failure = match loaded {
-            Ok((config, rules)) => {
-                if input.send(Input::Rules(Box::new(rules))).await.is_err() {
-                    return;
-                }
-                let (started, errors) = sources.lock().await.apply(&config.sources).await;
-                if !started.is_empty() && config.sources != current.sources {
-                    tracing::info!(sources = ?started, "sources started or restarted");
-                }
-                if config.listen != current.listen
-                    || config.data_dir != current.data_dir
-                    || config.bus != current.bus
-                    || config.store != current.store
-                {
-                    tracing::warn!(
-                        "listen, data_dir, bus and store changes take effect on restart"
-                    );
-                }
-                current = config;
-                metrics.config_reloads.inc();
-                tracing::info!(trigger = why, "configuration reloaded");
-                // A source that could not start (an address in use) fails the reload too.
-                errors
-                    .into_iter()
-                    .map(|e| format!("{e:#}"))
-                    .reduce(|a, b| format!("{a}; {b}"))
-            }
-            Err(e) => Some(format!("{e:#}")),
+        let span = tracing::info_span!("config.reload", trigger = why);
+        let Some(failure) = reload_once(&path, why, &mut current, &input, &sources, &metrics)
+            .instrument(span)
+            .await
+        else {
+            return; // the pipeline is gone: shutting down
         };
         if let Some(message) = failure {
             metrics.config_reload_failures.inc();
@@ -111,9 +79,59 @@ pub async fn reload_loop(
                 opsloop_core::time::now_ms(),
                 serde_json::json!({"error": message, "trigger": why}),
             );
-            if bus.publish(vec![event]).await.is_ok() {
+            if bus.publish(Arc::from([event])).await.is_ok() {
                 metrics.events_published.inc();
             }
         }
     }
+}
+
+/// One reload: read, validate, swap rules, reconcile sources. `None` when the pipeline is gone;
+/// otherwise why the reload failed, if it did.
+async fn reload_once(
+    path: &Path,
+    why: &str,
+    current: &mut Config,
+    input: &mpsc::Sender<Input>,
+    sources: &tokio::sync::Mutex<Sources>,
+    metrics: &AgentMetrics,
+) -> Option<Option<String>> {
+    let p = path.to_path_buf();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<(Config, RuleSet)> {
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let config = Config::from_yaml(&text).with_context(|| format!("config {}", p.display()))?;
+        let rules = load_rules_of(&config)?;
+        Ok((config, rules))
+    })
+    .await
+    .unwrap_or_else(|e| Err(anyhow::anyhow!("reload task failed: {e}")));
+    let (config, rules) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => return Some(Some(format!("{e:#}"))),
+    };
+    if input.send(Input::Rules(Box::new(rules))).await.is_err() {
+        return None;
+    }
+    let (started, errors) = sources.lock().await.apply(&config.sources).await;
+    if !started.is_empty() && config.sources != current.sources {
+        tracing::info!(sources = ?started, "sources started or restarted");
+    }
+    if config.listen != current.listen
+        || config.data_dir != current.data_dir
+        || config.bus != current.bus
+        || config.store != current.store
+    {
+        tracing::warn!("listen, data_dir, bus and store changes take effect on restart");
+    }
+    *current = config;
+    metrics.config_reloads.inc();
+    tracing::info!(trigger = why, "configuration reloaded");
+    // A source that could not start (an address in use) fails the reload too.
+    Some(
+        errors
+            .into_iter()
+            .map(|e| format!("{e:#}"))
+            .reduce(|a, b| format!("{a}; {b}")),
+    )
 }

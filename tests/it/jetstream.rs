@@ -89,9 +89,9 @@ fn jetstream_dedups_by_event_id_and_redelivers_unacknowledged() {
             .await
             .unwrap_or_else(|e| panic!("connect: {e}"));
         let batch = events(10, "a");
-        assert_eq!(bus.publish(batch.clone()).await.ok(), Some(10));
+        assert_eq!(bus.publish(batch.clone().into()).await.ok(), Some(10));
         // The same ids again: JetStream drops them all.
-        assert_eq!(bus.publish(batch.clone()).await.ok(), Some(0));
+        assert_eq!(bus.publish(batch.clone().into()).await.ok(), Some(0));
 
         // A consumer takes 10, acknowledges the first 4 and goes away.
         let mut sub = bus
@@ -141,7 +141,7 @@ fn relay_forwards_the_outbox_across_server_outages_without_loss() {
             stopped,
         ));
         outbox
-            .publish(events(300, "down"))
+            .publish(events(300, "down").into())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         until("a failed attempt", || async {
@@ -159,13 +159,13 @@ fn relay_forwards_the_outbox_across_server_outages_without_loss() {
         // Killed again while the agent keeps producing, then back.
         server.kill();
         outbox
-            .publish(events(200, "outage"))
+            .publish(events(200, "outage").into())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         tokio::time::sleep(Duration::from_millis(500)).await;
         server.restart();
         outbox
-            .publish(events(100, "after"))
+            .publish(events(100, "after").into())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         until("everything forwarded", || async {

@@ -4,6 +4,7 @@
 mod config;
 mod inspect;
 mod jetstream;
+mod otlp;
 mod reliability;
 mod run;
 

@@ -14,6 +14,11 @@ use opsloop_bus::testing::free_port;
 /// A config with file sources `(name, include glob)`, raw parsing, one rule matching all.
 fn file_agent(dir: &Path, sources: &[(&str, String)]) -> (PathBuf, u16) {
     let api = free_port();
+    (file_config(dir, api, sources), api)
+}
+
+/// Writes the config of [`file_agent`] for the API port `api`.
+fn file_config(dir: &Path, api: u16, sources: &[(&str, String)]) -> PathBuf {
     let rules = dir.join("rules.yaml");
     std::fs::write(
         &rules,
@@ -32,7 +37,7 @@ fn file_agent(dir: &Path, sources: &[(&str, String)]) -> (PathBuf, u16) {
     }
     let path = dir.join("opsloop.yaml");
     std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
-    (path, api)
+    path
 }
 
 fn ready(api: u16) {
@@ -204,4 +209,61 @@ fn kill_9(mut agent: Agent) {
         .args(["-KILL", &agent.0.id().to_string()])
         .status();
     let _ = agent.0.wait();
+}
+
+#[test]
+fn reload_starts_new_sources_and_unchanged_ones_keep_their_position() {
+    const N: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (first, second) = (dir.path().join("first.log"), dir.path().join("second.log"));
+    let (config, api) = file_agent(dir.path(), &[("first", first.display().to_string())]);
+    let mut agent = start_agent(&config);
+    ready(api);
+    write_with_rotation(&first, N / 2, usize::MAX, |_, _| {});
+    wait_for("the first half", || {
+        (deliveries(api, "first", N)
+            .iter()
+            .filter(|&&c| c > 0)
+            .count()
+            == N / 2)
+            .then_some(())
+    });
+
+    // Add a source; `first` is unchanged and must neither stop nor start over.
+    file_config(
+        dir.path(),
+        api,
+        &[
+            ("first", first.display().to_string()),
+            ("second", second.display().to_string()),
+        ],
+    );
+    wait_for("the reload", || {
+        (metric(api, "opsloop_config_reloads_total") == Some(1)).then_some(())
+    });
+    let mut log = open_append(&first);
+    for seq in N / 2..N {
+        writeln!(
+            log,
+            "2026-11-20 10:00:01 payment accepted seq={seq} amount=12"
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    write_with_rotation(&second, 10, usize::MAX, |_, _| {});
+    wait_for("both sources delivered", || {
+        let first = deliveries(api, "first", N);
+        let second = deliveries(api, "second", 10);
+        (first.iter().all(|&c| c > 0) && second.iter().all(|&c| c > 0)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let first = deliveries(api, "first", N);
+    assert!(
+        first.iter().all(|&c| c == 1),
+        "an unchanged source reads nothing twice"
+    );
+    assert_eq!(
+        metric(api, "opsloop_log_lines_read_total{source=\"first\"}"),
+        Some(N as u64)
+    );
+    stop_agent(&mut agent);
 }

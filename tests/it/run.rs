@@ -68,7 +68,7 @@ pub(crate) fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// Starts an agent with a syslog source (UDP and TCP) on free ports and waits until it is
 /// ready; `extra` is more top-level YAML. Returns the agent, the API port and the syslog port.
-fn syslog_agent(dir: &std::path::Path, extra: &str) -> (Agent, u16, u16) {
+pub(crate) fn syslog_agent(dir: &std::path::Path, extra: &str) -> (Agent, u16, u16) {
     let (api, syslog) = (free_port(), free_port());
     let config = dir.join("opsloop.yaml");
     std::fs::write(

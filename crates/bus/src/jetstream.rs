@@ -7,6 +7,7 @@
 //! `ack_wait` is delivered again, to it or to another replica of it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -122,11 +123,11 @@ impl EventBus for JetStreamBus {
 
     /// Publishes all events before waiting for any acknowledgement (one round trip per
     /// batch, not per event), then counts the ones JetStream did not report as duplicates.
-    async fn publish(&self, events: Vec<Event>) -> Result<usize, BusError> {
+    async fn publish(&self, events: Arc<[Event]>) -> Result<usize, BusError> {
         let mut pending = Vec::with_capacity(events.len());
         // Subjects are shared per event type within the batch (a subject clones cheaply).
         let mut subjects: BTreeMap<&str, async_nats::Subject> = BTreeMap::new();
-        for event in &events {
+        for event in events.iter() {
             // Sized for a typical event, so encoding does not regrow the buffer.
             let mut payload = Vec::with_capacity(1024);
             serde_json::to_writer(&mut payload, event)

@@ -64,8 +64,9 @@ pub trait EventBus: Send + Sync {
     /// The subscription type.
     type Sub: Subscription;
     /// Publishes events; when this returns they are durable. Events whose id was already
-    /// published are dropped (deduplication).
-    fn publish(&self, events: Vec<Event>) -> impl Future<Output = Result<usize, BusError>> + Send;
+    /// published are dropped (deduplication). Shared, so that a retry costs no copy.
+    fn publish(&self, events: Arc<[Event]>)
+    -> impl Future<Output = Result<usize, BusError>> + Send;
     /// Subscribes as the durable consumer `name`, resuming after its last acknowledgement.
     fn subscribe(&self, name: &str) -> impl Future<Output = Result<Self::Sub, BusError>> + Send;
 }
@@ -107,7 +108,7 @@ impl EmbeddedBus {
 impl EventBus for EmbeddedBus {
     type Sub = EmbeddedSubscription;
 
-    async fn publish(&self, events: Vec<Event>) -> Result<usize, BusError> {
+    async fn publish(&self, events: Arc<[Event]>) -> Result<usize, BusError> {
         let (added, last) = self
             .with_store(move |s| {
                 let added = s.append_events(&events)?;

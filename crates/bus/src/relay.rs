@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::jetstream::{JetStreamBus, JetStreamOptions};
 use crate::{BusError, EmbeddedBus, EventBus, Subscription};
@@ -91,9 +92,10 @@ pub async fn relay_to_jetstream(
         let Some(last) = batch.last().map(|d| d.seq) else {
             continue;
         };
-        let events: Vec<_> = batch.into_iter().map(|d| d.event).collect();
+        let events: Arc<[_]> = batch.into_iter().map(|d| d.event).collect();
         loop {
-            match target.publish(events.clone()).await {
+            let span = tracing::info_span!("jetstream.publish", events = events.len());
+            match target.publish(Arc::clone(&events)).instrument(span).await {
                 Ok(added) => {
                     status.forwarded.fetch_add(added as u64, Ordering::Relaxed);
                     status.connected.store(true, Ordering::Relaxed);

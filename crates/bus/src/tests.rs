@@ -29,7 +29,7 @@ async fn published_events_reach_a_waiting_consumer() {
     let waiter = tokio::spawn(async move { sub.next(10).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
     let sent = vec![event(1), event(2)];
-    assert_eq!(bus.publish(sent.clone()).await.ok(), Some(2));
+    assert_eq!(bus.publish(sent.clone().into()).await.ok(), Some(2));
     let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
     let got = got
         .unwrap_or_else(|e| panic!("{e}"))
@@ -46,8 +46,8 @@ async fn duplicates_are_dropped() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let bus = bus_at(dir.path());
     let e = event(1);
-    assert_eq!(bus.publish(vec![e.clone()]).await.ok(), Some(1));
-    assert_eq!(bus.publish(vec![e]).await.ok(), Some(0));
+    assert_eq!(bus.publish(Arc::from([e.clone()])).await.ok(), Some(1));
+    assert_eq!(bus.publish(Arc::from([e])).await.ok(), Some(0));
 }
 
 #[tokio::test]
@@ -55,7 +55,7 @@ async fn restart_redelivers_what_was_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     {
         let bus = bus_at(dir.path());
-        bus.publish((0..5).map(event).collect())
+        bus.publish((0..5).map(event).collect::<Vec<_>>().into())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut sub = bus

@@ -51,6 +51,9 @@ pub struct Config {
     /// The agent's own logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// The agent's own traces (OTLP).
+    #[serde(default)]
+    pub traces: TracesConfig,
 }
 
 fn default_listen() -> String {
@@ -352,6 +355,40 @@ impl Default for LogConfig {
     }
 }
 
+/// The agent's own traces, exported over OTLP/gRPC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// Collector endpoint (`http://host:4317`); off when unset and `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// is unset too.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of traces kept, 0 to 1.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+fn default_service_name() -> String {
+    "opsloop".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+            sample_ratio: default_sample_ratio(),
+        }
+    }
+}
+
 /// A configuration problem: where (a path like `sources[1].udp`) and what.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConfigProblem {
@@ -560,6 +597,23 @@ impl Config {
                 ),
             );
         }
+        if let Some(endpoint) = &self.traces.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problem(
+                "traces.otlp_endpoint".into(),
+                format!("{endpoint:?}: expected a URL like http://127.0.0.1:4317"),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
+            problem(
+                "traces.sample_ratio".into(),
+                format!("{}: expected 0 to 1", self.traces.sample_ratio),
+            );
+        }
+        if self.traces.service_name.trim().is_empty() {
+            problem("traces.service_name".into(), "empty".into());
+        }
         out
     }
 }
@@ -604,6 +658,9 @@ store:
     max_age: "forever"
 bus:
   type: kafka
+traces:
+  otlp_endpoint: "collector:4317"
+  sample_ratio: 2
 "#;
         let Err(ConfigError::Invalid(problems)) = Config::from_yaml(text) else {
             panic!("expected validation problems");
@@ -617,6 +674,8 @@ bus:
             "sources[1].udp",
             "store.retention.max_age",
             "bus.type",
+            "traces.otlp_endpoint",
+            "traces.sample_ratio",
         ] {
             assert!(
                 paths.contains(&expected),

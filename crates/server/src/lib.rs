@@ -28,6 +28,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Labels naming a source.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -246,6 +247,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/logs",
             post(ingest_logs).layer(DefaultBodyLimit::max(limit)),
         )
+        .route_layer(axum::middleware::from_fn(request_span))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -254,6 +256,28 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// One span per request, named after the route (`GET /api/v1/events`, never the raw path, so
+/// that names stay few), with the OpenTelemetry HTTP attributes.
+async fn request_span(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", |p| p.as_str())
+        .to_string();
+    let method = request.method().as_str().to_string();
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {

@@ -47,7 +47,7 @@ async fn measure<B: EventBus>(bus: &B, name: &str, n: usize, batch: usize) -> an
     let start = Instant::now();
     let mut published = 0;
     for chunk in batches {
-        published += bus.publish(chunk).await?;
+        published += bus.publish(chunk.into()).await?;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
