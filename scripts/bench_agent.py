@@ -156,17 +156,19 @@ def bench_rss(opsloop, mix, work, copies):
           f"{m.get('opsloop_log_templates', 0):,.0f} |\n")
 
 
-def bench_syslog(opsloop, flood, rates, seconds):
+def bench_syslog(opsloop, flood, cases, seconds):
+    """cases: (messages/s, rule hits per hundred messages)."""
     print(f"### Syslog over UDP on loopback, {seconds:.0f} s per rate — {time.strftime('%Y-%m-%d')}\n")
-    print("| target msg/s | sent | received | lost | kernel drops counted | sent msg/s |")
-    print("|---|---|---|---|---|---|")
-    for rate in rates:
+    print("| target msg/s | rule hits | sent | received | lost | kernel drops counted | sent msg/s |")
+    print("|---|---|---|---|---|---|---|")
+    for rate, errors in cases:
         port = free_port()
         agent = Agent(opsloop, f"  - type: syslog\n    name: udp\n    udp: 127.0.0.1:{port}\n",
                       cpus="0")
         try:
             out = subprocess.run(["taskset", "-c", "1", flood, f"127.0.0.1:{port}", str(rate),
-                                  str(seconds)], capture_output=True, text=True, check=True)
+                                  str(seconds), str(errors)], capture_output=True, text=True,
+                                 check=True)
             sent = json.loads(out.stdout)
             key = 'opsloop_log_lines_read_total{source="udp"}'
             last, m = -1, {}
@@ -180,7 +182,7 @@ def bench_syslog(opsloop, flood, rates, seconds):
             m = metrics(agent.port)
             received = int(m.get(key, 0))
             drops = int(m.get('opsloop_syslog_udp_drops_total{source="udp"}', 0))
-            print(f"| {rate:,} | {sent['sent']:,} | {received:,} | {sent['sent'] - received:,} | "
+            print(f"| {rate:,} | {errors}% | {sent['sent']:,} | {received:,} | {sent['sent'] - received:,} | "
                   f"{drops:,} | {sent['rate']:,.0f} |")
         finally:
             agent.stop()
@@ -218,7 +220,7 @@ def main():
     if "rss" in only:
         bench_rss(args.opsloop, args.mix, work, args.copies)
     if "syslog" in only:
-        bench_syslog(args.opsloop, os.path.join(release, "syslog_flood"), [100_000, 150_000, 200_000], 10.0)
+        bench_syslog(args.opsloop, os.path.join(release, "syslog_flood"), [(100_000, 1), (150_000, 1), (200_000, 1), (100_000, 100)], 10.0)
     if "bus" in only:
         bench_bus(os.path.join(release, "bus_publish"), args.runs)
 

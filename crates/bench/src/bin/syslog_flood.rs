@@ -1,8 +1,8 @@
 //! Sends syslog datagrams (RFC 5424 and RFC 3164, alternating) to `ADDR` at `RATE` messages per
-//! second for `SECONDS`, paced in 1 ms steps; prints the number sent as JSON. One message in a
-//! hundred is an error that a built-in rule matches; the rest is routine traffic.
+//! second for `SECONDS`, paced in 1 ms steps; prints the number sent as JSON. `ERRORS` messages
+//! in a hundred (default 1) are errors that a built-in rule matches; the rest is routine traffic.
 //!
-//! `syslog_flood ADDR RATE SECONDS`
+//! `syslog_flood ADDR RATE SECONDS [ERRORS]`
 
 use std::io::Write;
 use std::net::UdpSocket;
@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:5514".into());
     let rate: f64 = args.next().map_or(Ok(100_000.0), |a| a.parse())?;
     let seconds: f64 = args.next().map_or(Ok(10.0), |a| a.parse())?;
+    let errors: u64 = args.next().map_or(Ok(1), |a| a.parse())?;
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.connect(&addr)?;
     let mut buf = Vec::with_capacity(512);
@@ -30,15 +31,16 @@ fn main() -> anyhow::Result<()> {
             buf.clear();
             let i = sent + failed;
             let host = i % 16;
+            let error = (i % 100) < errors;
             match i % 100 {
-                0 => write!(
+                _ if error && i % 2 == 0 => write!(
                     buf,
                     "<131>1 2026-11-23T10:00:00.000Z web-{host} nginx {} - - upstream timed out (110: Connection timed out) while reading response header from upstream, client: 10.0.{}.{}, request: \"GET /api/orders/{i} HTTP/1.1\"",
                     1000 + i % 50,
                     i % 200,
                     i % 250
                 )?,
-                1 => write!(
+                _ if error => write!(
                     buf,
                     "<38>Nov 23 10:00:00 db-{host} sshd[{}]: Failed password for invalid user admin{} from 192.168.{}.{} port {} ssh2",
                     2000 + i % 100,
