@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let output = match &cli.command {
         Command::Inspect(args) => args.output(),
         Command::Config(args) => args.output(),
-        Command::Run(_) => Output::Text,
+        Command::Run(args) => args.output(),
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),

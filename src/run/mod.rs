@@ -44,6 +44,16 @@ pub struct RunArgs {
     /// Data directory, overriding the configuration's `data_dir`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The agent's logs on stderr: `text` or `json` lines, overriding `log.format`.
+    #[arg(long, value_enum)]
+    output: Option<crate::Output>,
+}
+
+impl RunArgs {
+    /// How errors before start are printed.
+    pub fn output(&self) -> crate::Output {
+        self.output.unwrap_or(crate::Output::Text)
+    }
 }
 
 /// Runs `opsloop run`.
@@ -66,6 +76,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
+    }
+    match args.output {
+        Some(crate::Output::Json) => config.log.format = "json".into(),
+        Some(crate::Output::Text) => config.log.format = "human".into(),
+        None => {}
     }
     let problems = config.validate();
     if let Some(p) = problems.first() {

@@ -61,3 +61,21 @@ fn check_reports_every_problem_with_its_path() {
         "{stdout}"
     );
 }
+
+#[test]
+fn run_reports_a_bad_config_as_json_with_output_json() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("opsloop.yaml");
+    std::fs::write(&path, "listen: nope\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = run(&[
+        "run",
+        "--output",
+        "json",
+        "--config",
+        path.to_str().unwrap_or(""),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let message = doc["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("listen"), "{message}");
+}
