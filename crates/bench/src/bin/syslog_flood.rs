@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
             let host = i % 16;
             let error = (i % 100) < errors;
             match i % 100 {
-                _ if error && i % 2 == 0 => write!(
+                _ if error && i.is_multiple_of(2) => write!(
                     buf,
                     "<131>1 2026-11-23T10:00:00.000Z web-{host} nginx {} - - upstream timed out (110: Connection timed out) while reading response header from upstream, client: 10.0.{}.{}, request: \"GET /api/orders/{i} HTTP/1.1\"",
                     1000 + i % 50,
