@@ -210,7 +210,7 @@ async fn agent(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         ready: Arc::clone(&ready),
         token: token.map(Arc::from),
         rules: Arc::new(move || rules_for_api.lock().map(|r| r.clone()).unwrap_or_default()),
-        ingest: forward_ingest(input_tx.clone()),
+        ingest: forward_ingest(input_tx.clone(), &metrics),
         max_body_bytes: config.api.max_body_bytes as usize,
     };
     let reload = tokio::spawn(reload_loop(

@@ -19,7 +19,7 @@ use opsloop_store::{Store, StoredTemplate};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::sources::Input;
+use super::sources::{INGEST_SOURCE, Input};
 
 /// Events for the bus, and file sources' progress to report once they are durable.
 pub struct Outbound {
@@ -57,6 +57,12 @@ pub fn spawn_pipeline(
             let mut progress: HashMap<Arc<str>, Progress> = HashMap::new();
             // Per source: (parse errors, lines processed), looked up once per batch.
             let mut counters: HashMap<Arc<str>, (Counter, Counter)> = HashMap::new();
+            let ingest_processed = metrics
+                .lines_processed
+                .get_or_create(&SourceLabel {
+                    source: INGEST_SOURCE.to_string(),
+                })
+                .clone();
             let mut last_save = Instant::now();
             let mut last_progress = Instant::now();
             loop {
@@ -97,7 +103,10 @@ pub fn spawn_pipeline(
                             p.sent = sent;
                         }
                     }
-                    Ok(Some(Input::Record(rec))) => pipeline.push_record(rec, &mut out),
+                    Ok(Some(Input::Record(rec))) => {
+                        ingest_processed.inc();
+                        pipeline.push_record(rec, &mut out);
+                    }
                     Ok(Some(Input::Rules(rules))) => pipeline.replace_rules(*rules),
                     Ok(Some(Input::Source(name, spec))) => {
                         // A (re)started source: its tailer counts from zero again.

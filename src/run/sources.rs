@@ -426,11 +426,20 @@ fn spawn_tailer(
     Ok(thread)
 }
 
+/// The metrics label of records from the API, whatever `source` they name (a label per
+/// client-chosen name would let clients grow the metrics without bound).
+pub const INGEST_SOURCE: &str = "http";
+
 /// Records from the API go through a small task into the pipeline's channel.
-pub fn forward_ingest(input: mpsc::Sender<Input>) -> mpsc::Sender<IngestedRecord> {
+pub fn forward_ingest(
+    input: mpsc::Sender<Input>,
+    metrics: &AgentMetrics,
+) -> mpsc::Sender<IngestedRecord> {
     let (tx, mut rx) = mpsc::channel::<IngestedRecord>(1_000);
+    let counters = SourceCounters::new(metrics, INGEST_SOURCE);
     tokio::spawn(async move {
         while let Some(rec) = rx.recv().await {
+            counters.count(rec.message.len());
             if input.send(Input::Record(rec)).await.is_err() {
                 break;
             }

@@ -152,6 +152,12 @@ fn agent_turns_syslog_and_http_logs_into_events() {
         metrics.contains("opsloop_log_lines_read_total{source=\"syslog\"} 3"),
         "{metrics}"
     );
+    // Records posted to the API count under one label, whatever source they name.
+    assert!(
+        metrics.contains("opsloop_log_lines_read_total{source=\"http\"} 1")
+            && metrics.contains("opsloop_log_lines_processed_total{source=\"http\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("opsloop_events_published_total 4"),
         "{metrics}"

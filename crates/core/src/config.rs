@@ -466,6 +466,11 @@ impl Config {
                     at("name"),
                     format!("{name:?}: use letters, digits, '.', '_' and '-'"),
                 );
+            } else if name == "http" {
+                problem(
+                    at("name"),
+                    "\"http\" is reserved for records posted to the API".into(),
+                );
             } else if !names.insert(name.to_string()) {
                 problem(at("name"), format!("{name:?} is used by another source"));
             }
