@@ -347,6 +347,47 @@ async fn stop(running: Running) {
 /// events in the store): the thread keeps a snapshot of positions per poll, tagged with the
 /// count of lines sent, and saves the newest snapshot the pipeline's count has reached. A
 /// crash therefore replays lines (at most those in flight), and never skips one.
+/// How long an idle file source waits before polling again without a change notification.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Wakes a file source's thread when something changes in its directories, so new and
+/// rotated files are seen within milliseconds. Only a hint: polling every [`POLL_INTERVAL`]
+/// remains (inotify is silent on NFS, and watches are limited in number).
+fn watch_directories(
+    dirs: &[std::path::PathBuf],
+) -> (
+    Option<notify::RecommendedWatcher>,
+    std::sync::mpsc::Receiver<()>,
+) {
+    use notify::Watcher;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        // One pending wake-up is enough, however many changes there were.
+        let _ = tx.try_send(());
+    });
+    match watcher {
+        Ok(mut w) => {
+            for dir in dirs {
+                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::debug!(dir = %dir.display(), error = %e, "not watching; polling only");
+                }
+            }
+            (Some(w), rx)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no file watcher; polling only");
+            (None, rx)
+        }
+    }
+}
+
+fn wait_for_change(changes: &std::sync::mpsc::Receiver<()>) {
+    match changes.recv_timeout(POLL_INTERVAL) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(POLL_INTERVAL),
+    }
+}
+
 fn spawn_tailer(
     mut tailer: FileTailer,
     source: Arc<str>,
@@ -365,9 +406,11 @@ fn spawn_tailer(
             tracing::error!(error = %e, "saving checkpoints failed");
         }
     };
+    let (watcher, changes) = watch_directories(&tailer.directories());
     let thread = std::thread::Builder::new()
         .name(format!("opsloop-tail-{source}"))
         .spawn(move || {
+            let _watcher = watcher; // lives as long as the thread
             let mut sent = 0u64;
             let mut snapshots: VecDeque<(u64, Vec<TailCheckpoint>)> = VecDeque::new();
             let mut last_save = Instant::now();
@@ -413,7 +456,7 @@ fn spawn_tailer(
                     last_save = Instant::now();
                 }
                 if read == 0 {
-                    std::thread::sleep(Duration::from_millis(250));
+                    wait_for_change(&changes);
                 }
             }
             // Give the pipeline a moment to make the lines sent durable, then save.

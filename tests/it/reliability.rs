@@ -73,8 +73,15 @@ fn open_append(path: &Path) -> std::fs::File {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Writes `n` lines to `path` in bursts, rotating every `every` lines by `rotate`.
-fn write_with_rotation(path: &Path, n: usize, every: usize, rotate: fn(&Path, usize)) {
+/// Writes `n` lines to `path` in bursts of 50 with `pause` between them, rotating every
+/// `every` lines by `rotate`.
+fn write_with_rotation(
+    path: &Path,
+    n: usize,
+    every: usize,
+    rotate: fn(&Path, usize),
+    pause: Duration,
+) {
     let mut file = open_append(path);
     for seq in 0..n {
         if seq > 0 && seq % every == 0 {
@@ -87,10 +94,8 @@ fn write_with_rotation(path: &Path, n: usize, every: usize, rotate: fn(&Path, us
             "2026-11-20 10:00:00 payment accepted seq={seq} amount=12"
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        // About 5k lines/s: every generation lives for several polls, as it must for a
-        // rotated file that no glob matches any more to be found before it is renamed away.
         if seq % 50 == 49 {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(pause);
         }
     }
 }
@@ -129,11 +134,24 @@ fn rotation_under_write_load_delivers_every_line_once() {
     );
     let mut agent = start_agent(&config);
     ready(api);
+    // Rename rotation at about 5k lines/s: a generation lives for several polls, as it must
+    // for a file that no glob matches once renamed to be found before it is renamed away.
+    // Copy-truncate at about 50k lines/s: its copies are matched, so timing does not matter.
     let writers = [
-        (renamed.join("app.log"), rename_rotation as fn(&Path, usize)),
-        (truncated.join("app.log"), copy_truncate_rotation),
+        (
+            renamed.join("app.log"),
+            rename_rotation as fn(&Path, usize),
+            Duration::from_millis(10),
+        ),
+        (
+            truncated.join("app.log"),
+            copy_truncate_rotation,
+            Duration::from_millis(1),
+        ),
     ]
-    .map(|(path, rotate)| std::thread::spawn(move || write_with_rotation(&path, N, 3_000, rotate)));
+    .map(|(path, rotate, pause)| {
+        std::thread::spawn(move || write_with_rotation(&path, N, 3_000, rotate, pause))
+    });
     for w in writers {
         w.join().unwrap_or_else(|_| panic!("writer failed"));
     }
@@ -179,7 +197,9 @@ fn kill_9_mid_stream_then_restart_loses_no_line() {
     ready(api);
     let writer = {
         let log = log.clone();
-        std::thread::spawn(move || write_with_rotation(&log, N, usize::MAX, |_, _| {}))
+        std::thread::spawn(move || {
+            write_with_rotation(&log, N, usize::MAX, |_, _| {}, Duration::from_millis(10))
+        })
     };
     // Kill it while lines stream in.
     wait_for("some lines delivered", || {
@@ -219,7 +239,7 @@ fn reload_starts_new_sources_and_unchanged_ones_keep_their_position() {
     let (config, api) = file_agent(dir.path(), &[("first", first.display().to_string())]);
     let mut agent = start_agent(&config);
     ready(api);
-    write_with_rotation(&first, N / 2, usize::MAX, |_, _| {});
+    write_with_rotation(&first, N / 2, usize::MAX, |_, _| {}, Duration::ZERO);
     wait_for("the first half", || {
         (deliveries(api, "first", N)
             .iter()
@@ -249,7 +269,7 @@ fn reload_starts_new_sources_and_unchanged_ones_keep_their_position() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    write_with_rotation(&second, 10, usize::MAX, |_, _| {});
+    write_with_rotation(&second, 10, usize::MAX, |_, _| {}, Duration::ZERO);
     wait_for("both sources delivered", || {
         let first = deliveries(api, "first", N);
         let second = deliveries(api, "second", 10);

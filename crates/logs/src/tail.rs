@@ -4,13 +4,18 @@
 //! Files are identified by a *fingerprint*, the hash of their first line, not by name: a file
 //! renamed by rotation (`app.log` → `app.log.1`) keeps its identity and its position, so it is
 //! neither read twice nor lost, and the new `app.log` is a new file read from its start. An
-//! open handle is kept on every tracked file, so a renamed file is still read to its end. A file
-//! that shrinks below the position read (copy-truncate rotation) is read again from its start.
+//! open handle is kept on every tracked file, so a renamed file is still read to its end.
 //! Positions are [`TailCheckpoint`]s that the caller persists and hands back on restart.
 //!
 //! The tailer polls (as Vector's file source does): inotify misses renames, NFS sends no events.
+//! A caller may poll early when told of a change in [`FileTailer::directories`].
+//!
+//! A file truncated or rewritten in place is noticed by its size or by its first line no
+//! longer matching its fingerprint, before anything more is read from it. When the copy of its
+//! old content is matched (`app.log*`), reading continues in the copy, even if the copy's name
+//! is listed only later; the file itself is then read from its start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,8 @@ use xxhash_rust::xxh3::xxh3_64;
 const FINGERPRINT_BYTES: usize = 256;
 /// Largest line kept whole; longer lines are cut.
 const MAX_LINE: usize = 1 << 20;
+/// Rewritten contents remembered for a copy that may show up late.
+const MAX_RETIRED: usize = 64;
 /// A file that no glob matches any more is dropped after being idle this long.
 const ROTATE_WAIT: Duration = Duration::from_secs(10);
 
@@ -69,6 +76,9 @@ pub struct FileTailer {
     start_at: StartAt,
     tracked: HashMap<u64, Tracked>,
     restored: HashMap<u64, u64>,
+    /// Positions of contents rewritten in place, newest last: a copy of one that shows up
+    /// later (its name listed after the truncation was seen) continues from there.
+    retired: VecDeque<(u64, u64)>,
     first_scan: bool,
 }
 
@@ -141,6 +151,7 @@ impl FileTailer {
             start_at,
             tracked: HashMap::new(),
             restored,
+            retired: VecDeque::new(),
             first_scan: true,
         })
     }
@@ -203,13 +214,18 @@ impl FileTailer {
             if let Some((path, file, _)) = slot.take()
                 && !t.matched
             {
+                // A copy shorter than the position read cannot happen unless the original
+                // was rewritten while it was read; then count the copy as read rather than
+                // read all of it again.
                 let size = file.metadata().map_or(0, |m| m.len());
-                if size >= t.offset {
-                    t.file = file;
-                    t.path = path;
-                    t.truncated = false;
-                    t.matched = true;
+                if size < t.offset {
+                    t.offset = size;
+                    t.partial.clear();
                 }
+                t.file = file;
+                t.path = path;
+                t.truncated = false;
+                t.matched = true;
             }
         }
         // Files never seen under their fingerprint.
@@ -221,7 +237,13 @@ impl FileTailer {
                 .iter()
                 .find(|(_, t)| same_inode(&t.file, &file))
                 .map(|(k, _)| *k);
-            if let Some(mut t) = same_file.and_then(|k| self.tracked.remove(&k)) {
+            if let Some((old, mut t)) =
+                same_file.and_then(|k| self.tracked.remove(&k).map(|t| (k, t)))
+            {
+                if self.retired.len() == MAX_RETIRED {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back((old, t.offset));
                 t.offset = 0;
                 t.partial.clear();
                 t.truncated = false;
@@ -231,7 +253,13 @@ impl FileTailer {
                 continue;
             }
             let size = file.metadata().map_or(0, |m| m.len());
-            let offset = match self.restored.remove(&fp) {
+            let retired = self
+                .retired
+                .iter()
+                .position(|(f, _)| *f == fp)
+                .and_then(|i| self.retired.remove(i))
+                .map(|(_, offset)| offset);
+            let offset = match self.restored.remove(&fp).or(retired) {
                 Some(o) if o <= size => o,
                 Some(_) => 0,
                 None if self.first_scan && self.start_at == StartAt::End => size,
@@ -261,11 +289,14 @@ impl FileTailer {
         self.first_scan = false;
         let mut read = 0;
         let mut buf = vec![0u8; 64 * 1024];
-        for t in self.tracked.values_mut() {
+        for (fp, t) in self.tracked.iter_mut() {
             let size = t.file.metadata().map_or(0, |m| m.len());
-            if size < t.offset {
-                // Truncated (copy-truncate rotation). The next poll looks for the copy to
-                // finish the old content in before reading this file again from its start.
+            // Shorter than read, or no longer starting with the line that identifies it:
+            // truncated or rewritten since discovery (copy-truncate rotation, possibly already
+            // written past the old position). Reading on would mix the new content into the
+            // old file's position; the next discovery looks for the copy to finish the old
+            // content in, then reads this file again from its start.
+            if size < t.offset || fingerprint_of(&mut t.file) != Some(*fp) {
                 t.truncated = true;
                 continue;
             }
@@ -314,6 +345,34 @@ impl FileTailer {
         self.tracked
             .retain(|_, t| t.matched || t.last_growth.elapsed() < ROTATE_WAIT);
         read
+    }
+
+    /// The directories the include globs read from (their parts before the first wildcard),
+    /// for a caller that wants to be woken when something changes there.
+    pub fn directories(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for g in &self.include {
+            let mut dir = PathBuf::new();
+            let mut wildcard = false;
+            for part in Path::new(g).components() {
+                if part
+                    .as_os_str()
+                    .to_string_lossy()
+                    .contains(['*', '?', '[', '{'])
+                {
+                    wildcard = true;
+                    break;
+                }
+                dir.push(part);
+            }
+            if !wildcard {
+                dir.pop(); // a file name: watch its directory
+            }
+            if !dir.as_os_str().is_empty() && !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+        out
     }
 
     /// Positions to persist.
@@ -442,6 +501,29 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_listed_after_the_truncation_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("app.log");
+        let glob = format!("{}/app.log*", dir.path().display());
+        let mut t = FileTailer::new(&[glob], &[], StartAt::Beginning, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        append(&log, "old a\nold b\n");
+        assert_eq!(collect(&mut t), ["old a", "old b"]);
+        append(&log, "old c\n");
+        // The copy's final name appears only after the truncation was seen.
+        let staging = dir.path().join("staging");
+        std::fs::copy(&log, &staging).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+        append(&log, "new a\n");
+        let mut got = collect(&mut t);
+        std::fs::rename(&staging, dir.path().join("app.log.1")).unwrap_or_else(|e| panic!("{e}"));
+        got.extend(collect(&mut t));
+        got.extend(collect(&mut t));
+        got.sort();
+        assert_eq!(got, ["new a", "old c"]);
+    }
+
+    #[test]
     fn checkpoints_resume_where_reading_stopped() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let log = dir.path().join("svc.log");
@@ -469,5 +551,19 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(collect(&mut t), ["x"]);
         assert!(FileTailer::new(&["[".into()], &[], StartAt::End, &[]).is_err());
+    }
+
+    #[test]
+    fn directories_are_the_globs_fixed_parts() {
+        let include = [
+            "/var/log/*.log".to_string(),
+            "/var/log/syslog".to_string(),
+            "/srv/*/logs/app.log".to_string(),
+        ];
+        let t = FileTailer::new(&include, &[], StartAt::End, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.directories(),
+            [PathBuf::from("/var/log"), PathBuf::from("/srv")]
+        );
     }
 }
