@@ -361,9 +361,11 @@ fn watch_directories(
 ) {
     use notify::Watcher;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-        // One pending wake-up is enough, however many changes there were.
-        let _ = tx.try_send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.map_or(true, |e| wakes_tailer(e.kind)) {
+            // One pending wake-up is enough, however many changes there were.
+            let _ = tx.try_send(());
+        }
     });
     match watcher {
         Ok(mut w) => {
@@ -379,6 +381,14 @@ fn watch_directories(
             (None, rx)
         }
     }
+}
+
+/// Changes of content and names wake a file source; its own opens and reads (and the
+/// timestamps they touch) must not, or an idle source would wake itself forever.
+fn wakes_tailer(kind: notify::EventKind) -> bool {
+    use notify::EventKind::{Create, Modify, Remove};
+    use notify::event::ModifyKind::Metadata;
+    matches!(kind, Create(_) | Remove(_) | Modify(_)) && !matches!(kind, Modify(Metadata(_)))
 }
 
 fn wait_for_change(changes: &std::sync::mpsc::Receiver<()>) {
@@ -683,4 +693,31 @@ async fn stdin_lines(source: Arc<str>, tx: mpsc::Sender<Input>, counters: Source
         }
     }
     send_batch(&tx, &mut batch).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wakes_tailer;
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, ModifyKind};
+
+    #[test]
+    fn only_content_and_name_changes_wake_a_file_source() {
+        assert!(wakes_tailer(EventKind::Create(CreateKind::File)));
+        assert!(wakes_tailer(EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(wakes_tailer(EventKind::Modify(ModifyKind::Name(
+            notify::event::RenameMode::To
+        ))));
+        assert!(!wakes_tailer(EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!wakes_tailer(EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!wakes_tailer(EventKind::Modify(ModifyKind::Metadata(
+            MetadataKind::AccessTime
+        ))));
+    }
 }
