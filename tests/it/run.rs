@@ -411,6 +411,13 @@ fn malformed_frames_and_bad_bytes_leave_the_agent_unharmed() {
         metric(api, "opsloop_log_parse_errors_total").is_some(),
         "unparsable lines are counted"
     );
+    // ... and reported as an event naming the source (one a minute, with a count).
+    let problems = wait_for("an input problem event", || {
+        let events = stored_events(api, "type=io.opsloop.log.input_problem");
+        (!events.is_empty()).then_some(events)
+    });
+    assert_eq!(problems[0]["subject"], "syslog");
+    assert!(problems[0]["data"]["count"].as_u64() >= Some(1));
     // The kernel dropped nothing, and says so; every line read went through the pipeline.
     assert_eq!(
         metric(api, "opsloop_syslog_udp_drops_total{source=\"syslog\"}"),

@@ -1,4 +1,4 @@
-//! Findings of the log loop as CloudEvents: [`rule_matched`], [`anomaly`].
+//! Findings of the log loop as CloudEvents: [`rule_matched`], [`anomaly`], [`input_problem`].
 //!
 //! The same constructors serve `opsloop inspect --emit events` and the agent, so an event
 //! looks the same whichever produced it.
@@ -68,6 +68,34 @@ pub fn rule_matched(
         data,
     )
     .with_fingerprint_key(&template_id.to_string())
+}
+
+/// `io.opsloop.log.input_problem`: `count` lines of an input did not fit its `format` (they
+/// were kept as raw messages) since the last such event; `line` and `example` are the first of
+/// them. Subject: the input.
+pub fn input_problem(
+    origin: &Origin<'_>,
+    format: &str,
+    count: u64,
+    line: u64,
+    example: &str,
+) -> Event {
+    let data = json!({
+        "kind": "unparsed_lines",
+        "input": origin.input,
+        "format": format,
+        "count": count,
+        "line": line,
+        "example": short(example),
+    });
+    Event::new(
+        types::LOG_INPUT_PROBLEM,
+        origin.source,
+        Some(origin.input),
+        opsloop_core::time::now_ms(),
+        data,
+    )
+    .with_fingerprint_key("unparsed_lines")
 }
 
 /// The event of an anomaly found at `rec`. Subject: the template id (or the input for

@@ -26,6 +26,8 @@ pub struct SourceSpec {
 
 /// Lines buffered to detect a stream's format.
 const DETECT_LINES: usize = 8;
+/// At most one `input_problem` event per source this often (the counter counts every line).
+const PROBLEM_EVERY: Duration = Duration::from_secs(60);
 
 struct SourceState {
     spec: SourceSpec,
@@ -33,6 +35,10 @@ struct SourceState {
     detecting: Vec<String>,
     lines: u64,
     last_line: Instant,
+    /// Lines that did not parse since the last `input_problem` event, and the first of them.
+    unparsed: u64,
+    unparsed_example: Option<(u64, String)>,
+    last_problem_event: Option<Instant>,
 }
 
 /// What one line did.
@@ -86,12 +92,19 @@ impl LogPipeline {
     /// Feeds one line of `source`; complete records' findings go to `out`.
     pub fn push_line(&mut self, source: &str, line: &str, out: &mut Vec<Event>) -> LineOutcome {
         let year = self.year;
-        let state = self.sources.entry(source.to_string()).or_insert_with(|| {
-            SourceState::new(SourceSpec {
-                format: None,
-                multiline: None,
-            })
-        });
+        if !self.sources.contains_key(source) {
+            // An undeclared source (API records name their own): detect its format.
+            self.sources.insert(
+                source.to_string(),
+                SourceState::new(SourceSpec {
+                    format: None,
+                    multiline: None,
+                }),
+            );
+        }
+        let Some(state) = self.sources.get_mut(source) else {
+            return LineOutcome::default();
+        };
         state.lines += 1;
         state.last_line = Instant::now();
         let number = state.lines;
@@ -138,10 +151,62 @@ impl LogPipeline {
                 }
             }
         };
-        if let Some(state) = self.sources.get_mut(source) {
-            state.joiner = Some(joiner);
+        let format = joiner.parser.format();
+        let Some(state) = self.sources.get_mut(source) else {
+            return outcome;
+        };
+        state.joiner = Some(joiner);
+        if outcome.parse_failed {
+            state.unparsed += 1;
+            if state.unparsed_example.is_none() {
+                state.unparsed_example = Some((number, line.to_string()));
+            }
+            self.report_unparsed(source, format, false, out);
         }
         outcome
+    }
+
+    /// Reports a source's unparsed lines as one `input_problem` event, at most once per
+    /// [`PROBLEM_EVERY`] unless `now`: the first at once, then counts.
+    fn report_unparsed(&mut self, source: &str, format: Format, now: bool, out: &mut Vec<Event>) {
+        let Some(state) = self.sources.get_mut(source) else {
+            return;
+        };
+        if state.unparsed == 0
+            || (!now
+                && state
+                    .last_problem_event
+                    .is_some_and(|t| t.elapsed() < PROBLEM_EVERY))
+        {
+            return;
+        }
+        let (line, example) = state.unparsed_example.take().unwrap_or_default();
+        let origin = Origin {
+            source: &self.event_source,
+            input: source,
+        };
+        out.push(events::input_problem(
+            &origin,
+            format.as_str(),
+            state.unparsed,
+            line,
+            &example,
+        ));
+        state.unparsed = 0;
+        state.last_problem_event = Some(Instant::now());
+    }
+
+    /// Reports what [`LogPipeline::report_unparsed`] still holds, for every source.
+    fn report_all_unparsed(&mut self, now: bool, out: &mut Vec<Event>) {
+        let pending: Vec<(String, Format)> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.unparsed > 0)
+            .filter_map(|(k, s)| Some((k.clone(), s.joiner.as_ref()?.parser.format())))
+            .collect();
+        for (name, format) in pending {
+            self.report_unparsed(&name, format, now, out);
+        }
     }
 
     /// Lines of `source` received but not yet processed: buffered for format detection or
@@ -184,6 +249,7 @@ impl LogPipeline {
         for name in quiet {
             self.flush_source(&name, out);
         }
+        self.report_all_unparsed(false, out);
     }
 
     /// Completes every pending record (shutdown).
@@ -192,6 +258,7 @@ impl LogPipeline {
         for name in names {
             self.flush_source(&name, out);
         }
+        self.report_all_unparsed(true, out);
     }
 
     fn flush_source(&mut self, name: &str, out: &mut Vec<Event>) {
@@ -310,6 +377,9 @@ impl SourceState {
             detecting: Vec::new(),
             lines: 0,
             last_line: Instant::now(),
+            unparsed: 0,
+            unparsed_example: None,
+            last_problem_event: None,
         }
     }
 
@@ -410,6 +480,49 @@ mod tests {
         assert!(
             out.iter()
                 .any(|e| e.subject.as_deref() == Some("connection-refused"))
+        );
+    }
+
+    #[test]
+    fn unparsed_lines_are_reported_once_then_counted() {
+        let mut p = pipeline();
+        p.add_source(
+            "api-json",
+            SourceSpec {
+                format: Some(Format::Json),
+                multiline: Some(false),
+            },
+        );
+        let mut out = Vec::new();
+        let problems = |out: &[Event]| -> Vec<(u64, u64, String)> {
+            out.iter()
+                .filter(|e| e.kind == "io.opsloop.log.input_problem")
+                .map(|e| {
+                    (
+                        e.data["count"].as_u64().unwrap_or(0),
+                        e.data["line"].as_u64().unwrap_or(0),
+                        e.data["example"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        };
+        p.push_line("api-json", r#"{"msg":"fine"}"#, &mut out);
+        p.push_line("api-json", "not json at all", &mut out);
+        assert_eq!(problems(&out), [(1, 2, "not json at all".to_string())]);
+        for _ in 0..5 {
+            p.push_line("api-json", "{broken", &mut out);
+        }
+        assert_eq!(problems(&out).len(), 1, "at most one event a minute");
+        p.flush_all(&mut out);
+        let all = problems(&out);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1], (5, 3, "{broken".to_string()), "the rest, counted");
+        assert_eq!(
+            out.iter()
+                .find(|e| e.kind == "io.opsloop.log.input_problem")
+                .and_then(|e| e.subject.clone())
+                .as_deref(),
+            Some("api-json")
         );
     }
 
