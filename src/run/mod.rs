@@ -102,20 +102,38 @@ pub fn run(args: RunArgs) -> Result<u8> {
 }
 
 fn api_token(config: &Config) -> Result<Option<String>> {
-    if let Ok(t) = std::env::var("OPSLOOP_API_TOKEN")
+    secret(
+        "OPSLOOP_API_TOKEN",
+        config.api.token.as_deref(),
+        config.api.token_file.as_deref(),
+        "api.token_file",
+    )
+}
+
+/// A secret from the environment variable `env` (when set and not blank), else `inline`, else
+/// the file `file` (the config field `field`), trimmed. Never logged.
+fn secret(
+    env: &str,
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+    field: &str,
+) -> Result<Option<String>> {
+    if let Ok(t) = std::env::var(env)
         && !t.trim().is_empty()
     {
         return Ok(Some(t.trim().to_string()));
     }
-    if let Some(t) = &config.api.token {
-        return Ok(Some(t.clone()));
+    if let Some(t) = inline {
+        return Ok(Some(t.to_string()));
     }
-    if let Some(path) = &config.api.token_file {
-        let t = std::fs::read_to_string(path)
-            .with_context(|| format!("api.token_file {}", path.display()))?;
-        return Ok(Some(t.trim().to_string()));
+    match file {
+        Some(path) => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("{field} {}", path.display()))?;
+            Ok(Some(t.trim().to_string()))
+        }
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 fn load_rules_of(config: &Config) -> Result<RuleSet> {
@@ -266,18 +284,12 @@ fn jetstream_options(nats: &NatsConfig) -> Result<JetStreamOptions> {
     options.duplicate_window = opsloop_core::time::parse_duration(&nats.duplicate_window)
         .map_err(|e| anyhow::anyhow!("bus.nats.duplicate_window: {e}"))?;
     options.replicas = nats.replicas;
-    options.token = match std::env::var("OPSLOOP_NATS_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-        _ => match &nats.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("bus.nats.token_file {}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        },
-    };
+    options.token = secret(
+        "OPSLOOP_NATS_TOKEN",
+        None,
+        nats.token_file.as_deref(),
+        "bus.nats.token_file",
+    )?;
     Ok(options)
 }
 

@@ -25,6 +25,8 @@ use tokio::task::JoinHandle;
 
 /// Largest syslog frame accepted (RFC 5425 asks receivers to take at least 8 KiB).
 const MAX_FRAME: usize = 64 * 1024;
+/// Longest line kept from stdin (as from files); the rest of it is skipped.
+const MAX_LINE: usize = 1 << 20;
 /// A batch is sent when it holds this many lines...
 const BATCH_LINES: usize = 512;
 /// ...or this many bytes. With the channel's capacity this bounds what waits for the pipeline.
@@ -640,8 +642,14 @@ async fn syslog_tcp(
                     Ok(b) => b[0],
                 };
                 if first.is_ascii_digit() {
+                    // At most 12 bytes of length: a peer sending digits forever is cut off.
                     let mut len_bytes = Vec::new();
-                    if reader.read_until(b' ', &mut len_bytes).await.is_err() {
+                    if (&mut reader)
+                        .take(12)
+                        .read_until(b' ', &mut len_bytes)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     let len: usize = match std::str::from_utf8(&len_bytes)
@@ -656,12 +664,9 @@ async fn syslog_tcp(
                         break;
                     }
                 } else {
-                    match reader.read_until(b'\n', &mut frame).await {
+                    match read_line_bounded(&mut reader, &mut frame, MAX_FRAME).await {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
-                    }
-                    if frame.len() > MAX_FRAME {
-                        frame.truncate(MAX_FRAME);
                     }
                 }
                 push_frame(&mut batch, &counters, &frame);
@@ -675,6 +680,33 @@ async fn syslog_tcp(
     }
 }
 
+/// Reads one line (through `\n`) into `buf`, keeping at most `max` bytes of it and skipping
+/// the rest, so input that never sends a newline cannot grow memory. Returns the bytes
+/// consumed, 0 at the end of the input.
+async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(consumed);
+        }
+        let end = available.iter().position(|&b| b == b'\n').map(|i| i + 1);
+        let chunk = &available[..end.unwrap_or(available.len())];
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        reader.consume(n);
+        consumed += n;
+        if end.is_some() {
+            return Ok(consumed);
+        }
+    }
+}
+
 async fn stdin_lines(source: Arc<str>, tx: mpsc::Sender<Input>, counters: SourceCounters) {
     let mut reader = BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
@@ -684,7 +716,7 @@ async fn stdin_lines(source: Arc<str>, tx: mpsc::Sender<Input>, counters: Source
         if reader.buffer().is_empty() && !send_batch(&tx, &mut batch).await {
             return;
         }
-        match reader.read_until(b'\n', &mut line).await {
+        match read_line_bounded(&mut reader, &mut line, MAX_LINE).await {
             Ok(0) | Err(_) => break,
             Ok(_) => push_frame(&mut batch, &counters, &line),
         }
@@ -700,6 +732,21 @@ mod tests {
     use super::wakes_tailer;
     use notify::EventKind;
     use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, ModifyKind};
+
+    #[tokio::test]
+    async fn lines_are_cut_at_the_limit_and_the_rest_skipped() {
+        let mut input: &[u8] = b"short\nthis one is far too long\nnext\nno newline at end";
+        let mut reader = tokio::io::BufReader::with_capacity(4, &mut input);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match super::read_line_bounded(&mut reader, &mut line, 8).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => lines.push(String::from_utf8_lossy(&line).into_owned()),
+            }
+        }
+        assert_eq!(lines, ["short\n", "this one", "next\n", "no newli"]);
+    }
 
     #[test]
     fn only_content_and_name_changes_wake_a_file_source() {

@@ -425,6 +425,16 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// A directory with `app.log`, and a tailer over `app.log*` reading from the beginning.
+    fn app_log_and_copies() -> (tempfile::TempDir, PathBuf, FileTailer) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join("app.log");
+        let glob = format!("{}/app.log*", dir.path().display());
+        let t = FileTailer::new(&[glob], &[], StartAt::Beginning, &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, log, t)
+    }
+
     fn collect(t: &mut FileTailer) -> Vec<String> {
         let mut out = Vec::new();
         t.poll(&mut |_, l| out.push(l.to_string()));
@@ -465,11 +475,7 @@ mod tests {
 
     #[test]
     fn copy_truncate_with_a_visible_copy_delivers_every_line_once() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let log = dir.path().join("app.log");
-        let glob = format!("{}/app.log*", dir.path().display());
-        let mut t = FileTailer::new(&[glob], &[], StartAt::Beginning, &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (dir, log, mut t) = app_log_and_copies();
         let mut got = Vec::new();
         for generation in 1..=3 {
             append(&log, &format!("g{generation} a\n"));
@@ -502,11 +508,7 @@ mod tests {
 
     #[test]
     fn a_copy_listed_after_the_truncation_is_not_read_again() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let log = dir.path().join("app.log");
-        let glob = format!("{}/app.log*", dir.path().display());
-        let mut t = FileTailer::new(&[glob], &[], StartAt::Beginning, &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (dir, log, mut t) = app_log_and_copies();
         append(&log, "old a\nold b\n");
         assert_eq!(collect(&mut t), ["old a", "old b"]);
         append(&log, "old c\n");
