@@ -54,6 +54,9 @@ pub struct Config {
     /// The agent's own traces (OTLP).
     #[serde(default)]
     pub traces: TracesConfig,
+    /// Redaction of secrets in log records.
+    #[serde(default)]
+    pub redact: RedactConfig,
 }
 
 fn default_listen() -> String {
@@ -77,10 +80,27 @@ pub struct ApiConfig {
     /// Largest accepted request body.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Most records one `POST /api/v1/logs` may carry; larger requests get 413 whole.
+    #[serde(default = "default_max_records")]
+    pub max_records_per_request: usize,
+    /// Log ingest requests served at once; more get 503 with `Retry-After`.
+    #[serde(default = "default_max_concurrent_ingest")]
+    pub max_concurrent_ingest: usize,
+    /// With a token set, `/metrics` needs it too.
+    #[serde(default)]
+    pub protect_metrics: bool,
 }
 
 fn default_max_body() -> u64 {
     10 << 20
+}
+
+fn default_max_records() -> usize {
+    100_000
+}
+
+fn default_max_concurrent_ingest() -> usize {
+    8
 }
 
 impl Default for ApiConfig {
@@ -89,6 +109,9 @@ impl Default for ApiConfig {
             token: None,
             token_file: None,
             max_body_bytes: default_max_body(),
+            max_records_per_request: default_max_records(),
+            max_concurrent_ingest: default_max_concurrent_ingest(),
+            protect_metrics: false,
         }
     }
 }
@@ -106,15 +129,18 @@ pub enum SourceConfig {
         /// Globs to skip.
         #[serde(default)]
         exclude: Vec<String>,
-        /// Parser name or `auto`.
-        #[serde(default = "auto")]
-        parser: String,
-        /// `auto`, `on` or `off`.
-        #[serde(default = "auto")]
-        multiline: String,
-        /// `end` or `beginning`, for files seen for the first time.
-        #[serde(default = "default_start_at")]
-        start_at: String,
+        /// How lines are parsed.
+        #[serde(default)]
+        parser: ParserKind,
+        /// Whether stack traces are joined to their first line.
+        #[serde(default)]
+        multiline: Multiline,
+        /// Where to start in a file seen for the first time.
+        #[serde(default)]
+        start_at: StartAt,
+        /// Longest line kept; the rest of a longer line is skipped and counted.
+        #[serde(default = "default_max_line")]
+        max_line_bytes: usize,
     },
     /// Syslog listeners.
     Syslog {
@@ -126,23 +152,109 @@ pub enum SourceConfig {
         /// TCP address.
         #[serde(default)]
         tcp: Option<String>,
+        /// Longest frame kept (RFC 5425 asks for at least 8 KiB); longer ones are cut and
+        /// counted.
+        #[serde(default = "default_max_frame")]
+        max_line_bytes: usize,
+        /// TCP connections served at once; more are refused and counted.
+        #[serde(default = "default_max_connections")]
+        max_connections: usize,
     },
     /// Standard input.
     Stdin {
         /// Unique name.
         name: String,
-        /// Parser name or `auto`.
-        #[serde(default = "auto")]
-        parser: String,
+        /// How lines are parsed.
+        #[serde(default)]
+        parser: ParserKind,
+        /// Longest line kept; the rest of a longer line is skipped and counted.
+        #[serde(default = "default_max_line")]
+        max_line_bytes: usize,
     },
 }
 
-fn auto() -> String {
-    "auto".into()
+fn default_max_line() -> usize {
+    1 << 20
 }
 
-fn default_start_at() -> String {
-    "end".into()
+fn default_max_frame() -> usize {
+    64 << 10
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+/// How a source's lines are parsed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParserKind {
+    /// Detected from the first lines.
+    #[default]
+    Auto,
+    /// The whole line is the message.
+    Raw,
+    /// One JSON object per line.
+    Json,
+    /// `key=value` pairs.
+    Logfmt,
+    /// RFC 3164 and RFC 5424.
+    Syslog,
+    /// nginx/Apache access logs.
+    Access,
+    /// Kubernetes klog.
+    Klog,
+    /// `timestamp level message`.
+    Plain,
+}
+
+/// Whether continuation lines (stack traces) are joined to their record. YAML 1.1 reads a
+/// bare `on`/`off` as a boolean, so booleans are accepted too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Multiline {
+    /// On for every parser but raw.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Multiline {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Multiline;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("auto, on or off")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Multiline, E> {
+                Ok(if v { Multiline::On } else { Multiline::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Multiline, E> {
+                match v {
+                    "auto" => Ok(Multiline::Auto),
+                    "on" | "true" => Ok(Multiline::On),
+                    "off" | "false" => Ok(Multiline::Off),
+                    other => Err(E::unknown_variant(other, &["auto", "on", "off"])),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Where to start reading a file seen for the first time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// Only what is written from now on.
+    #[default]
+    End,
+    /// The whole file.
+    Beginning,
 }
 
 impl SourceConfig {
@@ -152,6 +264,15 @@ impl SourceConfig {
             SourceConfig::File { name, .. }
             | SourceConfig::Syslog { name, .. }
             | SourceConfig::Stdin { name, .. } => name,
+        }
+    }
+
+    /// The longest line (or syslog frame) the source keeps.
+    pub fn max_line_bytes(&self) -> usize {
+        match self {
+            SourceConfig::File { max_line_bytes, .. }
+            | SourceConfig::Syslog { max_line_bytes, .. }
+            | SourceConfig::Stdin { max_line_bytes, .. } => *max_line_bytes,
         }
     }
 }
@@ -236,16 +357,16 @@ pub struct StoreConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// Maximum age (`7d`).
+    /// Maximum age (`7d`), by the time events were stored, not the time their lines name.
     #[serde(default = "default_max_age")]
-    pub max_age: String,
+    pub max_age: ConfigDuration,
     /// Maximum number of events.
     #[serde(default = "default_max_events")]
     pub max_events: u64,
 }
 
-fn default_max_age() -> String {
-    "7d".into()
+fn default_max_age() -> ConfigDuration {
+    ConfigDuration::days(7)
 }
 
 fn default_max_events() -> u64 {
@@ -265,22 +386,29 @@ impl Default for RetentionConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
-    /// `embedded` or `nats`.
-    #[serde(rename = "type", default = "default_bus")]
-    pub kind: String,
+    /// Which bus.
+    #[serde(rename = "type", default)]
+    pub kind: BusKind,
     /// NATS settings, for `nats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats: Option<NatsConfig>,
 }
 
-fn default_bus() -> String {
-    "embedded".into()
+/// Which event bus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process, with an outbox in the store.
+    #[default]
+    Embedded,
+    /// NATS JetStream (the outbox is forwarded to it).
+    Nats,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
         Self {
-            kind: default_bus(),
+            kind: BusKind::Embedded,
             nats: None,
         }
     }
@@ -297,11 +425,11 @@ pub struct NatsConfig {
     pub stream: String,
     /// How long the stream keeps events (`7d`).
     #[serde(default = "default_nats_max_age")]
-    pub max_age: String,
+    pub max_age: ConfigDuration,
     /// Window in which JetStream drops a republished event id (`10m`); it must cover the
     /// longest time an agent may take to republish after a crash.
     #[serde(default = "default_duplicate_window")]
-    pub duplicate_window: String,
+    pub duplicate_window: ConfigDuration,
     /// Stream replicas: 1 on a single server, 3 on a cluster.
     #[serde(default = "default_replicas")]
     pub replicas: usize,
@@ -314,12 +442,12 @@ fn default_stream() -> String {
     "OPSLOOP_EVENTS".into()
 }
 
-fn default_nats_max_age() -> String {
-    "7d".into()
+fn default_nats_max_age() -> ConfigDuration {
+    ConfigDuration::days(7)
 }
 
-fn default_duplicate_window() -> String {
-    "10m".into()
+fn default_duplicate_window() -> ConfigDuration {
+    ConfigDuration::minutes(10)
 }
 
 fn default_replicas() -> usize {
@@ -330,28 +458,157 @@ fn default_replicas() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// `human` or `json`.
-    #[serde(default = "default_log_format")]
-    pub format: String,
-    /// `error`, `warn`, `info`, `debug` or `trace`.
-    #[serde(default = "default_log_level")]
-    pub level: String,
+    /// Line format.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Least severe level written.
+    #[serde(default)]
+    pub level: LogLevel,
 }
 
-fn default_log_format() -> String {
-    "human".into()
+/// The agent's log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines (coloured only on a terminal).
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
-fn default_log_level() -> String {
-    "info".into()
+/// The agent's log level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default.
+    #[default]
+    Info,
+    /// Debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The lowercase name (a `tracing` filter directive).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: default_log_format(),
-            level: default_log_level(),
+            format: LogFormat::Human,
+            level: LogLevel::Info,
         }
+    }
+}
+
+/// Redaction of secrets in log records before they become events or stored examples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// On by default: passwords, tokens, API keys, `Authorization` headers, AWS access keys,
+    /// private keys and URL credentials are replaced by `<redacted>`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// More patterns: a regex whose first capture group (or whole match) is redacted.
+    #[serde(default)]
+    pub patterns: Vec<RedactPattern>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// One extra redaction pattern.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactPattern {
+    /// Name, for messages.
+    pub name: String,
+    /// The regex.
+    pub regex: String,
+}
+
+/// A duration written as `30s`, `5m`, `1h30m`, `7d` (units ms, s, m, h, d); checked when the
+/// file is read, so an out-of-range value is an error with its path, never a wrapped number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigDuration(std::time::Duration);
+
+impl ConfigDuration {
+    /// `n` days.
+    pub const fn days(n: u64) -> Self {
+        ConfigDuration(std::time::Duration::from_secs(n * 86_400))
+    }
+
+    /// `n` minutes.
+    pub const fn minutes(n: u64) -> Self {
+        ConfigDuration(std::time::Duration::from_secs(n * 60))
+    }
+
+    /// The duration.
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+
+    /// In milliseconds, saturating at `i64::MAX`.
+    pub fn as_millis_i64(self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+impl std::str::FromStr for ConfigDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_duration(s).map(ConfigDuration)
+    }
+}
+
+impl std::fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        let (n, unit) = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .into_iter()
+        .find(|(u, _)| ms > 0 && ms.is_multiple_of(*u))
+        .map_or((ms, "ms"), |(u, unit)| (ms / u, unit));
+        write!(f, "{n}{unit}")
+    }
+}
+
+impl Serialize for ConfigDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -404,20 +661,42 @@ pub enum ConfigError {
     /// Not valid YAML, or wrong shapes or types (the message has line and column).
     #[error("{0}")]
     Syntax(String),
+    /// A value of the wrong shape or type, at `path` (the message has line and column).
+    #[error("{path}: {message}")]
+    Shape {
+        /// Path of the value (`store.retention.max_age`; inside a source, the source).
+        path: String,
+        /// What is wrong, where.
+        message: String,
+    },
     /// Well-formed, but some values are wrong.
     #[error("{} problem(s): {}", .0.len(), .0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<ConfigProblem>),
 }
 
-const PARSERS: [&str; 9] = [
-    "auto", "raw", "json", "logfmt", "syslog", "access", "klog", "plain", "regex",
-];
-
 impl Config {
-    /// Parses and validates YAML text.
+    /// Parses and validates YAML text. A value of the wrong shape is an error naming its path
+    /// (`sources[0].parser`) and its line.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let mut path = String::new();
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                path = e.path().to_string();
+                e.into_inner()
+            })
+        });
+        let config: Config = match parsed {
+            Ok(c) => c,
+            Err(e) if path.is_empty() || path == "." => {
+                return Err(ConfigError::Syntax(e.to_string()));
+            }
+            Err(e) => {
+                return Err(ConfigError::Shape {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+        };
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -431,7 +710,8 @@ impl Config {
         Config::from_yaml(DEFAULT_CONFIG)
     }
 
-    /// Every problem in the configuration, each with its path.
+    /// Every problem the types cannot express (addresses, unique names, ranges), each with
+    /// its path.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
         let mut problem = |path: String, message: String| out.push(ConfigProblem { path, message });
@@ -447,11 +727,14 @@ impl Config {
         if self.api.token.as_deref().is_some_and(str::is_empty) {
             problem("api.token".into(), "empty token".into());
         }
-        if self.api.max_body_bytes == 0 {
-            problem(
-                "api.max_body_bytes".into(),
-                "must be greater than zero".into(),
-            );
+        for (field, value) in [
+            ("max_body_bytes", self.api.max_body_bytes as usize),
+            ("max_records_per_request", self.api.max_records_per_request),
+            ("max_concurrent_ingest", self.api.max_concurrent_ingest),
+        ] {
+            if value == 0 {
+                problem(format!("api.{field}"), "must be greater than zero".into());
+            }
         }
         let mut names = HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {
@@ -474,14 +757,18 @@ impl Config {
             } else if !names.insert(name.to_string()) {
                 problem(at("name"), format!("{name:?} is used by another source"));
             }
+            if !(MIN_LINE_BYTES..=MAX_LINE_BYTES).contains(&source.max_line_bytes()) {
+                problem(
+                    at("max_line_bytes"),
+                    format!(
+                        "{}: expected {MIN_LINE_BYTES} to {MAX_LINE_BYTES}",
+                        source.max_line_bytes()
+                    ),
+                );
+            }
             match source {
                 SourceConfig::File {
-                    include,
-                    exclude,
-                    parser,
-                    multiline,
-                    start_at,
-                    ..
+                    include, exclude, ..
                 } => {
                     if include.is_empty() {
                         problem(at("include"), "needs at least one path or glob".into());
@@ -496,23 +783,13 @@ impl Config {
                             problem(at(field), "empty path".into());
                         }
                     }
-                    if !PARSERS.contains(&parser.as_str()) || parser == "regex" {
-                        problem(at("parser"), format!("unknown parser {parser:?}"));
-                    }
-                    if !["auto", "on", "off"].contains(&multiline.as_str()) {
-                        problem(
-                            at("multiline"),
-                            format!("{multiline:?}: expected auto, on or off"),
-                        );
-                    }
-                    if !["end", "beginning"].contains(&start_at.as_str()) {
-                        problem(
-                            at("start_at"),
-                            format!("{start_at:?}: expected end or beginning"),
-                        );
-                    }
                 }
-                SourceConfig::Syslog { udp, tcp, .. } => {
+                SourceConfig::Syslog {
+                    udp,
+                    tcp,
+                    max_connections,
+                    ..
+                } => {
                     if udp.is_none() && tcp.is_none() {
                         problem(at("udp"), "set udp, tcp or both".into());
                     }
@@ -526,12 +803,11 @@ impl Config {
                             );
                         }
                     }
-                }
-                SourceConfig::Stdin { parser, .. } => {
-                    if !PARSERS.contains(&parser.as_str()) || parser == "regex" {
-                        problem(at("parser"), format!("unknown parser {parser:?}"));
+                    if *max_connections == 0 {
+                        problem(at("max_connections"), "must be greater than zero".into());
                     }
                 }
+                SourceConfig::Stdin { .. } => {}
             }
         }
         if self.miner.max_templates == 0 {
@@ -540,67 +816,48 @@ impl Config {
                 "must be greater than zero".into(),
             );
         }
-        if let Err(e) = parse_duration(&self.store.retention.max_age) {
-            problem("store.retention.max_age".into(), e);
+        if self.store.retention.max_age.get().is_zero() {
+            problem(
+                "store.retention.max_age".into(),
+                "must be greater than zero".into(),
+            );
         }
-        match self.bus.kind.as_str() {
-            "embedded" => {}
-            "nats" => match &self.bus.nats {
-                None => problem("bus.nats".into(), "bus type nats needs nats.url".into()),
-                Some(n) if !n.url.starts_with("nats://") && !n.url.starts_with("tls://") => {
+        match (self.bus.kind, &self.bus.nats) {
+            (BusKind::Embedded, _) => {}
+            (BusKind::Nats, None) => {
+                problem("bus.nats".into(), "bus type nats needs nats.url".into());
+            }
+            (BusKind::Nats, Some(n)) => {
+                if !n.url.starts_with("nats://") && !n.url.starts_with("tls://") {
                     problem(
                         "bus.nats.url".into(),
                         format!("{:?}: expected nats://HOST:PORT", n.url),
                     );
                 }
-                Some(n) => {
-                    if n.stream.is_empty()
-                        || n.stream
-                            .contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c))
-                    {
-                        problem(
-                            "bus.nats.stream".into(),
-                            format!(
-                                "{:?}: a stream name has no spaces, dots, *, > or slashes",
-                                n.stream
-                            ),
-                        );
-                    }
-                    for (field, value) in [
-                        ("max_age", &n.max_age),
-                        ("duplicate_window", &n.duplicate_window),
-                    ] {
-                        if let Err(e) = parse_duration(value) {
-                            problem(format!("bus.nats.{field}"), e);
-                        }
-                    }
-                    if n.replicas == 0 || n.replicas > 5 {
-                        problem(
-                            "bus.nats.replicas".into(),
-                            format!("{}: expected 1 to 5", n.replicas),
-                        );
-                    }
+                if n.stream.is_empty()
+                    || n.stream
+                        .contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c))
+                {
+                    problem(
+                        "bus.nats.stream".into(),
+                        format!(
+                            "{:?}: a stream name has no spaces, dots, *, > or slashes",
+                            n.stream
+                        ),
+                    );
                 }
-            },
-            other => problem(
-                "bus.type".into(),
-                format!("{other:?}: expected embedded or nats"),
-            ),
+                if n.replicas == 0 || n.replicas > 5 {
+                    problem(
+                        "bus.nats.replicas".into(),
+                        format!("{}: expected 1 to 5", n.replicas),
+                    );
+                }
+            }
         }
-        if !["human", "json"].contains(&self.log.format.as_str()) {
-            problem(
-                "log.format".into(),
-                format!("{:?}: expected human or json", self.log.format),
-            );
-        }
-        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
-            problem(
-                "log.level".into(),
-                format!(
-                    "{:?}: expected error, warn, info, debug or trace",
-                    self.log.level
-                ),
-            );
+        for (i, p) in self.redact.patterns.iter().enumerate() {
+            if p.regex.trim().is_empty() {
+                problem(format!("redact.patterns[{i}].regex"), "empty regex".into());
+            }
         }
         if let Some(endpoint) = &self.traces.otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
@@ -623,6 +880,11 @@ impl Config {
     }
 }
 
+/// The smallest `max_line_bytes` a source may set.
+pub const MIN_LINE_BYTES: usize = 256;
+/// The largest `max_line_bytes` a source may set: one line is held in memory whole.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,7 +898,7 @@ mod tests {
             matches!(&c.sources[1], SourceConfig::Syslog { udp: Some(u), .. } if u == "127.0.0.1:5514")
         );
         assert!(c.rules.builtin);
-        assert_eq!(c.bus.kind, "embedded");
+        assert_eq!(c.bus.kind, BusKind::Embedded);
     }
 
     #[test]
@@ -654,15 +916,12 @@ sources:
   - type: file
     name: app
     include: []
-    parser: yaml
   - type: syslog
     name: app
     udp: "localhost"
-store:
-  retention:
-    max_age: "forever"
+    max_connections: 0
 bus:
-  type: kafka
+  type: nats
 traces:
   otlp_endpoint: "collector:4317"
   sample_ratio: 2
@@ -674,11 +933,10 @@ traces:
         for expected in [
             "listen",
             "sources[0].include",
-            "sources[0].parser",
             "sources[1].name",
             "sources[1].udp",
-            "store.retention.max_age",
-            "bus.type",
+            "sources[1].max_connections",
+            "bus.nats",
             "traces.otlp_endpoint",
             "traces.sample_ratio",
         ] {
@@ -690,12 +948,89 @@ traces:
     }
 
     #[test]
+    fn a_value_of_the_wrong_kind_names_its_path_and_line() {
+        for (text, path, line) in [
+            (
+                "sources:\n  - type: file\n    name: a\n    include: [x]\n    parser: yaml\n",
+                // Inside a tagged source serde sees only the item: its path and first line.
+                "sources[0]",
+                "line 2",
+            ),
+            (
+                "store:\n  retention:\n    max_age: forever\n",
+                "store.retention.max_age",
+                "line 3",
+            ),
+            ("bus:\n  type: kafka\n", "bus.type", "line 2"),
+            ("log:\n  level: loud\n", "log.level", "line 2"),
+            (
+                "sources:\n  - type: file\n    name: a\n    include: [x]\n    start_at: middle\n",
+                "sources[0]",
+                "line 2",
+            ),
+        ] {
+            let Err(e @ ConfigError::Shape { .. }) = Config::from_yaml(text) else {
+                panic!("{text:?} should be rejected");
+            };
+            let msg = e.to_string();
+            assert!(msg.starts_with(path), "{msg}");
+            assert!(msg.contains(line), "{msg}");
+        }
+    }
+
+    #[test]
+    fn multiline_takes_on_and_off_bare_or_quoted() {
+        for (value, want) in [
+            ("on", Multiline::On),
+            ("off", Multiline::Off),
+            ("\"on\"", Multiline::On),
+            ("auto", Multiline::Auto),
+        ] {
+            let text = format!(
+                "sources:\n  - type: file\n    name: a\n    include: [x]\n    multiline: {value}\n"
+            );
+            let c = Config::from_yaml(&text).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert!(
+                matches!(&c.sources[0], SourceConfig::File { multiline, .. } if *multiline == want),
+                "{value}"
+            );
+        }
+        assert!(
+            Config::from_yaml(
+                "sources:\n  - type: file\n    name: a\n    include: [x]\n    multiline: maybe\n"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn durations_that_do_not_fit_are_rejected_not_wrapped() {
+        for text in [
+            "store:\n  retention:\n    max_age: 213503982335d\n",
+            "store:\n  retention:\n    max_age: 18446744073709552s\n",
+        ] {
+            let r = Config::from_yaml(text);
+            assert!(
+                matches!(&r, Err(ConfigError::Shape { path, .. }) if path == "store.retention.max_age"),
+                "{r:?}"
+            );
+        }
+        let c = Config::from_yaml("store:\n  retention:\n    max_age: 36h\n").unwrap();
+        assert_eq!(c.store.retention.max_age.get().as_secs(), 36 * 3600);
+        assert_eq!(c.store.retention.max_age.to_string(), "36h");
+    }
+
+    #[test]
     fn unknown_keys_and_types_are_syntax_errors_with_location() {
         let e = Config::from_yaml("listen: 127.0.0.1:1\nlisten_port: 3\n");
-        let Err(ConfigError::Syntax(msg)) = e else {
+        let Err(e @ (ConfigError::Syntax(_) | ConfigError::Shape { .. })) = e else {
             panic!("expected a syntax error")
         };
-        assert!(msg.contains("listen_port"), "{msg}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("listen_port") && msg.contains("line 2"),
+            "{msg}"
+        );
         assert!(Config::from_yaml("sources:\n  - type: ftp\n    name: x\n").is_err());
     }
 }

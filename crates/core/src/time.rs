@@ -20,7 +20,25 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Unix milliseconds of a civil date and time in UTC; `None` if a field is out of range.
+/// Whether `year` has a February 29 (proleptic Gregorian).
+pub fn is_leap_year(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+/// Days in `month` (1-12) of `year`; 0 for a month out of range.
+pub fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Unix milliseconds of a civil date and time in UTC; `None` if a field is out of range,
+/// including days the month does not have (Feb 30, Apr 31, Feb 29 of a common year): such a
+/// date is a corrupt line, not a day of the next month.
 pub fn civil_to_millis(
     year: i64,
     month: u32,
@@ -30,15 +48,95 @@ pub fn civil_to_millis(
     second: u32,
     millis: u32,
 ) -> Option<i64> {
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    if second > 60 || millis > 999 {
+    // Second 60 is a leap second, as syslog and ISO 8601 may write it.
+    if hour > 23 || minute > 59 || second > 60 || millis > 999 {
         return None;
     }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Some(secs * 1000 + i64::from(millis))
+}
+
+/// The UTC civil year a time falls in, with the bounds callers cache to avoid recomputing it
+/// for every line: the year stays valid while `start_ms <= t < end_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CivilYear {
+    /// The year.
+    pub year: i64,
+    /// Its first millisecond (Jan 1 00:00:00.000 UTC).
+    pub start_ms: i64,
+    /// The first millisecond of the next year.
+    pub end_ms: i64,
+}
+
+impl CivilYear {
+    /// The year `ms` falls in.
+    pub fn of(ms: i64) -> CivilYear {
+        let (year, _, _) = civil_from_days(ms.div_euclid(86_400_000));
+        CivilYear {
+            year,
+            start_ms: days_from_civil(year, 1, 1) * 86_400_000,
+            end_ms: days_from_civil(year + 1, 1, 1) * 86_400_000,
+        }
+    }
+
+    /// Whether `ms` falls in this year.
+    pub fn contains(&self, ms: i64) -> bool {
+        (self.start_ms..self.end_ms).contains(&ms)
+    }
+}
+
+/// A source of the current time, injectable so that code depending on time can be tested
+/// across long uptimes and New Year without waiting.
+pub trait Clock: Send + Sync {
+    /// Now, as Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// A clock that moves only when told: for tests (here and in other crates), simulations and
+/// replays.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock standing at `ms`.
+    pub fn new(ms: i64) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicI64::new(ms))
+    }
+
+    /// Moves the clock to `ms` (also backwards, as a wall clock may be stepped).
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `by` (saturating).
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let _ = self.0.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |now| Some(now.saturating_add(ms)),
+        );
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// The month number of a three-letter English month name, ignoring case.
@@ -158,40 +256,58 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Parses `500ms`, `30s`, `5m`, `2h`, `1d`, or combinations like `1h30m`.
+/// The longest duration [`parse_duration`] accepts: 100 years of 365.25 days. Longer values
+/// are configuration mistakes, and every duration then fits an `i64` of milliseconds (which
+/// callers add to timestamps) with room to spare.
+pub const MAX_DURATION_MS: u64 = 36_525 * 86_400_000;
+
+/// Parses `500ms`, `30s`, `5m`, `2h`, `1d`, or combinations like `1h30m`; at most
+/// [`MAX_DURATION_MS`] (100 years) in all, anything longer is an error rather than a wrap.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let out_of_range = || format!("duration {s:?} is out of range (at most 100 years, 36525d)");
+    let b = s.trim().as_bytes();
     let mut total = 0u64;
-    let mut num = String::new();
-    let b = s.trim();
-    let mut chars = b.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        let mut n = 0u64;
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(c - b'0')))
+                .ok_or_else(out_of_range)?;
+            i += 1;
         }
-        let mut unit = c.to_string();
-        if c == 'm' && chars.peek() == Some(&'s') {
-            chars.next();
-            unit.push('s');
+        if i == start {
+            return Err(format!("invalid duration {s:?} (e.g. 30s, 5m, 1h)"));
         }
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        num.clear();
-        total += n * match unit.as_str() {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => {
+        let scale = match (b.get(i), b.get(i + 1)) {
+            (Some(b'm'), Some(b's')) => {
+                i += 2;
+                1
+            }
+            (Some(b's'), _) => 1000,
+            (Some(b'm'), _) => 60_000,
+            (Some(b'h'), _) => 3_600_000,
+            (Some(b'd'), _) => 86_400_000,
+            (None, _) => return Err(format!("invalid duration {s:?} (e.g. 30s, 5m, 1h)")),
+            (Some(_), _) => {
+                let unit = s.trim()[i..].chars().next().unwrap_or(' ');
                 return Err(format!(
                     "invalid duration unit {unit:?} in {s:?} (ms, s, m, h, d)"
                 ));
             }
         };
-        any = true;
+        if scale != 1 {
+            i += 1;
+        }
+        total = n
+            .checked_mul(scale)
+            .and_then(|ms| total.checked_add(ms))
+            .filter(|&t| t <= MAX_DURATION_MS)
+            .ok_or_else(out_of_range)?;
     }
-    if !num.is_empty() || !any {
+    if b.is_empty() {
         return Err(format!("invalid duration {s:?} (e.g. 30s, 5m, 1h)"));
     }
     Ok(std::time::Duration::from_millis(total))
@@ -220,5 +336,89 @@ mod tests {
         let ms = civil_to_millis(2026, 11, 23, 12, 34, 56, 789).unwrap_or_default();
         assert_eq!(format_rfc3339(ms), "2026-11-23T12:34:56.789Z");
         assert_eq!(month_from_abbrev(b"Dec"), Some(12));
+    }
+
+    #[test]
+    fn impossible_days_are_rejected_not_rolled_over() {
+        assert_eq!(civil_to_millis(2025, 2, 30, 0, 0, 0, 0), None);
+        assert_eq!(civil_to_millis(2025, 4, 31, 0, 0, 0, 0), None);
+        assert_eq!(
+            civil_to_millis(2025, 2, 29, 0, 0, 0, 0),
+            None,
+            "common year"
+        );
+        assert_eq!(civil_to_millis(1900, 2, 29, 0, 0, 0, 0), None, "century");
+        assert!(
+            civil_to_millis(2024, 2, 29, 0, 0, 0, 0).is_some(),
+            "leap year"
+        );
+        assert!(
+            civil_to_millis(2000, 2, 29, 0, 0, 0, 0).is_some(),
+            "400th year"
+        );
+        assert!(civil_to_millis(2025, 4, 30, 23, 59, 60, 999).is_some());
+        assert!(civil_to_millis(2025, 12, 31, 0, 0, 0, 0).is_some());
+        assert_eq!(parse_iso8601(b"2025-02-30T00:00:00Z"), None);
+        assert_eq!(parse_iso8601(b"2025-04-31 10:00:00"), None);
+        // Every day the months have still round-trips.
+        for year in [1999, 2000, 2024, 2100] {
+            for month in 1..=12 {
+                for day in 1..=days_in_month(year, month) {
+                    let ms = civil_to_millis(year, month, day, 0, 0, 0, 0).unwrap_or(-1);
+                    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+                    assert_eq!((y, m, d), (year, month, day));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let ms = |s: &str| parse_duration(s).map(|d| d.as_millis());
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms(" 1h30m "), Ok(5_400_000));
+        assert_eq!(ms("1d2s"), Ok(86_402_000));
+        assert_eq!(ms("36525d"), Ok(u128::from(MAX_DURATION_MS)));
+        for bad in ["", "5", "m", "5x", "1h 2m", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn huge_durations_are_errors_not_wraps() {
+        // Both once wrapped in release builds (to 384 ms and 9.6 h) and panicked in debug.
+        for s in [
+            "18446744073709552s",
+            "213503982335d",
+            "99999999999999999999999ms",
+            "36526d",
+            "36525d1ms",
+            "18446744073709551615ms18446744073709551615ms",
+        ] {
+            let e = parse_duration(s).err().unwrap_or_default();
+            assert!(e.contains("out of range"), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn civil_year_bounds() {
+        let y = CivilYear::of(civil_to_millis(2024, 7, 1, 0, 0, 0, 0).unwrap_or_default());
+        assert_eq!(y.year, 2024);
+        assert_eq!(Some(y.start_ms), civil_to_millis(2024, 1, 1, 0, 0, 0, 0));
+        assert_eq!(Some(y.end_ms), civil_to_millis(2025, 1, 1, 0, 0, 0, 0));
+        assert!(y.contains(y.end_ms - 1) && !y.contains(y.end_ms) && y.contains(y.start_ms));
+        assert_eq!(CivilYear::of(-1).year, 1969);
+    }
+
+    #[test]
+    fn manual_clock() {
+        let c = ManualClock::new(1000);
+        c.advance(std::time::Duration::from_millis(500));
+        assert_eq!(c.now_ms(), 1500);
+        c.set(7);
+        assert_eq!(c.now_ms(), 7);
+        c.advance(std::time::Duration::MAX);
+        assert_eq!(c.now_ms(), i64::MAX);
+        assert!(SystemClock.now_ms() > 0);
     }
 }
