@@ -1,190 +1,51 @@
 //! The HTTP API: [`router`] builds it from an [`ApiState`].
 //!
-//! Versioned JSON under `/api/v1`, errors as `{"error": {"code", "message"}}`:
+//! Endpoints, JSON under `/api/v1`:
 //! - `GET /healthz`, `GET /readyz` (503 until the agent says it is ready), `GET /metrics`
-//!   (Prometheus/OpenMetrics text from [`AgentMetrics`]);
-//! - `GET /api/v1/events` (filters `type`, `subject`, `since`, `until` RFC 3339; `cursor`,
-//!   `limit`), `GET /api/v1/templates`, `GET /api/v1/rules`;
-//! - `POST /api/v1/logs`: NDJSON or a JSON array of objects with `message` (or `msg`, `log`);
-//!   bodies over the limit get 413; with a token set, `Authorization: Bearer` is required.
+//!   (OpenMetrics text from [`AgentMetrics`], which lives in `opsloop-metrics` and is
+//!   re-exported here);
+//! - `GET /api/v1/events` (filters `type`, `subject`; `since`, `until` RFC 3339 times in years
+//!   0000..=9999 naming real calendar days, compared as instants; `cursor` ≥ 0; `limit`),
+//!   `GET /api/v1/templates`, `GET /api/v1/rules`;
+//! - `POST /api/v1/logs`: NDJSON (a leading UTF-8 BOM is skipped) or a JSON array of objects
+//!   with `message` (or `msg`, `log`), see the `ingest` module. The answer is 202 (400 when
+//!   every record was rejected) with `accepted`, `rejected` (counts) and `rejections` (index and
+//!   reason of the first 10 rejected records).
+//!
+//! Authentication: with [`ApiState::token`] set, every endpoint but `/healthz` and `/readyz`
+//! requires `Authorization: Bearer <token>` (compared in constant time), and so does
+//! `/metrics` when [`ApiState::protect_metrics`] is set; without a token everything is open.
+//! A missing or wrong token gets 401 with `WWW-Authenticate: Bearer`.
+//!
+//! Limits on `POST /api/v1/logs`: a body over [`ApiState::max_body_bytes`] gets 413 (at once
+//! when `Content-Length` announces it); more than [`ApiState::max_records_per_request`]
+//! records get 413 `too_many_records` and nothing is accepted, so the client can split and
+//! resend; beyond [`ApiState::max_concurrent_ingest`] requests in flight, 503 with
+//! `Retry-After: 1` (counted in `opsloop_ingest_throttled_requests_total`). Accepted records
+//! go into [`ApiState::ingest`] as they are parsed, waiting when the pipeline is full.
+//!
+//! Errors: every error, including axum's own (bad query strings, unknown routes 404, wrong
+//! methods 405, bodies too large 413), is `{"error": {"code", "message"}}` as
+//! `application/json`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use opsloop_core::ingest::IngestedRecord;
+pub use opsloop_metrics::{AgentMetrics, Counter, RuleLabel, SourceLabel, TaskLabel};
 use opsloop_store::{EventQuery, Store};
-use prometheus_client::encoding::EncodeLabelSet;
-/// The counter type of [`AgentMetrics`], for callers that keep a labelled child.
-pub use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
-
-/// Labels naming a source.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabel {
-    /// Source name.
-    pub source: String,
-}
-
-/// Labels naming a rule.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuleLabel {
-    /// Rule id.
-    pub rule: String,
-}
-
-/// The agent's own metrics, all in one registry, named after Prometheus conventions.
-pub struct AgentMetrics {
-    registry: Registry,
-    /// Lines read per source.
-    pub lines_read: Family<SourceLabel, Counter>,
-    /// Bytes read per source.
-    pub bytes_read: Family<SourceLabel, Counter>,
-    /// Lines through the pipeline per source (behind `lines_read` by what is queued).
-    pub lines_processed: Family<SourceLabel, Counter>,
-    /// Datagrams the kernel dropped on a syslog UDP socket, per source.
-    pub udp_drops: Family<SourceLabel, Counter>,
-    /// Lines that did not parse, per source.
-    pub parse_errors: Family<SourceLabel, Counter>,
-    /// Live templates.
-    pub templates: Gauge,
-    /// Rule hits per rule.
-    pub rule_hits: Family<RuleLabel, Counter>,
-    /// Events published on the bus.
-    pub events_published: Counter,
-    /// Events published but not yet acknowledged by the slowest consumer.
-    pub bus_lag: Gauge,
-    /// Events the JetStream relay forwarded (duplicates not counted).
-    pub bus_forwarded: Counter,
-    /// Failed attempts to reach or publish to JetStream.
-    pub bus_forward_failures: Counter,
-    /// Configuration reloads applied.
-    pub config_reloads: Counter,
-    /// Configuration reloads rejected.
-    pub config_reload_failures: Counter,
-    /// Records accepted by `POST /api/v1/logs`.
-    pub ingested: Counter,
-    /// Records rejected by `POST /api/v1/logs`.
-    pub ingest_rejected: Counter,
-}
-
-impl Default for AgentMetrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("opsloop");
-        let m = AgentMetrics {
-            lines_read: Family::default(),
-            bytes_read: Family::default(),
-            parse_errors: Family::default(),
-            templates: Gauge::default(),
-            rule_hits: Family::default(),
-            lines_processed: Family::default(),
-            udp_drops: Family::default(),
-            events_published: Counter::default(),
-            bus_lag: Gauge::default(),
-            bus_forwarded: Counter::default(),
-            bus_forward_failures: Counter::default(),
-            config_reloads: Counter::default(),
-            config_reload_failures: Counter::default(),
-            ingested: Counter::default(),
-            ingest_rejected: Counter::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "log_lines_read",
-            "Log lines read, per source",
-            m.lines_read.clone(),
-        );
-        registry.register(
-            "log_bytes_read",
-            "Log bytes read, per source",
-            m.bytes_read.clone(),
-        );
-        registry.register(
-            "log_lines_processed",
-            "Log lines through parsing, mining and rules, per source",
-            m.lines_processed.clone(),
-        );
-        registry.register(
-            "syslog_udp_drops",
-            "Syslog datagrams the kernel dropped because the socket buffer was full, per source",
-            m.udp_drops.clone(),
-        );
-        registry.register(
-            "log_parse_errors",
-            "Log lines that did not parse, per source",
-            m.parse_errors.clone(),
-        );
-        registry.register("log_templates", "Live log templates", m.templates.clone());
-        registry.register(
-            "log_rule_hits",
-            "Log rule hits, per rule",
-            m.rule_hits.clone(),
-        );
-        registry.register(
-            "events_published",
-            "Events published on the bus",
-            m.events_published.clone(),
-        );
-        registry.register(
-            "bus_lag_events",
-            "Events not yet acknowledged by the slowest consumer",
-            m.bus_lag.clone(),
-        );
-        registry.register(
-            "bus_forwarded_events",
-            "Events forwarded from the outbox to NATS JetStream",
-            m.bus_forwarded.clone(),
-        );
-        registry.register(
-            "bus_forward_failures",
-            "Failed attempts to reach or publish to NATS JetStream",
-            m.bus_forward_failures.clone(),
-        );
-        registry.register(
-            "config_reloads",
-            "Configuration reloads applied",
-            m.config_reloads.clone(),
-        );
-        registry.register(
-            "config_reload_failures",
-            "Configuration reloads rejected",
-            m.config_reload_failures.clone(),
-        );
-        registry.register(
-            "ingest_records",
-            "Records accepted by the log ingest API",
-            m.ingested.clone(),
-        );
-        registry.register(
-            "ingest_rejected_records",
-            "Records rejected by the log ingest API",
-            m.ingest_rejected.clone(),
-        );
-        AgentMetrics { registry, ..m }
-    }
-}
-
-impl AgentMetrics {
-    /// The exposition text.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
-    }
-}
 
 /// A rule as the API lists it.
 #[derive(Clone, Debug, Serialize)]
@@ -210,43 +71,108 @@ pub struct ApiState {
     pub metrics: Arc<AgentMetrics>,
     /// Set once store and sources are up.
     pub ready: Arc<AtomicBool>,
-    /// Bearer token for ingest and mutating endpoints.
+    /// Bearer token every endpoint but `/healthz` and `/readyz` (and `/metrics`, unless
+    /// `protect_metrics`) requires; `None` leaves the API open.
     pub token: Option<Arc<str>>,
+    /// With a token set, whether `/metrics` requires it too.
+    pub protect_metrics: bool,
     /// The rules and their hits, as of now.
     pub rules: Arc<dyn Fn() -> Vec<RuleInfo> + Send + Sync>,
     /// Where ingested records go (bounded: a full pipeline slows senders down).
     pub ingest: mpsc::Sender<IngestedRecord>,
-    /// Largest accepted body.
+    /// Largest accepted ingest body, in bytes.
     pub max_body_bytes: usize,
+    /// Most records one ingest request may carry (0 counts as 1); a request with more is
+    /// refused whole with 413, so that the client can split it and resend all of it.
+    pub max_records_per_request: usize,
+    /// Most ingest requests handled at once (0 counts as 1); more are refused with 503 and
+    /// `Retry-After: 1` rather than queued.
+    pub max_concurrent_ingest: usize,
 }
 
-/// An API error: status, code, message.
+/// An API error: status, code, message. Rendered as the documented JSON error.
+#[derive(Debug)]
 struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.1, "message": self.2}});
-        (self.0, axum::Json(body)).into_response()
+        let mut response = (self.0, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self.0 {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // Every 503 of the API is transient (a full ingest or a restart).
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}
+
+/// The error code of a status, for errors axum raises itself (routing, extractors).
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
     }
 }
 
 /// The API router.
 pub fn router(state: ApiState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    // One semaphore per router: the limit holds across all connections it serves.
+    let ingest_slots = Arc::new(Semaphore::new(
+        state.max_concurrent_ingest.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let ingest = move |State(s): State<ApiState>, request: Request| {
+        let slots = Arc::clone(&ingest_slots);
+        async move { ingest_logs(s, slots, request).await }
+    };
+    let mut open = Router::new()
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    let mut guarded = Router::new()
         .route("/api/v1/events", get(events))
         .route("/api/v1/templates", get(templates))
         .route("/api/v1/rules", get(rules))
         .route(
             "/api/v1/logs",
-            post(ingest_logs).layer(DefaultBodyLimit::max(limit)),
-        )
+            post(ingest).layer(DefaultBodyLimit::max(limit)),
+        );
+    if state.protect_metrics {
+        guarded = guarded.route("/metrics", get(metrics));
+    } else {
+        open = open.route("/metrics", get(metrics));
+    }
+    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
+    open.merge(guarded)
         .route_layer(axum::middleware::from_fn(request_span))
         .fallback(|| async {
             ApiError(
@@ -255,12 +181,13 @@ pub fn router(state: ApiState) -> Router {
                 "no such endpoint".into(),
             )
         })
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
 }
 
 /// One span per request, named after the route (`GET /api/v1/events`, never the raw path, so
 /// that names stay few), with the OpenTelemetry HTTP attributes.
-async fn request_span(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn request_span(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -278,6 +205,48 @@ async fn request_span(request: axum::extract::Request, next: axum::middleware::N
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response
+}
+
+/// Turns errors that axum answers itself in plain text (a wrong method, a rejected extractor)
+/// into the documented JSON error, keeping their status and headers (`Allow`).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is not worth echoing.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let (fresh, body) = ApiError(status, code_for(status), message)
+        .into_response()
+        .into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(fresh.headers);
+    Response::from_parts(parts, body)
+}
+
+async fn require_token(State(s): State<ApiState>, request: Request, next: Next) -> Response {
+    match authorize(&s, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
@@ -303,6 +272,10 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
+fn query_error(r: QueryRejection) -> ApiError {
+    ApiError(r.status(), code_for(r.status()), r.body_text())
+}
+
 #[derive(Deserialize)]
 struct EventParams {
     #[serde(rename = "type")]
@@ -314,40 +287,77 @@ struct EventParams {
     limit: Option<usize>,
 }
 
-fn time_param(name: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
-    match v {
-        None => Ok(None),
-        Some(t) => opsloop_core::time::parse_iso8601(t.as_bytes())
-            .map(|x| Some(x.0))
-            .ok_or_else(|| {
-                ApiError(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("{name}: {t:?} is not an RFC 3339 time"),
-                )
-            }),
+/// The first millisecond a time filter may name: 0000-01-01T00:00:00.000Z.
+const MIN_QUERY_MS: i64 = -62_167_219_200_000;
+/// The last millisecond a time filter may name: 9999-12-31T23:59:59.999Z.
+const MAX_QUERY_MS: i64 = 253_402_300_799_999;
+
+/// Reads an RFC 3339 time filter as Unix ms: the whole value must be the time, name a real
+/// calendar day and fall in years 0000..=9999 (after its offset). Leap seconds are refused:
+/// stored times never have one, and `:60` on the last day of 9999 would leave the range.
+fn query_time(t: &str) -> Result<i64, &'static str> {
+    const NOT_RFC3339: &str = "is not an RFC 3339 time (like 2026-01-31T12:00:00Z)";
+    let b = t.as_bytes();
+    let date = (
+        opsloop_core::time::digits(b, 0, 4),
+        opsloop_core::time::digits(b, 5, 2),
+        opsloop_core::time::digits(b, 8, 2),
+    );
+    let (Some(y), Some(m), Some(d)) = date else {
+        return Err(NOT_RFC3339);
+    };
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return Err(NOT_RFC3339);
     }
+    // Checked here, not left to the parser, so that Feb 30 is refused rather than read as a
+    // day of March whatever the parser does.
+    let real_day = match (i16::try_from(y), i8::try_from(m), i8::try_from(d)) {
+        (Ok(y), Ok(m), Ok(d)) => jiff::civil::Date::new(y, m, d).is_ok(),
+        _ => false,
+    };
+    if !real_day {
+        return Err("is not a calendar date");
+    }
+    if b.get(16) == Some(&b':') && opsloop_core::time::digits(b, 17, 2) == Some(60) {
+        return Err("has a leap second (second 60)");
+    }
+    match opsloop_core::time::parse_iso8601(b) {
+        Some((ms, used)) if used == b.len() => {
+            if (MIN_QUERY_MS..=MAX_QUERY_MS).contains(&ms) {
+                Ok(ms)
+            } else {
+                Err("is outside years 0000..=9999")
+            }
+        }
+        _ => Err(NOT_RFC3339),
+    }
+}
+
+fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
+    v.map(|t| query_time(t).map_err(|why| bad_request(format!("{name}: {t:?} {why}"))))
+        .transpose()
 }
 
 async fn events(
     State(s): State<ApiState>,
-    Query(p): Query<EventParams>,
+    query: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(p) = query.map_err(query_error)?;
     let after = match &p.cursor {
         None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("cursor: {c:?} is not a cursor"),
-            )
-        })?),
+        Some(c) => Some(
+            c.parse::<i64>()
+                .ok()
+                .filter(|c| *c >= 0)
+                .ok_or_else(|| bad_request(format!("cursor: {c:?} is not a cursor")))?,
+        ),
     };
+    // Filtering is numeric: the store compares `time_ms` integers, never RFC 3339 strings.
     let query = EventQuery {
         kind: p.kind,
         subject: p.subject,
-        since_ms: time_param("since", &p.since)?,
-        until_ms: time_param("until", &p.until)?,
+        since_ms: time_param("since", p.since.as_deref())?,
+        until_ms: time_param("until", p.until.as_deref())?,
         after,
         limit: p.limit,
     };
@@ -359,8 +369,8 @@ async fn events(
         guard.events(&query).map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(internal)?;
     Ok(axum::Json(json!({
         "events": page.events,
         "next_cursor": page.next.map(|n| n.to_string()),
@@ -375,8 +385,9 @@ struct TemplateParams {
 
 async fn templates(
     State(s): State<ApiState>,
-    Query(p): Query<TemplateParams>,
+    query: Result<Query<TemplateParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(p) = query.map_err(query_error)?;
     let store = Arc::clone(&s.store);
     let limit = p.limit.unwrap_or(100).clamp(1, 10_000);
     let list = tokio::task::spawn_blocking(move || {
@@ -386,8 +397,8 @@ async fn templates(
         guard.templates(limit).map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(internal)?;
     let list: Vec<_> = list
         .into_iter()
         .map(|t| {
@@ -407,19 +418,28 @@ async fn rules(State(s): State<ApiState>) -> Response {
     axum::Json(json!({"rules": (s.rules)()})).into_response()
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares in time that depends only on the length of `secret`, never on where or whether
+/// `given` differs: no early return on a length mismatch or a differing byte.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    let mut diff = given.len() ^ secret.len();
+    for (i, s) in secret.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(0);
+        diff |= usize::from(g ^ s);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 fn authorize(s: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &s.token else {
         return Ok(());
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1).
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
     match given {
         Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(()),
         _ => Err(ApiError(
@@ -430,75 +450,110 @@ fn authorize(s: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn ingest_logs(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, ApiError> {
-    authorize(&s, &headers)?;
-    let body = body.map_err(|r| {
-        let status = r.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "bad_request"
-        };
-        ApiError(status, code, r.body_text())
-    })?;
-    let now = opsloop_core::time::now_ms();
-    let trimmed = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .map_or(&body[..0], |i| &body[i..]);
-    let values: Vec<Result<serde_json::Value, String>> = if trimmed.starts_with(b"[") {
-        match serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
-            Ok(v) => v.into_iter().map(Ok).collect(),
-            Err(e) => {
-                return Err(ApiError(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("invalid JSON array: {e}"),
-                ));
-            }
-        }
-    } else {
-        trimmed
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .map(|l| serde_json::from_slice(l).map_err(|e| e.to_string()))
-            .collect()
-    };
-    let mut accepted = 0u64;
-    let mut rejected = Vec::new();
-    for (index, v) in values.into_iter().enumerate() {
-        let rec = v.and_then(|v| IngestedRecord::from_json(v, now).map_err(|e| e.to_string()));
-        match rec {
-            Ok(rec) => {
-                if s.ingest.send(rec).await.is_err() {
-                    return Err(ApiError(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the pipeline is shutting down".into(),
-                    ));
-                }
-                accepted += 1;
-            }
-            Err(error) => rejected.push(json!({"index": index, "error": error})),
-        }
+/// The length the request announces, when it announces one; `u64::MAX` for a number too large
+/// to read (it is over any limit all the same).
+fn announced_length(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    s.metrics.ingested.inc_by(accepted);
-    s.metrics.ingest_rejected.inc_by(rejected.len() as u64);
-    let status = if accepted == 0 && !rejected.is_empty() {
+    Some(v.parse().unwrap_or(u64::MAX))
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is over the limit of {limit} bytes"),
+    )
+}
+
+async fn ingest_logs(
+    s: ApiState,
+    slots: Arc<Semaphore>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    // Refused before a byte of the body is read.
+    if announced_length(request.headers()).is_some_and(|n| n > s.max_body_bytes as u64) {
+        return Err(too_large(s.max_body_bytes));
+    }
+    let Ok(permit) = slots.try_acquire_owned() else {
+        s.metrics.ingest_throttled.inc();
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many ingest requests in flight; retry shortly".into(),
+        ));
+    };
+    let body = Bytes::from_request(request, &s).await.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(s.max_body_bytes)
+        } else {
+            ApiError(status, code_for(status), r.body_text())
+        }
+    })?;
+    let max_records = s.max_records_per_request.max(1);
+    let now = opsloop_core::time::now_ms();
+    let tx = s.ingest.clone();
+    // Parsing is CPU work and forwarding blocks on a full pipeline: both stay off the async
+    // workers. The permit goes along, so a client that hangs up frees no slot early.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        ingest::forward(&body, max_records, now, &tx)
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?;
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(ingest::Refused::TooMany) => {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_records",
+                format!(
+                    "more than {max_records} records in one request; nothing was accepted, \
+                     split the request"
+                ),
+            ));
+        }
+        Err(ingest::Refused::Invalid(e)) => return Err(bad_request(e)),
+        Err(ingest::Refused::Closed(partial)) => {
+            s.metrics.ingested.inc_by(partial.accepted);
+            s.metrics.ingest_rejected.inc_by(partial.rejected);
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "the pipeline is shutting down ({} records were accepted first)",
+                    partial.accepted
+                ),
+            ));
+        }
+    };
+    s.metrics.ingested.inc_by(summary.accepted);
+    s.metrics.ingest_rejected.inc_by(summary.rejected);
+    let status = if summary.accepted == 0 && summary.rejected > 0 {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::ACCEPTED
     };
+    let rejections: Vec<_> = summary
+        .first_rejections
+        .iter()
+        .map(|(index, error)| json!({"index": index, "error": error}))
+        .collect();
     Ok((
         status,
-        axum::Json(json!({"accepted": accepted, "rejected": rejected})),
+        axum::Json(json!({
+            "accepted": summary.accepted,
+            "rejected": summary.rejected,
+            "rejections": rejections,
+        })),
     )
         .into_response())
 }
+
+mod ingest;
 
 #[cfg(test)]
 mod tests;
