@@ -112,6 +112,12 @@ impl JetStreamBus {
         })
     }
 
+    /// The JetStream context (tests reach the server through it).
+    #[cfg(test)]
+    pub(crate) fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+
     /// The subject an event is published on.
     pub fn subject(event: &Event) -> String {
         format!("{SUBJECT_PREFIX}.{}", event.kind)
@@ -236,7 +242,15 @@ impl Subscription for JetStreamSubscription {
             while out.len() < max.max(1) {
                 match self.messages.next().now_or_never() {
                     Some(Some(Ok(m))) => out.extend(self.accept(m).await),
-                    Some(Some(Err(e))) => return Err(nats_error("consume", e)),
+                    Some(Some(Err(e))) if out.is_empty() => {
+                        return Err(nats_error("consume", e));
+                    }
+                    // The deliveries taken are pending: returning the error instead would hide
+                    // them from the caller, and its next ack would acknowledge them unseen.
+                    Some(Some(Err(e))) => {
+                        tracing::warn!(error = %e, "jetstream consume error after a partial batch");
+                        break;
+                    }
                     Some(None) | None => break,
                 }
             }

@@ -11,7 +11,7 @@
 
 pub mod jetstream;
 pub mod relay;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::future::Future;
@@ -71,24 +71,55 @@ pub trait EventBus: Send + Sync {
     fn subscribe(&self, name: &str) -> impl Future<Output = Result<Self::Sub, BusError>> + Send;
 }
 
+/// A clock: the current time as Unix milliseconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// The in-process bus over the store's event log.
 #[derive(Clone)]
 pub struct EmbeddedBus {
     store: Arc<Mutex<Store>>,
     head: watch::Sender<i64>,
+    now: Clock,
 }
 
 impl EmbeddedBus {
-    /// A bus over `store`.
+    /// A bus over `store`, on the wall clock.
     pub fn new(store: Arc<Mutex<Store>>) -> Result<EmbeddedBus, BusError> {
+        Self::with_clock(store, Arc::new(opsloop_core::time::now_ms))
+    }
+
+    /// A bus over `store` reading the time from `now` (Unix ms): events are stamped with it as
+    /// their ingestion time (what retention goes by), and acknowledgements with it.
+    pub fn with_clock(store: Arc<Mutex<Store>>, now: Clock) -> Result<EmbeddedBus, BusError> {
         let last = store.lock().map_err(|_| BusError::Poisoned)?.last_seq()?;
         let (head, _) = watch::channel(last);
-        Ok(EmbeddedBus { store, head })
+        Ok(EmbeddedBus { store, head, now })
     }
 
     /// The sequence of the last event published.
     pub fn head(&self) -> i64 {
         *self.head.borrow()
+    }
+
+    /// The bus's clock, Unix ms.
+    pub fn now_ms(&self) -> i64 {
+        (self.now)()
+    }
+
+    /// How many stored events the slowest durable consumer has not acknowledged: the last
+    /// sequence minus the lowest acknowledged position over all consumers (a consumer counts
+    /// from its first subscription, before any acknowledgement). Events already removed by
+    /// retention can no longer be delivered and do not count. 0 when there is no consumer.
+    pub async fn lag(&self) -> Result<i64, BusError> {
+        self.with_store(|s| {
+            let Some(acked) = s.min_consumer_acked()? else {
+                return Ok(0);
+            };
+            let last = s.last_seq()?;
+            let before_first = s.first_seq()?.saturating_sub(1);
+            Ok(last.saturating_sub(acked.max(before_first)).max(0))
+        })
+        .await
     }
 
     async fn with_store<T: Send + 'static>(
@@ -109,9 +140,10 @@ impl EventBus for EmbeddedBus {
     type Sub = EmbeddedSubscription;
 
     async fn publish(&self, events: Arc<[Event]>) -> Result<usize, BusError> {
+        let now = self.now_ms();
         let (added, last) = self
             .with_store(move |s| {
-                let added = s.append_events(&events)?;
+                let added = s.append_events(&events, now)?;
                 Ok((added, s.last_seq()?))
             })
             .await?;
@@ -121,7 +153,14 @@ impl EventBus for EmbeddedBus {
 
     async fn subscribe(&self, name: &str) -> Result<EmbeddedSubscription, BusError> {
         let owned = name.to_string();
-        let acked = self.with_store(move |s| s.consumer_acked(&owned)).await?;
+        let now = self.now_ms();
+        let acked = self
+            .with_store(move |s| {
+                // Known from now on, so that its lag counts before it acknowledges anything.
+                s.register_consumer(&owned, now)?;
+                s.consumer_acked(&owned)
+            })
+            .await?;
         Ok(EmbeddedSubscription {
             bus: self.clone(),
             name: name.to_string(),
@@ -177,8 +216,9 @@ impl Subscription for EmbeddedSubscription {
 
     async fn ack(&mut self, seq: i64) -> Result<(), BusError> {
         let name = self.name.clone();
+        let now = self.bus.now_ms();
         self.bus
-            .with_store(move |s| s.ack_consumer(&name, seq, opsloop_core::time::now_ms()))
+            .with_store(move |s| s.ack_consumer(&name, seq, now))
             .await
     }
 }

@@ -69,6 +69,13 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
     // 2: durable consumers of the event log (the embedded bus's outbox cursors).
     "CREATE TABLE consumers (name TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL, updated_ms INTEGER NOT NULL);",
+    // 3: when each event was stored, which retention goes by (an event's own `time` is the
+    // log record's, and may be years old or wrongly dated). Rows stored before this version
+    // have no record of their insert time, so they take their `time_ms`: they age out as
+    // they did before the upgrade, and every row has an ingestion time.
+    "ALTER TABLE events ADD COLUMN ingested_ms INTEGER;
+     UPDATE events SET ingested_ms = time_ms;
+     CREATE INDEX events_ingested ON events(ingested_ms);",
 ];
 
 /// A filter over stored events. Empty fields do not filter.
@@ -168,15 +175,16 @@ impl Store {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))?)
     }
 
-    /// Appends events in one transaction; an id already stored is skipped. Returns how many
-    /// were new.
-    pub fn append_events(&mut self, events: &[Event]) -> Result<usize, StoreError> {
+    /// Appends events in one transaction, stamped as ingested at `now_ms` (Unix ms; what
+    /// retention by age goes by); an id already stored is skipped. Returns how many were new.
+    pub fn append_events(&mut self, events: &[Event], now_ms: i64) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         let mut added = 0;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (id, type, source, subject, time_ms, fingerprint, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO events
+                   (id, type, source, subject, time_ms, fingerprint, body, ingested_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for e in events {
                 let body = serde_json::to_string(e).unwrap_or_default();
@@ -189,7 +197,8 @@ impl Store {
                     e.subject,
                     time_ms,
                     e.fingerprint,
-                    body
+                    body,
+                    now_ms
                 ])?;
             }
         }
@@ -279,6 +288,31 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Registers the durable consumer `name` at position 0 if it is not known yet, so that it
+    /// counts in [`Store::min_consumer_acked`] before its first acknowledgement.
+    pub fn register_consumer(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO consumers (name, acked_seq, updated_ms) VALUES (?1, 0, ?2)",
+            params![name, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The lowest position acknowledged over all durable consumers (the slowest one), `None`
+    /// when there is no consumer.
+    pub fn min_consumer_acked(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(acked_seq) FROM consumers", [], |r| r.get(0))?)
+    }
+
+    /// The lowest sequence number still stored (0 when empty).
+    pub fn first_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MIN(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Records that `name` has processed everything up to `seq` (never moves backwards).
     pub fn ack_consumer(&mut self, name: &str, seq: i64, now_ms: i64) -> Result<(), StoreError> {
         self.conn.execute(
@@ -290,9 +324,12 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes events older than `max_age_ms` before `now_ms`, then the oldest beyond
-    /// `max_events`, but never one after `keep_after_seq` (events a relay has not forwarded
-    /// yet). Returns how many were deleted.
+    /// Deletes events stored (ingested) more than `max_age_ms` before `now_ms`, then the
+    /// oldest beyond `max_events`, but never one after `keep_after_seq` (events a relay has not
+    /// forwarded yet). Age goes by ingestion time, not by the event's own `time`: a log line
+    /// with an old or wrongly dated timestamp is kept for `max_age_ms` like any other. A
+    /// negative age, or one reaching before the earliest representable time, deletes nothing
+    /// by age. Returns how many were deleted.
     pub fn apply_retention(
         &mut self,
         now_ms: i64,
@@ -302,16 +339,22 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let floor = keep_after_seq.unwrap_or(i64::MAX);
         let mut deleted = 0;
-        if let Some(age) = max_age_ms {
+        let cutoff = max_age_ms
+            .filter(|age| *age >= 0)
+            .and_then(|age| now_ms.checked_sub(age));
+        if let Some(cutoff) = cutoff {
             deleted += self.conn.execute(
-                "DELETE FROM events WHERE time_ms < ?1 AND seq <= ?2",
-                params![now_ms - age, floor],
+                "DELETE FROM events WHERE ingested_ms < ?1 AND seq <= ?2",
+                params![cutoff, floor],
             )?;
         }
         if let Some(max) = max_events {
+            // More than i64::MAX events cannot be stored: such a limit keeps everything (a
+            // wrapped, negative OFFSET would count as 0 and delete all).
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
             deleted += self.conn.execute(
                 "DELETE FROM events WHERE seq <= ?2 AND seq <= (SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
-                params![max as i64, floor],
+                params![max, floor],
             )?;
         }
         Ok(deleted)
@@ -363,22 +406,32 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Inserts or updates templates in one transaction.
+    /// Inserts or updates templates in one transaction. Only the templates given are touched
+    /// (one indexed statement each), so the caller passes just those that changed since its
+    /// last save. Text and count are replaced; `first_seen_ms` keeps the earliest and
+    /// `last_seen_ms` the latest time ever stored, and a `None` never erases a stored time.
     pub fn upsert_templates(&mut self, templates: &[StoredTemplate]) -> Result<(), StoreError> {
+        if templates.is_empty() {
+            return Ok(());
+        }
         let tx = self.conn.transaction()?;
         {
+            // Two-argument MIN/MAX are NULL if either side is: COALESCE falls back to the
+            // side that is set.
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO templates (id, template, count, first_seen_ms, last_seen_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET template = excluded.template, count = excluded.count,
-                   first_seen_ms = COALESCE(templates.first_seen_ms, excluded.first_seen_ms),
-                   last_seen_ms = excluded.last_seen_ms",
+                   first_seen_ms = COALESCE(MIN(templates.first_seen_ms, excluded.first_seen_ms),
+                     templates.first_seen_ms, excluded.first_seen_ms),
+                   last_seen_ms = COALESCE(MAX(templates.last_seen_ms, excluded.last_seen_ms),
+                     templates.last_seen_ms, excluded.last_seen_ms)",
             )?;
             for t in templates {
                 stmt.execute(params![
                     t.id,
                     t.template,
-                    t.count as i64,
+                    i64::try_from(t.count).unwrap_or(i64::MAX),
                     t.first_seen_ms,
                     t.last_seen_ms
                 ])?;

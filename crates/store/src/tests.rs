@@ -52,10 +52,10 @@ fn events_round_trip_dedup_filter_and_page() {
             )
         })
         .collect();
-    assert_eq!(store.append_events(&events).ok(), Some(25));
+    assert_eq!(store.append_events(&events, 1).ok(), Some(25));
     events.truncate(3);
     assert_eq!(
-        store.append_events(&events).ok(),
+        store.append_events(&events, 2).ok(),
         Some(0),
         "ids already stored are skipped"
     );
@@ -108,12 +108,14 @@ fn events_round_trip_dedup_filter_and_page() {
     assert_eq!(seen.len(), 25);
 }
 
+/// Ten events ingested a minute apart (at minutes 0..=9), each with the same record time.
 fn ten_events_a_minute_apart() -> Store {
     let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
-    let events: Vec<Event> = (0..10).map(|i| event("t", "s", i * 60_000)).collect();
-    store
-        .append_events(&events)
-        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..10 {
+        store
+            .append_events(&[event("t", "s", 0)], i * 60_000)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     store
 }
 
@@ -210,7 +212,7 @@ fn outbox_reads_and_consumer_cursors() {
     assert_eq!(store.last_seq().ok(), Some(0));
     let events: Vec<Event> = (0..5).map(|i| event("t", "s", i)).collect();
     store
-        .append_events(&events)
+        .append_events(&events, 0)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(store.last_seq().ok(), Some(5));
     let after = store.events_after(2, 10).unwrap_or_default();
@@ -228,4 +230,240 @@ fn outbox_reads_and_consumer_cursors() {
         Some(4),
         "acks never move backwards"
     );
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const YEAR_MS: i64 = 365 * 24 * HOUR_MS;
+
+fn count(store: &Store) -> usize {
+    store
+        .events(&EventQuery {
+            limit: Some(1000),
+            ..EventQuery::default()
+        })
+        .map(|p| p.events.len())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn retention_goes_by_ingestion_time_not_record_time() {
+    let now = 1_800_000_000_000;
+    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    // A log line stamped a year ago, arriving now: kept.
+    let old_record = event("t", "old-record", now - YEAR_MS);
+    // A current line stamped in the future (a wrong year), but stored two hours ago: gone.
+    let stored_early = event("t", "stored-early", now + YEAR_MS);
+    store
+        .append_events(std::slice::from_ref(&stored_early), now - 2 * HOUR_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .append_events(std::slice::from_ref(&old_record), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.apply_retention(now, Some(HOUR_MS), None, None).ok(),
+        Some(1)
+    );
+    let left = store
+        .events(&EventQuery::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(left.events, [old_record]);
+}
+
+#[test]
+fn retention_with_absurd_limits_deletes_nothing() {
+    let mut store = ten_events_a_minute_apart();
+    // now - i64::MAX fits for a positive now; for a negative one it overflows.
+    for now in [9 * 60_000, 0, -2, i64::MIN] {
+        assert_eq!(
+            store.apply_retention(now, Some(i64::MAX), None, None).ok(),
+            Some(0),
+            "max_age i64::MAX at {now}"
+        );
+    }
+    // A negative age (a wrapped conversion) would put the cutoff in the future.
+    assert_eq!(
+        store
+            .apply_retention(9 * 60_000, Some(i64::MIN), None, None)
+            .ok(),
+        Some(0)
+    );
+    assert_eq!(
+        store.apply_retention(9 * 60_000, Some(-1), None, None).ok(),
+        Some(0)
+    );
+    // u64::MAX events as i64 is OFFSET -1, which SQLite takes as 0: it deleted everything.
+    assert_eq!(
+        store
+            .apply_retention(9 * 60_000, None, Some(u64::MAX), None)
+            .ok(),
+        Some(0)
+    );
+    assert_eq!(count(&store), 10);
+}
+
+#[test]
+fn migration_3_gives_existing_events_an_ingestion_time() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    {
+        // A version-2 database with one event, as an older opsloop left it.
+        let conn =
+            Connection::open(dir.path().join("opsloop.db")).unwrap_or_else(|e| panic!("{e}"));
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        conn.pragma_update(None, "user_version", 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = event("t", "s", 5 * 60_000);
+        conn.execute(
+            "INSERT INTO events (id, type, source, subject, time_ms, fingerprint, body)
+             VALUES (?1, 't', 's', 's', ?2, '', ?3)",
+            params![
+                e.id,
+                5 * 60_000,
+                serde_json::to_string(&e).unwrap_or_else(|e| panic!("{e}"))
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.schema_version().ok(), Some(3));
+    let ingested: Option<i64> = store
+        .conn
+        .query_row("SELECT ingested_ms FROM events", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ingested, Some(5 * 60_000));
+    assert_eq!(
+        store
+            .apply_retention(6 * 60_000, Some(2 * 60_000), None, None)
+            .ok(),
+        Some(0)
+    );
+    assert_eq!(
+        store
+            .apply_retention(8 * 60_000, Some(2 * 60_000), None, None)
+            .ok(),
+        Some(1)
+    );
+}
+
+#[test]
+fn event_time_filters_compare_numerically_across_years_and_signs() {
+    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    // 1901, 1969 (negative), the epoch, 1970 + 9 ms, 2001, 2286 (13 digits -> 14), 9999.
+    let times = [
+        -2_177_452_800_000,
+        -1,
+        0,
+        9,
+        1_000_000_000_000,
+        10_000_000_000_000,
+        253_402_300_799_999,
+    ];
+    // Stored out of order, so that the page order (by seq) says nothing about time.
+    let mut events: Vec<Event> = times.iter().map(|&t| event("t", "s", t)).collect();
+    events.reverse();
+    store
+        .append_events(&events, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let window = |since: Option<i64>, until: Option<i64>| -> Vec<i64> {
+        let page = store
+            .events(&EventQuery {
+                since_ms: since,
+                until_ms: until,
+                limit: Some(1000),
+                ..EventQuery::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut got: Vec<i64> = page
+            .events
+            .iter()
+            .filter_map(|e| e.data["n"].as_i64())
+            .collect();
+        got.sort_unstable();
+        got
+    };
+    assert_eq!(window(None, None), times);
+    assert_eq!(window(Some(0), None), times[2..]);
+    assert_eq!(window(None, Some(0)), times[..2]);
+    assert_eq!(window(Some(-1), Some(10)), [-1, 0, 9]);
+    // As text, "9" > "10000000000000" and "-1" < "-2177452800000" would not hold.
+    assert_eq!(window(Some(9), Some(10_000_000_000_001)), times[3..6]);
+    assert_eq!(window(Some(10_000_000_000_000), Some(i64::MAX)), times[5..]);
+    assert_eq!(window(Some(i64::MIN), Some(-1)), times[..1]);
+}
+
+#[test]
+fn templates_keep_earliest_first_and_latest_last_seen() {
+    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let t = |id: &str, count: u64, first: Option<i64>, last: Option<i64>| StoredTemplate {
+        id: id.into(),
+        template: format!("{id} <*>"),
+        count,
+        first_seen_ms: first,
+        last_seen_ms: last,
+    };
+    store
+        .upsert_templates(&[
+            t("a", 1, Some(100), Some(100)),
+            t("b", 5, Some(50), Some(70)),
+            t("c", 2, None, None),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Only what changed: an older first sighting (from a restarted miner, say), a newer last.
+    store
+        .upsert_templates(&[t("a", 4, Some(40), Some(400))])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Out of order, or without times: never moves first later, last earlier, or erases.
+    store
+        .upsert_templates(&[t("b", 6, Some(60), Some(65))])
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .upsert_templates(&[t("a", 7, None, None), t("c", 3, Some(9), Some(12))])
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .upsert_templates(&[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = store.templates(10).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        got,
+        [
+            t("a", 7, Some(40), Some(400)),
+            t("b", 6, Some(50), Some(70)),
+            t("c", 3, Some(9), Some(12)),
+        ]
+    );
+}
+
+#[test]
+fn slowest_consumer_and_first_seq() {
+    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.min_consumer_acked().ok(), Some(None));
+    assert_eq!(store.first_seq().ok(), Some(0));
+    let events: Vec<Event> = (0..5).map(|i| event("t", "s", i)).collect();
+    store
+        .append_events(&events, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .register_consumer("relay", 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.min_consumer_acked().ok(), Some(Some(0)));
+    store
+        .ack_consumer("relay", 4, 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .register_consumer("relay", 3)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.consumer_acked("relay").ok(),
+        Some(4),
+        "registering again does not reset"
+    );
+    store
+        .ack_consumer("heal", 2, 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.min_consumer_acked().ok(), Some(Some(2)));
+    store
+        .apply_retention(0, None, Some(2), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.first_seq().ok(), Some(4));
 }
