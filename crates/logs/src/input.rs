@@ -4,6 +4,13 @@
 //! than the cap is cut at the cap and reported, a truncated or corrupt gzip stream ends the file
 //! with a report of the line it stopped at. Every report is a [`Problem`] naming file and line.
 //! One line buffer is reused for the whole input: no allocation per line.
+//!
+//! The policy for long lines and bad bytes is the same for every input (files read here, files
+//! followed by [`crate::tail::FileTailer`], streams the agent receives), and lives here alone:
+//! [`decode_line`] for a line held whole, [`LineCutter`] for one arriving in pieces. A line is
+//! cut at the limit (its first `max` bytes, backed off to a UTF-8 character boundary), the rest
+//! of it up to the newline is skipped, one trailing `\r` is dropped, and invalid UTF-8 is
+//! replaced with U+FFFD; [`LineFlags`] tells the caller which of these happened.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -14,6 +21,122 @@ use serde::Serialize;
 
 /// The longest line kept whole; longer lines are cut here (default 1 MiB).
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+/// What [`decode_line`] had to do to a line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineFlags {
+    /// The line was longer than the limit: only its first bytes are kept.
+    pub cut: bool,
+    /// Bytes that are not UTF-8 were replaced with U+FFFD (a character split by the cut does
+    /// not count: it is dropped whole).
+    pub invalid_utf8: bool,
+}
+
+/// Decodes one line (without its `\n`) into `out`, reusing its buffer: drops a trailing `\r`,
+/// keeps at most `max` bytes (at least 1), cut on a character boundary, and replaces invalid
+/// UTF-8. Allocates only when `out` must grow.
+pub fn decode_line(raw: &[u8], max: usize, out: &mut String) -> LineFlags {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let max = max.max(1);
+    let mut flags = LineFlags::default();
+    let mut kept = raw;
+    if raw.len() > max {
+        flags.cut = true;
+        // Back off over the continuation bytes of a character the cut would split (at most
+        // three); in input that is not UTF-8 anyway, cut where the limit says.
+        let mut end = max;
+        while end > 0 && max - end < 3 && raw[end] & 0xC0 == 0x80 {
+            end -= 1;
+        }
+        if raw[end] & 0xC0 == 0x80 {
+            end = max;
+        }
+        kept = &raw[..end];
+    }
+    out.clear();
+    for chunk in kept.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            flags.invalid_utf8 = true;
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    flags
+}
+
+/// Assembles one line from pieces (reads that end mid-line) under the policy of
+/// [`decode_line`]: keeps what the limit allows, counts the rest without holding it. One
+/// buffer is reused for every line.
+#[derive(Debug)]
+pub struct LineCutter {
+    buf: Vec<u8>,
+    max: usize,
+    /// Bytes of the line given so far, kept or not.
+    consumed: u64,
+    /// Bytes were left out (beyond `max + 1`, the one extra telling a cut from a `\r`).
+    overflow: bool,
+}
+
+impl LineCutter {
+    /// A cutter for lines of at most `max` bytes (at least 1).
+    pub fn new(max: usize) -> LineCutter {
+        LineCutter {
+            buf: Vec::new(),
+            max: max.max(1),
+            consumed: 0,
+            overflow: false,
+        }
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Adds a piece of the current line (no `\n` in it).
+    pub fn extend(&mut self, piece: &[u8]) {
+        self.consumed += piece.len() as u64;
+        let room = (self.max + 1).saturating_sub(self.buf.len());
+        if piece.len() > room {
+            self.overflow = true;
+        }
+        self.buf.extend_from_slice(&piece[..piece.len().min(room)]);
+    }
+
+    /// Bytes of the unfinished line given so far, including those skipped.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Whether no piece of a line is held.
+    pub fn is_empty(&self) -> bool {
+        self.consumed == 0
+    }
+
+    /// The bytes kept so far (at most `max + 1`).
+    pub fn kept(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Ends the line: decodes it into `out` and starts the next.
+    pub fn finish(&mut self, out: &mut String) -> LineFlags {
+        let mut flags = decode_line(&self.buf, self.max, out);
+        flags.cut |= self.overflow;
+        self.clear();
+        flags
+    }
+
+    /// Forgets the unfinished line (the input was truncated or replaced).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.consumed = 0;
+        self.overflow = false;
+        // A huge line leaves a huge buffer: give it back rather than hold it per file.
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf.shrink_to(64 * 1024);
+        }
+    }
+}
 
 /// What went wrong with a piece of input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -66,16 +189,17 @@ pub struct Line<'a> {
     pub number: u64,
     /// The text, without the line terminator.
     pub text: &'a str,
+    /// Whether it was cut or had bytes replaced (each also reported as a [`Problem`]).
+    pub flags: LineFlags,
 }
 
 /// Yields lines from one input, reporting problems to a callback.
 pub struct LineReader {
     name: String,
     reader: Box<dyn BufRead + Send>,
-    buf: Vec<u8>,
+    line: LineCutter,
     text: String,
     number: u64,
-    max_line: usize,
     done: bool,
     /// Bytes read so far (compressed bytes are counted after decompression).
     pub bytes: u64,
@@ -107,10 +231,9 @@ impl LineReader {
         Self {
             name: name.to_string(),
             reader,
-            buf: Vec::with_capacity(4096),
+            line: LineCutter::new(max_line),
             text: String::with_capacity(4096),
             number: 0,
-            max_line: max_line.max(1),
             done: false,
             bytes: 0,
         }
@@ -132,8 +255,6 @@ impl LineReader {
         if self.done {
             return None;
         }
-        self.buf.clear();
-        let mut cut = false;
         let mut saw_any = false;
         loop {
             let chunk = match self.reader.fill_buf() {
@@ -167,35 +288,18 @@ impl LineReader {
                 Some(i) => (i + 1, Some(i)),
                 None => (chunk.len(), None),
             };
-            let content = &chunk[..found.unwrap_or(used)];
-            let room = self.max_line.saturating_sub(self.buf.len());
-            if content.len() > room {
-                cut = true;
-            }
-            self.buf
-                .extend_from_slice(&content[..content.len().min(room)]);
+            self.line.extend(&chunk[..found.unwrap_or(used)]);
             self.reader.consume(used);
             self.bytes += used as u64;
             if found.is_some() {
                 break;
             }
         }
-        if !saw_any && self.buf.is_empty() {
+        if !saw_any && self.line.is_empty() {
             return None;
         }
         self.number += 1;
-        if self.buf.last() == Some(&b'\r') {
-            self.buf.pop();
-        }
-        if cut {
-            report(Problem {
-                kind: ProblemKind::LineTooLong,
-                file: self.name.clone(),
-                line: self.number,
-                detail: format!("line longer than {} bytes was cut", self.max_line),
-            });
-        }
-        if memchr::memchr(0, &self.buf).is_some() {
+        if memchr::memchr(0, self.line.kept()).is_some() {
             report(Problem {
                 kind: ProblemKind::Binary,
                 file: self.name.clone(),
@@ -203,28 +307,27 @@ impl LineReader {
                 detail: "NUL bytes in line".into(),
             });
         }
-        self.text.clear();
-        match std::str::from_utf8(&self.buf) {
-            Ok(s) => self.text.push_str(s),
-            Err(_) => {
-                // A cut inside a multi-byte character is the cut's fault, not the input's.
-                let lossy = String::from_utf8_lossy(&self.buf);
-                let only_tail = cut
-                    && std::str::from_utf8(&self.buf[..self.buf.len().saturating_sub(3)]).is_ok();
-                if !only_tail {
-                    report(Problem {
-                        kind: ProblemKind::InvalidUtf8,
-                        file: self.name.clone(),
-                        line: self.number,
-                        detail: "invalid UTF-8 replaced with U+FFFD".into(),
-                    });
-                }
-                self.text.push_str(&lossy);
-            }
+        let flags = self.line.finish(&mut self.text);
+        if flags.cut {
+            report(Problem {
+                kind: ProblemKind::LineTooLong,
+                file: self.name.clone(),
+                line: self.number,
+                detail: format!("line longer than {} bytes was cut", self.line.max()),
+            });
+        }
+        if flags.invalid_utf8 {
+            report(Problem {
+                kind: ProblemKind::InvalidUtf8,
+                file: self.name.clone(),
+                line: self.number,
+                detail: "invalid UTF-8 replaced with U+FFFD".into(),
+            });
         }
         Some(Line {
             number: self.number,
             text: &self.text,
+            flags,
         })
     }
 }
@@ -269,6 +372,81 @@ mod tests {
         assert_eq!(lines[0].1.len(), 100);
         assert_eq!(lines[1].1, "next");
         assert_eq!(problems[0].kind, ProblemKind::LineTooLong);
+    }
+
+    #[test]
+    fn a_3_mib_line_is_cut_once_and_the_next_line_is_intact() {
+        let mut input = vec![b'y'; 3 << 20];
+        input.extend_from_slice(b"\nnext line\n");
+        let mut r = LineReader::from_reader("t", Box::new(Cursor::new(input)), DEFAULT_MAX_LINE);
+        let mut problems = Vec::new();
+        let first = r
+            .next_line(&mut |p| problems.push(p))
+            .map(|l| (l.text.len(), l.flags));
+        assert_eq!(
+            first,
+            Some((
+                DEFAULT_MAX_LINE,
+                LineFlags {
+                    cut: true,
+                    invalid_utf8: false
+                }
+            ))
+        );
+        let second = r
+            .next_line(&mut |p| problems.push(p))
+            .map(|l| (l.number, l.text.to_string(), l.flags));
+        assert_eq!(second, Some((2, "next line".into(), LineFlags::default())));
+        assert!(r.next_line(&mut |p| problems.push(p)).is_none());
+        let kinds: Vec<ProblemKind> = problems.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::LineTooLong]);
+        assert!(r.line.kept().is_empty() && r.line.buf.capacity() <= 64 * 1024);
+    }
+
+    #[test]
+    fn decode_line_policy() {
+        let mut out = String::from("old content");
+        let f = decode_line(b"plain\r", 100, &mut out);
+        assert_eq!((out.as_str(), f), ("plain", LineFlags::default()));
+        // Exactly at the limit, with a CR: not cut.
+        let f = decode_line(b"abcd\r", 4, &mut out);
+        assert_eq!((out.as_str(), f.cut), ("abcd", false));
+        let f = decode_line(b"abcde", 4, &mut out);
+        assert_eq!((out.as_str(), f.cut), ("abcd", true));
+        // A cut inside a character drops the character, and is not bad UTF-8.
+        let f = decode_line("abé€x".as_bytes(), 5, &mut out);
+        assert_eq!(
+            (out.as_str(), f),
+            (
+                "abé",
+                LineFlags {
+                    cut: true,
+                    invalid_utf8: false
+                }
+            )
+        );
+        let f = decode_line(b"a\xffb\xc3", 100, &mut out);
+        assert_eq!(
+            (out.as_str(), f.invalid_utf8, f.cut),
+            ("a\u{fffd}b\u{fffd}", true, false)
+        );
+        let f = decode_line(b"\xff\xff\xff\xff\xff", 2, &mut out);
+        assert_eq!((out.as_str(), f.cut), ("\u{fffd}\u{fffd}", true));
+        // The same policy for a line given in pieces.
+        let mut c = LineCutter::new(4);
+        c.extend(b"ab");
+        c.extend(b"cd");
+        c.extend(b"\r");
+        assert_eq!(c.consumed(), 5);
+        assert!(!c.finish(&mut out).cut, "abcd + CR is not too long");
+        assert_eq!(out, "abcd");
+        for _ in 0..1000 {
+            c.extend(b"0123456789");
+        }
+        assert_eq!((c.consumed(), c.kept().len()), (10_000, 5));
+        assert!(c.finish(&mut out).cut);
+        assert_eq!(out, "0123");
+        assert!(c.is_empty());
     }
 
     #[test]

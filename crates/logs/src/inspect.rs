@@ -10,20 +10,20 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use opsloop_core::Level;
-use opsloop_core::time::format_rfc3339;
+use opsloop_core::time::{CivilYear, format_rfc3339};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::anomaly::{Anomaly, AnomalyConfig, AnomalyDetector, AnomalyKind};
+use crate::analysis::Analyzer;
+use crate::anomaly::{Anomaly, AnomalyConfig, AnomalyKind};
 use crate::input::{DEFAULT_MAX_LINE, LineReader, Problem, ProblemKind};
+use crate::joiner::{Joiner, Pushed};
 use crate::miner::{MinerConfig, TemplateId, TemplateMiner};
 use crate::parse::{Format, Parser, Record, detect};
-use crate::rules::{RuleContext, RuleHit, RuleSet, Severity};
+use crate::rules::{RuleSet, Severity};
 
 /// Buffered assignments are written out at least this often.
 pub const ASSIGNMENT_FLUSH: usize = 4_000_000;
-/// Lines joined to one record at most; the next line starts a new record.
-const MAX_CONTINUATION_LINES: u32 = 500;
 /// Examples kept per rule.
 const RULE_EXAMPLES: usize = 3;
 /// Problems kept as examples (all are counted).
@@ -73,7 +73,41 @@ impl Default for InspectOptions {
 
 /// The current UTC year.
 pub fn current_year() -> i64 {
-    opsloop_core::time::civil_from_days(opsloop_core::time::now_ms().div_euclid(86_400_000)).0
+    CivilYear::of(opsloop_core::time::now_ms()).year
+}
+
+/// Problems counted by kind, the first [`PROBLEM_EXAMPLES`] kept as examples: memory stays
+/// bounded however bad the input.
+#[derive(Debug, Default)]
+struct ProblemTally {
+    total: u64,
+    counts: BTreeMap<ProblemKind, u64>,
+    examples: Vec<Problem>,
+}
+
+impl ProblemTally {
+    fn add(&mut self, p: Problem) {
+        self.add_with(p.kind, || p);
+    }
+
+    /// Counts a problem of `kind`; builds it only when it is kept.
+    fn add_with(&mut self, kind: ProblemKind, make: impl FnOnce() -> Problem) {
+        self.total += 1;
+        *self.counts.entry(kind).or_default() += 1;
+        if self.examples.len() < PROBLEM_EXAMPLES {
+            self.examples.push(make());
+        }
+    }
+
+    /// Adds another tally's counts, and its examples while there is room.
+    fn merge(&mut self, other: ProblemTally) {
+        self.total += other.total;
+        for (k, v) in other.counts {
+            *self.counts.entry(k).or_default() += v;
+        }
+        let room = PROBLEM_EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
+    }
 }
 
 /// Where a record was seen.
@@ -144,17 +178,14 @@ pub struct FileReport {
 /// The inspector: feed files, then take the [`Report`].
 pub struct Inspector {
     options: InspectOptions,
-    miner: TemplateMiner,
-    rules: RuleSet,
-    anomalies: AnomalyDetector,
+    analyzer: Analyzer,
     files: Vec<FileReport>,
     template_stats: FxHashMap<TemplateId, TemplateStats>,
     dropped_template_stats: u64,
     rule_stats: Vec<RuleStats>,
     levels: BTreeMap<&'static str, u64>,
     error_minutes: BTreeMap<i64, u64>,
-    problem_counts: BTreeMap<ProblemKind, u64>,
-    problem_examples: Vec<Problem>,
+    problems: ProblemTally,
     anomaly_list: Vec<(Anomaly, u32, u64)>,
     anomaly_counts: BTreeMap<AnomalyKind, u64>,
     records: u64,
@@ -167,9 +198,9 @@ pub struct Inspector {
     pending: Vec<(u32, u64, TemplateId)>,
     fragments: FxHashMap<TemplateId, (u32, Vec<u8>)>,
     file_json: Vec<Vec<u8>>,
-    hits: Vec<RuleHit>,
-    found: Vec<Anomaly>,
+    event_buf: Vec<opsloop_core::Event>,
     write_error: Option<io::Error>,
+    redactor: crate::redact::Redactor,
 }
 
 impl Inspector {
@@ -177,10 +208,8 @@ impl Inspector {
     pub fn new(options: InspectOptions, rules: RuleSet) -> Self {
         let n = rules.len();
         Self {
-            miner: TemplateMiner::new(options.miner.clone()),
-            anomalies: AnomalyDetector::new(options.anomaly.clone()),
+            analyzer: Analyzer::new(rules, options.miner.clone(), options.anomaly.clone()),
             options,
-            rules,
             files: Vec::new(),
             template_stats: FxHashMap::default(),
             dropped_template_stats: 0,
@@ -193,8 +222,7 @@ impl Inspector {
             ],
             levels: BTreeMap::new(),
             error_minutes: BTreeMap::new(),
-            problem_counts: BTreeMap::new(),
-            problem_examples: Vec::new(),
+            problems: ProblemTally::default(),
             anomaly_list: Vec::new(),
             anomaly_counts: BTreeMap::new(),
             records: 0,
@@ -207,9 +235,9 @@ impl Inspector {
             pending: Vec::new(),
             fragments: FxHashMap::default(),
             file_json: Vec::new(),
-            hits: Vec::new(),
-            found: Vec::new(),
+            event_buf: Vec::new(),
             write_error: None,
+            redactor: crate::redact::Redactor::default(),
         }
     }
 
@@ -221,6 +249,12 @@ impl Inspector {
     /// Writes every finding as it happens, one CloudEvent (JSON) per line, to `out`.
     pub fn emit_events(&mut self, out: Box<dyn Write + Send>) {
         self.events = Some(out);
+    }
+
+    /// Replaces the secret redaction applied to every record (on by default with
+    /// [`crate::redact::Redactor::default`]; [`crate::redact::Redactor::disabled`] turns it off).
+    pub fn set_redactor(&mut self, redactor: crate::redact::Redactor) {
+        self.redactor = redactor;
     }
 
     fn write_event(&mut self, event: &opsloop_core::Event) {
@@ -239,12 +273,12 @@ impl Inspector {
 
     /// The miner, e.g. to save its state.
     pub fn miner(&self) -> &TemplateMiner {
-        &self.miner
+        self.analyzer.miner()
     }
 
     /// The miner, e.g. to load a saved state before inspecting.
     pub fn miner_mut(&mut self) -> &mut TemplateMiner {
-        &mut self.miner
+        self.analyzer.miner_mut()
     }
 
     /// Reads one input to its end. `progress` is called with the bytes read so far, now and
@@ -272,16 +306,19 @@ impl Inspector {
                 return;
             }
         };
-        let mut problems: Vec<Problem> = Vec::new();
+        // Bounded: a file of bad lines keeps its first problems and counts the rest.
+        let mut problems = ProblemTally::default();
         // Sample the first lines for format detection, then replay them.
         let mut sample: Vec<(u64, String)> = Vec::new();
         while sample.len() < DETECT_SAMPLE {
-            match reader.next_line(&mut |p| problems.push(p)) {
+            match reader.next_line(&mut |p| problems.add(p)) {
                 Some(line) => sample.push((line.number, line.text.to_string())),
                 None => break,
             }
         }
-        let year = self.options.year.unwrap_or_else(current_year);
+        // One moment for the whole run: every line's year is decided against it.
+        let now = opsloop_core::time::now_ms();
+        let year = self.options.year.unwrap_or_else(|| CivilYear::of(now).year);
         let parser = match (&self.options.pattern, self.options.format) {
             (Some(p), _) => match Parser::with_pattern(p, year) {
                 Ok(p) => p,
@@ -300,26 +337,20 @@ impl Inspector {
         };
         let parser = match self.options.year {
             Some(_) => parser,
-            None => parser.roll_back_future(opsloop_core::time::now_ms()),
+            None => parser.roll_back_future(now),
         };
         report.format = parser.format();
         let multiline = self
             .options
             .multiline
             .unwrap_or(parser.format() != Format::Raw);
-        let mut joiner = Joiner {
-            parser,
-            multiline,
-            pending: Record::default(),
-            next: Record::default(),
-            has_pending: false,
-        };
+        let mut joiner = Joiner::new(parser, multiline).with_max_message(self.options.max_line);
         self.files.push(report);
         for (number, text) in &sample {
             self.feed_line(&mut joiner, file_index, *number, text, &mut problems);
         }
         let mut since_progress = 0u32;
-        while let Some(line) = reader.next_line(&mut |p| problems.push(p)) {
+        while let Some(line) = reader.next_line(&mut |p| problems.add(p)) {
             let (number, text) = (line.number, line.text);
             self.feed_line(&mut joiner, file_index, number, text, &mut problems);
             since_progress += 1;
@@ -328,16 +359,15 @@ impl Inspector {
                 progress(reader.bytes);
             }
         }
-        if let Some(rec) = joiner.take_pending() {
+        while let Some(rec) = joiner.take_pending() {
             self.process(file_index, &rec);
         }
         progress(reader.bytes);
         let report = &mut self.files[file_index as usize];
         report.lines = reader.lines_read();
         report.bytes = reader.bytes;
-        for p in problems {
-            self.note_problem(file_index, p);
-        }
+        self.files[file_index as usize].problems += problems.total;
+        self.problems.merge(problems);
         if self.pending.len() >= ASSIGNMENT_FLUSH {
             self.flush_assignments();
         }
@@ -349,7 +379,7 @@ impl Inspector {
         file: u32,
         number: u64,
         text: &str,
-        problems: &mut Vec<Problem>,
+        problems: &mut ProblemTally,
     ) {
         // A blank line is no record, except in raw input, where every line is one.
         if text.trim().is_empty() && joiner.parser.format() != Format::Raw {
@@ -360,7 +390,7 @@ impl Inspector {
             Pushed::Joined => {}
             Pushed::Started { parse_failed } => {
                 if parse_failed {
-                    problems.push(Problem {
+                    problems.add_with(ProblemKind::ParseError, || Problem {
                         kind: ProblemKind::ParseError,
                         file: self.files[file as usize].path.clone(),
                         line: number,
@@ -380,21 +410,30 @@ impl Inspector {
         }
     }
 
-    fn note_problem(&mut self, file: u32, p: Problem) {
-        *self.problem_counts.entry(p.kind).or_default() += 1;
-        if let Some(f) = self.files.get_mut(file as usize) {
-            f.problems += 1;
-        }
-        if self.problem_examples.len() < PROBLEM_EXAMPLES {
-            self.problem_examples.push(p);
-        }
-    }
-
-    /// Runs one complete record through miner, rules and detectors.
+    /// Runs one complete record through the analysis and keeps the statistics of the report.
     fn process(&mut self, file: u32, rec: &Record) {
+        // Secrets go before the miner, rules, examples and events see the record.
+        let (rec, _) = self.redactor.redacted(rec);
+        let rec = &*rec;
         self.records += 1;
         self.files[file as usize].records += 1;
-        let a = self.miner.add(&rec.message);
+        if rec.cut {
+            self.problems
+                .add_with(ProblemKind::LineTooLong, || Problem {
+                    kind: ProblemKind::LineTooLong,
+                    file: self.files[file as usize].path.clone(),
+                    line: rec.line,
+                    detail: format!(
+                        "message joined from partial lines longer than {} bytes was cut",
+                        self.options.max_line
+                    ),
+                });
+            if let Some(f) = self.files.get_mut(file as usize) {
+                f.problems += 1;
+            }
+        }
+        let analysis = self.analyzer.analyze(rec);
+        let a = analysis.assignment;
         let level_name = rec.level.map_or("unknown", Level::as_str);
         if rec.level_inferred {
             self.levels_inferred += 1;
@@ -431,84 +470,37 @@ impl Inspector {
             }
             None => self.dropped_template_stats += 1,
         }
-        if !self.rules.is_empty() {
-            let (text, generation) = self
-                .miner
-                .template(a.index)
-                .map_or(("", 0), |t| (t.text(), t.generation()));
-            let ctx = RuleContext {
-                template_id: a.id,
-                template_key: (a.index, generation),
-                template: text,
-                timestamp: rec.timestamp,
-            };
-            self.hits.clear();
-            self.rules.evaluate(rec, &ctx, &mut self.hits);
-            if self.events.is_some() {
-                let origin = crate::events::Origin {
-                    source: "/opsloop/inspect",
-                    input: &self.files[file as usize].path,
-                };
-                let events: Vec<_> = self
-                    .hits
-                    .iter()
-                    .map(|h| {
-                        crate::events::rule_matched(
-                            &origin,
-                            &self.rules.rules()[h.rule],
-                            rec,
-                            a.id,
-                            text,
-                        )
-                    })
-                    .collect();
-                for e in &events {
-                    self.write_event(e);
-                }
-            }
-            for h in &self.hits {
-                let s = &mut self.rule_stats[h.rule];
-                s.count += 1;
-                if s.examples.len() < RULE_EXAMPLES {
-                    s.examples.push(RuleExample {
-                        file: self.files[file as usize].path.clone(),
-                        line: rec.line,
-                        timestamp: rec.timestamp.map(format_rfc3339),
-                        message: truncate(&rec.message, EXAMPLE_CHARS),
-                    });
-                }
-            }
-        }
-        self.found.clear();
-        let is_error = rec.level.is_some_and(Level::is_error);
-        self.anomalies
-            .observe(a.id, a.created, rec.timestamp, is_error, &mut self.found);
-        if self.events.is_some() && !self.found.is_empty() {
+        if self.events.is_some() {
             let origin = crate::events::Origin {
                 source: "/opsloop/inspect",
                 input: &self.files[file as usize].path,
             };
-            let events: Vec<_> = self
-                .found
-                .iter()
-                .map(|an| {
-                    let text = an
-                        .template_id
-                        .and_then(|t| self.miner.resolve(t))
-                        .map(|t| t.text());
-                    crate::events::anomaly(&origin, an, rec, an.template_id, text)
-                })
-                .collect();
-            for e in &events {
-                self.write_event(e);
+            analysis.events(&origin, rec, &mut self.event_buf);
+        }
+        for h in analysis.hits {
+            let s = &mut self.rule_stats[h.rule];
+            s.count += 1;
+            if s.examples.len() < RULE_EXAMPLES {
+                s.examples.push(RuleExample {
+                    file: self.files[file as usize].path.clone(),
+                    line: rec.line,
+                    timestamp: rec.timestamp.map(format_rfc3339),
+                    message: truncate(&rec.message, EXAMPLE_CHARS),
+                });
             }
         }
-        for an in self.found.drain(..) {
+        for an in analysis.anomalies {
             *self.anomaly_counts.entry(an.kind).or_default() += 1;
             if self.anomaly_list.len() < ANOMALY_LIMIT {
-                self.anomaly_list.push((an, file, rec.line));
+                self.anomaly_list.push((an.clone(), file, rec.line));
             }
         }
+        let events = std::mem::take(&mut self.event_buf);
+        for e in &events {
+            self.write_event(e);
+        }
+        self.event_buf = events;
+        self.event_buf.clear();
         if self.assignments.is_some() {
             self.pending.push((file, rec.line, a.id));
         }
@@ -525,14 +517,15 @@ impl Inspector {
             let frag = match self.fragments.get(&id) {
                 Some((generation, frag))
                     if self
-                        .miner
+                        .analyzer
+                        .miner()
                         .resolve(id)
                         .is_some_and(|t| t.generation() == *generation) =>
                 {
                     frag
                 }
                 _ => {
-                    let (generation, text, final_id) = match self.miner.resolve(id) {
+                    let (generation, text, final_id) = match self.analyzer.miner().resolve(id) {
                         Some(t) => (t.generation(), t.text().to_string(), t.id()),
                         None => (
                             u32::MAX,
@@ -585,17 +578,18 @@ impl Inspector {
         {
             self.write_error.get_or_insert(e);
         }
-        self.found.clear();
-        self.anomalies.finish(&mut self.found);
+        let mut found = Vec::new();
+        self.analyzer.finish(&mut found);
         let last_file = self.files.len().saturating_sub(1) as u32;
-        for an in std::mem::take(&mut self.found) {
+        for an in found {
             *self.anomaly_counts.entry(an.kind).or_default() += 1;
             if self.anomaly_list.len() < ANOMALY_LIMIT {
                 self.anomaly_list.push((an, last_file, 0));
             }
         }
         let report = self.build_report();
-        (report, self.miner, self.write_error)
+        let miner = std::mem::take(self.analyzer.miner_mut());
+        (report, miner, self.write_error)
     }
 
     fn seen(&self, (file, line, ts): (u32, u64, Option<i64>)) -> Seen {
@@ -614,7 +608,7 @@ impl Inspector {
         // Fold statistics of templates that were merged into another into the survivor.
         let mut merged: FxHashMap<TemplateId, TemplateStats> = FxHashMap::default();
         for (&id, s) in &self.template_stats {
-            let target = self.miner.resolve(id).map_or(id, |t| t.id());
+            let target = self.analyzer.miner().resolve(id).map_or(id, |t| t.id());
             match merged.get_mut(&target) {
                 Some(m) => {
                     m.count += s.count;
@@ -638,7 +632,8 @@ impl Inspector {
             .map(|(&id, s)| TemplateReport {
                 id: id.to_string(),
                 template: self
-                    .miner
+                    .analyzer
+                    .miner()
                     .resolve(id)
                     .map_or_else(|| s.example.clone(), |t| t.text().to_string()),
                 count: s.count,
@@ -662,7 +657,8 @@ impl Inspector {
             .map(|t| t.id.clone())
             .collect();
         let rule_hits: Vec<RuleHitReport> = self
-            .rules
+            .analyzer
+            .rules()
             .rules()
             .iter()
             .zip(&self.rule_stats)
@@ -684,9 +680,13 @@ impl Inspector {
             .iter()
             .map(|(a, file, line)| AnomalyReport {
                 kind: a.kind,
-                template_id: a
-                    .template_id
-                    .map(|t| self.miner.resolve(t).map_or(t, |x| x.id()).to_string()),
+                template_id: a.template_id.map(|t| {
+                    self.analyzer
+                        .miner()
+                        .resolve(t)
+                        .map_or(t, |x| x.id())
+                        .to_string()
+                }),
                 file: self
                     .files
                     .get(*file as usize)
@@ -712,7 +712,7 @@ impl Inspector {
                 levels_inferred: self.levels_inferred,
                 bytes: self.files.iter().map(|f| f.bytes).sum(),
                 templates: templates.len(),
-                templates_evicted: self.miner.evicted(),
+                templates_evicted: self.analyzer.miner().evicted(),
                 first_timestamp: self.first_ts.map(format_rfc3339),
                 last_timestamp: self.last_ts.map(format_rfc3339),
                 elapsed_seconds: elapsed,
@@ -721,9 +721,9 @@ impl Inspector {
                 } else {
                     0.0
                 },
-                rules_loaded: self.rules.len(),
+                rules_loaded: self.analyzer.rules().len(),
                 rule_hits: self.rule_stats.iter().map(|s| s.count).sum(),
-                problems: self.problem_counts.values().sum(),
+                problems: self.problems.total,
                 anomalies: self.anomaly_counts.values().sum(),
             },
             files: self.files.clone(),
@@ -752,11 +752,12 @@ impl Inspector {
                 .collect(),
             problems: ProblemReport {
                 counts: self
-                    .problem_counts
+                    .problems
+                    .counts
                     .iter()
                     .map(|(k, v)| (k.as_str().to_string(), *v))
                     .collect(),
-                examples: self.problem_examples.clone(),
+                examples: self.problems.examples.clone(),
             },
         }
     }
@@ -784,91 +785,6 @@ fn format_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
         }
     }
     &buf[i..]
-}
-
-pub(crate) enum Pushed {
-    Joined,
-    Started { parse_failed: bool },
-}
-
-/// Assembles multi-line records: `next` receives a parsed line; `pending` is the record being
-/// built.
-pub(crate) struct Joiner {
-    pub(crate) parser: Parser,
-    pub(crate) multiline: bool,
-    pub(crate) pending: Record,
-    pub(crate) next: Record,
-    pub(crate) has_pending: bool,
-}
-
-impl Joiner {
-    /// A joiner for one source.
-    pub(crate) fn new(parser: Parser, multiline: bool) -> Joiner {
-        Joiner {
-            parser,
-            multiline,
-            pending: Record::default(),
-            next: Record::default(),
-            has_pending: false,
-        }
-    }
-
-    /// Moves the line just pushed (`next`) into place as the pending record, returning the
-    /// previous pending record, complete, when there was one. Buffers are swapped, not
-    /// reallocated: the returned record is valid until the next push.
-    pub(crate) fn rotate(&mut self) -> Option<&Record> {
-        std::mem::swap(&mut self.pending, &mut self.next);
-        let had = std::mem::replace(&mut self.has_pending, true);
-        had.then_some(&self.next)
-    }
-
-    /// Takes the pending record, if any (end of input, or the source went quiet).
-    pub(crate) fn take_pending(&mut self) -> Option<Record> {
-        std::mem::replace(&mut self.has_pending, false).then(|| std::mem::take(&mut self.pending))
-    }
-
-    pub(crate) fn push(&mut self, number: u64, text: &str) -> Pushed {
-        let can_join = self.multiline
-            && self.has_pending
-            && self.pending.continuation_lines < MAX_CONTINUATION_LINES;
-        if can_join && !self.parser.starts_record(text) {
-            // A continuation: kept with its record, not mined on its own.
-            if self.pending.continuation.len() < 64 * 1024 {
-                if !self.pending.continuation.is_empty() {
-                    self.pending.continuation.push('\n');
-                }
-                self.pending.continuation.push_str(text);
-            }
-            self.pending.continuation_lines += 1;
-            return Pushed::Joined;
-        }
-        self.next.clear();
-        self.next.line = number;
-        let ok = self.parser.parse(text, &mut self.next);
-        // A CRI partial line continues in the next line of the stream: one message.
-        if ok && self.has_pending && self.pending.partial {
-            let next = std::mem::take(&mut self.next);
-            self.pending.message.push_str(&next.message);
-            self.pending.partial = next.partial;
-            self.pending.continuation_lines += 1;
-            if self.pending.level.is_none() {
-                self.pending.level = next.level;
-            }
-            self.next = next;
-            return Pushed::Joined;
-        }
-        if !ok {
-            self.next.clear();
-            self.next.line = number;
-            self.next.message.push_str(text);
-        }
-        // Raw means "do not interpret"; every other format may leave the level unstated.
-        if self.next.level.is_none() && self.parser.format() != Format::Raw {
-            self.next.level = crate::parse::infer_level(&self.next.message);
-            self.next.level_inferred = self.next.level.is_some();
-        }
-        Pushed::Started { parse_failed: !ok }
-    }
 }
 
 /// The result of an inspection: `--output json` prints it as it is.

@@ -14,6 +14,12 @@
 //! other hosts that see the same messages get the same ids, and a template keeps its id while it
 //! generalises. Memory is bounded: at most `max_templates` live templates (the least recently
 //! seen is evicted) and a skeleton cache that is cleared when it outgrows its cap.
+//!
+//! A template holds at most [`MAX_TOKENS`] + 1 tokens, so a template's size does not grow with
+//! its message: the first [`MAX_TOKENS`] tokens of a message form its template and whatever
+//! follows them is one trailing `<*>`. Two messages that differ only after the first
+//! [`MAX_TOKENS`] tokens therefore share a template (what tells events apart is at their start),
+//! and a message of exactly [`MAX_TOKENS`] tokens is told from a longer one by that `<*>`.
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -25,6 +31,9 @@ use crate::mask::{WILDCARD, is_size_unit, mask_token};
 /// Distinct values a position must show before it counts as a variable. Two alternatives are
 /// usually two events (`startup`/`shutdown`, `Starting`/`Ending`); identifiers show many more.
 pub const VARIANTS: usize = 3;
+
+/// Tokens of a message that form its template; the rest is one trailing `<*>`.
+pub const MAX_TOKENS: usize = 256;
 
 /// Leading positions indexed to find candidate templates: a template that disagrees with a
 /// message at all of them differs in three places and is no candidate anyway.
@@ -436,10 +445,10 @@ impl TemplateMiner {
         self.spans.clear();
         self.masked.clear();
         let mut after_number = false;
-        for token in message
+        let mut tokens = message
             .split(|b| b.is_ascii_whitespace())
-            .filter(|t| !t.is_empty())
-        {
+            .filter(|t| !t.is_empty());
+        for token in tokens.by_ref().take(MAX_TOKENS) {
             let start = self.shapes.len() as u32;
             let masked = if after_number && is_size_unit(token) {
                 self.shapes.extend_from_slice(WILDCARD);
@@ -451,6 +460,14 @@ impl TemplateMiner {
             self.spans.push((start, self.shapes.len() as u32));
             self.masked.push(masked);
             // A separator that cannot occur in text keeps "a b" and "ab" apart.
+            self.shapes.push(0x1f);
+        }
+        if tokens.next().is_some() {
+            // Past the cap, the rest of the message (not even masked) is one variable.
+            let start = self.shapes.len() as u32;
+            self.shapes.extend_from_slice(WILDCARD);
+            self.spans.push((start, self.shapes.len() as u32));
+            self.masked.push(true);
             self.shapes.push(0x1f);
         }
         xxh3_64(&self.shapes)
@@ -1084,6 +1101,36 @@ mod tests {
     }
 
     #[test]
+    fn long_messages_are_capped_at_max_tokens() {
+        let words = |n: usize, seed: usize| -> String {
+            (0..n)
+                .map(|i| ((b'a' + ((i * 7 + seed * 13 + i / 26) % 26) as u8) as char).to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let head = words(MAX_TOKENS, 0);
+        let mut m = TemplateMiner::default();
+        let a = m.add(&format!("{head} {}", words(900, 1)));
+        let b = m.add(&format!("{head} {}", words(1100, 2)));
+        assert_eq!(
+            a.id, b.id,
+            "messages differing only after the cap share a template"
+        );
+        let t = m.template(a.index).unwrap_or_else(|| panic!("template"));
+        assert_eq!(t.len(), MAX_TOKENS + 1);
+        assert!(t.text().ends_with(" <*>"));
+        assert!(t.text().len() <= 2 * MAX_TOKENS + 3);
+        // At the cap exactly: no trailing wildcard, a template of its own.
+        let c = m.add(&head);
+        assert_ne!(c.id, a.id);
+        assert_eq!(m.template(c.index).map(Template::len), Some(MAX_TOKENS));
+        // Scratch buffers stay bounded by the cap too, however long the message.
+        m.add(&words(100_000, 3));
+        assert_eq!(m.spans.len(), MAX_TOKENS + 1);
+        assert!(m.shapes.len() <= (MAX_TOKENS + 1) * 4, "{}", m.shapes.len());
+    }
+
+    #[test]
     fn state_round_trip_keeps_ids() {
         let (m, a) = mine(&["connect to db 1 failed", "connect to db 2 failed"]);
         let json = serde_json::to_string(&m.snapshot()).unwrap_or_default();
@@ -1107,7 +1154,8 @@ mod tests {
                     let y = b.add(line);
                     prop_assert_eq!(x.id, y.id, "same input, same ids");
                     let t = a.template(x.index).map(|t| t.len());
-                    prop_assert_eq!(t, Some(line.split_ascii_whitespace().count()));
+                    let tokens = line.split_ascii_whitespace().count();
+                    prop_assert_eq!(t, Some(tokens.min(MAX_TOKENS + 1)));
                 }
                 // A message seen again lands where its first assignment resolves to now.
                 let firsts: Vec<TemplateId> = lines.iter().map(|l| b.add(l).id).collect();

@@ -11,7 +11,7 @@
 use std::str::FromStr;
 
 use opsloop_core::Level;
-use opsloop_core::time::{civil_to_millis, digits, month_from_abbrev, parse_iso8601};
+use opsloop_core::time::{CivilYear, civil_to_millis, digits, month_from_abbrev, parse_iso8601};
 use regex::Regex;
 use serde_json::Value;
 
@@ -107,6 +107,19 @@ pub struct Record {
     pub level_inferred: bool,
     /// A partial line (CRI `P`): the next line of the same stream continues its message.
     pub partial: bool,
+    /// The container stream of a CRI line; partial lines join only within their stream.
+    pub cri_stream: Option<CriStream>,
+    /// The message was cut at the length limit (a joined CRI message that grew past it).
+    pub cut: bool,
+}
+
+/// The stream a container runtime (CRI) line was written to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CriStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
 }
 
 impl Record {
@@ -122,6 +135,8 @@ impl Record {
         self.year_assumed = false;
         self.level_inferred = false;
         self.partial = false;
+        self.cri_stream = None;
+        self.cut = false;
     }
 
     /// A field by name.
@@ -141,15 +156,74 @@ pub enum PatternError {
     NoMessage,
 }
 
+/// Year-less times more than this after the line's arrival are from the year before.
+const ROLL_BACK_AFTER_MS: i64 = 2 * 86_400_000;
+
+/// How year-less timestamps (RFC 3164, klog, logcat) get their year.
+#[derive(Clone, Copy, Debug)]
+struct Years {
+    /// The fixed year, or the year of `now` (cached with its bounds: recomputed only when
+    /// `now` leaves it, so setting `now` per line costs two comparisons).
+    year: CivilYear,
+    /// When the line arrived, if known: the year is then the one that puts the time in the
+    /// year up to two days after `now` (clocks of writer and reader disagree a little).
+    now: Option<i64>,
+    /// Accept days the month does not have (only to tell whether a line is shaped like a
+    /// record: one with an impossible date is a bad record, not a continuation).
+    lenient: bool,
+}
+
+impl Years {
+    fn fixed(year: i64) -> Years {
+        let start_ms = civil_to_millis(year, 1, 1, 0, 0, 0, 0).unwrap_or(i64::MIN);
+        let end_ms = civil_to_millis(year + 1, 1, 1, 0, 0, 0, 0).unwrap_or(i64::MAX);
+        Years {
+            year: CivilYear {
+                year,
+                start_ms,
+                end_ms,
+            },
+            now: None,
+            lenient: false,
+        }
+    }
+
+    /// Milliseconds of a year-less civil time; `None` for a date that does not exist.
+    fn resolve(&self, month: u32, day: u32, h: u32, m: u32, s: u32, ms: u32) -> Option<i64> {
+        let y = self.year.year;
+        let day = if self.lenient && (1..=31).contains(&day) {
+            1
+        } else {
+            day
+        };
+        let Some(now) = self.now else {
+            return civil_to_millis(y, month, day, h, m, s, ms);
+        };
+        let limit = now.saturating_add(ROLL_BACK_AFTER_MS);
+        match civil_to_millis(y, month, day, h, m, s, ms) {
+            // Two days before New Year, early January is (nearly) now, not eleven months ago.
+            Some(t) if limit >= self.year.end_ms => {
+                match civil_to_millis(y + 1, month, day, h, m, s, ms) {
+                    Some(next) if next <= limit => Some(next),
+                    _ => Some(t),
+                }
+            }
+            Some(t) if t <= limit => Some(t),
+            // Later than two days from now (a December line read in January), or a Feb 29
+            // that this year lacks: the year before.
+            _ => civil_to_millis(y - 1, month, day, h, m, s, ms),
+        }
+    }
+}
+
 /// Parses lines of one format.
 pub struct Parser {
     format: Format,
-    year: i64,
-    /// Year-less times later than this are taken to be from the year before (a December line
-    /// read in January).
-    roll_back_after: Option<i64>,
+    years: Years,
     access: Option<Regex>,
     pattern: Option<Regex>,
+    /// Reused by [`Parser::starts_record`]: probing a line does not reallocate its buffers.
+    scratch: Record,
 }
 
 const MESSAGE_KEYS: [&str; 5] = ["message", "msg", "log", "MESSAGE", "text"];
@@ -164,7 +238,8 @@ const LEVEL_KEYS: [&str; 6] = [
 const TIME_KEYS: [&str; 6] = ["timestamp", "time", "ts", "@timestamp", "t", "datetime"];
 
 impl Parser {
-    /// A parser for `format`. Year-less timestamps (RFC 3164, klog) get `year`.
+    /// A parser for `format`. Year-less timestamps (RFC 3164, klog) get `year`, until
+    /// [`Parser::set_now`] makes the year follow the lines' arrival time.
     pub fn new(format: Format, year: i64) -> Self {
         let access = if format == Format::Access {
             access_regex()
@@ -173,10 +248,10 @@ impl Parser {
         };
         Self {
             format,
-            year,
-            roll_back_after: None,
+            years: Years::fixed(year),
             access,
             pattern: None,
+            scratch: Record::default(),
         }
     }
 
@@ -195,18 +270,29 @@ impl Parser {
         }
         Ok(Self {
             format: Format::Regex,
-            year,
-            roll_back_after: None,
+            years: Years::fixed(year),
             access: None,
             pattern: Some(re),
+            scratch: Record::default(),
         })
     }
 
-    /// Year-less timestamps later than `now_ms` plus two days move to the year before: logs
-    /// read in January still have December lines. Use with the current year.
+    /// [`Parser::set_now`] as a builder, for a batch read at one moment.
     pub fn roll_back_future(mut self, now_ms: i64) -> Self {
-        self.roll_back_after = Some(now_ms + 2 * 86_400_000);
+        self.set_now(now_ms);
         self
+    }
+
+    /// Tells the parser when the next lines arrived (call per line or per batch; cheap).
+    /// From then on a year-less time gets the year of `now_ms`, or the year before when that
+    /// would put it more than two days after `now_ms` (logs read in January still have
+    /// December lines), or the year after when that puts it within those two days (a January
+    /// line read late on December 31 by a clock running behind the writer's).
+    pub fn set_now(&mut self, now_ms: i64) {
+        if !self.years.year.contains(now_ms) {
+            self.years.year = CivilYear::of(now_ms);
+        }
+        self.years.now = Some(now_ms);
     }
 
     /// The format.
@@ -216,43 +302,24 @@ impl Parser {
 
     /// Parses `line` into `rec` (which the caller cleared). False when the line is not in this
     /// format; `rec` is then left for the caller to fill as raw.
+    /// A line whose timestamp names a day its month does not have (`Feb 30`) does not parse.
     pub fn parse(&self, line: &str, rec: &mut Record) -> bool {
-        let ok = self.parse_format(line, rec);
-        if let (true, Some(limit), Some(ts)) =
-            (rec.year_assumed, self.roll_back_after, rec.timestamp)
-            && ts > limit
-        {
-            rec.timestamp = previous_year(ts);
-        }
-        ok
-    }
-
-    fn parse_format(&self, line: &str, rec: &mut Record) -> bool {
-        match self.format {
-            Format::Raw => {
-                rec.message.push_str(line);
-                true
-            }
-            Format::Json => parse_json(line, rec),
-            Format::Logfmt => parse_logfmt(line, rec),
-            Format::Syslog => parse_syslog(line, self.year, rec),
-            Format::Access => self
-                .access
-                .as_ref()
-                .is_some_and(|re| parse_access(re, line, rec)),
-            Format::Klog => parse_klog(line, self.year, rec),
-            Format::Plain => parse_plain(line, self.year, rec),
-            Format::Regex => self
-                .pattern
-                .as_ref()
-                .is_some_and(|re| parse_pattern(re, line, self.year, rec)),
-        }
+        parse_format(
+            self.format,
+            self.years,
+            self.access.as_ref(),
+            self.pattern.as_ref(),
+            line,
+            rec,
+        )
     }
 
     /// Whether `line` starts a new record (as opposed to continuing a stack trace). Formats
     /// whose records open with a timestamp or a brace can tell; raw and logfmt treat only
-    /// indented and `Caused by:` lines as continuations.
-    pub fn starts_record(&self, line: &str) -> bool {
+    /// indented and `Caused by:` lines as continuations. A line shaped like a record but with
+    /// an impossible date starts one too (which then fails to parse and is reported), rather
+    /// than hiding in the record before it.
+    pub fn starts_record(&mut self, line: &str) -> bool {
         if is_continuation_text(line) {
             return false;
         }
@@ -260,10 +327,35 @@ impl Parser {
             // A JSON record never spans lines; a stray line among them is a record of its own.
             Format::Raw | Format::Logfmt | Format::Regex | Format::Access | Format::Json => true,
             Format::Syslog | Format::Klog | Format::Plain => {
-                let mut scratch = Record::default();
-                self.parse(line, &mut scratch)
+                let mut lenient = self.years;
+                lenient.lenient = true;
+                self.scratch.clear();
+                parse_format(self.format, lenient, None, None, line, &mut self.scratch)
             }
         }
+    }
+}
+
+fn parse_format(
+    format: Format,
+    years: Years,
+    access: Option<&Regex>,
+    pattern: Option<&Regex>,
+    line: &str,
+    rec: &mut Record,
+) -> bool {
+    match format {
+        Format::Raw => {
+            rec.message.push_str(line);
+            true
+        }
+        Format::Json => parse_json(line, years, rec),
+        Format::Logfmt => parse_logfmt(line, years, rec),
+        Format::Syslog => parse_syslog(line, years, rec),
+        Format::Access => access.is_some_and(|re| parse_access(re, line, rec)),
+        Format::Klog => parse_klog(line, years, rec),
+        Format::Plain => parse_plain(line, years, rec),
+        Format::Regex => pattern.is_some_and(|re| parse_pattern(re, line, years, rec)),
     }
 }
 
@@ -310,14 +402,6 @@ pub fn infer_level(message: &str) -> Option<Level> {
         }
     }
     best
-}
-
-/// The same civil time one year earlier.
-fn previous_year(ms: i64) -> Option<i64> {
-    let days = ms.div_euclid(86_400_000);
-    let (y, m, d) = opsloop_core::time::civil_from_days(days);
-    let base = civil_to_millis(y - 1, m, d, 0, 0, 0, 0)?;
-    Some(base + ms.rem_euclid(86_400_000))
 }
 
 /// Lines that continue the record before them in any format: indented lines (Java `\tat`,
@@ -391,24 +475,28 @@ fn epoch_to_millis(v: f64) -> Option<i64> {
     })
 }
 
-fn parse_time_text(s: &str, year: i64) -> Option<i64> {
+/// A time written as text; the flag says the year was assumed.
+fn parse_time_text(s: &str, years: Years) -> Option<(i64, bool)> {
     let b = s.as_bytes();
     if let Some((ms, _)) = parse_iso8601(b) {
-        return Some(ms);
+        return Some((ms, false));
     }
     if let Some((ms, _)) = parse_slash_datetime(b) {
-        return Some(ms);
+        return Some((ms, false));
     }
-    if let Some((ms, _)) = parse_bsd_time(b, year) {
-        return Some(ms);
+    if let Some((ms, _)) = parse_bsd_time(b, years) {
+        return Some((ms, true));
     }
     if let Some((ms, _)) = parse_clf_time(b) {
-        return Some(ms);
+        return Some((ms, false));
     }
-    s.parse::<f64>().ok().and_then(epoch_to_millis)
+    s.parse::<f64>()
+        .ok()
+        .and_then(epoch_to_millis)
+        .map(|ms| (ms, false))
 }
 
-fn parse_json(line: &str, rec: &mut Record) -> bool {
+fn parse_json(line: &str, years: Years, rec: &mut Record) -> bool {
     let trimmed = line.trim();
     if !trimmed.starts_with('{') {
         return false;
@@ -448,11 +536,13 @@ fn parse_json(line: &str, rec: &mut Record) -> bool {
             }
         }
         if rec.timestamp.is_none() && TIME_KEYS.contains(&k.as_str()) {
-            rec.timestamp = match &v {
-                Value::String(s) => parse_time_text(s, 1970),
-                Value::Number(n) => n.as_f64().and_then(epoch_to_millis),
-                _ => None,
+            let (ts, assumed) = match &v {
+                Value::String(s) => parse_time_text(s, years).unzip(),
+                Value::Number(n) => (n.as_f64().and_then(epoch_to_millis), None),
+                _ => (None, None),
             };
+            rec.timestamp = ts;
+            rec.year_assumed = assumed.unwrap_or(false);
             if rec.timestamp.is_some() {
                 continue;
             }
@@ -535,7 +625,7 @@ pub fn logfmt_pairs<'a>(line: &'a str, mut f: impl FnMut(&'a str, String, bool))
     pairs > 0
 }
 
-fn parse_logfmt(line: &str, rec: &mut Record) -> bool {
+fn parse_logfmt(line: &str, years: Years, rec: &mut Record) -> bool {
     let mut with_value = 0;
     let mut fields = std::mem::take(&mut rec.fields);
     let mut message = None;
@@ -548,7 +638,7 @@ fn parse_logfmt(line: &str, rec: &mut Record) -> bool {
         match k {
             "msg" | "message" if message.is_none() => message = Some(v),
             "level" | "lvl" | "severity" if level.is_none() => level = Level::parse(&v),
-            "ts" | "time" | "timestamp" if time.is_none() => time = parse_time_text(&v, 1970),
+            "ts" | "time" | "timestamp" if time.is_none() => time = parse_time_text(&v, years),
             _ => {
                 let value = if quoted || v.is_empty() {
                     if v.is_empty() && !quoted {
@@ -571,8 +661,9 @@ fn parse_logfmt(line: &str, rec: &mut Record) -> bool {
     if level.is_some() {
         rec.level = level;
     }
-    if time.is_some() {
-        rec.timestamp = time;
+    if let Some((ms, assumed)) = time {
+        rec.timestamp = Some(ms);
+        rec.year_assumed = assumed;
     }
     match message {
         Some(m) => rec.message.push_str(&m),
@@ -599,7 +690,13 @@ pub fn scalar_value(v: &str) -> Value {
 }
 
 /// `Mmm dd hh:mm:ss` (day may be space-padded); returns millis and bytes used.
-fn parse_bsd_time(b: &[u8], year: i64) -> Option<(i64, usize)> {
+fn parse_bsd_time(b: &[u8], years: Years) -> Option<(i64, usize)> {
+    let (month, day, h, m, s, used) = parse_bsd_fields(b)?;
+    Some((years.resolve(month, day, h, m, s, 0)?, used))
+}
+
+/// The fields of `Mmm dd hh:mm:ss`: month, day, hour, minute, second and bytes used.
+fn parse_bsd_fields(b: &[u8]) -> Option<(u32, u32, u32, u32, u32, usize)> {
     let month = month_from_abbrev(b.get(0..3)?)?;
     if b.get(3) != Some(&b' ') {
         return None;
@@ -612,7 +709,7 @@ fn parse_bsd_time(b: &[u8], year: i64) -> Option<(i64, usize)> {
         return None;
     }
     let (h, m, s, used) = parse_hms(b, at + 1)?;
-    Some((civil_to_millis(year, month, day, h, m, s, 0)?, used))
+    Some((month, day, h, m, s, used))
 }
 
 /// `hh:mm:ss` with optional fraction at `at`; returns the parts and the end offset.
@@ -662,7 +759,7 @@ fn parse_clf_time(b: &[u8]) -> Option<(i64, usize)> {
 
 /// RFC 5424 (`<PRI>1 TS HOST APP PROCID MSGID SD MSG`) and RFC 3164
 /// (`[<PRI>]Mmm dd hh:mm:ss HOST TAG[PID]: MSG`).
-fn parse_syslog(line: &str, year: i64, rec: &mut Record) -> bool {
+fn parse_syslog(line: &str, years: Years, rec: &mut Record) -> bool {
     let b = line.as_bytes();
     let mut i = 0;
     if b.first() == Some(&b'<') {
@@ -683,7 +780,7 @@ fn parse_syslog(line: &str, year: i64, rec: &mut Record) -> bool {
     if let Some(rest) = rest.strip_prefix("1 ") {
         return parse_5424(rest, rec);
     }
-    let Some((ms, used)) = parse_bsd_time(rest.as_bytes(), year) else {
+    let Some((ms, used)) = parse_bsd_time(rest.as_bytes(), years) else {
         return false;
     };
     rec.timestamp = Some(ms);
@@ -786,7 +883,11 @@ fn parse_access(re: &Regex, line: &str, rec: &mut Record) -> bool {
         return false;
     };
     let get = |i: usize| c.get(i).map_or("", |m| m.as_str());
-    rec.timestamp = parse_clf_time(get(4).as_bytes()).map(|x| x.0);
+    // The time's shape is in the regex; a time that does not parse is an impossible date.
+    let Some((ms, _)) = parse_clf_time(get(4).as_bytes()) else {
+        return false;
+    };
+    rec.timestamp = Some(ms);
     let status: u16 = get(8).parse().unwrap_or(0);
     rec.level = Some(match status {
         500.. => Level::Error,
@@ -821,7 +922,7 @@ fn parse_access(re: &Regex, line: &str, rec: &mut Record) -> bool {
 }
 
 /// `Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg`.
-fn parse_klog(line: &str, year: i64, rec: &mut Record) -> bool {
+fn parse_klog(line: &str, years: Years, rec: &mut Record) -> bool {
     let b = line.as_bytes();
     let level = match b.first() {
         Some(b'I') => Level::Info,
@@ -849,7 +950,10 @@ fn parse_klog(line: &str, year: i64, rec: &mut Record) -> bool {
     }
     let frac = line[14.min(end)..end].trim_start_matches('.');
     let millis = digits(frac.as_bytes(), 0, 3).unwrap_or(0);
-    rec.timestamp = civil_to_millis(year, mo, d, h, m, s, millis);
+    let Some(ms) = years.resolve(mo, d, h, m, s, millis) else {
+        return false;
+    };
+    rec.timestamp = Some(ms);
     rec.year_assumed = true;
     rec.level = Some(level);
     if !thread.trim().is_empty() {
@@ -867,28 +971,26 @@ fn parse_ctime(b: &[u8]) -> Option<(i64, usize)> {
     if !b.get(0..3)?.iter().all(u8::is_ascii_alphabetic) || b.get(3) != Some(&b' ') {
         return None;
     }
-    let (ms, used) = parse_bsd_time(&b[4..], 1970)?;
+    let (month, day, h, m, s, used) = parse_bsd_fields(&b[4..])?;
     if b.get(4 + used) != Some(&b' ') {
         return None;
     }
     let year = digits(b, 5 + used, 4)?;
-    // Re-anchor the month, day and time on the real year.
-    let days = ms.div_euclid(86_400_000);
-    let (_, month, day) = opsloop_core::time::civil_from_days(days);
-    let rem = ms.rem_euclid(86_400_000);
-    let base = civil_to_millis(i64::from(year), month, day, 0, 0, 0, 0)?;
-    Some((base + rem, 9 + used))
+    Some((
+        civil_to_millis(i64::from(year), month, day, h, m, s, 0)?,
+        9 + used,
+    ))
 }
 
-/// `MM-DD hh:mm:ss.fff` (Android logcat), in `year`.
-fn parse_month_day(b: &[u8], year: i64) -> Option<(i64, usize)> {
+/// `MM-DD hh:mm:ss.fff` (Android logcat), year-less.
+fn parse_month_day(b: &[u8], years: Years) -> Option<(i64, usize)> {
     let (mo, d) = (digits(b, 0, 2)?, digits(b, 3, 2)?);
     if b.get(2) != Some(&b'-') || b.get(5) != Some(&b' ') {
         return None;
     }
     let (h, m, s, end) = parse_hms(b, 6)?;
     let millis = digits(b, 15, 3).filter(|_| end >= 18).unwrap_or(0);
-    Some((civil_to_millis(year, mo, d, h, m, s, millis)?, end))
+    Some((years.resolve(mo, d, h, m, s, millis)?, end))
 }
 
 /// `yy/MM/dd hh:mm:ss` (log4j's `%d{yy/MM/dd HH:mm:ss}`, Spark) and `yyMMdd hhmmss` (Hadoop).
@@ -910,14 +1012,14 @@ fn parse_short_date(b: &[u8]) -> Option<(i64, usize)> {
 }
 
 /// The timestamps `plain` lines may open with; the flag says the year was assumed.
-fn parse_leading_time(b: &[u8], year: i64) -> Option<(i64, usize, bool)> {
+fn parse_leading_time(b: &[u8], years: Years) -> Option<(i64, usize, bool)> {
     let with_year = |x: Option<(i64, usize)>| x.map(|(ms, used)| (ms, used, false));
     let without = |x: Option<(i64, usize)>| x.map(|(ms, used)| (ms, used, true));
     with_year(parse_iso8601(b))
         .or_else(|| with_year(parse_slash_datetime(b)))
-        .or_else(|| without(parse_bsd_time(b, year)))
+        .or_else(|| without(parse_bsd_time(b, years)))
         .or_else(|| with_year(parse_ctime(b)))
-        .or_else(|| without(parse_month_day(b, year)))
+        .or_else(|| without(parse_month_day(b, years)))
         .or_else(|| with_year(parse_short_date(b)))
 }
 
@@ -937,15 +1039,17 @@ fn strip_zone(rest: &str) -> &str {
 }
 
 /// The CRI container-log frame after the time: `stdout F message` (`P` for a partial line).
-fn cri_prefix(rest: &str) -> Option<(&str, bool, &str)> {
+fn cri_prefix(rest: &str) -> Option<(&str, CriStream, bool, &str)> {
     let (stream, tail) = rest.split_once(' ')?;
-    if stream != "stdout" && stream != "stderr" {
-        return None;
-    }
+    let which = match stream {
+        "stdout" => CriStream::Stdout,
+        "stderr" => CriStream::Stderr,
+        _ => return None,
+    };
     let (tag, msg) = tail.split_once(' ').unwrap_or((tail, ""));
     match tag {
-        "F" => Some((stream, false, msg)),
-        "P" => Some((stream, true, msg)),
+        "F" => Some((stream, which, false, msg)),
+        "P" => Some((stream, which, true, msg)),
         _ => None,
     }
 }
@@ -954,10 +1058,10 @@ fn cri_prefix(rest: &str) -> Option<(&str, bool, &str)> {
 /// [`parse_leading_time`], optionally bracketed; then the level among the next words, bare,
 /// bracketed or followed by a colon (`INFO`, `[error]`, `WARN:`), possibly after a thread or
 /// logger name, or a single letter after process and thread ids (logcat: `1702 2395 D Tag:`).
-fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
+fn parse_plain(line: &str, years: Years, rec: &mut Record) -> bool {
     let b = line.as_bytes();
     let start = usize::from(b.first() == Some(&b'['));
-    let Some((ms, used, year_assumed)) = parse_leading_time(&b[start..], year) else {
+    let Some((ms, used, year_assumed)) = parse_leading_time(&b[start..], years) else {
         return false;
     };
     rec.timestamp = Some(ms);
@@ -967,11 +1071,12 @@ fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
         rest = rest.strip_prefix(']').unwrap_or(rest);
     }
     let rest = strip_zone(rest.trim_start_matches([' ', '\t', '|', '-', ',']));
-    if let Some((stream, partial, inner)) = cri_prefix(rest) {
+    if let Some((stream, which, partial, inner)) = cri_prefix(rest) {
         rec.fields.push(("stream".into(), Value::from(stream)));
         rec.partial = partial;
+        rec.cri_stream = Some(which);
         // The container's own line may be structured: JSON or logfmt inside the CRI frame.
-        if !parse_json(inner, rec) && !parse_logfmt(inner, rec) {
+        if !parse_json(inner, years, rec) && !parse_logfmt(inner, years, rec) {
             rec.message.push_str(inner);
         }
         return true;
@@ -1015,7 +1120,7 @@ fn parse_plain(line: &str, year: i64, rec: &mut Record) -> bool {
     true
 }
 
-fn parse_pattern(re: &Regex, line: &str, year: i64, rec: &mut Record) -> bool {
+fn parse_pattern(re: &Regex, line: &str, years: Years, rec: &mut Record) -> bool {
     let Some(c) = re.captures(line) else {
         return false;
     };
@@ -1025,7 +1130,11 @@ fn parse_pattern(re: &Regex, line: &str, year: i64, rec: &mut Record) -> bool {
         match name {
             "msg" | "message" => rec.message.push_str(v),
             "level" => set_level_from(rec, v),
-            "ts" | "timestamp" | "time" => rec.timestamp = parse_time_text(v, year),
+            "ts" | "timestamp" | "time" => {
+                let (ts, assumed) = parse_time_text(v, years).unzip();
+                rec.timestamp = ts;
+                rec.year_assumed = assumed.unwrap_or(false);
+            }
             _ => rec.fields.push((name.to_string(), scalar_value(v))),
         }
     }

@@ -1,19 +1,28 @@
 //! The agent's log pipeline: [`LogPipeline`] takes lines and records from many sources
-//! through parser, multi-line joiner, template miner, rules and anomaly detection, and returns
-//! what it finds as events. One thread owns it; sources feed it through a bounded channel.
+//! through parser, multi-line joiner and the shared [`Analyzer`] (template miner, rules,
+//! anomaly detection), and returns what it finds as events. One thread owns it; sources feed
+//! it through a bounded channel.
+//!
+//! Everything that depends on time reads the pipeline's [`Clock`]: the arrival time of a line
+//! (which decides the year of a year-less timestamp), a source's idle time and the rate limit of
+//! `input_problem` events.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use opsloop_core::Event;
 use opsloop_core::ingest::IngestedRecord;
+use opsloop_core::time::{CivilYear, Clock, SystemClock};
 use rustc_hash::FxHashMap;
 
-use crate::anomaly::{AnomalyConfig, AnomalyDetector};
+use crate::analysis::Analyzer;
+use crate::anomaly::AnomalyConfig;
 use crate::events::{self, Origin};
-use crate::inspect::{Joiner, Pushed, current_year};
-use crate::miner::{MinerConfig, TemplateId, TemplateMiner};
+use crate::joiner::{Joiner, Pushed};
+use crate::miner::{MinerConfig, TemplateId};
 use crate::parse::{Format, Parser, Record, detect, infer_level};
-use crate::rules::{RuleContext, RuleSet};
+use crate::redact::Redactor;
+use crate::rules::RuleSet;
 
 /// How a source's lines are read.
 #[derive(Clone, Debug)]
@@ -27,18 +36,26 @@ pub struct SourceSpec {
 /// Lines buffered to detect a stream's format.
 const DETECT_LINES: usize = 8;
 /// At most one `input_problem` event per source this often (the counter counts every line).
-const PROBLEM_EVERY: Duration = Duration::from_secs(60);
+const PROBLEM_EVERY_MS: i64 = 60_000;
+
+/// Whether `d_ms` passed from `since` to `now`. A clock stepped back counts as having passed:
+/// better an early flush or report than one held until the clock catches up.
+fn passed(now: i64, since: i64, d_ms: i64) -> bool {
+    now < since || now - since >= d_ms
+}
 
 struct SourceState {
     spec: SourceSpec,
     joiner: Option<Joiner>,
-    detecting: Vec<String>,
+    /// Lines held for format detection, with their arrival times.
+    detecting: Vec<(String, i64)>,
     lines: u64,
-    last_line: Instant,
+    /// Clock time of the last line.
+    last_line: i64,
     /// Lines that did not parse since the last `input_problem` event, and the first of them.
     unparsed: u64,
     unparsed_example: Option<(u64, String)>,
-    last_problem_event: Option<Instant>,
+    last_problem_event: Option<i64>,
 }
 
 /// What one line did.
@@ -48,178 +65,115 @@ pub struct LineOutcome {
     pub parse_failed: bool,
 }
 
+/// The analysis shared by all sources, apart from them so both can be borrowed at once.
+struct Core {
+    analyzer: Analyzer,
+    event_source: String,
+    redactor: Redactor,
+    redactions: u64,
+}
+
+impl Core {
+    fn process(&mut self, input: &str, rec: &Record, out: &mut Vec<Event>) {
+        // Secrets go before anything can keep or send them.
+        let (rec, n) = self.redactor.redacted(rec);
+        self.redactions += n as u64;
+        let rec = &*rec;
+        let origin = Origin {
+            source: &self.event_source,
+            input,
+        };
+        self.analyzer.analyze(rec).events(&origin, rec, out);
+    }
+}
+
 /// The pipeline.
 pub struct LogPipeline {
-    miner: TemplateMiner,
-    rules: RuleSet,
-    anomalies: AnomalyDetector,
+    core: Core,
     sources: FxHashMap<String, SourceState>,
-    event_source: String,
-    year: i64,
-    rule_hits: Vec<u64>,
-    hits: Vec<crate::rules::RuleHit>,
-    found: Vec<crate::anomaly::Anomaly>,
+    clock: Arc<dyn Clock>,
 }
 
 impl LogPipeline {
-    /// A pipeline with `rules`, naming its events' source `event_source`.
+    /// A pipeline with `rules`, naming its events' source `event_source`, on the system clock.
     pub fn new(
         rules: RuleSet,
         miner: MinerConfig,
         anomaly: AnomalyConfig,
         event_source: &str,
     ) -> Self {
-        let n = rules.len();
+        Self::with_clock(rules, miner, anomaly, event_source, Arc::new(SystemClock))
+    }
+
+    /// [`LogPipeline::new`] on `clock`.
+    pub fn with_clock(
+        rules: RuleSet,
+        miner: MinerConfig,
+        anomaly: AnomalyConfig,
+        event_source: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         LogPipeline {
-            miner: TemplateMiner::new(miner),
-            rules,
-            anomalies: AnomalyDetector::new(anomaly),
+            core: Core {
+                analyzer: Analyzer::new(rules, miner, anomaly),
+                event_source: event_source.to_string(),
+                redactor: Redactor::default(),
+                redactions: 0,
+            },
             sources: FxHashMap::default(),
-            event_source: event_source.to_string(),
-            year: current_year(),
-            rule_hits: vec![0; n],
-            hits: Vec::new(),
-            found: Vec::new(),
+            clock,
         }
+    }
+
+    /// Replaces the secret redaction applied to every record before analysis (on by default
+    /// with [`Redactor::default`]; [`Redactor::disabled`] turns it off).
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.core.redactor = redactor;
+    }
+
+    /// Values redacted so far.
+    pub fn redactions(&self) -> u64 {
+        self.core.redactions
     }
 
     /// Declares a source (lines from undeclared sources are read with format detection).
     pub fn add_source(&mut self, name: &str, spec: SourceSpec) {
+        let now = self.clock.now_ms();
         self.sources
-            .insert(name.to_string(), SourceState::new(spec));
+            .insert(name.to_string(), SourceState::new(spec, now));
     }
 
-    /// Feeds one line of `source`; complete records' findings go to `out`.
+    /// Feeds one line of `source`, arrived now by the pipeline's clock; complete records'
+    /// findings go to `out`.
     pub fn push_line(&mut self, source: &str, line: &str, out: &mut Vec<Event>) -> LineOutcome {
-        let year = self.year;
+        let now = self.clock.now_ms();
         if !self.sources.contains_key(source) {
             // An undeclared source (API records name their own): detect its format.
-            self.sources.insert(
-                source.to_string(),
-                SourceState::new(SourceSpec {
-                    format: None,
-                    multiline: None,
-                }),
-            );
-        }
-        let Some(state) = self.sources.get_mut(source) else {
-            return LineOutcome::default();
-        };
-        state.lines += 1;
-        state.last_line = Instant::now();
-        let number = state.lines;
-        if state.joiner.is_none() {
-            if state.spec.format.is_none() && state.detecting.len() < DETECT_LINES {
-                state.detecting.push(line.to_string());
-                return LineOutcome::default();
-            }
-            state.start(year);
-            let buffered = std::mem::take(&mut state.detecting);
-            let first = number - buffered.len() as u64;
-            let mut outcome = LineOutcome::default();
-            for (i, l) in buffered.iter().enumerate() {
-                outcome.parse_failed |= self.feed(source, first + i as u64, l, out).parse_failed;
-            }
-            let o = self.feed(source, number, line, out);
-            return LineOutcome {
-                parse_failed: outcome.parse_failed || o.parse_failed,
+            let spec = SourceSpec {
+                format: None,
+                multiline: None,
             };
+            self.sources
+                .insert(source.to_string(), SourceState::new(spec, now));
         }
-        self.feed(source, number, line, out)
-    }
-
-    fn feed(&mut self, source: &str, number: u64, line: &str, out: &mut Vec<Event>) -> LineOutcome {
-        // The joiner leaves its source while the record is processed, so the miner and rules
-        // can be borrowed too; no buffer is reallocated.
-        let Some(mut joiner) = self.sources.get_mut(source).and_then(|s| s.joiner.take()) else {
+        let Some(state) = self.sources.get_mut(source) else {
             return LineOutcome::default();
         };
-        let outcome = if line.trim().is_empty() && joiner.parser.format() != Format::Raw {
-            LineOutcome::default()
-        } else {
-            match joiner.push(number, line) {
-                Pushed::Joined => LineOutcome::default(),
-                Pushed::Started { parse_failed } => {
-                    if joiner.next.level.is_none() && joiner.parser.format() != Format::Raw {
-                        joiner.next.level = infer_level(&joiner.next.message);
-                        joiner.next.level_inferred = joiner.next.level.is_some();
-                    }
-                    if let Some(done) = joiner.rotate() {
-                        self.process(source, done, out);
-                    }
-                    LineOutcome { parse_failed }
-                }
-            }
-        };
-        let format = joiner.parser.format();
-        let Some(state) = self.sources.get_mut(source) else {
-            return outcome;
-        };
-        state.joiner = Some(joiner);
-        if outcome.parse_failed {
-            state.unparsed += 1;
-            if state.unparsed_example.is_none() {
-                state.unparsed_example = Some((number, line.to_string()));
-            }
-            self.report_unparsed(source, format, false, out);
-        }
-        outcome
-    }
-
-    /// Reports a source's unparsed lines as one `input_problem` event, at most once per
-    /// [`PROBLEM_EVERY`] unless `now`: the first at once, then counts.
-    fn report_unparsed(&mut self, source: &str, format: Format, now: bool, out: &mut Vec<Event>) {
-        let Some(state) = self.sources.get_mut(source) else {
-            return;
-        };
-        if state.unparsed == 0
-            || (!now
-                && state
-                    .last_problem_event
-                    .is_some_and(|t| t.elapsed() < PROBLEM_EVERY))
-        {
-            return;
-        }
-        let (line, example) = state.unparsed_example.take().unwrap_or_default();
-        let origin = Origin {
-            source: &self.event_source,
-            input: source,
-        };
-        out.push(events::input_problem(
-            &origin,
-            format.as_str(),
-            state.unparsed,
-            line,
-            &example,
-        ));
-        state.unparsed = 0;
-        state.last_problem_event = Some(Instant::now());
-    }
-
-    /// Reports what [`LogPipeline::report_unparsed`] still holds, for every source.
-    fn report_all_unparsed(&mut self, now: bool, out: &mut Vec<Event>) {
-        let pending: Vec<(String, Format)> = self
-            .sources
-            .iter()
-            .filter(|(_, s)| s.unparsed > 0)
-            .filter_map(|(k, s)| Some((k.clone(), s.joiner.as_ref()?.parser.format())))
-            .collect();
-        for (name, format) in pending {
-            self.report_unparsed(&name, format, now, out);
-        }
+        state.push(source, line, now, &mut self.core, out)
     }
 
     /// Lines of `source` received but not yet processed: buffered for format detection or
-    /// part of the record still being assembled. The source's earlier lines are complete.
+    /// part of a record still being assembled. The source's earlier lines are complete.
     pub fn held_lines(&self, source: &str) -> u64 {
         let Some(state) = self.sources.get(source) else {
             return 0;
         };
-        let pending = match &state.joiner {
-            Some(j) if j.has_pending => state.lines.saturating_sub(j.pending.line) + 1,
-            _ => 0,
-        };
-        state.detecting.len() as u64 + pending
+        let assembling = state
+            .joiner
+            .as_ref()
+            .and_then(Joiner::first_held_line)
+            .map_or(0, |first| state.lines.saturating_sub(first) + 1);
+        state.detecting.len() as u64 + assembling
     }
 
     /// Feeds a record received already structured (HTTP ingest).
@@ -233,122 +187,42 @@ impl LogPipeline {
             fields: rec.fields,
             ..Record::default()
         };
-        let source = rec.source;
-        self.process(&source, &record, out);
+        self.core.process(&rec.source, &record, out);
     }
 
-    /// Completes records of sources quiet for `idle` (their next line may never come).
+    /// Completes the records of every source whose own last line is at least `idle` old by
+    /// the clock (their next line may never come), however busy other sources are. Cheap
+    /// enough to call every 100 ms: no allocation, one pass over the sources.
     pub fn flush_idle(&mut self, idle: Duration, out: &mut Vec<Event>) {
-        let now = Instant::now();
-        let quiet: Vec<String> = self
-            .sources
-            .iter()
-            .filter(|(_, s)| now.duration_since(s.last_line) >= idle)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for name in quiet {
-            self.flush_source(&name, out);
+        let now = self.clock.now_ms();
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        for (name, state) in self.sources.iter_mut() {
+            if state.holds_lines() && passed(now, state.last_line, idle_ms) {
+                state.flush(name, now, &mut self.core, out);
+            }
+            state.report_unparsed(name, false, now, &self.core.event_source, out);
         }
-        self.report_all_unparsed(false, out);
     }
 
     /// Completes every pending record (shutdown).
     pub fn flush_all(&mut self, out: &mut Vec<Event>) {
-        let names: Vec<String> = self.sources.keys().cloned().collect();
-        for name in names {
-            self.flush_source(&name, out);
-        }
-        self.report_all_unparsed(true, out);
-    }
-
-    fn flush_source(&mut self, name: &str, out: &mut Vec<Event>) {
-        let year = self.year;
-        let Some(state) = self.sources.get_mut(name) else {
-            return;
-        };
-        if state.joiner.is_none() && !state.detecting.is_empty() {
-            state.start(year);
-            let buffered = std::mem::take(&mut state.detecting);
-            let first = state.lines - buffered.len() as u64 + 1;
-            for (i, l) in buffered.iter().enumerate() {
-                self.feed(name, first + i as u64, l, out);
-            }
-        }
-        let pending = self
-            .sources
-            .get_mut(name)
-            .and_then(|s| s.joiner.as_mut())
-            .and_then(Joiner::take_pending);
-        if let Some(rec) = pending {
-            self.process(name, &rec, out);
-        }
-    }
-
-    fn process(&mut self, source: &str, rec: &Record, out: &mut Vec<Event>) {
-        let a = self.miner.add(&rec.message);
-        let origin = Origin {
-            source: &self.event_source,
-            input: source,
-        };
-        let (text, generation) = self
-            .miner
-            .template(a.index)
-            .map_or((String::new(), 0), |t| {
-                (t.text().to_string(), t.generation())
-            });
-        if !self.rules.is_empty() {
-            let ctx = RuleContext {
-                template_id: a.id,
-                template_key: (a.index, generation),
-                template: &text,
-                timestamp: rec.timestamp,
-            };
-            self.hits.clear();
-            self.rules.evaluate(rec, &ctx, &mut self.hits);
-            for h in &self.hits {
-                self.rule_hits[h.rule] += 1;
-                out.push(events::rule_matched(
-                    &origin,
-                    &self.rules.rules()[h.rule],
-                    rec,
-                    a.id,
-                    &text,
-                ));
-            }
-        }
-        self.found.clear();
-        let is_error = rec.level.is_some_and(opsloop_core::Level::is_error);
-        self.anomalies
-            .observe(a.id, a.created, rec.timestamp, is_error, &mut self.found);
-        for an in &self.found {
-            let t = an
-                .template_id
-                .and_then(|t| self.miner.resolve(t))
-                .map(|t| t.text());
-            out.push(events::anomaly(&origin, an, rec, an.template_id, t));
+        let now = self.clock.now_ms();
+        for (name, state) in self.sources.iter_mut() {
+            state.flush(name, now, &mut self.core, out);
+            state.report_unparsed(name, true, now, &self.core.event_source, out);
         }
     }
 
     /// Swaps in a new rule set (a configuration reload); hit counts carry over by rule id.
     pub fn replace_rules(&mut self, rules: RuleSet) {
-        let old: FxHashMap<String, u64> = self
-            .rules
-            .rules()
-            .iter()
-            .zip(&self.rule_hits)
-            .map(|(r, &h)| (r.spec.id.clone(), h))
-            .collect();
-        self.rule_hits = rules
-            .rules()
-            .iter()
-            .map(|r| old.get(&r.spec.id).copied().unwrap_or(0))
-            .collect();
-        self.rules = rules;
+        self.core.analyzer.replace_rules(rules);
     }
 
     /// Live templates: id, text, count.
     pub fn templates(&self) -> Vec<(TemplateId, String, u64)> {
-        self.miner
+        self.core
+            .analyzer
+            .miner()
             .templates()
             .map(|t| (t.id(), t.text().to_string(), t.count()))
             .collect()
@@ -356,41 +230,184 @@ impl LogPipeline {
 
     /// Number of live templates.
     pub fn template_count(&self) -> usize {
-        self.miner.len()
+        self.core.analyzer.miner().len()
     }
 
     /// The rules with their hit counts.
     pub fn rule_hits(&self) -> Vec<(&crate::rules::Rule, u64)> {
-        self.rules
-            .rules()
-            .iter()
-            .zip(self.rule_hits.iter().copied())
-            .collect()
+        self.core.analyzer.rule_hits()
     }
 }
 
 impl SourceState {
-    fn new(spec: SourceSpec) -> SourceState {
+    fn new(spec: SourceSpec, now: i64) -> SourceState {
         SourceState {
             spec,
             joiner: None,
             detecting: Vec::new(),
             lines: 0,
-            last_line: Instant::now(),
+            last_line: now,
             unparsed: 0,
             unparsed_example: None,
             last_problem_event: None,
         }
     }
 
-    fn start(&mut self, year: i64) {
+    /// Whether lines are held: for detection, or in a record not complete yet.
+    fn holds_lines(&self) -> bool {
+        !self.detecting.is_empty()
+            || self
+                .joiner
+                .as_ref()
+                .is_some_and(|j| j.first_held_line().is_some())
+    }
+
+    fn start(&mut self, now: i64) {
+        let year = CivilYear::of(now).year;
         let format = self.spec.format.unwrap_or_else(|| {
-            let sample: Vec<&str> = self.detecting.iter().map(String::as_str).collect();
+            let sample: Vec<&str> = self.detecting.iter().map(|(l, _)| l.as_str()).collect();
             detect(&sample, year)
         });
-        let parser = Parser::new(format, year).roll_back_future(opsloop_core::time::now_ms());
+        let mut parser = Parser::new(format, year);
+        parser.set_now(now);
         let multiline = self.spec.multiline.unwrap_or(format != Format::Raw);
         self.joiner = Some(Joiner::new(parser, multiline));
+    }
+
+    fn push(
+        &mut self,
+        name: &str,
+        line: &str,
+        now: i64,
+        core: &mut Core,
+        out: &mut Vec<Event>,
+    ) -> LineOutcome {
+        self.lines += 1;
+        self.last_line = now;
+        let number = self.lines;
+        if self.joiner.is_none() {
+            if self.spec.format.is_none() && self.detecting.len() < DETECT_LINES {
+                self.detecting.push((line.to_string(), now));
+                return LineOutcome::default();
+            }
+            let parse_failed = self.replay_detected(name, true, now, core, out);
+            let o = self.feed(name, number, line, now, core, out);
+            return LineOutcome {
+                parse_failed: parse_failed || o.parse_failed,
+            };
+        }
+        self.feed(name, number, line, now, core, out)
+    }
+
+    /// Starts the parser and feeds it the lines held for detection; `pushing` when the line
+    /// after them is being pushed (already counted in `self.lines`).
+    fn replay_detected(
+        &mut self,
+        name: &str,
+        pushing: bool,
+        now: i64,
+        core: &mut Core,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        self.start(now);
+        let buffered = std::mem::take(&mut self.detecting);
+        let first = (self.lines + 1).saturating_sub(u64::from(pushing) + buffered.len() as u64);
+        let mut failed = false;
+        for (i, (l, at)) in buffered.iter().enumerate() {
+            failed |= self
+                .feed(name, first + i as u64, l, *at, core, out)
+                .parse_failed;
+        }
+        failed
+    }
+
+    /// Feeds one line, which arrived at `now`, to the joiner; processes the record it completes.
+    fn feed(
+        &mut self,
+        name: &str,
+        number: u64,
+        line: &str,
+        now: i64,
+        core: &mut Core,
+        out: &mut Vec<Event>,
+    ) -> LineOutcome {
+        let Some(joiner) = self.joiner.as_mut() else {
+            return LineOutcome::default();
+        };
+        // Per line, so a year-less time gets the year of its arrival, however long the agent
+        // has been running (cheap: the year is recomputed only when `now` leaves it).
+        joiner.parser.set_now(now);
+        let outcome = if line.trim().is_empty() && joiner.parser.format() != Format::Raw {
+            LineOutcome::default()
+        } else {
+            match joiner.push(number, line) {
+                Pushed::Joined => LineOutcome::default(),
+                Pushed::Started { parse_failed } => {
+                    if let Some(done) = joiner.rotate() {
+                        core.process(name, done, out);
+                    }
+                    LineOutcome { parse_failed }
+                }
+            }
+        };
+        if outcome.parse_failed {
+            self.unparsed += 1;
+            if self.unparsed_example.is_none() {
+                let mut example = line.to_string();
+                core.redactions += core.redactor.redact(&mut example) as u64;
+                self.unparsed_example = Some((number, example));
+            }
+            self.report_unparsed(name, false, now, &core.event_source, out);
+        }
+        outcome
+    }
+
+    /// Completes what the source holds: lines buffered for detection, then the records being
+    /// assembled.
+    fn flush(&mut self, name: &str, now: i64, core: &mut Core, out: &mut Vec<Event>) {
+        if self.joiner.is_none() && !self.detecting.is_empty() {
+            self.replay_detected(name, false, now, core, out);
+        }
+        while let Some(rec) = self.joiner.as_mut().and_then(Joiner::take_pending) {
+            core.process(name, &rec, out);
+        }
+    }
+
+    /// Reports unparsed lines as one `input_problem` event, at most once per
+    /// [`PROBLEM_EVERY_MS`] unless `force`: the first at once, then counts.
+    fn report_unparsed(
+        &mut self,
+        name: &str,
+        force: bool,
+        now: i64,
+        event_source: &str,
+        out: &mut Vec<Event>,
+    ) {
+        if self.unparsed == 0
+            || (!force
+                && self
+                    .last_problem_event
+                    .is_some_and(|t| !passed(now, t, PROBLEM_EVERY_MS)))
+        {
+            return;
+        }
+        let Some(format) = self.joiner.as_ref().map(|j| j.parser.format()) else {
+            return;
+        };
+        let (line, example) = self.unparsed_example.take().unwrap_or_default();
+        let origin = Origin {
+            source: event_source,
+            input: name,
+        };
+        out.push(events::input_problem(
+            &origin,
+            format.as_str(),
+            self.unparsed,
+            line,
+            &example,
+        ));
+        self.unparsed = 0;
+        self.last_problem_event = Some(now);
     }
 }
 
@@ -398,6 +415,7 @@ impl SourceState {
 mod tests {
     use super::*;
     use crate::rules::{BUILTIN_RULES, parse_rule_file};
+    use opsloop_core::time::{ManualClock, civil_to_millis};
 
     fn pipeline() -> LogPipeline {
         let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}"));
@@ -524,6 +542,198 @@ mod tests {
                 .as_deref(),
             Some("api-json")
         );
+    }
+
+    fn on_clock(clock: &Arc<ManualClock>) -> LogPipeline {
+        let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}"));
+        let rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap_or_else(|e| panic!("{e}"));
+        let clock: Arc<dyn Clock> = clock.clone();
+        LogPipeline::with_clock(
+            rules,
+            MinerConfig::default(),
+            AnomalyConfig::default(),
+            "/opsloop/test",
+            clock,
+        )
+    }
+
+    fn syslog(p: &mut LogPipeline, name: &str) {
+        p.add_source(
+            name,
+            SourceSpec {
+                format: Some(Format::Syslog),
+                multiline: Some(true),
+            },
+        );
+    }
+
+    /// Timestamps of the `oom-kill` findings in `out`.
+    fn oom_times(out: &[Event]) -> Vec<String> {
+        out.iter()
+            .filter(|e| e.subject.as_deref() == Some("oom-kill"))
+            .map(|e| e.data["timestamp"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    const OOM: &str = "web kernel: Out of memory: Killed process 42 (java)";
+
+    #[test]
+    fn year_less_lines_keep_the_clocks_year_over_long_uptime() {
+        let at = |y, mo, d, h| civil_to_millis(y, mo, d, h, 0, 0, 0).unwrap_or_default();
+        let clock = Arc::new(ManualClock::new(at(2026, 6, 15, 12)));
+        let mut p = on_clock(&clock);
+        syslog(&mut p, "syslog");
+        let mut out = Vec::new();
+        p.push_line("syslog", &format!("Jun 15 11:00:00 {OOM}"), &mut out);
+        clock.advance(Duration::from_secs(3 * 86_400));
+        p.push_line("syslog", &format!("Jun 18 11:00:00 {OOM}"), &mut out);
+        clock.advance(Duration::from_secs(397 * 86_400));
+        p.push_line("syslog", &format!("Jul 20 11:00:00 {OOM}"), &mut out);
+        p.flush_all(&mut out);
+        assert_eq!(
+            oom_times(&out),
+            [
+                "2026-06-15T11:00:00.000Z",
+                "2026-06-18T11:00:00.000Z",
+                "2027-07-20T11:00:00.000Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn year_less_lines_across_new_year() {
+        let clock = Arc::new(ManualClock::new(
+            civil_to_millis(2027, 1, 1, 0, 5, 0, 0).unwrap_or_default(),
+        ));
+        let mut p = on_clock(&clock);
+        syslog(&mut p, "syslog");
+        let mut out = Vec::new();
+        p.push_line("syslog", &format!("Dec 31 23:59:00 {OOM}"), &mut out);
+        p.push_line("syslog", &format!("Jan  1 00:01:00 {OOM}"), &mut out);
+        p.flush_all(&mut out);
+        assert_eq!(
+            oom_times(&out),
+            ["2026-12-31T23:59:00.000Z", "2027-01-01T00:01:00.000Z"]
+        );
+    }
+
+    #[test]
+    fn a_quiet_source_is_flushed_while_another_keeps_talking() {
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let mut p = on_clock(&clock);
+        syslog(&mut p, "a");
+        syslog(&mut p, "b");
+        let mut out = Vec::new();
+        // B: one record with a continuation line, then silence.
+        p.push_line("b", &format!("Jun 15 11:00:00 {OOM}"), &mut out);
+        p.push_line("b", "  continuation of the record", &mut out);
+        assert_eq!(p.held_lines("b"), 2);
+        // A: a line every 100 ms, the flush check after each, as the pipeline thread does.
+        let mut flushed_after = None;
+        for i in 1..=20u64 {
+            clock.advance(Duration::from_millis(100));
+            p.push_line("a", "Jun 15 11:00:00 web app: tick", &mut out);
+            p.flush_idle(Duration::from_millis(500), &mut out);
+            if flushed_after.is_none() && !oom_times(&out).is_empty() {
+                flushed_after = Some(i * 100);
+            }
+        }
+        assert_eq!(
+            flushed_after,
+            Some(500),
+            "B flushed once quiet 500 ms by the clock"
+        );
+        assert_eq!(p.held_lines("b"), 0);
+        assert_eq!(p.held_lines("a"), 1, "A's last record may still get lines");
+        assert_eq!(oom_times(&out).len(), 1);
+    }
+
+    #[test]
+    fn problem_reports_are_rate_limited_by_the_clock() {
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let mut p = on_clock(&clock);
+        p.add_source(
+            "j",
+            SourceSpec {
+                format: Some(Format::Json),
+                multiline: Some(false),
+            },
+        );
+        let mut out = Vec::new();
+        let problems = |out: &[Event]| {
+            out.iter()
+                .filter(|e| e.kind == "io.opsloop.log.input_problem")
+                .count()
+        };
+        p.push_line("j", "bad 1", &mut out);
+        p.push_line("j", "bad 2", &mut out);
+        clock.advance(Duration::from_secs(59));
+        p.push_line("j", "bad 3", &mut out);
+        p.flush_idle(Duration::from_secs(1), &mut out);
+        assert_eq!(problems(&out), 1);
+        clock.advance(Duration::from_secs(1));
+        p.flush_idle(Duration::from_secs(1), &mut out);
+        assert_eq!(
+            problems(&out),
+            2,
+            "a minute by the clock: the count of the rest"
+        );
+        let last = out
+            .iter()
+            .rev()
+            .find(|e| e.kind == "io.opsloop.log.input_problem");
+        assert_eq!(last.map(|e| e.data["count"].as_u64()), Some(Some(2)));
+    }
+
+    #[test]
+    fn impossible_dates_are_reported_and_kept_raw() {
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let mut p = on_clock(&clock);
+        syslog(&mut p, "s");
+        let mut out = Vec::new();
+        let o = p.push_line("s", &format!("Feb 30 11:00:00 {OOM}"), &mut out);
+        assert!(o.parse_failed);
+        p.flush_all(&mut out);
+        assert_eq!(
+            oom_times(&out),
+            [""],
+            "the rule still sees the raw message, undated"
+        );
+        assert!(out.iter().any(|e| e.kind == "io.opsloop.log.input_problem"));
+    }
+
+    #[test]
+    fn cri_partial_lines_hold_their_position_until_complete() {
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let mut p = on_clock(&clock);
+        p.add_source(
+            "cri",
+            SourceSpec {
+                format: Some(Format::Plain),
+                multiline: None,
+            },
+        );
+        let mut out = Vec::new();
+        p.push_line(
+            "cri",
+            "2024-01-02T03:04:05.000Z stdout P Out of memory: ",
+            &mut out,
+        );
+        p.push_line("cri", "2024-01-02T03:04:05.001Z stderr F other", &mut out);
+        p.push_line("cri", "2024-01-02T03:04:05.002Z stderr F more", &mut out);
+        assert_eq!(p.held_lines("cri"), 3, "the stdout part holds from line 1");
+        p.push_line(
+            "cri",
+            "2024-01-02T03:04:05.003Z stdout F Killed process 1 (x)",
+            &mut out,
+        );
+        assert_eq!(
+            p.held_lines("cri"),
+            4,
+            "the joined record, pending now, starts at line 1"
+        );
+        p.flush_all(&mut out);
+        assert_eq!(oom_times(&out), ["2024-01-02T03:04:05.000Z"]);
     }
 
     #[test]

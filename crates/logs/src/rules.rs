@@ -1,7 +1,9 @@
 //! Log rules: YAML-defined matches over records, optionally counted in a time window.
 //!
-//! A [`RuleFile`] is what users write; [`RuleSet::compile`] validates every rule (regexes, CEL
-//! conditions, windows) and builds the prefilters; [`RuleSet::evaluate`] runs per record.
+//! A [`RuleFile`] is what users write; [`RuleSet::load`] reads the built-in pack and rule files
+//! the one way the agent, `inspect` and `config check` share; [`RuleSet::compile`] validates
+//! every rule (regexes, CEL conditions within [`MAX_CONDITION_BYTES`] and the other bounds,
+//! windows) and builds the prefilters; [`RuleSet::evaluate`] runs per record.
 //!
 //! The cost per record grows far slower than the number of rules: every message regex is
 //! reduced to literals that any match must contain ([`crate::literals`]), and those literals
@@ -30,10 +32,12 @@ pub enum Severity {
     /// Worth knowing.
     Info,
     /// Needs a look soon.
+    #[serde(alias = "warn")]
     Warning,
     /// Something failed.
     Error,
     /// Act now.
+    #[serde(alias = "crit")]
     Critical,
 }
 
@@ -160,10 +164,12 @@ pub enum RuleError {
         message: String,
     },
     /// A rule is invalid.
-    #[error("{path}: rules[{index}] (id {id:?}): {field}: {message}")]
+    #[error("{path}{}: rules[{index}] (id {id:?}): {field}: {message}", line_suffix(*.line))]
     Invalid {
         /// The file.
         path: String,
+        /// The 1-based line the rule starts on, when the loader had the file's text.
+        line: Option<u64>,
         /// The rule's position in the file.
         index: usize,
         /// The rule's id.
@@ -175,24 +181,67 @@ pub enum RuleError {
     },
 }
 
+fn line_suffix(line: Option<u64>) -> String {
+    line.map_or_else(String::new, |l| format!(":{l}"))
+}
+
 /// The built-in rule pack (disabled with `--no-builtin-rules`).
 pub const BUILTIN_RULES: &str = include_str!("builtin_rules.yaml");
 
-/// Parses a rule file's text; `path` names it in errors.
+/// Parses a rule file's text; `path` names it in errors. A YAML error names the rule it is in
+/// when that can be told (`rules[1] (id "x"): unknown variant `bogus`...`).
 pub fn parse_rule_file(path: &str, text: &str) -> Result<RuleFile, RuleError> {
-    serde_saphyr::from_str::<RuleFile>(text).map_err(|e| RuleError::Yaml {
-        path: path.to_string(),
-        message: e.to_string(),
+    serde_saphyr::from_str::<RuleFile>(text).map_err(|e| {
+        let rule = e.location().and_then(|at| rule_at_line(text, at.line()));
+        let message = match rule {
+            Some((index, Some(id))) => format!("rules[{index}] (id {id:?}): {e}"),
+            Some((index, None)) => format!("rules[{index}]: {e}"),
+            None => e.to_string(),
+        };
+        RuleError::Yaml {
+            path: path.to_string(),
+            message,
+        }
     })
 }
 
-/// Loads rules from a file or every `*.yaml`/`*.yml` in a directory (sorted by name).
-pub fn load_rules(path: &Path) -> Result<Vec<(String, RuleFile)>, RuleError> {
+/// Where each rule of a rule file starts, and its id: read leniently (other keys and their
+/// values are not looked at), so it works on files the strict parse rejects.
+fn rule_heads(text: &str) -> Option<Vec<(u64, Option<String>)>> {
+    #[derive(Deserialize)]
+    struct Heads {
+        #[serde(default)]
+        rules: Vec<serde_saphyr::Spanned<Head>>,
+    }
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        id: Option<String>,
+    }
+    let heads: Heads = serde_saphyr::from_str(text).ok()?;
+    Some(
+        heads
+            .rules
+            .into_iter()
+            .map(|h| (h.referenced.line(), h.value.id))
+            .collect(),
+    )
+}
+
+/// The rule (index, id) whose text contains `line`.
+fn rule_at_line(text: &str, line: u64) -> Option<(usize, Option<String>)> {
+    let heads = rule_heads(text)?;
+    let index = heads.iter().rposition(|(l, _)| *l > 0 && *l <= line)?;
+    heads.into_iter().nth(index).map(|(_, id)| (index, id))
+}
+
+/// Reads a rule file, or every `*.yaml`/`*.yml` in a directory (sorted by name): (name, text).
+fn read_rule_texts(path: &Path) -> Result<Vec<(String, String)>, RuleError> {
     let io = |source| RuleError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut files = Vec::new();
+    let mut texts = Vec::new();
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(io)?
@@ -205,15 +254,24 @@ pub fn load_rules(path: &Path) -> Result<Vec<(String, RuleFile)>, RuleError> {
                 path: p.clone(),
                 source,
             })?;
-            let name = p.display().to_string();
-            files.push((name.clone(), parse_rule_file(&name, &text)?));
+            texts.push((p.display().to_string(), text));
         }
     } else {
         let text = std::fs::read_to_string(path).map_err(io)?;
-        let name = path.display().to_string();
-        files.push((name.clone(), parse_rule_file(&name, &text)?));
+        texts.push((path.display().to_string(), text));
     }
-    Ok(files)
+    Ok(texts)
+}
+
+/// Loads rules from a file or every `*.yaml`/`*.yml` in a directory (sorted by name).
+pub fn load_rules(path: &Path) -> Result<Vec<(String, RuleFile)>, RuleError> {
+    read_rule_texts(path)?
+        .into_iter()
+        .map(|(name, text)| {
+            let file = parse_rule_file(&name, &text)?;
+            Ok((name, file))
+        })
+        .collect()
 }
 
 /// A compiled window.
@@ -258,7 +316,13 @@ fn parse_window(spec: &WindowSpec) -> Result<Window, String> {
     if count == 0 {
         return Err("count must be at least 1".into());
     }
-    let within_ms = parse_duration(&within)?.as_millis() as i64;
+    if count > MAX_WINDOW_COUNT {
+        return Err(format!(
+            "count {count} is too high; at most {MAX_WINDOW_COUNT} is allowed"
+        ));
+    }
+    let within_ms = i64::try_from(parse_duration(&within)?.as_millis())
+        .map_err(|_| format!("window {within:?} is too long"))?;
     if within_ms <= 0 {
         return Err("window must be longer than zero".into());
     }
@@ -271,6 +335,255 @@ fn parse_window(spec: &WindowSpec) -> Result<Window, String> {
 }
 
 pub use opsloop_core::time::parse_duration;
+
+/// Longest condition accepted, in bytes. Conditions are a line or two; the bound keeps the CEL
+/// parser's work small, and its error positions too (a syntax error past column 65,535 made
+/// `cel` panic while formatting the message).
+pub const MAX_CONDITION_BYTES: usize = 4096;
+/// Deepest nesting of `(`, `[` and `{` accepted. The CEL parser recurses through a dozen
+/// grammar rules per level: in a debug build a level takes about 170 KiB of stack, and 11
+/// levels overflowed a 2 MiB thread.
+pub const MAX_CONDITION_NESTING: usize = 8;
+/// Most operator tokens accepted (binary operators, `-`, `.`, `[`, `?` and `in`; not `!`).
+/// Arithmetic, comparison and member chains are left-deep trees however they are written.
+pub const MAX_CONDITION_OPERATORS: usize = 200;
+/// Deepest expression tree accepted. Evaluation recurses once per level (about 40 KiB each in
+/// a debug build: 55 levels overflowed a 2 MiB thread); `&&` and `||` chains are balanced by
+/// the parser and stay shallow.
+pub const MAX_CONDITION_DEPTH: usize = 32;
+/// Stack of the thread conditions are compiled on: the bounds keep a compile within a 2 MiB
+/// stack, and this is the margin should they ever miss a case (the parser's own recursion
+/// limit is reached within 16 MiB).
+const COMPILE_STACK: usize = 64 << 20;
+
+/// Nesting and operator count of a condition, read the way the CEL lexer reads it: string
+/// literals (with escapes, raw and triple-quoted forms) and `//` comments do not count.
+fn condition_shape(expr: &str) -> (usize, usize) {
+    let b = expr.as_bytes();
+    let (mut i, mut depth, mut nesting, mut ops) = (0, 0usize, 0usize, 0usize);
+    // Whether the identifier just before a quote makes the string raw (`r"..."`, `br'...'`).
+    let mut raw_prefix = false;
+    while i < b.len() {
+        let c = b[i];
+        let after_ident = std::mem::take(&mut raw_prefix);
+        match c {
+            b'"' | b'\'' => {
+                // An unterminated or malformed string is a lexer error: the quote is skipped
+                // and what follows is read as code, as the CEL lexer does.
+                i = string_end(b, i, after_ident).unwrap_or(i + 1);
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                nesting = nesting.max(depth);
+                if c == b'[' {
+                    ops += 1;
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'<' | b'>' | b'=' | b'!' => {
+                if b.get(i + 1) == Some(&b'=') {
+                    ops += 1;
+                    i += 2;
+                    continue;
+                }
+                // A lone `!` is unary; the parser folds chains of it.
+                if c != b'!' {
+                    ops += 1;
+                }
+            }
+            b'&' | b'|' => {
+                ops += 1;
+                if b.get(i + 1) == Some(&c) {
+                    i += 2;
+                    continue;
+                }
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'?' | b'.' => ops += 1,
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = &b[start..i];
+                if word == b"in" {
+                    ops += 1;
+                }
+                raw_prefix = matches!(word, b"r" | b"R" | b"br" | b"bR" | b"Br" | b"BR");
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (nesting, ops)
+}
+
+/// The index just past the string literal starting at `b[i]` (a quote), or `None` when the
+/// CEL lexer would not accept one there.
+fn string_end(b: &[u8], i: usize, raw: bool) -> Option<usize> {
+    let q = b[i];
+    if b.get(i + 1) == Some(&q)
+        && b.get(i + 2) == Some(&q)
+        && let Some(end) = scan_string(b, i + 3, q, true, raw)
+    {
+        return Some(end);
+    }
+    scan_string(b, i + 1, q, false, raw)
+}
+
+fn scan_string(b: &[u8], mut j: usize, q: u8, triple: bool, raw: bool) -> Option<usize> {
+    while j < b.len() {
+        let c = b[j];
+        if triple {
+            if c == q && b.get(j + 1) == Some(&q) && b.get(j + 2) == Some(&q) {
+                return Some(j + 3);
+            }
+        } else if c == q {
+            return Some(j + 1);
+        } else if c == b'\n' || c == b'\r' {
+            return None;
+        }
+        if c == b'\\' && !raw {
+            j += escape_len(&b[j..])?;
+            continue;
+        }
+        j += 1;
+    }
+    None
+}
+
+/// Length of the escape sequence `s` starts with (`s[0]` is a backslash), if CEL has it.
+fn escape_len(s: &[u8]) -> Option<usize> {
+    let digits = |n: usize, ok: fn(&u8) -> bool| s.get(2..2 + n).is_some_and(|d| d.iter().all(ok));
+    match s.get(1)? {
+        b'a' | b'b' | b'f' | b'n' | b'r' | b't' | b'v' | b'"' | b'\'' | b'\\' | b'?' | b'`' => {
+            Some(2)
+        }
+        b'x' | b'X' if digits(2, u8::is_ascii_hexdigit) => Some(4),
+        b'u' if digits(4, u8::is_ascii_hexdigit) => Some(6),
+        b'U' if digits(8, u8::is_ascii_hexdigit) => Some(10),
+        b'0'..=b'3' if digits(2, |d| (b'0'..=b'7').contains(d)) => Some(4),
+        _ => None,
+    }
+}
+
+/// Depth of an expression tree, walked without recursion (the tree may be deep).
+fn expr_depth(root: &cel::IdedExpr) -> usize {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut max = 0;
+    let mut stack = vec![(root, 1usize)];
+    while let Some((e, d)) = stack.pop() {
+        max = max.max(d);
+        match &e.expr {
+            Expr::Call(c) => {
+                stack.extend(c.target.iter().map(|t| (&**t, d + 1)));
+                stack.extend(c.args.iter().map(|a| (a, d + 1)));
+            }
+            Expr::Comprehension(c) => {
+                for x in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    stack.push((x, d + 1));
+                }
+            }
+            Expr::List(l) => stack.extend(l.elements.iter().map(|x| (x, d + 1))),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    match &entry.expr {
+                        EntryExpr::MapEntry(me) => {
+                            stack.push((&me.key, d + 1));
+                            stack.push((&me.value, d + 1));
+                        }
+                        EntryExpr::StructField(f) => stack.push((&f.value, d + 1)),
+                    }
+                }
+            }
+            Expr::Struct(st) => {
+                for entry in &st.entries {
+                    match &entry.expr {
+                        EntryExpr::MapEntry(me) => {
+                            stack.push((&me.key, d + 1));
+                            stack.push((&me.value, d + 1));
+                        }
+                        EntryExpr::StructField(f) => stack.push((&f.value, d + 1)),
+                    }
+                }
+            }
+            Expr::Select(sel) => stack.push((&sel.operand, d + 1)),
+            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+        }
+    }
+    max
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+/// Checks a condition against the bounds above, compiles it (a panic in the compiler becomes
+/// an error) and checks the tree's depth. Within the bounds this runs on a 2 MiB stack.
+fn compile_bounded(expr: &str) -> Result<cel::Program, String> {
+    if expr.len() > MAX_CONDITION_BYTES {
+        return Err(format!(
+            "condition is {} bytes long; at most {MAX_CONDITION_BYTES} are allowed",
+            expr.len()
+        ));
+    }
+    let (nesting, ops) = condition_shape(expr);
+    if nesting > MAX_CONDITION_NESTING {
+        return Err(format!(
+            "condition nests brackets {nesting} deep; at most {MAX_CONDITION_NESTING} are allowed"
+        ));
+    }
+    if ops > MAX_CONDITION_OPERATORS {
+        return Err(format!(
+            "condition has {ops} operators; at most {MAX_CONDITION_OPERATORS} are allowed"
+        ));
+    }
+    let program =
+        std::panic::catch_unwind(|| cel::Program::compile(expr).map_err(|e| e.to_string()))
+            .map_err(|p| format!("the CEL compiler failed: {}", panic_message(&*p)))??;
+    let depth = expr_depth(program.expression());
+    if depth > MAX_CONDITION_DEPTH {
+        return Err(format!(
+            "condition is {depth} levels deep; at most {MAX_CONDITION_DEPTH} are allowed \
+             (split long arithmetic or comparison chains)"
+        ));
+    }
+    Ok(program)
+}
+
+/// Compiles a rule condition within the bounds above; the error names the bound exceeded.
+pub fn compile_condition(expr: &str) -> Result<cel::Program, String> {
+    let owned = expr.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("cel-compile".into())
+        .stack_size(COMPILE_STACK)
+        .spawn(move || compile_bounded(&owned));
+    match spawned {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err("the CEL compiler failed".into())),
+        // No thread to be had: the bounds still hold here.
+        Err(_) => compile_bounded(expr),
+    }
+}
 
 /// A rule, compiled.
 pub struct Rule {
@@ -322,9 +635,10 @@ pub struct RuleSet {
     /// Message regexes with no usable literal: run together on every record.
     always_set: Option<RegexSet>,
     always_owner: Vec<usize>,
-    /// All literals: regex prefilter literals and keywords, ASCII case-insensitive.
+    /// All literals: regex prefilter literals and keywords, ASCII case-insensitive, each once.
     literals: Option<AhoCorasick>,
-    literal_owner: Vec<LiteralOwner>,
+    /// Per literal, the rules' predicates it stands for.
+    literal_owner: Vec<Vec<LiteralOwner>>,
     /// Per literal, the other literals it contains.
     implied: Vec<Vec<usize>>,
     lower: Vec<u8>,
@@ -339,12 +653,58 @@ pub struct RuleSet {
     stamp: u32,
     /// CEL evaluation errors per rule (a missing field is not an error: it is false).
     pub condition_errors: Vec<u64>,
+    /// Rules whose condition panicked once: it is not evaluated again (false).
+    condition_panicked: Vec<bool>,
 }
 
-/// The most groups one windowed rule keeps; the oldest group is dropped past this.
+/// The most groups one windowed rule keeps; the groups matched least recently go past this.
 const MAX_WINDOW_GROUPS: usize = 10_000;
+/// Timestamps one windowed rule keeps at most, over all its groups: a rule counting to a high
+/// `count` keeps fewer groups (at least [`MIN_WINDOW_GROUPS`]).
+const MAX_WINDOW_TIMESTAMPS: usize = 1_000_000;
+const MIN_WINDOW_GROUPS: usize = 16;
+/// The highest window `count`.
+pub const MAX_WINDOW_COUNT: u32 = 100_000;
+/// Bytes of a group's value kept as its key; longer values share their first bytes' count.
+const MAX_GROUP_KEY: usize = 256;
+/// Most rules in a set.
+pub const MAX_RULES: usize = 10_000;
+/// Most keywords in a rule, and the longest keyword.
+pub const MAX_KEYWORDS: usize = 1_000;
+const MAX_KEYWORD_BYTES: usize = 1_024;
+/// Most distinct prefilter literals (keywords and regex literals) in a set.
+pub const MAX_LITERALS: usize = 20_000;
 
 impl RuleSet {
+    /// Loads and compiles the rules the agent, `inspect` and `config check` use: the built-in
+    /// pack when `builtin`, then each path (a rule file, or a directory of them, see
+    /// [`load_rules`]). Errors name the file, and the rule and its line when they are about one.
+    pub fn load(builtin: bool, paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
+        let mut texts = Vec::new();
+        if builtin {
+            texts.push(("builtin".to_string(), BUILTIN_RULES.to_string()));
+        }
+        for p in paths {
+            texts.extend(read_rule_texts(p)?);
+        }
+        let files = texts
+            .iter()
+            .map(|(name, text)| Ok((name.clone(), parse_rule_file(name, text)?)))
+            .collect::<Result<Vec<_>, RuleError>>()?;
+        RuleSet::compile(&files).map_err(|mut e| {
+            if let RuleError::Invalid {
+                path, line, index, ..
+            } = &mut e
+                && let Some((_, text)) = texts.iter().find(|(name, _)| name == path)
+            {
+                *line = rule_heads(text)
+                    .and_then(|heads| heads.get(*index).map(|h| h.0))
+                    .filter(|&l| l > 0);
+            }
+            e
+        })
+    }
+
     /// Compiles `files` (file name, parsed file). Ids must be unique across all files.
     pub fn compile(files: &[(String, RuleFile)]) -> Result<RuleSet, RuleError> {
         let mut rules = Vec::new();
@@ -358,11 +718,15 @@ impl RuleSet {
             for (index, spec) in file.rules.iter().enumerate() {
                 let invalid = |field: &'static str, message: String| RuleError::Invalid {
                     path: path.clone(),
+                    line: None,
                     index,
                     id: spec.id.clone(),
                     field,
                     message,
                 };
+                if rules.len() >= MAX_RULES {
+                    return Err(invalid("id", format!("more than {MAX_RULES} rules in all")));
+                }
                 if spec.id.is_empty()
                     || !spec
                         .id
@@ -405,9 +769,24 @@ impl RuleSet {
                 } else if m.field.is_some() {
                     return Err(invalid("match.field", "needs match.regex".into()));
                 }
+                if m.keywords.len() > MAX_KEYWORDS {
+                    return Err(invalid(
+                        "match.keywords",
+                        format!(
+                            "{} keywords; at most {MAX_KEYWORDS} are allowed",
+                            m.keywords.len()
+                        ),
+                    ));
+                }
                 for k in &m.keywords {
                     if k.is_empty() {
                         return Err(invalid("match.keywords", "empty keyword".into()));
+                    }
+                    if k.len() > MAX_KEYWORD_BYTES {
+                        return Err(invalid(
+                            "match.keywords",
+                            format!("a keyword is longer than {MAX_KEYWORD_BYTES} bytes"),
+                        ));
                     }
                     literals.push(k.as_bytes().to_vec());
                     literal_owner.push(LiteralOwner::Keyword(rule_index));
@@ -426,10 +805,9 @@ impl RuleSet {
                     None => None,
                 };
                 let condition = match &m.condition {
-                    Some(c) => Some(
-                        cel::Program::compile(c)
-                            .map_err(|e| invalid("match.condition", e.to_string()))?,
-                    ),
+                    Some(c) => {
+                        Some(compile_condition(c).map_err(|e| invalid("match.condition", e))?)
+                    }
                     None => None,
                 };
                 let window = match &spec.window {
@@ -476,35 +854,61 @@ impl RuleSet {
                     })?,
             )
         };
-        for l in &mut literals {
+        // One automaton pattern per distinct literal, standing for every predicate that has it.
+        let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+        let mut distinct: Vec<Vec<u8>> = Vec::new();
+        let mut owners: Vec<Vec<LiteralOwner>> = Vec::new();
+        for (mut l, owner) in literals.into_iter().zip(literal_owner) {
             l.make_ascii_lowercase();
+            let i = *index.entry(l.clone()).or_insert_with(|| {
+                distinct.push(l);
+                owners.push(Vec::new());
+                distinct.len() - 1
+            });
+            owners[i].push(owner);
         }
-        // For each literal, the other literals inside it: found whenever it is.
-        let implied: Vec<Vec<usize>> = literals
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                literals
-                    .iter()
-                    .enumerate()
-                    .filter(|&(j, b)| {
-                        j != i && b.len() <= a.len() && memchr::memmem::find(a, b).is_some()
-                    })
-                    .map(|(j, _)| j)
-                    .collect()
-            })
-            .collect();
-        let literals = if literals.is_empty() {
+        if distinct.len() > MAX_LITERALS {
+            return Err(RuleError::Yaml {
+                path: "rules".into(),
+                message: format!(
+                    "{} distinct keywords and regex literals; at most {MAX_LITERALS} are allowed",
+                    distinct.len()
+                ),
+            });
+        }
+        let build_error = |e: aho_corasick::BuildError| RuleError::Yaml {
+            path: "rules".into(),
+            message: e.to_string(),
+        };
+        // For each literal, the other literals inside it: found whenever it is. An overlapping
+        // search of each literal finds them in linear time, where comparing every pair would
+        // take quadratic time in the number of literals.
+        let mut implied: Vec<Vec<usize>> = vec![Vec::new(); distinct.len()];
+        if !distinct.is_empty() {
+            let all = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .build(&distinct)
+                .map_err(build_error)?;
+            for (i, lit) in distinct.iter().enumerate() {
+                let inside = &mut implied[i];
+                inside.extend(
+                    all.find_overlapping_iter(lit)
+                        .map(|m| m.pattern().as_usize())
+                        .filter(|&j| j != i),
+                );
+                inside.sort_unstable();
+                inside.dedup();
+            }
+        }
+        let literal_owner = owners;
+        let literals = if distinct.is_empty() {
             None
         } else {
             Some(
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::LeftmostLongest)
-                    .build(&literals)
-                    .map_err(|e| RuleError::Yaml {
-                        path: "rules".into(),
-                        message: e.to_string(),
-                    })?,
+                    .build(&distinct)
+                    .map_err(build_error)?,
             )
         };
         let n = rules.len();
@@ -526,6 +930,7 @@ impl RuleSet {
             candidates: Vec::new(),
             stamp: 0,
             condition_errors: vec![0; n],
+            condition_panicked: vec![false; n],
         })
     }
 
@@ -588,24 +993,26 @@ impl RuleSet {
                 at = m.start() + 1;
                 let p = m.pattern().as_usize();
                 for &q in std::iter::once(&p).chain(&self.implied[p]) {
-                    match self.literal_owner[q] {
-                        LiteralOwner::Keyword(r) => {
-                            if self.keyword_hits[r] != stamp {
-                                self.keyword_hits[r] = stamp;
-                                candidates.push(r);
-                            }
-                        }
-                        LiteralOwner::Regex(r) => {
-                            // The literal only says the regex may match; ask the regex, once.
-                            if self.literal_seen[r] != stamp {
-                                self.literal_seen[r] = stamp;
-                                let hit = self.rules[r]
-                                    .message_regex
-                                    .as_ref()
-                                    .is_some_and(|re| re.is_match(&text));
-                                if hit {
-                                    self.regex_hits[r] = stamp;
+                    for &owner in &self.literal_owner[q] {
+                        match owner {
+                            LiteralOwner::Keyword(r) => {
+                                if self.keyword_hits[r] != stamp {
+                                    self.keyword_hits[r] = stamp;
                                     candidates.push(r);
+                                }
+                            }
+                            LiteralOwner::Regex(r) => {
+                                // The literal only says the regex may match; ask the regex, once.
+                                if self.literal_seen[r] != stamp {
+                                    self.literal_seen[r] = stamp;
+                                    let hit = self.rules[r]
+                                        .message_regex
+                                        .as_ref()
+                                        .is_some_and(|re| re.is_match(&text));
+                                    if hit {
+                                        self.regex_hits[r] = stamp;
+                                        candidates.push(r);
+                                    }
                                 }
                             }
                         }
@@ -683,12 +1090,24 @@ impl RuleSet {
             }
         }
         if let Some(program) = &rule.condition {
-            return match eval_condition(&self.cel_base, program, rec, ctx) {
-                Ok(v) => v,
-                Err(missing) => {
+            if self.condition_panicked[r] {
+                return false;
+            }
+            // A panic inside `cel` must not take the agent down: the rule stops matching.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                eval_condition(&self.cel_base, program, rec, ctx)
+            }));
+            return match result {
+                Ok(Ok(v)) => v,
+                Ok(Err(missing)) => {
                     if !missing {
                         self.condition_errors[r] += 1;
                     }
+                    false
+                }
+                Err(_) => {
+                    self.condition_errors[r] += 1;
+                    self.condition_panicked[r] = true;
                     false
                 }
             };
@@ -700,7 +1119,7 @@ impl RuleSet {
         let Some(w) = &self.rules[r].window else {
             return true;
         };
-        let group = match &w.group_by {
+        let mut group = match &w.group_by {
             Some(f) => match rec.field(f) {
                 Some(Value::String(s)) => s.clone(),
                 Some(v) => v.to_string(),
@@ -708,22 +1127,26 @@ impl RuleSet {
             },
             None => String::new(),
         };
-        let (count, within) = (w.count as usize, w.within_ms);
-        let groups = &mut self.windows[r];
-        if !groups.contains_key(&group) && groups.len() >= MAX_WINDOW_GROUPS {
-            // Drop the group whose newest match is oldest.
-            if let Some(oldest) = groups
-                .iter()
-                .min_by_key(|(_, q)| q.back().copied().unwrap_or(i64::MIN))
-                .map(|(k, _)| k.clone())
-            {
-                groups.remove(&oldest);
+        if group.len() > MAX_GROUP_KEY {
+            let mut end = MAX_GROUP_KEY;
+            while !group.is_char_boundary(end) {
+                end -= 1;
             }
+            group.truncate(end);
         }
+        let (count, within) = (w.count as usize, w.within_ms);
+        // Record times come from the input (or the network): no arithmetic on them may overflow.
         let now = ctx.timestamp.unwrap_or_else(opsloop_core::time::now_ms);
+        let cutoff = now.saturating_sub(within);
+        let limit =
+            (MAX_WINDOW_TIMESTAMPS / count.max(1)).clamp(MIN_WINDOW_GROUPS, MAX_WINDOW_GROUPS);
+        let groups = &mut self.windows[r];
+        if !groups.contains_key(&group) && groups.len() >= limit {
+            evict_groups(groups, cutoff, limit);
+        }
         let q = groups.entry(group).or_default();
         q.push_back(now);
-        while q.front().is_some_and(|&t| t <= now - within) {
+        while q.front().is_some_and(|&t| t <= cutoff) {
             q.pop_front();
         }
         while q.len() > count {
@@ -735,6 +1158,22 @@ impl RuleSet {
         }
         false
     }
+}
+
+/// Makes room in a full window: drops groups with no match in the window, and if that frees
+/// nothing, the tenth matched least recently. One pass frees many slots, so a stream of new
+/// group values costs little per record.
+fn evict_groups(groups: &mut FxHashMap<String, VecDeque<i64>>, cutoff: i64, limit: usize) {
+    // The last time pushed: the newest unless the input's times went backwards.
+    let newest = |q: &VecDeque<i64>| q.back().copied().unwrap_or(i64::MIN);
+    groups.retain(|_, q| newest(q) > cutoff);
+    if groups.len() < limit {
+        return;
+    }
+    let mut times: Vec<i64> = groups.values().map(newest).collect();
+    let k = (times.len() / 10).max(1) - 1;
+    let (_, &mut threshold, _) = times.select_nth_unstable(k);
+    groups.retain(|_, q| newest(q) > threshold);
 }
 
 /// `Ok(bool)`, or `Err(true)` when the condition read a field the record lacks (false, not an
@@ -785,7 +1224,10 @@ fn template_regex(pattern: &str) -> Result<Regex, String> {
         }
     }
     re.push('$');
-    Regex::new(&re).map_err(|e| e.to_string())
+    RegexBuilder::new(&re)
+        .size_limit(2 << 20)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

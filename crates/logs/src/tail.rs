@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::input::{DEFAULT_MAX_LINE, LineCutter, LineFlags, decode_line};
+
 /// Bytes of the first line that make a fingerprint; a file needs a complete first line, or
 /// this many bytes, before it is read.
 const FINGERPRINT_BYTES: usize = 256;
-/// Largest line kept whole; longer lines are cut.
-const MAX_LINE: usize = 1 << 20;
 /// Rewritten contents remembered for a copy that may show up late.
 const MAX_RETIRED: usize = 64;
 /// A file that no glob matches any more is dropped after being idle this long.
@@ -58,7 +58,9 @@ struct Tracked {
     path: PathBuf,
     file: File,
     offset: u64,
-    partial: Vec<u8>,
+    /// The line read up to the end of the file so far (cut at the limit, the rest skipped but
+    /// counted); it is delivered when its newline comes.
+    partial: LineCutter,
     last_growth: Instant,
     matched: bool,
     /// Seen shorter than `offset`: truncated in place, resolved by the next discovery.
@@ -80,6 +82,9 @@ pub struct FileTailer {
     /// later (its name listed after the truncation was seen) continues from there.
     retired: VecDeque<(u64, u64)>,
     first_scan: bool,
+    max_line: usize,
+    /// The line being delivered, reused.
+    text: String,
 }
 
 /// Why the tailer could not be built.
@@ -153,7 +158,16 @@ impl FileTailer {
             restored,
             retired: VecDeque::new(),
             first_scan: true,
+            max_line: DEFAULT_MAX_LINE,
+            text: String::new(),
         })
+    }
+
+    /// Cuts lines longer than `max` bytes (default [`DEFAULT_MAX_LINE`]), under the policy of
+    /// [`crate::input::decode_line`].
+    pub fn with_max_line(mut self, max: usize) -> FileTailer {
+        self.max_line = max.max(1);
+        self
     }
 
     fn matching_paths(&self) -> Vec<PathBuf> {
@@ -173,9 +187,11 @@ impl FileTailer {
     }
 
     /// Discovers files and reads what was appended, at most [`READ_BUDGET`] bytes per file
-    /// (call again while it returns more than zero); calls `line(path, text)` for every
-    /// complete line, in file order. Returns the number of bytes read.
-    pub fn poll(&mut self, line: &mut dyn FnMut(&Path, &str)) -> u64 {
+    /// (call again while it returns more than zero); calls `line(path, text, flags)` for every
+    /// complete line, in file order. A line longer than the limit is delivered once, cut, when
+    /// its newline comes (however many polls that takes), so positions stay at line starts.
+    /// Returns the number of bytes read.
+    pub fn poll(&mut self, line: &mut dyn FnMut(&Path, &str, LineFlags)) -> u64 {
         for t in self.tracked.values_mut() {
             t.matched = false;
         }
@@ -271,7 +287,7 @@ impl FileTailer {
                     path,
                     file,
                     offset,
-                    partial: Vec::new(),
+                    partial: LineCutter::new(self.max_line),
                     last_growth: Instant::now(),
                     matched: true,
                     truncated: false,
@@ -289,6 +305,8 @@ impl FileTailer {
         self.first_scan = false;
         let mut read = 0;
         let mut buf = vec![0u8; 64 * 1024];
+        let text = &mut self.text;
+        let max_line = self.max_line;
         for (fp, t) in self.tracked.iter_mut() {
             let size = t.file.metadata().map_or(0, |m| m.len());
             // Shorter than read, or no longer starting with the line that identifies it:
@@ -301,7 +319,7 @@ impl FileTailer {
                 continue;
             }
             if t.file
-                .seek(SeekFrom::Start(t.offset + t.partial.len() as u64))
+                .seek(SeekFrom::Start(t.offset + t.partial.consumed()))
                 .is_err()
             {
                 continue;
@@ -317,27 +335,20 @@ impl FileTailer {
                 let mut start = 0;
                 for i in memchr::memchr_iter(b'\n', &buf[..n]) {
                     let piece = &buf[start..i];
-                    let consumed = t.partial.len() + piece.len() + 1;
-                    if t.partial.is_empty() {
-                        emit(&t.path, piece, line);
+                    let flags = if t.partial.is_empty() {
+                        t.offset += piece.len() as u64 + 1;
+                        decode_line(piece, max_line, text)
                     } else {
-                        t.partial.extend_from_slice(piece);
-                        emit(&t.path, &t.partial, line);
-                        t.partial.clear();
-                    }
-                    t.offset += consumed as u64;
+                        t.partial.extend(piece);
+                        t.offset += t.partial.consumed() + 1;
+                        t.partial.finish(text)
+                    };
+                    line(&t.path, text, flags);
                     start = i + 1;
                 }
-                let rest = &buf[start..n];
-                if t.partial.len() + rest.len() > MAX_LINE {
-                    // A line too long to hold: deliver its first MiB, drop the rest of it.
-                    t.partial.extend_from_slice(rest);
-                    emit(&t.path, &t.partial[..MAX_LINE], line);
-                    t.offset += t.partial.len() as u64;
-                    t.partial.clear();
-                } else {
-                    t.partial.extend_from_slice(rest);
-                }
+                // The start of a line whose end is not written yet; of a line too long to
+                // hold, only what the limit keeps (the rest is counted, to seek past it).
+                t.partial.extend(&buf[start..n]);
             }
         }
         // Forget files no glob matches any more once they stopped growing (rotated away and
@@ -405,11 +416,6 @@ fn same_inode(_: &File, _: &File) -> bool {
     false
 }
 
-fn emit(path: &Path, bytes: &[u8], line: &mut dyn FnMut(&Path, &str)) {
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    line(path, &String::from_utf8_lossy(bytes));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,7 +443,7 @@ mod tests {
 
     fn collect(t: &mut FileTailer) -> Vec<String> {
         let mut out = Vec::new();
-        t.poll(&mut |_, l| out.push(l.to_string()));
+        t.poll(&mut |_, l, _| out.push(l.to_string()));
         out
     }
 
@@ -471,6 +477,47 @@ mod tests {
         collect(&mut t);
         append(&log, "after truncate\n");
         assert_eq!(collect(&mut t), ["after truncate"], "once, not twice");
+    }
+
+    #[test]
+    fn an_over_long_line_across_polls_is_cut_once_and_skipped_to_its_end() {
+        let (_dir, log, mut t) = app_log_and_copies();
+        append(&log, "first\n");
+        let mut got: Vec<(String, LineFlags)> = Vec::new();
+        t.poll(&mut |_, l, f| got.push((l.to_string(), f)));
+        // A 3 MiB line written in 512 KiB appends, polled after each; `é` straddles the limit.
+        let mut long = "é".repeat(1 << 19);
+        long.insert(0, 'x');
+        let long = long.repeat(3);
+        assert!(long.len() > 3 << 20);
+        for chunk in long.as_bytes().chunks(512 << 10) {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .unwrap_or_else(|e| panic!("{e}"));
+            f.write_all(chunk).unwrap_or_else(|e| panic!("{e}"));
+            t.poll(&mut |_, l, f| got.push((l.to_string(), f)));
+            assert_eq!(got.len(), 1, "nothing until the line ends");
+            // The position stays at the start of the unfinished line.
+            assert_eq!(t.checkpoints()[0].offset, 6);
+            let held: usize = t.tracked.values().map(|t| t.partial.kept().len()).sum();
+            assert!(held <= DEFAULT_MAX_LINE + 1, "held {held}");
+        }
+        append(&log, "\nnext line\n");
+        t.poll(&mut |_, l, f| got.push((l.to_string(), f)));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], ("first".into(), LineFlags::default()));
+        let (cut, flags) = &got[1];
+        assert!(flags.cut && !flags.invalid_utf8, "{flags:?}");
+        assert_eq!(
+            cut.len(),
+            DEFAULT_MAX_LINE - 1,
+            "cut before the split character"
+        );
+        assert!(long.starts_with(cut.as_str()));
+        assert_eq!(got[2], ("next line".into(), LineFlags::default()));
+        let end = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(t.checkpoints()[0].offset, end);
     }
 
     #[test]

@@ -138,3 +138,133 @@ fn missing_file_is_reported() {
     let (report, _, _) = inspector.finish();
     assert!(report.files[0].error.is_some());
 }
+
+#[test]
+fn problems_are_bounded_and_counted() {
+    let mut log = Vec::new();
+    for i in 0..5000 {
+        log.extend_from_slice(format!("{{\"msg\":\"ok {i}\"}}\nnot json {i}\n").as_bytes());
+    }
+    let opts = InspectOptions {
+        format: Some(Format::Json),
+        ..InspectOptions::default()
+    };
+    let (report, _) = run(&log, opts);
+    assert_eq!(report.problems.counts.get("parse_error"), Some(&5000));
+    assert_eq!(report.summary.problems, 5000);
+    assert_eq!(report.files[0].problems, 5000);
+    assert_eq!(report.problems.examples.len(), PROBLEM_EXAMPLES);
+    assert_eq!(
+        report.problems.examples[0].line, 2,
+        "the first ones are kept"
+    );
+    // The tally itself never holds more than the examples.
+    let mut tally = ProblemTally::default();
+    for i in 0..10_000 {
+        tally.add(Problem {
+            kind: ProblemKind::Binary,
+            file: "f".into(),
+            line: i,
+            detail: String::new(),
+        });
+    }
+    assert_eq!(
+        (tally.total, tally.examples.len()),
+        (10_000, PROBLEM_EXAMPLES)
+    );
+}
+
+#[test]
+fn impossible_dates_are_parse_problems_kept_as_raw_messages() {
+    let log = b"Feb 28 06:06:20 web kernel: Out of memory: Killed process 4242 (java)
+Feb 30 06:06:21 web kernel: Out of memory: Killed process 4243 (java)
+Apr 31 06:06:22 web sshd[1]: Accepted password for root from 10.0.0.1 port 22 ssh2
+Mar  1 06:06:23 web sshd[1]: Accepted password for root from 10.0.0.1 port 22 ssh2
+";
+    let opts = InspectOptions {
+        year: Some(2025),
+        ..InspectOptions::default()
+    };
+    let (report, rows) = run(log, opts);
+    assert_eq!(report.files[0].format, Format::Syslog);
+    assert_eq!(
+        rows.len(),
+        4,
+        "each a record of its own, none joined as a continuation"
+    );
+    assert_eq!(report.problems.counts.get("parse_error"), Some(&2));
+    let lines: Vec<u64> = report.problems.examples.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [2, 3]);
+    // Not rolled into March or May: the dated records are Feb 28 and Mar 1.
+    assert_eq!(
+        report.summary.first_timestamp.as_deref(),
+        Some("2025-02-28T06:06:20.000Z")
+    );
+    assert_eq!(
+        report.summary.last_timestamp.as_deref(),
+        Some("2025-03-01T06:06:23.000Z")
+    );
+}
+
+#[test]
+fn cri_partial_lines_join_per_stream_and_are_capped() {
+    let (a, b, c, d) = (
+        "a".repeat(30),
+        "b".repeat(30),
+        "c".repeat(30),
+        "d".repeat(30),
+    );
+    let log = format!(
+        "2024-01-02T03:04:05.000Z stdout P {a}
+2024-01-02T03:04:05.001Z stderr F err line
+2024-01-02T03:04:05.002Z stdout P {b}
+2024-01-02T03:04:05.003Z stdout P {c}
+2024-01-02T03:04:05.004Z stdout F {d}
+2024-01-02T03:04:05.005Z stdout F next
+"
+    );
+    let opts = InspectOptions {
+        format: Some(Format::Plain),
+        max_line: 200,
+        ..InspectOptions::default()
+    };
+    let (report, rows) = run(log.as_bytes(), opts.clone());
+    let lines: Vec<u64> = rows
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        lines,
+        [2, 1, 6],
+        "stderr's line does not end stdout's message"
+    );
+    let examples: Vec<&str> = report
+        .templates
+        .iter()
+        .map(|t| t.example.as_str())
+        .collect();
+    assert!(
+        examples.contains(&format!("{a}{b}{c}{d}").as_str()),
+        "{examples:?}"
+    );
+    assert!(examples.contains(&"err line"));
+    assert_eq!(report.problems.counts.len(), 0);
+    // Lines of 64 bytes are whole; the message joined from them is cut at 64 bytes.
+    let opts = InspectOptions {
+        max_line: 64,
+        ..opts
+    };
+    let (report, rows) = run(log.as_bytes(), opts);
+    assert_eq!(rows.len(), 3);
+    let examples: Vec<&str> = report
+        .templates
+        .iter()
+        .map(|t| t.example.as_str())
+        .collect();
+    assert!(
+        examples.contains(&format!("{a}{b}cccc").as_str()),
+        "{examples:?}"
+    );
+    assert_eq!(report.problems.counts.get("line_too_long"), Some(&1));
+    assert_eq!(report.problems.examples[0].line, 1);
+}

@@ -171,12 +171,12 @@ fn detection() {
 
 #[test]
 fn continuation_lines() {
-    let p = Parser::new(Format::Plain, 2026);
+    let mut p = Parser::new(Format::Plain, 2026);
     assert!(p.starts_record("2026-01-02 03:04:05 ERROR x"));
     assert!(!p.starts_record("\tat com.example.Foo.bar(Foo.java:12)"));
     assert!(!p.starts_record("Caused by: java.io.IOException"));
     assert!(!p.starts_record("ValueError: bad"));
-    let raw = Parser::new(Format::Raw, 2026);
+    let mut raw = Parser::new(Format::Raw, 2026);
     assert!(raw.starts_record("ValueError: bad"));
 }
 
@@ -343,4 +343,123 @@ fn detection_tolerates_stack_traces() {
         "2024-01-02T03:04:07.000Z INFO server started",
     ];
     assert_eq!(detect(&go, 2026), Format::Plain);
+}
+
+fn ms(y: i64, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
+    civil_to_millis(y, mo, d, h, mi, 0, 0).unwrap_or_else(|| panic!("bad date"))
+}
+
+fn time_at(p: &Parser, line: &str) -> Option<i64> {
+    let mut r = Record::default();
+    p.parse(line, &mut r).then_some(r.timestamp).flatten()
+}
+
+#[test]
+fn the_year_follows_the_arrival_time_not_the_start() {
+    // Started mid-June 2026; the parser's year was fixed then, and two days later "today"
+    // went a year back.
+    let start = ms(2026, 6, 15, 12, 0);
+    let mut p = Parser::new(Format::Syslog, 2026).roll_back_future(start);
+    assert_eq!(
+        time_at(&p, "Jun 15 11:00:00 host app: x"),
+        Some(ms(2026, 6, 15, 11, 0))
+    );
+    p.set_now(start + 3 * 86_400_000);
+    assert_eq!(
+        time_at(&p, "Jun 18 11:00:00 host app: x"),
+        Some(ms(2026, 6, 18, 11, 0))
+    );
+    p.set_now(start + 400 * 86_400_000);
+    assert_eq!(
+        time_at(&p, "Jul 20 11:00:00 host app: x"),
+        Some(ms(2027, 7, 20, 11, 0)),
+        "400 days on: the clock's year"
+    );
+    // klog and logcat decide the same way.
+    let mut k = Parser::new(Format::Klog, 2026);
+    k.set_now(start + 400 * 86_400_000);
+    assert_eq!(
+        time_at(&k, "I0720 11:00:00.000000 1 a.go:1] x"),
+        Some(ms(2027, 7, 20, 11, 0))
+    );
+}
+
+#[test]
+fn year_less_times_across_new_year() {
+    let mut p = Parser::new(Format::Syslog, 1970);
+    p.set_now(ms(2027, 1, 1, 0, 5));
+    assert_eq!(
+        time_at(&p, "Jan  1 00:01:00 host app: x"),
+        Some(ms(2027, 1, 1, 0, 1))
+    );
+    assert_eq!(
+        time_at(&p, "Dec 31 23:59:00 host app: x"),
+        Some(ms(2026, 12, 31, 23, 59))
+    );
+    // Two days ahead is still this year; more is last year.
+    assert_eq!(
+        time_at(&p, "Jan  3 00:04:00 host app: x"),
+        Some(ms(2027, 1, 3, 0, 4))
+    );
+    assert_eq!(
+        time_at(&p, "Jan  3 00:06:00 host app: x"),
+        Some(ms(2026, 1, 3, 0, 6))
+    );
+    // Just before New Year, a writer whose clock is ahead is not eleven months back.
+    p.set_now(ms(2026, 12, 31, 23, 59));
+    assert_eq!(
+        time_at(&p, "Jan  1 00:01:00 host app: x"),
+        Some(ms(2027, 1, 1, 0, 1))
+    );
+    assert_eq!(
+        time_at(&p, "Dec 31 23:58:00 host app: x"),
+        Some(ms(2026, 12, 31, 23, 58))
+    );
+    // Without an arrival time the given year is kept as it is.
+    let fixed = Parser::new(Format::Syslog, 2026);
+    assert_eq!(
+        time_at(&fixed, "Dec 31 23:59:00 host app: x"),
+        Some(ms(2026, 12, 31, 23, 59))
+    );
+}
+
+#[test]
+fn february_29_and_impossible_dates() {
+    let mut p = Parser::new(Format::Syslog, 2025);
+    assert_eq!(
+        time_at(&p, "Feb 29 10:00:00 host app: x"),
+        None,
+        "2025 has none"
+    );
+    p.set_now(ms(2025, 1, 10, 0, 0));
+    assert_eq!(
+        time_at(&p, "Feb 29 10:00:00 host app: x"),
+        Some(ms(2024, 2, 29, 10, 0)),
+        "the last Feb 29 before now"
+    );
+    p.set_now(ms(2026, 3, 1, 0, 0));
+    assert_eq!(time_at(&p, "Feb 29 10:00:00 host app: x"), None);
+    // Days the month does not have do not parse, in any format, and do not roll over.
+    for (format, line) in [
+        (Format::Syslog, "Feb 30 10:00:00 host app: x"),
+        (Format::Syslog, "Apr 31 10:00:00 host app: x"),
+        (
+            Format::Syslog,
+            "<13>1 2025-02-30T10:00:00Z host app - - - x",
+        ),
+        (Format::Klog, "I0230 10:00:00.000000 1 a.go:1] x"),
+        (Format::Plain, "2025-02-30 10:00:00 INFO x"),
+        (Format::Plain, "2025/04/31 10:00:00 [error] x"),
+        (Format::Plain, "04-31 10:00:00.000  1 2 D Tag: x"),
+        (Format::Plain, "[Sun Feb 30 04:47:44 2025] [error] x"),
+        (
+            Format::Access,
+            r#"1.2.3.4 - - [31/Apr/2025:10:00:00 +0000] "GET / HTTP/1.1" 200 1"#,
+        ),
+    ] {
+        assert!(parse(format, line).is_none(), "{line}");
+    }
+    // A leap day in ctime, read before through 1970, which has none.
+    let r = parse(Format::Plain, "[Thu Feb 29 04:47:44 2024] [error] x").unwrap_or_default();
+    assert_eq!(r.timestamp, civil_to_millis(2024, 2, 29, 4, 47, 44, 0));
 }
