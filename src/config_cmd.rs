@@ -53,8 +53,16 @@ pub fn run(args: ConfigArgs) -> Result<u8> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let name = file.display().to_string();
+            // Everything `run` would load: the file, then the rule files it names.
             let problems: Vec<ConfigProblem> = match Config::from_yaml(&text) {
-                Ok(_) => Vec::new(),
+                Ok(config) => match opsloop_agent::reload::load_parts(config) {
+                    Ok(_) => Vec::new(),
+                    Err(message) => vec![ConfigProblem {
+                        path: "rules".into(),
+                        message,
+                    }],
+                },
+                Err(ConfigError::Shape { path, message }) => vec![ConfigProblem { path, message }],
                 Err(ConfigError::Syntax(message)) => vec![ConfigProblem {
                     path: String::new(),
                     message,

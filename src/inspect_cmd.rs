@@ -10,9 +10,7 @@ use opsloop_logs::anomaly::AnomalyConfig;
 use opsloop_logs::inspect::{InspectOptions, Inspector, Report, current_year};
 use opsloop_logs::miner::{MinerConfig, MinerState};
 use opsloop_logs::parse::Format;
-use opsloop_logs::rules::{
-    BUILTIN_RULES, RuleFile, RuleSet, Severity, load_rules, parse_rule_file,
-};
+use opsloop_logs::rules::{RuleSet, Severity};
 
 use crate::{Output, exit, render};
 
@@ -221,14 +219,7 @@ fn exit_code(report: &Report, fail_on: Option<Severity>) -> u8 {
 }
 
 fn load_all_rules(args: &InspectArgs) -> Result<RuleSet> {
-    let mut files: Vec<(String, RuleFile)> = Vec::new();
-    if !args.no_builtin_rules {
-        files.push(("builtin".into(), parse_rule_file("builtin", BUILTIN_RULES)?));
-    }
-    for path in &args.rules {
-        files.extend(load_rules(path)?);
-    }
-    Ok(RuleSet::compile(&files)?)
+    Ok(RuleSet::load(!args.no_builtin_rules, &args.rules)?)
 }
 
 fn save_state(path: &std::path::Path, state: &MinerState) -> Result<()> {

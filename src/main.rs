@@ -21,6 +21,9 @@ pub mod exit {
     /// The input had problems (invalid UTF-8, cut lines, truncated gzip, unparsable lines);
     /// everything readable was still inspected.
     pub const INPUT_PROBLEMS: u8 = 3;
+    /// `opsloop run` stopped because a task it cannot restart failed (the pipeline, the
+    /// publisher); restarted, it resumes from the saved positions.
+    pub const AGENT_FAILED: u8 = 4;
 }
 
 /// opsloop closes the operations loops: log inspection, resource prediction, self-healing.

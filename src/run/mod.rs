@@ -1,35 +1,22 @@
-//! `opsloop run`: the long-running agent. Wires configuration, store, bus, pipeline, sources
-//! and the HTTP API together; the libraries do the work.
+//! `opsloop run`: the long-running agent. Reads the configuration, resolves secrets, starts
+//! the [`Agent`] and serves the HTTP API over it until a signal or a fatal task failure; the
+//! libraries do the work.
 
-mod pipeline;
-mod reload;
-mod sources;
 mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use opsloop_bus::EmbeddedBus;
+use opsloop_agent::reload::load_config;
+use opsloop_agent::{Agent, AgentOptions};
 use opsloop_bus::jetstream::JetStreamOptions;
-use opsloop_bus::relay::{RelayStatus, relay_to_jetstream};
-use opsloop_core::config::{Config, NatsConfig};
-use opsloop_logs::anomaly::AnomalyConfig;
-use opsloop_logs::miner::MinerConfig;
-use opsloop_logs::pipeline::LogPipeline;
-use opsloop_logs::rules::{BUILTIN_RULES, RuleSet, load_rules, parse_rule_file};
+use opsloop_core::config::{BusKind, Config, LogFormat, NatsConfig};
+use opsloop_core::time::SystemClock;
 use opsloop_server::{AgentMetrics, ApiState, RuleInfo};
-use opsloop_store::Store;
-use tokio::sync::mpsc;
-use tracing::Instrument;
 
-use self::pipeline::{OUTBOUND_CAPACITY, Outbound, publish, spawn_pipeline};
-use self::reload::reload_loop;
-use self::sources::{INPUT_CAPACITY, Input, Sources, forward_ingest};
 use crate::exit;
 
 /// Flags of `opsloop run`.
@@ -59,11 +46,8 @@ impl RunArgs {
 /// Runs `opsloop run`.
 pub fn run(args: RunArgs) -> Result<u8> {
     let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Config::from_yaml(&text).with_context(|| format!("config {}", path.display()))?
-        }
+        // Everything `run` loads is checked before anything starts (rules included).
+        Some(path) => load_config(path).map_err(anyhow::Error::msg)?.config,
         None => {
             eprintln!(
                 "opsloop: no --config given: running the embedded default (`opsloop config default` prints it)"
@@ -78,8 +62,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
         config.data_dir = d;
     }
     match args.output {
-        Some(crate::Output::Json) => config.log.format = "json".into(),
-        Some(crate::Output::Text) => config.log.format = "human".into(),
+        Some(crate::Output::Json) => config.log.format = LogFormat::Json,
+        Some(crate::Output::Text) => config.log.format = LogFormat::Human,
         None => {}
     }
     let problems = config.validate();
@@ -95,7 +79,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let _inside = runtime.enter();
         telemetry::init(&config.log, &config.traces)
     };
-    let result = runtime.block_on(agent(config, args.config));
+    let result = runtime.block_on(serve(config, args.config));
     // Before the runtime goes: the exporter flushes on it.
     telemetry.shutdown();
     result
@@ -136,153 +120,11 @@ fn secret(
     }
 }
 
-fn load_rules_of(config: &Config) -> Result<RuleSet> {
-    let mut files = Vec::new();
-    if config.rules.builtin {
-        files.push((
-            "builtin".to_string(),
-            parse_rule_file("builtin", BUILTIN_RULES)?,
-        ));
-    }
-    for p in &config.rules.paths {
-        files.extend(load_rules(p)?);
-    }
-    Ok(RuleSet::compile(&files)?)
-}
-
-async fn agent(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
-    let listen: SocketAddr = config
-        .listen
-        .parse()
-        .with_context(|| format!("listen {:?}", config.listen))?;
-    let token = api_token(&config)?;
-    if token.is_none() && !listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {listen} without an API token: set OPSLOOP_API_TOKEN, api.token or api.token_file, or listen on loopback"
-        );
-    }
-    let store = Store::open(&config.data_dir)?;
-    let store = Arc::new(Mutex::new(store));
-    let bus = EmbeddedBus::new(Arc::clone(&store))?;
-    let metrics = Arc::new(AgentMetrics::default());
-    let rules = load_rules_of(&config)?;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    let pipeline = LogPipeline::new(
-        rules,
-        MinerConfig {
-            max_templates: config.miner.max_templates,
-            ..MinerConfig::default()
-        },
-        AnomalyConfig {
-            warmup_records: config.anomaly.warmup_records,
-            ..AnomalyConfig::default()
-        },
-        &format!("/opsloop/agent/{host}"),
-    );
-    let rule_info: Arc<Mutex<Vec<RuleInfo>>> = Arc::new(Mutex::new(Vec::new()));
-
-    // Sources feed one bounded channel into the pipeline thread, which feeds the publisher.
-    let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_CAPACITY);
-    let (outbound_tx, outbound_rx) = mpsc::channel::<Outbound>(OUTBOUND_CAPACITY);
-    let pipeline_thread = spawn_pipeline(
-        pipeline,
-        input_rx,
-        outbound_tx,
-        Arc::clone(&store),
-        Arc::clone(&metrics),
-        Arc::clone(&rule_info),
-    )?;
-    let publisher = tokio::spawn(publish(outbound_rx, bus.clone(), Arc::clone(&metrics)));
-    let mut sources = Sources::new(input_tx.clone(), Arc::clone(&store), Arc::clone(&metrics));
-    let (_, errors) = sources.apply(&config.sources).await;
-    if let Some(e) = errors.into_iter().next() {
-        return Err(e);
-    }
-    let sources = Arc::new(tokio::sync::Mutex::new(sources));
-
-    // With the JetStream bus, a relay forwards the outbox to the stream.
-    let (relay_stop, relay_stopped) = tokio::sync::watch::channel(false);
-    let relay_status = Arc::new(RelayStatus::default());
-    let relay = match (config.bus.kind.as_str(), &config.bus.nats) {
-        ("nats", Some(nats)) => Some(tokio::spawn(relay_to_jetstream(
-            bus.clone(),
-            jetstream_options(nats)?,
-            Arc::clone(&relay_status),
-            relay_stopped,
-        ))),
-        _ => None,
-    };
-    let housekeeping = tokio::spawn(housekeeping(
-        config.store.retention.clone(),
-        Arc::clone(&store),
-        bus.clone(),
-        relay.is_some().then(|| Arc::clone(&relay_status)),
-        Arc::clone(&metrics),
-    ));
-
-    let ready = Arc::new(AtomicBool::new(false));
-    let rules_for_api = Arc::clone(&rule_info);
-    let state = ApiState {
-        store: Arc::clone(&store),
-        metrics: Arc::clone(&metrics),
-        ready: Arc::clone(&ready),
-        token: token.map(Arc::from),
-        rules: Arc::new(move || rules_for_api.lock().map(|r| r.clone()).unwrap_or_default()),
-        ingest: forward_ingest(input_tx.clone(), &metrics),
-        max_body_bytes: config.api.max_body_bytes as usize,
-    };
-    let reload = tokio::spawn(reload_loop(
-        config.clone(),
-        config_path,
-        input_tx.clone(),
-        Arc::clone(&sources),
-        bus.clone(),
-        Arc::clone(&metrics),
-    ));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listen {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "API listening");
-    drop(input_tx);
-    ready.store(true, Ordering::Release);
-    let server = axum::serve(listener, opsloop_server::router(state))
-        .with_graceful_shutdown(shutdown_signal());
-    server.await.context("serving the API")?;
-
-    // Drain: stop sources, let the pipeline finish what it holds, publish, then exit.
-    tracing::info!("shutting down: draining the pipeline");
-    housekeeping.abort();
-    reload.abort();
-    let _ = reload.await;
-    sources.lock().await.stop_all().await;
-    drop(sources);
-    let drained = tokio::task::spawn_blocking(move || pipeline_thread.join());
-    if tokio::time::timeout(Duration::from_secs(15), drained)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the pipeline did not drain in 15 s; exiting without it");
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
-    if let Some(relay) = relay {
-        // The relay forwards what is left for a few seconds; the rest waits in the outbox.
-        let _ = relay_stop.send(true);
-        match tokio::time::timeout(Duration::from_secs(10), relay).await {
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "jetstream relay failed"),
-            Err(_) => tracing::warn!("jetstream relay did not finish; the outbox keeps the rest"),
-            _ => {}
-        }
-    }
-    Ok(exit::OK)
-}
-
 /// How to reach JetStream, from the config; the token from `OPSLOOP_NATS_TOKEN` or a file.
 fn jetstream_options(nats: &NatsConfig) -> Result<JetStreamOptions> {
     let mut options = JetStreamOptions::new(&nats.url, &nats.stream);
-    options.max_age = opsloop_core::time::parse_duration(&nats.max_age)
-        .map_err(|e| anyhow::anyhow!("bus.nats.max_age: {e}"))?;
-    options.duplicate_window = opsloop_core::time::parse_duration(&nats.duplicate_window)
-        .map_err(|e| anyhow::anyhow!("bus.nats.duplicate_window: {e}"))?;
+    options.max_age = nats.max_age.get();
+    options.duplicate_window = nats.duplicate_window.get();
     options.replicas = nats.replicas;
     options.token = secret(
         "OPSLOOP_NATS_TOKEN",
@@ -293,57 +135,94 @@ fn jetstream_options(nats: &NatsConfig) -> Result<JetStreamOptions> {
     Ok(options)
 }
 
-/// Every second: the bus gauges. Every minute: retention, which never deletes events the
-/// JetStream relay has not forwarded.
-async fn housekeeping(
-    retention: opsloop_core::config::RetentionConfig,
-    store: Arc<Mutex<Store>>,
-    bus: EmbeddedBus,
-    relay: Option<Arc<RelayStatus>>,
-    metrics: Arc<AgentMetrics>,
-) {
-    let max_age_ms = opsloop_core::time::parse_duration(&retention.max_age)
-        .map(|d| d.as_millis() as i64)
-        .ok();
-    let max_events = retention.max_events;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let (mut forwarded, mut failures) = (0, 0);
-    for n in 0u64.. {
-        tick.tick().await;
-        let position = relay.as_ref().map(|r| r.position.load(Ordering::Relaxed));
-        if let Some(r) = &relay {
-            let now = r.forwarded.load(Ordering::Relaxed);
-            metrics.bus_forwarded.inc_by(now.saturating_sub(forwarded));
-            forwarded = now;
-            let now = r.failures.load(Ordering::Relaxed);
-            metrics
-                .bus_forward_failures
-                .inc_by(now.saturating_sub(failures));
-            failures = now;
+async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
+    let listen: SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("listen {:?}", config.listen))?;
+    let token = api_token(&config)?;
+    if token.is_none() && !listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {listen} without an API token: set OPSLOOP_API_TOKEN, api.token or api.token_file, or listen on loopback"
+        );
+    }
+    let jetstream = match (config.bus.kind, &config.bus.nats) {
+        (BusKind::Nats, Some(nats)) => Some(jetstream_options(nats)?),
+        _ => None,
+    };
+    let metrics = Arc::new(AgentMetrics::default());
+    let api = config.api.clone();
+    let agent = Agent::start(
+        AgentOptions {
+            config,
+            config_path,
+            clock: Arc::new(SystemClock),
+            jetstream,
+        },
+        Arc::clone(&metrics),
+    )
+    .await?;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            agent.shutdown().await;
+            return Err(e).with_context(|| format!("listen {listen}"));
         }
-        metrics
-            .bus_lag
-            .set(position.map_or(0, |p| (bus.head() - p).max(0)));
-        if n % 60 != 59 {
-            continue;
-        }
-        let store = Arc::clone(&store);
-        let result = tokio::task::spawn_blocking(move || {
-            store.lock().ok().map(|mut s| {
-                s.apply_retention(
-                    opsloop_core::time::now_ms(),
-                    max_age_ms,
-                    Some(max_events),
-                    position,
-                )
-            })
-        })
-        .instrument(tracing::info_span!("store.retention"))
-        .await;
-        if let Ok(Some(Ok(n))) = result
-            && n > 0
-        {
-            tracing::info!(deleted = n, "retention removed old events");
+    };
+    let rules = Arc::clone(&agent.rules);
+    let state = ApiState {
+        store: Arc::clone(&agent.store),
+        metrics,
+        ready: agent.supervisor.ready_flag(),
+        token: token.map(Arc::from),
+        protect_metrics: api.protect_metrics,
+        rules: Arc::new(move || {
+            rules
+                .lock()
+                .map(|r| {
+                    r.iter()
+                        .map(|r| RuleInfo {
+                            id: r.id.clone(),
+                            severity: r.severity.clone(),
+                            description: r.description.clone(),
+                            source: r.source.clone(),
+                            hits: r.hits,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
+        ingest: agent.ingest.clone(),
+        max_body_bytes: usize::try_from(api.max_body_bytes).unwrap_or(usize::MAX),
+        max_records_per_request: api.max_records_per_request,
+        max_concurrent_ingest: api.max_concurrent_ingest,
+    };
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    agent.supervisor.set_started();
+    let supervisor = agent.supervisor.clone();
+    let stop = stop_signal(supervisor.clone());
+    let server = axum::serve(listener, opsloop_server::router(state)).with_graceful_shutdown(stop);
+    // The server ends on a signal, or when a task that stops the agent failed.
+    server.await.context("serving the API")?;
+
+    tracing::info!("shutting down: draining the pipeline");
+    let complete = agent.shutdown().await;
+    if let Some(reason) = supervisor.fatal_reason() {
+        tracing::error!(error = %reason, "the agent stopped on a failure");
+        return Ok(exit::AGENT_FAILED);
+    }
+    if !complete {
+        tracing::warn!("shutdown did not complete in time");
+    }
+    Ok(exit::OK)
+}
+
+/// Resolves on SIGINT/SIGTERM or when a task that stops the agent failed.
+async fn stop_signal(supervisor: opsloop_agent::Supervisor) {
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        reason = supervisor.fatal() => {
+            tracing::error!(error = %reason, "stopping the agent");
         }
     }
 }

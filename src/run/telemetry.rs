@@ -8,7 +8,7 @@ use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
-use opsloop_core::config::{LogConfig, TracesConfig};
+use opsloop_core::config::{LogConfig, LogFormat, TracesConfig};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -83,12 +83,15 @@ impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
 /// the agent runs without traces.
 pub fn init(log: &LogConfig, traces: &TracesConfig) -> TelemetryGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt = if log.format == "json" {
-        fmt.json().boxed()
-    } else {
-        fmt.boxed()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log.level.as_str()));
+    // Colour codes only for a person at a terminal: never into files or journald.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    let fmt = match log.format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Human => fmt.boxed(),
     };
     let (provider, problem) = match tracer_provider(traces) {
         Ok(p) => (p, None),

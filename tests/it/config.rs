@@ -31,7 +31,7 @@ fn check_reports_every_problem_with_its_path() {
     let path = dir.path().join("bad.yaml");
     std::fs::write(
         &path,
-        "listen: nope\nsources:\n  - type: syslog\n    name: s\n  - type: file\n    name: s\n    include: [/var/log/x.log]\n    start_at: middle\n",
+        "listen: nope\nsources:\n  - type: syslog\n    name: s\n  - type: file\n    name: s\n    include: [/var/log/x.log]\n    max_line_bytes: 1\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let p = path.to_str().unwrap_or("");
@@ -51,14 +51,29 @@ fn check_reports_every_problem_with_its_path() {
             "listen",
             "sources[0].udp",
             "sources[1].name",
-            "sources[1].start_at"
+            "sources[1].max_line_bytes"
         ]
     );
     let text = run(&["config", "check", p]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(
-        stdout.contains("bad.yaml: sources[1].start_at: \"middle\""),
+        stdout.contains("bad.yaml: sources[1].max_line_bytes: 1: expected"),
         "{stdout}"
+    );
+    // A value of the wrong kind is named by its path and line.
+    std::fs::write(
+        &path,
+        "sources:\n  - type: file\n    name: s\n    include: [x]\n    start_at: middle\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", "--output", "json", p]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"][0]["path"], "sources[0]");
+    let message = v["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("middle") && message.contains("line 2"),
+        "{message}"
     );
 }
 

@@ -1,7 +1,10 @@
 //! Integration tests: the `opsloop` binary driven as a user would, on the fixtures in
 //! `tests/fixtures`. One test binary with modules, so there is one link step.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod config;
+mod hardening;
 mod inspect;
 mod jetstream;
 mod otlp;
