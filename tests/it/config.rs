@@ -10,9 +10,9 @@ fn default_prints_a_config_that_checks() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen: 127.0.0.1:7878") && text.contains("type: syslog"));
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("opsloop.yaml");
-    std::fs::write(&path, text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, text.as_bytes()).unwrap();
     let out = run(&["config", "check", path.to_str().unwrap_or("")]);
     assert_eq!(
         out.status.code(),
@@ -21,23 +21,23 @@ fn default_prints_a_config_that_checks() {
         String::from_utf8_lossy(&out.stdout)
     );
     let json = run(&["config", "default", "--output", "json"]);
-    let v: Value = serde_json::from_slice(&json.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["data_dir"], "./opsloop-data");
 }
 
 #[test]
 fn check_reports_every_problem_with_its_path() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(
         &path,
         "listen: nope\nsources:\n  - type: syslog\n    name: s\n  - type: file\n    name: s\n    include: [/var/log/x.log]\n    max_line_bytes: 1\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let p = path.to_str().unwrap_or("");
     let out = run(&["config", "check", "--output", "json", p]);
     assert_eq!(out.status.code(), Some(2));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
     let paths: Vec<&str> = v["errors"]
         .as_array()
@@ -79,9 +79,9 @@ fn check_reports_every_problem_with_its_path() {
 
 #[test]
 fn run_reports_a_bad_config_as_json_with_output_json() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("opsloop.yaml");
-    std::fs::write(&path, "listen: nope\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, "listen: nope\n").unwrap();
     let out = run(&[
         "run",
         "--output",
@@ -90,7 +90,7 @@ fn run_reports_a_bad_config_as_json_with_output_json() {
         path.to_str().unwrap_or(""),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let message = doc["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("listen"), "{message}");
 }

@@ -20,7 +20,7 @@ fn stable_text(stdout: &[u8]) -> String {
 }
 
 fn stable_json(stdout: &[u8]) -> String {
-    let mut v: Value = serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("{e}"));
+    let mut v: Value = serde_json::from_slice(stdout).unwrap();
     if let Some(s) = v.get_mut("summary").and_then(Value::as_object_mut) {
         s.remove("elapsed_seconds");
         s.remove("lines_per_second");
@@ -94,7 +94,7 @@ fn assignments_have_one_row_per_record_in_order() {
         .stdout
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("{e}")))
+        .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 42);
     for (i, r) in rows.iter().enumerate() {
@@ -134,7 +134,7 @@ fn exit_codes() {
         "no/such/file.log",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["files"][0]["records"], 60);
     assert!(report["files"][1]["error"].is_string());
     // Bad flags.
@@ -146,16 +146,16 @@ fn exit_codes() {
 
 #[test]
 fn bad_input_is_reported_with_file_and_line() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.log");
     let mut content = b"ok line one\nbad \xff\xfe bytes\n".to_vec();
     content.extend(vec![b'y'; 11 << 20]);
     content.extend_from_slice(b"\n\0\0binary\0\nlast line\n");
-    std::fs::write(&path, &content).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, &content).unwrap();
     let p = path.to_str().unwrap_or("");
     let out = run(&["inspect", "--output", "json", p]);
     assert_eq!(out.status.code(), Some(3), "input problems give exit 3");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["summary"]["records"], 5, "nothing dropped");
     let counts = &report["problems"]["counts"];
     assert_eq!(counts["invalid_utf8"], 1);
@@ -168,23 +168,23 @@ fn bad_input_is_reported_with_file_and_line() {
 
 #[test]
 fn gzip_and_truncated_gzip() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read(fixture("syslog.log")).unwrap_or_default();
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(&text).unwrap_or_else(|e| panic!("{e}"));
+    enc.write_all(&text).unwrap();
     let gz = enc.finish().unwrap_or_default();
     let whole = dir.path().join("s.log.gz");
-    std::fs::write(&whole, &gz).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&whole, &gz).unwrap();
     let out = run(&["inspect", "--output", "json", whole.to_str().unwrap_or("")]);
     assert_eq!(out.status.code(), Some(0));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["summary"]["records"], 42);
 
     let cut = dir.path().join("cut.log.gz");
-    std::fs::write(&cut, &gz[..gz.len() * 2 / 3]).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cut, &gz[..gz.len() * 2 / 3]).unwrap();
     let out = run(&["inspect", "--output", "json", cut.to_str().unwrap_or("")]);
     assert_eq!(out.status.code(), Some(3));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["problems"]["counts"]["truncated_gzip"], 1);
     assert!(
         report["summary"]["records"]
@@ -203,7 +203,7 @@ fn stdin_and_dash() {
     ] {
         let out = run_with_stdin(&args, input);
         assert_eq!(out.status.code(), Some(0));
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["files"][0]["format"], "logfmt");
         assert_eq!(report["levels"]["error"], 1);
     }
@@ -211,17 +211,17 @@ fn stdin_and_dash() {
 
 #[test]
 fn state_file_keeps_ids_across_runs() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("miner.json");
     let s = state.to_str().unwrap_or("");
     let a = dir.path().join("a.log");
     let b = dir.path().join("b.log");
-    std::fs::write(&a, "user alice logged in from 10.0.0.1\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&a, "user alice logged in from 10.0.0.1\n").unwrap();
     std::fs::write(
         &b,
         "user bob logged in from 10.0.0.2\nuser carol logged in from 10.0.0.3\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let first = run(&[
         "inspect",
         "--emit",
@@ -251,7 +251,7 @@ fn state_file_keeps_ids_across_runs() {
         first_id,
         "the template generalised and kept its id"
     );
-    std::fs::write(&state, "not json").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&state, "not json").unwrap();
     let bad = run(&["inspect", "--state", s, a.to_str().unwrap_or("")]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("miner.json"));
@@ -259,7 +259,7 @@ fn state_file_keeps_ids_across_runs() {
 
 #[test]
 fn user_rules_and_their_errors() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.yaml");
     std::fs::write(
         &rules,
@@ -273,7 +273,7 @@ fn user_rules_and_their_errors() {
       condition: 'fields.status >= 500'
 "#,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let r = rules.to_str().unwrap_or("");
     let out = run(&[
         "inspect",
@@ -284,7 +284,7 @@ fn user_rules_and_their_errors() {
         "json",
         "tests/fixtures/access.log",
     ]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["summary"]["rules_loaded"], 1);
     let hit = &report["rule_hits"][0];
     assert_eq!(hit["rule"], "slow-checkout");
@@ -294,7 +294,7 @@ fn user_rules_and_their_errors() {
         &rules,
         "rules:\n  - id: broken\n    severity: error\n    match: {regex: '(unclosed'}\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let out = run(&["inspect", "--rules", r, "tests/fixtures/access.log"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -306,10 +306,10 @@ fn user_rules_and_their_errors() {
 
 #[test]
 fn named_regex_parser() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("custom.log");
     std::fs::write(&path, "12:00:01|E|payments|charge failed for order 17\n12:00:02|I|payments|charge ok for order 18\n")
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let out = run(&[
         "inspect",
         "--output",
@@ -324,7 +324,7 @@ fn named_regex_parser() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["files"][0]["format"], "regex");
     assert_eq!(report["levels"]["error"], 1);
     let bad = run(&[
@@ -344,7 +344,7 @@ fn findings_as_cloudevents() {
         .stdout
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("{e}")))
+        .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
     assert_eq!(events.len(), 12, "6 crash-loop and 6 probe-failure matches");
     for e in &events {

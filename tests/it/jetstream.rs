@@ -82,7 +82,7 @@ async fn drain(bus: &JetStreamBus, name: &str, expect: usize) -> Vec<Event> {
 
 #[test]
 fn jetstream_dedups_by_event_id_and_redelivers_unacknowledged() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     runtime().block_on(async {
         let bus = JetStreamBus::connect(&options(&server))
@@ -94,20 +94,17 @@ fn jetstream_dedups_by_event_id_and_redelivers_unacknowledged() {
         assert_eq!(bus.publish(batch.clone().into()).await.ok(), Some(0));
 
         // A consumer takes 10, acknowledges the first 4 and goes away.
-        let mut sub = bus
-            .subscribe("healer")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sub = bus.subscribe("healer").await.unwrap();
         let mut got = Vec::new();
         while got.len() < 10 {
-            got.extend(sub.next(10).await.unwrap_or_else(|e| panic!("{e}")));
+            got.extend(sub.next(10).await.unwrap());
         }
         assert_eq!(
             got.iter().map(|d| d.event.id.clone()).collect::<Vec<_>>(),
             batch.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
         );
         assert_eq!(got[0].event, batch[0]);
-        sub.ack(got[3].seq).await.unwrap_or_else(|e| panic!("{e}"));
+        sub.ack(got[3].seq).await.unwrap();
         drop(sub);
 
         // The durable consumer, resumed, gets the 6 unacknowledged ones again (after ack_wait).
@@ -125,9 +122,9 @@ fn jetstream_dedups_by_event_id_and_redelivers_unacknowledged() {
 
 #[test]
 fn relay_forwards_the_outbox_across_server_outages_without_loss() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("store: {e}"));
-    let outbox = EmbeddedBus::new(Arc::new(Mutex::new(store))).unwrap_or_else(|e| panic!("{e}"));
+    let outbox = EmbeddedBus::new(Arc::new(Mutex::new(store))).unwrap();
     let mut server = NatsServer::start(&dir.path().join("nats"));
     // The server is down when the agent starts: events wait in the outbox.
     server.kill();
@@ -140,10 +137,7 @@ fn relay_forwards_the_outbox_across_server_outages_without_loss() {
             Arc::clone(&status),
             stopped,
         ));
-        outbox
-            .publish(events(300, "down").into())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        outbox.publish(events(300, "down").into()).await.unwrap();
         until("a failed attempt", || async {
             (status.failures.load(Ordering::Relaxed) > 0).then_some(())
         })
@@ -158,16 +152,10 @@ fn relay_forwards_the_outbox_across_server_outages_without_loss() {
 
         // Killed again while the agent keeps producing, then back.
         server.kill();
-        outbox
-            .publish(events(200, "outage").into())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        outbox.publish(events(200, "outage").into()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         server.restart();
-        outbox
-            .publish(events(100, "after").into())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        outbox.publish(events(100, "after").into()).await.unwrap();
         until("everything forwarded", || async {
             (status.position.load(Ordering::Relaxed) == 600).then_some(())
         })

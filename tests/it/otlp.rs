@@ -82,15 +82,12 @@ fn agent_exports_its_spans_over_otlp_grpc() {
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let collector = Collector::default();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let port = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .port();
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
     let service = TraceServiceServer::new(collector.clone());
     runtime.spawn(
         tonic::transport::Server::builder()
@@ -98,16 +95,15 @@ fn agent_exports_its_spans_over_otlp_grpc() {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
 
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "traces:\n  otlp_endpoint: http://127.0.0.1:{port}\n  service_name: opsloop-test\n"
     );
     let (mut agent, api, syslog) = syslog_agent(dir.path(), &extra);
     assert_eq!(http(api, "GET", "/api/v1/events", "", None).0, 200);
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let oom = b"<3>Nov 20 10:00:00 web kernel: Out of memory: Killed process 42 (java)";
-    udp.send_to(oom, ("127.0.0.1", syslog))
-        .unwrap_or_else(|e| panic!("{e}"));
+    udp.send_to(oom, ("127.0.0.1", syslog)).unwrap();
     wait_for("the event stored", || {
         let (_, body) = http(api, "GET", "/api/v1/events", "", None);
         body.contains("oom-kill").then_some(())

@@ -24,7 +24,7 @@ fn file_config(dir: &Path, api: u16, sources: &[(&str, String)]) -> PathBuf {
         &rules,
         "rules:\n  - id: every-line\n    severity: info\n    match:\n      regex: 'seq=\\d+'\n",
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let mut config = format!(
         "listen: 127.0.0.1:{api}\ndata_dir: {}\nrules:\n  builtin: false\n  paths: [\"{}\"]\nsources:\n",
         dir.join("data").display(),
@@ -36,7 +36,7 @@ fn file_config(dir: &Path, api: u16, sources: &[(&str, String)]) -> PathBuf {
         ));
     }
     let path = dir.join("opsloop.yaml");
-    std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, config).unwrap();
     path
 }
 
@@ -65,12 +65,30 @@ fn deliveries(api: u16, input: &str, n: usize) -> Vec<u32> {
     seen
 }
 
+/// Deliveries of `input` once every line it read is processed and its event stored (each
+/// line here makes one event): a condition, not a pause, so a line read twice shows up.
+fn settled_deliveries(api: u16, input: &str, n: usize) -> Vec<u32> {
+    wait_for("every line read processed and its event stored", || {
+        let read = metric(
+            api,
+            &format!("opsloop_log_lines_read_total{{source=\"{input}\"}}"),
+        )?;
+        let processed = metric(
+            api,
+            &format!("opsloop_log_lines_processed_total{{source=\"{input}\"}}"),
+        )?;
+        let seen = deliveries(api, input, n);
+        let stored: u64 = seen.iter().map(|&c| u64::from(c)).sum();
+        (read == processed && stored >= processed && seen.iter().all(|&c| c > 0)).then_some(seen)
+    })
+}
+
 fn open_append(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 /// Writes `n` lines to `path` in bursts of 50 with `pause` between them, rotating every
@@ -93,7 +111,7 @@ fn write_with_rotation(
             file,
             "2026-11-20 10:00:00 payment accepted seq={seq} amount=12"
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         if seq % 50 == 49 {
             std::thread::sleep(pause);
         }
@@ -102,26 +120,26 @@ fn write_with_rotation(
 
 fn rename_rotation(path: &Path, generation: usize) {
     let rotated = path.with_extension(format!("log.{generation}"));
-    std::fs::rename(path, rotated).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(path, rotated).unwrap();
 }
 
 fn copy_truncate_rotation(path: &Path, generation: usize) {
     let rotated = path.with_extension(format!("log.{generation}"));
-    std::fs::copy(path, rotated).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(path, rotated).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(path)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
 }
 
 #[test]
 fn rotation_under_write_load_delivers_every_line_once() {
     const N: usize = 12_000;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let (renamed, truncated) = (dir.path().join("renamed"), dir.path().join("truncated"));
     for d in [&renamed, &truncated] {
-        std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(d).unwrap();
     }
     // Rename rotation needs only the live name; copy-truncate needs the copies too (lines
     // written just before the truncation are read from the copy).
@@ -156,17 +174,7 @@ fn rotation_under_write_load_delivers_every_line_once() {
         w.join().unwrap_or_else(|_| panic!("writer failed"));
     }
     for input in ["renamed", "truncated"] {
-        let seen = wait_for("every line delivered", || {
-            let seen = deliveries(api, input, N);
-            seen.iter().all(|&c| c > 0).then_some(seen)
-        });
-        // Settle, then nothing may have come twice.
-        std::thread::sleep(Duration::from_millis(500));
-        let seen = if seen.iter().any(|&c| c > 1) {
-            seen
-        } else {
-            deliveries(api, input, N)
-        };
+        let seen = settled_deliveries(api, input, N);
         let twice: Vec<usize> = (0..N).filter(|&i| seen[i] > 1).collect();
         assert!(
             twice.is_empty(),
@@ -188,9 +196,9 @@ fn rotation_under_write_load_delivers_every_line_once() {
 #[test]
 fn kill_9_mid_stream_then_restart_loses_no_line() {
     const N: usize = 40_000;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(&logs).unwrap();
     let log = logs.join("app.log");
     let (config, api) = file_agent(dir.path(), &[("app", format!("{}/*.log", logs.display()))]);
     let agent = start_agent(&config);
@@ -234,7 +242,7 @@ fn kill_9(mut agent: Agent) {
 #[test]
 fn reload_starts_new_sources_and_unchanged_ones_keep_their_position() {
     const N: usize = 2_000;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let (first, second) = (dir.path().join("first.log"), dir.path().join("second.log"));
     let (config, api) = file_agent(dir.path(), &[("first", first.display().to_string())]);
     let mut agent = start_agent(&config);
@@ -267,16 +275,11 @@ fn reload_starts_new_sources_and_unchanged_ones_keep_their_position() {
             log,
             "2026-11-20 10:00:01 payment accepted seq={seq} amount=12"
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     }
     write_with_rotation(&second, 10, usize::MAX, |_, _| {}, Duration::ZERO);
-    wait_for("both sources delivered", || {
-        let first = deliveries(api, "first", N);
-        let second = deliveries(api, "second", 10);
-        (first.iter().all(|&c| c > 0) && second.iter().all(|&c| c > 0)).then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let first = deliveries(api, "first", N);
+    settled_deliveries(api, "second", 10);
+    let first = settled_deliveries(api, "first", N);
     assert!(
         first.iter().all(|&c| c == 1),
         "an unchanged source reads nothing twice"

@@ -14,27 +14,22 @@ fn event(n: i64) -> Event {
 }
 
 fn bus_at(dir: &std::path::Path) -> EmbeddedBus {
-    let store = Store::open(dir).unwrap_or_else(|e| panic!("{e}"));
-    EmbeddedBus::new(Arc::new(Mutex::new(store))).unwrap_or_else(|e| panic!("{e}"))
+    let store = Store::open(dir).unwrap();
+    EmbeddedBus::new(Arc::new(Mutex::new(store))).unwrap()
 }
 
 #[tokio::test]
 async fn published_events_reach_a_waiting_consumer() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let bus = bus_at(dir.path());
-    let mut sub = bus
-        .subscribe("heal")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut sub = bus.subscribe("heal").await.unwrap();
     let waiter = tokio::spawn(async move { sub.next(10).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
     let sent = vec![event(1), event(2)];
     assert_eq!(bus.publish(sent.clone().into()).await.ok(), Some(2));
     let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-    let got = got
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let got = got.unwrap_or_else(|e| panic!("{e}"));
+    let got = got.unwrap().unwrap();
+    let got = got.unwrap();
     assert_eq!(
         got.iter().map(|d| &d.event).collect::<Vec<_>>(),
         sent.iter().collect::<Vec<_>>()
@@ -43,7 +38,7 @@ async fn published_events_reach_a_waiting_consumer() {
 
 #[tokio::test]
 async fn duplicates_are_dropped() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let bus = bus_at(dir.path());
     let e = event(1);
     assert_eq!(bus.publish(Arc::from([e.clone()])).await.ok(), Some(1));
@@ -52,29 +47,21 @@ async fn duplicates_are_dropped() {
 
 #[tokio::test]
 async fn restart_redelivers_what_was_not_acknowledged() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     {
         let bus = bus_at(dir.path());
         bus.publish((0..5).map(event).collect::<Vec<_>>().into())
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut sub = bus
-            .subscribe("heal")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let batch = sub.next(3).await.unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
+        let mut sub = bus.subscribe("heal").await.unwrap();
+        let batch = sub.next(3).await.unwrap();
         assert_eq!(batch.len(), 3);
         // Processed two of the three before "crashing".
-        sub.ack(batch[1].seq)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        sub.ack(batch[1].seq).await.unwrap();
     }
     let bus = bus_at(dir.path());
-    let mut sub = bus
-        .subscribe("heal")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let batch = sub.next(10).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut sub = bus.subscribe("heal").await.unwrap();
+    let batch = sub.next(10).await.unwrap();
     let ns: Vec<i64> = batch
         .iter()
         .filter_map(|d| d.event.data["n"].as_i64())
@@ -85,7 +72,7 @@ async fn restart_redelivers_what_was_not_acknowledged() {
         "the unacknowledged third event comes again, nothing is lost"
     );
     // Another consumer has its own cursor.
-    let mut other = bus.subscribe("api").await.unwrap_or_else(|e| panic!("{e}"));
+    let mut other = bus.subscribe("api").await.unwrap();
     assert_eq!(other.next(10).await.map(|b| b.len()).ok(), Some(5));
 }
 
@@ -125,78 +112,61 @@ fn manual_clock(start: i64) -> (Arc<std::sync::atomic::AtomicI64>, Clock) {
 async fn published_events_age_by_the_bus_clock_not_their_own_time() {
     use std::sync::atomic::Ordering::SeqCst;
     let now = 1_800_000_000_000;
-    let store = Arc::new(Mutex::new(
-        Store::in_memory().unwrap_or_else(|e| panic!("{e}")),
-    ));
+    let store = Arc::new(Mutex::new(Store::in_memory().unwrap()));
     let (clock, read) = manual_clock(now - 2 * HOUR_MS);
-    let bus = EmbeddedBus::with_clock(Arc::clone(&store), read).unwrap_or_else(|e| panic!("{e}"));
+    let bus = EmbeddedBus::with_clock(Arc::clone(&store), read).unwrap();
     assert_eq!(bus.now_ms(), now - 2 * HOUR_MS);
     // Recent by its own time, but published two hours ago.
     let early = event(now);
-    bus.publish(Arc::from([early]))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    bus.publish(Arc::from([early])).await.unwrap();
     clock.store(now, SeqCst);
     // A record stamped a year ago, published now.
     let year_old = event(now - 365 * 24 * HOUR_MS);
-    bus.publish(Arc::from([year_old.clone()]))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut s = store.lock().unwrap_or_else(|e| panic!("{e}"));
+    bus.publish(Arc::from([year_old.clone()])).await.unwrap();
+    let mut s = store.lock().unwrap();
     assert_eq!(
         s.apply_retention(now, Some(HOUR_MS), None, None).ok(),
         Some(1)
     );
-    let left = s
-        .events(&opsloop_store::EventQuery::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let left = s.events(&opsloop_store::EventQuery::default()).unwrap();
     assert_eq!(left.events, [year_old]);
 }
 
 #[tokio::test]
 async fn lag_is_what_the_slowest_consumer_has_not_acknowledged() {
-    let store = Arc::new(Mutex::new(
-        Store::in_memory().unwrap_or_else(|e| panic!("{e}")),
-    ));
+    let store = Arc::new(Mutex::new(Store::in_memory().unwrap()));
     let (_, clock) = manual_clock(0);
-    let bus = EmbeddedBus::with_clock(Arc::clone(&store), clock).unwrap_or_else(|e| panic!("{e}"));
+    let bus = EmbeddedBus::with_clock(Arc::clone(&store), clock).unwrap();
     bus.publish((0..5).map(event).collect::<Vec<_>>().into())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(bus.lag().await.ok(), Some(0), "no consumer, no lag");
 
-    let mut heal = bus
-        .subscribe("heal")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let batch = heal.next(3).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut heal = bus.subscribe("heal").await.unwrap();
+    let batch = heal.next(3).await.unwrap();
     assert_eq!(batch.len(), 3);
     assert_eq!(
         bus.lag().await.ok(),
         Some(5),
         "received is not acknowledged"
     );
-    heal.ack(batch[1].seq)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    heal.ack(batch[1].seq).await.unwrap();
     assert_eq!(bus.lag().await.ok(), Some(3));
 
     // A faster consumer does not hide the slow one.
-    let mut api = bus.subscribe("api").await.unwrap_or_else(|e| panic!("{e}"));
-    let all = api.next(10).await.unwrap_or_else(|e| panic!("{e}"));
-    api.ack(all[4].seq).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut api = bus.subscribe("api").await.unwrap();
+    let all = api.next(10).await.unwrap();
+    api.ack(all[4].seq).await.unwrap();
     assert_eq!(bus.lag().await.ok(), Some(3));
-    bus.publish(Arc::from([event(5)]))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    bus.publish(Arc::from([event(5)])).await.unwrap();
     assert_eq!(bus.lag().await.ok(), Some(4));
 
     // Events retention removed cannot be delivered any more: they are not lag.
     store
         .lock()
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .apply_retention(0, None, Some(1), None)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(bus.lag().await.ok(), Some(1));
 }
 
@@ -209,10 +179,8 @@ mod relay_supervision {
 
     /// A second connection to the store's file, to break and mend its tables under it.
     fn sql(dir: &std::path::Path, statement: &str) {
-        let conn =
-            rusqlite::Connection::open(dir.join("opsloop.db")).unwrap_or_else(|e| panic!("{e}"));
-        conn.busy_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let conn = rusqlite::Connection::open(dir.join("opsloop.db")).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
         conn.execute_batch(statement)
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
@@ -232,19 +200,14 @@ mod relay_supervision {
 
     /// The distinct event ids in the stream, read by a fresh consumer until `want` arrived.
     async fn stream_ids(server: &NatsServer, want: usize) -> Vec<String> {
-        let bus = JetStreamBus::connect(&options(server))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut sub = bus
-            .subscribe("check")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let bus = JetStreamBus::connect(&options(server)).await.unwrap();
+        let mut sub = bus.subscribe("check").await.unwrap();
         let mut ids = Vec::new();
         while ids.len() < want {
             let batch = tokio::time::timeout(Duration::from_secs(30), sub.next(500))
                 .await
                 .unwrap_or_else(|_| panic!("only {} of {want} events in the stream", ids.len()))
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap();
             ids.extend(batch.into_iter().map(|d| d.event.id));
             ids.sort();
             ids.dedup();
@@ -254,13 +217,13 @@ mod relay_supervision {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn relay_survives_outbox_failures_and_resumes() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let server = NatsServer::start(&dir.path().join("nats"));
         let outbox = bus_at(dir.path());
         outbox
             .publish((0..10).map(event).collect::<Vec<_>>().into())
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
 
         // The outbox cannot be read or subscribed to when the relay starts.
         sql(
@@ -305,7 +268,7 @@ mod relay_supervision {
         outbox
             .publish((10..20).map(event).collect::<Vec<_>>().into())
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let failures = status.failures.load(Ordering::Relaxed);
         until("failed acknowledgements", || async {
             (status.failures.load(Ordering::Relaxed) >= failures + 2).then_some(())
@@ -324,7 +287,7 @@ mod relay_supervision {
         outbox
             .publish((20..30).map(event).collect::<Vec<_>>().into())
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         until("forwarding after the failures", || async {
             (status.position.load(Ordering::Relaxed) == 30).then_some(())
         })
@@ -377,37 +340,22 @@ async fn backoff_waits_its_delay_or_until_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consume_error_after_a_partial_batch_hides_no_delivery() {
     use crate::jetstream::{JetStreamBus, JetStreamOptions};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let server = crate::testing::NatsServer::start(&dir.path().join("nats"));
     let options = JetStreamOptions::new(server.url(), "partial");
-    let bus = JetStreamBus::connect(&options)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let bus = JetStreamBus::connect(&options).await.unwrap();
     bus.publish((0..5).map(event).collect::<Vec<_>>().into())
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut sub = bus
-        .subscribe("partial")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut seqs: Vec<i64> = sub
-        .next(1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .iter()
-        .map(|d| d.seq)
-        .collect();
+        .unwrap();
+    let mut sub = bus.subscribe("partial").await.unwrap();
+    let mut seqs: Vec<i64> = sub.next(1).await.unwrap().iter().map(|d| d.seq).collect();
     // The other four are on their way or buffered; then the consumer goes, and the server
     // ends the pull with an error behind them. The flush makes sure the client has read both.
     bus.context()
         .delete_consumer_from_stream("partial", "partial")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    bus.context()
-        .client()
-        .flush()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    bus.context().client().flush().await.unwrap();
     let error = loop {
         match tokio::time::timeout(Duration::from_secs(30), sub.next(10)).await {
             Ok(Ok(batch)) => seqs.extend(batch.iter().map(|d| d.seq)),

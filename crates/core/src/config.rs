@@ -891,7 +891,7 @@ mod tests {
 
     #[test]
     fn embedded_default_is_valid_and_complete() {
-        let c = Config::embedded_default().unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::embedded_default().unwrap();
         assert_eq!(c.listen, "127.0.0.1:7878");
         assert_eq!(c.sources.len(), 2);
         assert!(
@@ -903,7 +903,7 @@ mod tests {
 
     #[test]
     fn empty_file_means_defaults() {
-        let c = Config::from_yaml("{}").unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::from_yaml("{}").unwrap();
         assert_eq!(c.data_dir, PathBuf::from("./opsloop-data"));
         assert!(c.sources.is_empty());
     }

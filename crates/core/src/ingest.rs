@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn message_aliases_and_fields() {
         let v = serde_json::json!({"msg": "boom\n", "level": "ERROR", "timestamp": "1970-01-01T00:00:01Z", "source": "api", "code": 7});
-        let r = IngestedRecord::from_json(v, 5).unwrap_or_else(|e| panic!("{e}"));
+        let r = IngestedRecord::from_json(v, 5).unwrap();
         assert_eq!(r.message, "boom");
         assert_eq!(r.level, Some(Level::Error));
         assert_eq!(r.timestamp, Some(1000));
@@ -203,8 +203,8 @@ mod tests {
             Ok(true)
         );
         // Not a timestamp at all: kept as a field, as before.
-        let r = IngestedRecord::from_json(serde_json::json!({"msg": "m", "ts": "soon"}), 0)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let r =
+            IngestedRecord::from_json(serde_json::json!({"msg": "m", "ts": "soon"}), 0).unwrap();
         assert_eq!(r.timestamp, None);
         assert_eq!(r.fields.len(), 1);
     }

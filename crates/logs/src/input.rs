@@ -451,16 +451,15 @@ mod tests {
 
     #[test]
     fn truncated_gzip_is_reported() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log.gz");
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         for i in 0..1000 {
             let _ = writeln!(enc, "line {i} with some text");
         }
         let full = enc.finish().unwrap_or_default();
-        std::fs::write(&path, &full[..full.len() / 2]).unwrap_or_else(|e| panic!("{e}"));
-        let mut r =
-            LineReader::open(path.to_str().unwrap_or(""), 100).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+        let mut r = LineReader::open(path.to_str().unwrap_or(""), 100).unwrap();
         let mut problems = Vec::new();
         let mut n = 0;
         while r.next_line(&mut |p| problems.push(p)).is_some() {

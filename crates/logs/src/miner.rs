@@ -1134,7 +1134,7 @@ mod tests {
     fn state_round_trip_keeps_ids() {
         let (m, a) = mine(&["connect to db 1 failed", "connect to db 2 failed"]);
         let json = serde_json::to_string(&m.snapshot()).unwrap_or_default();
-        let state: MinerState = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        let state: MinerState = serde_json::from_str(&json).unwrap();
         let mut restored = TemplateMiner::default();
         assert!(restored.restore(state).is_ok());
         assert_eq!(restored.add("connect to db 3 failed").id, a[0].id);

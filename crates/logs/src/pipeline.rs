@@ -418,8 +418,8 @@ mod tests {
     use opsloop_core::time::{ManualClock, civil_to_millis};
 
     fn pipeline() -> LogPipeline {
-        let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}"));
-        let rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap_or_else(|e| panic!("{e}"));
+        let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap();
+        let rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap();
         LogPipeline::new(
             rules,
             MinerConfig::default(),
@@ -545,8 +545,8 @@ mod tests {
     }
 
     fn on_clock(clock: &Arc<ManualClock>) -> LogPipeline {
-        let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}"));
-        let rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap_or_else(|e| panic!("{e}"));
+        let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap();
+        let rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap();
         let clock: Arc<dyn Clock> = clock.clone();
         LogPipeline::with_clock(
             rules,

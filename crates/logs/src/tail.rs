@@ -426,18 +426,16 @@ mod tests {
             .create(true)
             .append(true)
             .open(path)
-            .unwrap_or_else(|e| panic!("{e}"));
-        f.write_all(text.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
     }
 
     /// A directory with `app.log`, and a tailer over `app.log*` reading from the beginning.
     fn app_log_and_copies() -> (tempfile::TempDir, PathBuf, FileTailer) {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
         let glob = format!("{}/app.log*", dir.path().display());
-        let t = FileTailer::new(&[glob], &[], StartAt::Beginning, &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let t = FileTailer::new(&[glob], &[], StartAt::Beginning, &[]).unwrap();
         (dir, log, t)
     }
 
@@ -449,12 +447,11 @@ mod tests {
 
     #[test]
     fn follows_growth_rename_rotation_and_copy_truncate() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
         append(&log, "old line before start\n");
         let glob = format!("{}/*.log", dir.path().display());
-        let mut t =
-            FileTailer::new(&[glob], &[], StartAt::End, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let mut t = FileTailer::new(&[glob], &[], StartAt::End, &[]).unwrap();
         assert!(collect(&mut t).is_empty(), "start at the end");
         append(&log, "one\ntwo\npart");
         assert_eq!(collect(&mut t), ["one", "two"]);
@@ -464,7 +461,7 @@ mod tests {
         // Rename rotation: the old file keeps being read through its handle, the new one from
         // its start, nothing twice.
         append(&log, "last of old\n");
-        std::fs::rename(&log, dir.path().join("app.log.1")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
         append(&log, "first of new\n");
         let mut got = collect(&mut t);
         got.sort();
@@ -473,7 +470,7 @@ mod tests {
         // Copy-truncate.
         append(&log, "second of new\n");
         assert_eq!(collect(&mut t), ["second of new"]);
-        std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&log, "").unwrap();
         collect(&mut t);
         append(&log, "after truncate\n");
         assert_eq!(collect(&mut t), ["after truncate"], "once, not twice");
@@ -491,11 +488,8 @@ mod tests {
         let long = long.repeat(3);
         assert!(long.len() > 3 << 20);
         for chunk in long.as_bytes().chunks(512 << 10) {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&log)
-                .unwrap_or_else(|e| panic!("{e}"));
-            f.write_all(chunk).unwrap_or_else(|e| panic!("{e}"));
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(chunk).unwrap();
             t.poll(&mut |_, l, f| got.push((l.to_string(), f)));
             assert_eq!(got.len(), 1, "nothing until the line ends");
             // The position stays at the start of the unfinished line.
@@ -529,13 +523,12 @@ mod tests {
             got.extend(collect(&mut t));
             // Written but not read before the copy is taken.
             append(&log, &format!("g{generation} b\n"));
-            std::fs::copy(&log, dir.path().join(format!("app.log.{generation}")))
-                .unwrap_or_else(|e| panic!("{e}"));
+            std::fs::copy(&log, dir.path().join(format!("app.log.{generation}"))).unwrap();
             if generation == 2 {
                 // A poll between the copy and the truncation skips the duplicate.
                 got.extend(collect(&mut t));
             }
-            std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&log, "").unwrap();
             if generation == 3 {
                 // A poll that sees the truncation before the new content.
                 got.extend(collect(&mut t));
@@ -561,11 +554,11 @@ mod tests {
         append(&log, "old c\n");
         // The copy's final name appears only after the truncation was seen.
         let staging = dir.path().join("staging");
-        std::fs::copy(&log, &staging).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::copy(&log, &staging).unwrap();
+        std::fs::write(&log, "").unwrap();
         append(&log, "new a\n");
         let mut got = collect(&mut t);
-        std::fs::rename(&staging, dir.path().join("app.log.1")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&staging, dir.path().join("app.log.1")).unwrap();
         got.extend(collect(&mut t));
         got.extend(collect(&mut t));
         got.sort();
@@ -574,30 +567,28 @@ mod tests {
 
     #[test]
     fn checkpoints_resume_where_reading_stopped() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("svc.log");
         append(&log, "a\nb\n");
         let glob = format!("{}/*.log", dir.path().display());
-        let mut t = FileTailer::new(std::slice::from_ref(&glob), &[], StartAt::Beginning, &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut t =
+            FileTailer::new(std::slice::from_ref(&glob), &[], StartAt::Beginning, &[]).unwrap();
         assert_eq!(collect(&mut t), ["a", "b"]);
         let saved = t.checkpoints();
         drop(t);
         append(&log, "c\n");
-        let mut t =
-            FileTailer::new(&[glob], &[], StartAt::End, &saved).unwrap_or_else(|e| panic!("{e}"));
+        let mut t = FileTailer::new(&[glob], &[], StartAt::End, &saved).unwrap();
         assert_eq!(collect(&mut t), ["c"], "resumes after b, does not skip c");
     }
 
     #[test]
     fn excluded_and_invalid_globs() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         append(&dir.path().join("a.log"), "x\n");
         append(&dir.path().join("b.log"), "y\n");
         let inc = format!("{}/*.log", dir.path().display());
         let exc = format!("{}/b.log", dir.path().display());
-        let mut t = FileTailer::new(&[inc], &[exc], StartAt::Beginning, &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut t = FileTailer::new(&[inc], &[exc], StartAt::Beginning, &[]).unwrap();
         assert_eq!(collect(&mut t), ["x"]);
         assert!(FileTailer::new(&["[".into()], &[], StartAt::End, &[]).is_err());
     }
@@ -609,7 +600,7 @@ mod tests {
             "/var/log/syslog".to_string(),
             "/srv/*/logs/app.log".to_string(),
         ];
-        let t = FileTailer::new(&include, &[], StartAt::End, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let t = FileTailer::new(&include, &[], StartAt::End, &[]).unwrap();
         assert_eq!(
             t.directories(),
             [PathBuf::from("/var/log"), PathBuf::from("/srv")]

@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn arrays_and_ndjson_forward_each_record() {
         let (out, got) = run("\u{feff} [{\"msg\":\"a\"}, {}, 3, {\"log\":\"b\"}]", 10);
-        let s = out.unwrap_or_else(|e| panic!("{e:?}"));
+        let s = out.unwrap();
         assert_eq!((s.accepted, s.rejected), (2, 2));
         assert_eq!(
             s.first_rejections.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].message, "b");
         let (out, got) = run("\u{feff}{\"msg\":\"a\"}\r\n\n  \nnope\n{\"msg\":\"c\"}", 3);
-        let s = out.unwrap_or_else(|e| panic!("{e:?}"));
+        let s = out.unwrap();
         assert_eq!((s.accepted, s.rejected), (2, 1));
         assert_eq!(s.first_rejections[0].0, 1);
         assert!(s.first_rejections[0].1.starts_with("invalid JSON"));

@@ -7,7 +7,7 @@ use tower::ServiceExt;
 
 fn state(token: Option<&str>) -> (ApiState, mpsc::Receiver<IngestedRecord>) {
     let (tx, rx) = mpsc::channel(100);
-    let store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::in_memory().unwrap();
     let s = ApiState {
         store: Arc::new(Mutex::new(store)),
         metrics: Arc::new(AgentMetrics::default()),
@@ -137,8 +137,7 @@ async fn events_filters_and_cursor() {
         })
         .collect();
     if let Ok(mut st) = s.store.lock() {
-        st.append_events(&events, 0)
-            .unwrap_or_else(|e| panic!("{e}"));
+        st.append_events(&events, 0).unwrap();
     }
     let (status, body, _) = call(&s, get("/api/v1/events?subject=a&limit=2")).await;
     assert_eq!(status, StatusCode::OK);
@@ -350,8 +349,7 @@ async fn time_filters_compare_instants_not_strings() {
         .map(|i| Event::new("t", "/t", None, i * 1000, json!({"i": i})))
         .collect();
     if let Ok(mut st) = s.store.lock() {
-        st.append_events(&events, 0)
-            .unwrap_or_else(|e| panic!("{e}"));
+        st.append_events(&events, 0).unwrap();
     }
     // As strings, "1970-01-01T01:00:02+01:00" sorts after every stored
     // "1970-01-01T00:00:0N.000Z"; as instants it is 00:00:02Z.
@@ -482,7 +480,7 @@ async fn ingest_beyond_the_concurrency_limit_is_refused_not_queued() {
     for want in ["a", "b", "c"] {
         assert_eq!(rx.recv().await.map(|r| r.message), Some(want.into()));
     }
-    let (status, _, body, _) = first.await.unwrap_or_else(|e| panic!("{e}"));
+    let (status, _, body, _) = first.await.unwrap();
     assert_eq!(
         (status, body["accepted"].as_u64()),
         (StatusCode::ACCEPTED, Some(3))

@@ -13,22 +13,21 @@ fn event(kind: &str, subject: &str, time_ms: i64) -> Event {
 
 #[test]
 fn file_store_is_wal_and_migrated_once() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.journal_mode().ok().as_deref(), Some("wal"));
     assert_eq!(store.schema_version().ok(), Some(MIGRATIONS.len() as i64));
     drop(store);
-    let again = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let again = Store::open(dir.path()).unwrap();
     assert_eq!(again.schema_version().ok(), Some(MIGRATIONS.len() as i64));
 }
 
 #[test]
 fn newer_schema_is_refused() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()));
-    let conn = Connection::open(dir.path().join("opsloop.db")).unwrap_or_else(|e| panic!("{e}"));
-    conn.pragma_update(None, "user_version", 99)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let conn = Connection::open(dir.path().join("opsloop.db")).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     assert!(matches!(
         Store::open(dir.path()),
@@ -38,7 +37,7 @@ fn newer_schema_is_refused() {
 
 #[test]
 fn events_round_trip_dedup_filter_and_page() {
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     let mut events: Vec<Event> = (0..25)
         .map(|i| {
             event(
@@ -64,7 +63,7 @@ fn events_round_trip_dedup_filter_and_page() {
         limit: Some(1000),
         ..EventQuery::default()
     });
-    let all = all.unwrap_or_else(|e| panic!("{e}"));
+    let all = all.unwrap();
     assert_eq!(all.events.len(), 25);
     assert_eq!(all.events[0], events[0]);
     assert_eq!(all.next, None);
@@ -96,7 +95,7 @@ fn events_round_trip_dedup_filter_and_page() {
                 limit: Some(7),
                 ..EventQuery::default()
             })
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         seen.extend(page.events.into_iter().map(|e| e.id));
         match page.next {
             Some(n) => after = Some(n),
@@ -110,11 +109,11 @@ fn events_round_trip_dedup_filter_and_page() {
 
 /// Ten events ingested a minute apart (at minutes 0..=9), each with the same record time.
 fn ten_events_a_minute_apart() -> Store {
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     for i in 0..10 {
         store
             .append_events(&[event("t", "s", 0)], i * 60_000)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
     }
     store
 }
@@ -155,14 +154,14 @@ fn retention_keeps_what_a_relay_has_not_forwarded() {
 
 #[test]
 fn checkpoints_counters_templates() {
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     assert_eq!(store.checkpoint("file:/var/log/syslog").ok(), Some(None));
     store
         .put_checkpoint("file:/var/log/syslog", "{\"offset\":10}", 1)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .put_checkpoint("file:/var/log/syslog", "{\"offset\":20}", 2)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(
         store
             .checkpoint("file:/var/log/syslog")
@@ -171,12 +170,8 @@ fn checkpoints_counters_templates() {
             .as_deref(),
         Some("{\"offset\":20}")
     );
-    store
-        .add_counter("lines", 5)
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .add_counter("lines", 7)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.add_counter("lines", 5).unwrap();
+    store.add_counter("lines", 7).unwrap();
     assert_eq!(store.counter("lines").ok(), Some(12));
     assert_eq!(store.counter("never").ok(), Some(0));
     let t = StoredTemplate {
@@ -186,18 +181,14 @@ fn checkpoints_counters_templates() {
         first_seen_ms: Some(1),
         last_seen_ms: Some(5),
     };
-    store
-        .upsert_templates(std::slice::from_ref(&t))
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.upsert_templates(std::slice::from_ref(&t)).unwrap();
     let newer = StoredTemplate {
         count: 9,
         first_seen_ms: Some(4),
         last_seen_ms: Some(9),
         ..t.clone()
     };
-    store
-        .upsert_templates(&[newer])
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.upsert_templates(&[newer]).unwrap();
     let got = store.templates(10).unwrap_or_default();
     assert_eq!(got.len(), 1);
     assert_eq!(
@@ -208,23 +199,17 @@ fn checkpoints_counters_templates() {
 
 #[test]
 fn outbox_reads_and_consumer_cursors() {
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     assert_eq!(store.last_seq().ok(), Some(0));
     let events: Vec<Event> = (0..5).map(|i| event("t", "s", i)).collect();
-    store
-        .append_events(&events, 0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.append_events(&events, 0).unwrap();
     assert_eq!(store.last_seq().ok(), Some(5));
     let after = store.events_after(2, 10).unwrap_or_default();
     assert_eq!(after.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [3, 4, 5]);
     assert_eq!(after[0].1, events[2]);
     assert_eq!(store.consumer_acked("heal").ok(), Some(0));
-    store
-        .ack_consumer("heal", 4, 1)
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .ack_consumer("heal", 2, 2)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.ack_consumer("heal", 4, 1).unwrap();
+    store.ack_consumer("heal", 2, 2).unwrap();
     assert_eq!(
         store.consumer_acked("heal").ok(),
         Some(4),
@@ -242,30 +227,28 @@ fn count(store: &Store) -> usize {
             ..EventQuery::default()
         })
         .map(|p| p.events.len())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 #[test]
 fn retention_goes_by_ingestion_time_not_record_time() {
     let now = 1_800_000_000_000;
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     // A log line stamped a year ago, arriving now: kept.
     let old_record = event("t", "old-record", now - YEAR_MS);
     // A current line stamped in the future (a wrong year), but stored two hours ago: gone.
     let stored_early = event("t", "stored-early", now + YEAR_MS);
     store
         .append_events(std::slice::from_ref(&stored_early), now - 2 * HOUR_MS)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .append_events(std::slice::from_ref(&old_record), now)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(
         store.apply_retention(now, Some(HOUR_MS), None, None).ok(),
         Some(1)
     );
-    let left = store
-        .events(&EventQuery::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let left = store.events(&EventQuery::default()).unwrap();
     assert_eq!(left.events, [old_record]);
 }
 
@@ -303,34 +286,28 @@ fn retention_with_absurd_limits_deletes_nothing() {
 
 #[test]
 fn migration_3_gives_existing_events_an_ingestion_time() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     {
         // A version-2 database with one event, as an older opsloop left it.
-        let conn =
-            Connection::open(dir.path().join("opsloop.db")).unwrap_or_else(|e| panic!("{e}"));
+        let conn = Connection::open(dir.path().join("opsloop.db")).unwrap();
         for sql in &MIGRATIONS[..2] {
-            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+            conn.execute_batch(sql).unwrap();
         }
-        conn.pragma_update(None, "user_version", 2)
-            .unwrap_or_else(|e| panic!("{e}"));
+        conn.pragma_update(None, "user_version", 2).unwrap();
         let e = event("t", "s", 5 * 60_000);
         conn.execute(
             "INSERT INTO events (id, type, source, subject, time_ms, fingerprint, body)
              VALUES (?1, 't', 's', 's', ?2, '', ?3)",
-            params![
-                e.id,
-                5 * 60_000,
-                serde_json::to_string(&e).unwrap_or_else(|e| panic!("{e}"))
-            ],
+            params![e.id, 5 * 60_000, serde_json::to_string(&e).unwrap()],
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     }
-    let mut store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::open(dir.path()).unwrap();
     assert_eq!(store.schema_version().ok(), Some(3));
     let ingested: Option<i64> = store
         .conn
         .query_row("SELECT ingested_ms FROM events", [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(ingested, Some(5 * 60_000));
     assert_eq!(
         store
@@ -348,7 +325,7 @@ fn migration_3_gives_existing_events_an_ingestion_time() {
 
 #[test]
 fn event_time_filters_compare_numerically_across_years_and_signs() {
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     // 1901, 1969 (negative), the epoch, 1970 + 9 ms, 2001, 2286 (13 digits -> 14), 9999.
     let times = [
         -2_177_452_800_000,
@@ -362,9 +339,7 @@ fn event_time_filters_compare_numerically_across_years_and_signs() {
     // Stored out of order, so that the page order (by seq) says nothing about time.
     let mut events: Vec<Event> = times.iter().map(|&t| event("t", "s", t)).collect();
     events.reverse();
-    store
-        .append_events(&events, 0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.append_events(&events, 0).unwrap();
     let window = |since: Option<i64>, until: Option<i64>| -> Vec<i64> {
         let page = store
             .events(&EventQuery {
@@ -373,7 +348,7 @@ fn event_time_filters_compare_numerically_across_years_and_signs() {
                 limit: Some(1000),
                 ..EventQuery::default()
             })
-            .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap();
         let mut got: Vec<i64> = page
             .events
             .iter()
@@ -394,7 +369,7 @@ fn event_time_filters_compare_numerically_across_years_and_signs() {
 
 #[test]
 fn templates_keep_earliest_first_and_latest_last_seen() {
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     let t = |id: &str, count: u64, first: Option<i64>, last: Option<i64>| StoredTemplate {
         id: id.into(),
         template: format!("{id} <*>"),
@@ -408,22 +383,20 @@ fn templates_keep_earliest_first_and_latest_last_seen() {
             t("b", 5, Some(50), Some(70)),
             t("c", 2, None, None),
         ])
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // Only what changed: an older first sighting (from a restarted miner, say), a newer last.
     store
         .upsert_templates(&[t("a", 4, Some(40), Some(400))])
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     // Out of order, or without times: never moves first later, last earlier, or erases.
     store
         .upsert_templates(&[t("b", 6, Some(60), Some(65))])
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     store
         .upsert_templates(&[t("a", 7, None, None), t("c", 3, Some(9), Some(12))])
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .upsert_templates(&[])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let got = store.templates(10).unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
+    store.upsert_templates(&[]).unwrap();
+    let got = store.templates(10).unwrap();
     assert_eq!(
         got,
         [
@@ -436,34 +409,22 @@ fn templates_keep_earliest_first_and_latest_last_seen() {
 
 #[test]
 fn slowest_consumer_and_first_seq() {
-    let mut store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::in_memory().unwrap();
     assert_eq!(store.min_consumer_acked().ok(), Some(None));
     assert_eq!(store.first_seq().ok(), Some(0));
     let events: Vec<Event> = (0..5).map(|i| event("t", "s", i)).collect();
-    store
-        .append_events(&events, 0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .register_consumer("relay", 1)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.append_events(&events, 0).unwrap();
+    store.register_consumer("relay", 1).unwrap();
     assert_eq!(store.min_consumer_acked().ok(), Some(Some(0)));
-    store
-        .ack_consumer("relay", 4, 2)
-        .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .register_consumer("relay", 3)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.ack_consumer("relay", 4, 2).unwrap();
+    store.register_consumer("relay", 3).unwrap();
     assert_eq!(
         store.consumer_acked("relay").ok(),
         Some(4),
         "registering again does not reset"
     );
-    store
-        .ack_consumer("heal", 2, 2)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.ack_consumer("heal", 2, 2).unwrap();
     assert_eq!(store.min_consumer_acked().ok(), Some(Some(2)));
-    store
-        .apply_retention(0, None, Some(2), None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    store.apply_retention(0, None, Some(2), None).unwrap();
     assert_eq!(store.first_seq().ok(), Some(4));
 }

@@ -20,14 +20,14 @@ impl Write for Shared {
 }
 
 fn builtin() -> RuleSet {
-    let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}"));
-    RuleSet::compile(&[("builtin".into(), file)]).unwrap_or_else(|e| panic!("{e}"))
+    let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap();
+    RuleSet::compile(&[("builtin".into(), file)]).unwrap()
 }
 
 fn run(content: &[u8], options: InspectOptions) -> (Report, Vec<serde_json::Value>) {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.log");
-    std::fs::write(&path, content).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, content).unwrap();
     let sink = Shared::default();
     let mut inspector = Inspector::new(options, builtin());
     inspector.emit_assignments(Box::new(sink.clone()));
@@ -38,7 +38,7 @@ fn run(content: &[u8], options: InspectOptions) -> (Report, Vec<serde_json::Valu
     let rows = out
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("{e}")))
+        .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
     (report, rows)
 }

@@ -128,7 +128,7 @@ fn regex_pattern() {
         r"^(?P<ts>\S+) (?P<level>\w+) (?P<component>\w+): (?P<msg>.*)$",
         2026,
     );
-    let p = p.unwrap_or_else(|e| panic!("{e}"));
+    let p = p.unwrap();
     let mut r = Record::default();
     assert!(p.parse("2026-01-02T03:04:05Z ERROR api: boom", &mut r));
     assert_eq!(r.message, "boom");

@@ -9,7 +9,7 @@ fn red(text: &str) -> (String, usize) {
 
 #[test]
 fn builtin_patterns_compile() {
-    let r = Redactor::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let r = Redactor::new(&[]).unwrap();
     assert!(r.is_enabled());
     assert_eq!(r.pattern_names().count(), builtin().len());
 }
@@ -251,7 +251,7 @@ fn extra_patterns() {
         ("ssn", r"\bssn=(\d{3}-\d{2}-\d{4})"),
         ("card", r"\b\d{4}-\d{4}-\d{4}-\d{4}\b"),
     ])
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let mut s = "ssn=123-45-6789 paid with 4111-1111-1111-1111 password=x".to_string();
     assert_eq!(r.redact(&mut s), 3);
     assert_eq!(s, "ssn=<redacted> paid with <redacted> password=<redacted>");
@@ -303,8 +303,8 @@ rules:
     severity: info
     match: {condition: 'has(fields.password)'}
 "#;
-    let file = parse_rule_file("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-    let rules = RuleSet::compile(&[("test.yaml".into(), file)]).unwrap_or_else(|e| panic!("{e}"));
+    let file = parse_rule_file("test.yaml", yaml).unwrap();
+    let rules = RuleSet::compile(&[("test.yaml".into(), file)]).unwrap();
     let mut p = LogPipeline::new(
         rules,
         MinerConfig::default(),
@@ -395,17 +395,17 @@ fn inspector_reports_and_events_never_carry_the_password() {
     }
 
     let run = |redactor: Option<Redactor>| -> String {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.log");
         std::fs::write(
             &path,
             "level=error msg=\"login failed\" password=hunter2\nlevel=info msg=ok\n",
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let yaml =
             "rules:\n  - id: login\n    severity: warning\n    match: {keywords: [login failed]}\n";
-        let file = parse_rule_file("t.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-        let rules = RuleSet::compile(&[("t.yaml".into(), file)]).unwrap_or_else(|e| panic!("{e}"));
+        let file = parse_rule_file("t.yaml", yaml).unwrap();
+        let rules = RuleSet::compile(&[("t.yaml".into(), file)]).unwrap();
         let mut inspector = Inspector::new(InspectOptions::default(), rules);
         if let Some(r) = redactor {
             inspector.set_redactor(r);

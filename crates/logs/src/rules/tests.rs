@@ -34,8 +34,8 @@ fn fire(rules: &mut RuleSet, r: &Record, now_ms: i64) -> Vec<String> {
 
 #[test]
 fn builtin_pack_compiles_and_fires() {
-    let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap_or_else(|e| panic!("{e}"));
-    let mut rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap_or_else(|e| panic!("{e}"));
+    let file = parse_rule_file("builtin", BUILTIN_RULES).unwrap();
+    let mut rules = RuleSet::compile(&[("builtin".into(), file)]).unwrap();
     assert!(rules.len() >= 12);
     let cases = [
         ("Out of memory: Killed process 1234 (java)", "oom-kill"),
@@ -85,7 +85,7 @@ rules:
       level: warn
       condition: 'fields.status >= 500 && fields.duration_ms > 2000'
 "#)
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let ok = rec(
         "Upstream failed",
         Some(Level::Error),
@@ -126,7 +126,7 @@ rules:
     severity: warning
     match: {field: path, regex: '^/admin'}
 "#)
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let r = rec("x", None, &[("path", "/admin/users".into())]);
     assert_eq!(
         fire(&mut rules, &r, 0),
@@ -143,7 +143,7 @@ rules:
     match: {regex: 'Failed password'}
     window: count >= 3 within 1m by fields.ip
 "#)
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let a = rec(
         "Failed password for root",
         None,
@@ -228,7 +228,7 @@ fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(f)
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
         .join()
         .unwrap_or_else(|_| panic!("the thread panicked"))
 }
@@ -351,18 +351,18 @@ fn condition_shape_reads_strings_and_comments_like_cel() {
 
 #[test]
 fn load_reports_file_rule_and_line() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&p, text).unwrap();
         p
     };
     let good = write(
         "a.yaml",
         "rules:\n  - id: mine\n    severity: info\n    match: {keywords: [hello]}\n",
     );
-    let set = RuleSet::load(true, &[good]).unwrap_or_else(|e| panic!("{e}"));
-    let builtin = RuleSet::load(true, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let set = RuleSet::load(true, &[good]).unwrap();
+    let builtin = RuleSet::load(true, &[]).unwrap();
     assert_eq!(set.len(), builtin.len() + 1);
     assert_eq!(RuleSet::load(false, &[]).map(|s| s.len()).ok(), Some(0));
     let only_dir = RuleSet::load(false, &[dir.path().to_path_buf()]).map(|s| s.len());
@@ -433,7 +433,7 @@ rules:
     match: {keywords: [fail]}
     window: count >= 2 within 1m by fields.client
 "#)
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     // Record times come from input: the extremes must not overflow.
     let r = rec("fail", None, &[("client", "a".into())]);
     assert!(fire(&mut rules, &r, i64::MIN).is_empty());
@@ -474,7 +474,7 @@ fn shared_keywords_fire_every_rule() {
             "  - id: r{i}\n    severity: info\n    match: {{keywords: [error, timeout]}}\n"
         ));
     }
-    let mut rules = set(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let mut rules = set(&yaml).unwrap();
     assert_eq!(
         fire(&mut rules, &rec("an ERROR here", None, &[]), 0).len(),
         2_000
