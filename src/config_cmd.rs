@@ -36,6 +36,42 @@ impl ConfigArgs {
     }
 }
 
+/// What `run` would fail on beyond the file itself: the rule files and redaction patterns it
+/// names, and its secret files.
+fn loaded_problems(config: Config) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    let files = [
+        ("api.token_file", config.api.token_file.clone()),
+        (
+            "bus.nats.token_file",
+            config.bus.nats.as_ref().and_then(|n| n.token_file.clone()),
+        ),
+    ];
+    for (field, file) in files {
+        if let Some(path) = file
+            && let Err(e) = crate::run::secret_file(&path, field)
+        {
+            problems.push(ConfigProblem {
+                path: field.into(),
+                message: format!("{e:#}"),
+            });
+        }
+    }
+    if let Err(e) = opsloop_agent::reload::redactor_of(&config.redact) {
+        problems.push(ConfigProblem {
+            path: "redact.patterns".into(),
+            message: e,
+        });
+    }
+    if let Err(e) = opsloop_logs::rules::RuleSet::load(config.rules.builtin, &config.rules.paths) {
+        problems.push(ConfigProblem {
+            path: "rules.paths".into(),
+            message: e.to_string(),
+        });
+    }
+    problems
+}
+
 /// Runs `opsloop config`.
 pub fn run(args: ConfigArgs) -> Result<u8> {
     match args.command {
@@ -55,13 +91,7 @@ pub fn run(args: ConfigArgs) -> Result<u8> {
             let name = file.display().to_string();
             // Everything `run` would load: the file, then the rule files it names.
             let problems: Vec<ConfigProblem> = match Config::from_yaml(&text) {
-                Ok(config) => match opsloop_agent::reload::load_parts(config) {
-                    Ok(_) => Vec::new(),
-                    Err(message) => vec![ConfigProblem {
-                        path: "rules".into(),
-                        message,
-                    }],
-                },
+                Ok(config) => loaded_problems(config),
                 Err(ConfigError::Shape { path, message }) => vec![ConfigProblem { path, message }],
                 Err(ConfigError::Syntax(message)) => vec![ConfigProblem {
                     path: String::new(),

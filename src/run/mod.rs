@@ -95,8 +95,9 @@ fn api_token(config: &Config) -> Result<Option<String>> {
 }
 
 /// A secret from the environment variable `env` (when set and not blank), else `inline`, else
-/// the file `file` (the config field `field`), trimmed. Never logged.
-fn secret(
+/// the file `file` (the config field `field`), trimmed. An empty secret is an error: it would
+/// pass as "a token is set" and protect nothing. Never logged.
+pub(crate) fn secret(
     env: &str,
     inline: Option<&str>,
     file: Option<&std::path::Path>,
@@ -108,15 +109,20 @@ fn secret(
         return Ok(Some(t.trim().to_string()));
     }
     if let Some(t) = inline {
-        return Ok(Some(t.to_string()));
+        return match t.trim() {
+            "" => bail!("{field}: the token is empty"),
+            t => Ok(Some(t.to_string())),
+        };
     }
-    match file {
-        Some(path) => {
-            let t = std::fs::read_to_string(path)
-                .with_context(|| format!("{field} {}", path.display()))?;
-            Ok(Some(t.trim().to_string()))
-        }
-        None => Ok(None),
+    file.map(|path| secret_file(path, field)).transpose()
+}
+
+/// The secret in `path` (the config field `field`), trimmed; empty is an error.
+pub(crate) fn secret_file(path: &std::path::Path, field: &str) -> Result<String> {
+    let t = std::fs::read_to_string(path).with_context(|| format!("{field} {}", path.display()))?;
+    match t.trim() {
+        "" => bail!("{field} {}: the file is empty", path.display()),
+        t => Ok(t.to_string()),
     }
 }
 
@@ -195,6 +201,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         ingest: agent.ingest.clone(),
         max_body_bytes: usize::try_from(api.max_body_bytes).unwrap_or(usize::MAX),
         max_records_per_request: api.max_records_per_request,
+        max_record_bytes: api.max_record_bytes,
         max_concurrent_ingest: api.max_concurrent_ingest,
     };
     tracing::info!(addr = %listener.local_addr()?, "API listening");

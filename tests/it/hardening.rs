@@ -27,6 +27,26 @@ fn write_config(dir: &Path, api: u16, body: &str) -> std::path::PathBuf {
     config
 }
 
+/// Sends one syslog line over UDP that the built-in `oom-kill` rule matches.
+fn send_oom_line(syslog: u16) {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(
+        b"<3>Nov 20 10:00:00 web kernel: Out of memory: Killed process 42 (java)",
+        ("127.0.0.1", syslog),
+    )
+    .unwrap();
+}
+
+/// Waits until a `rule_matched` event of `rule` is stored.
+fn wait_for_rule_event(api: u16, rule: &str) {
+    wait_for("the rule event", || {
+        stored_events(api, "type=io.opsloop.log.rule_matched")
+            .iter()
+            .any(|e| e["subject"] == rule)
+            .then_some(())
+    });
+}
+
 fn ready(api: u16) {
     wait_for("readiness", || {
         (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
@@ -198,6 +218,53 @@ fn tcp_frames_over_the_limit_are_cut_kept_and_counted_and_the_connection_goes_on
         (read >= 7 && read == processed).then_some(())
     });
     drop(tcp);
+    stop_agent(&mut agent);
+}
+
+/// Injected failure: another process holds the store's write lock, so events cannot be
+/// stored. The publisher keeps retrying (nothing is skipped) and the agent says it is not
+/// ready until the lock is gone; then the event is stored and it is ready again.
+#[test]
+fn a_store_that_refuses_writes_turns_readiness_off_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, api, syslog) = syslog_agent(dir.path(), "");
+    let db = rusqlite::Connection::open(dir.path().join("data").join("opsloop.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    send_oom_line(syslog);
+    wait_for("not ready while events cannot be stored", || {
+        (http(api, "GET", "/readyz", "", None).0 == 503).then_some(())
+    });
+    assert!(metric(api, "opsloop_events_publish_failures_total") >= Some(1));
+    db.execute_batch("ROLLBACK").unwrap();
+    wait_for("ready again", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    wait_for_rule_event(api, "oom-kill");
+    stop_agent(&mut agent);
+}
+
+/// A source restarted by a reload must not drop the record its last run still held (the
+/// last line of a source is held until the next line or an idle flush).
+#[test]
+fn a_reload_that_restarts_a_source_keeps_the_record_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, api, syslog) = syslog_agent(dir.path(), "");
+    let config = dir.path().join("opsloop.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    send_oom_line(syslog);
+    wait_for("the line processed", || {
+        (metric(api, "opsloop_log_lines_processed_total{source=\"syslog\"}") == Some(1))
+            .then_some(())
+    });
+    // Restart the source at once: a changed setting, then SIGHUP.
+    std::fs::write(&config, format!("{text}    max_line_bytes: 4096\n")).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &agent.0.id().to_string()])
+        .status();
+    wait_for("the reload", || {
+        (metric(api, "opsloop_config_reloads_total") >= Some(1)).then_some(())
+    });
+    wait_for_rule_event(api, "oom-kill");
     stop_agent(&mut agent);
 }
 

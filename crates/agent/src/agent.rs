@@ -123,7 +123,10 @@ impl Agent {
         } = options;
         let supervisor = Supervisor::new(Arc::clone(&metrics));
         let store = Arc::new(Mutex::new(Store::open(&config.data_dir)?));
-        let bus = EmbeddedBus::new(Arc::clone(&store))?;
+        // Ingestion times (what retention ages by) come from the agent's clock too.
+        let bus_clock = Arc::clone(&clock);
+        let bus =
+            EmbeddedBus::with_clock(Arc::clone(&store), Arc::new(move || bus_clock.now_ms()))?;
         let Loaded {
             config,
             rules,
@@ -144,7 +147,7 @@ impl Agent {
             &event_source,
             Arc::clone(&clock),
         );
-        pipeline.set_redactor(redactor);
+        pipeline.set_redactor(redactor.clone());
 
         // Sources feed one bounded channel into the pipeline thread, which feeds the publisher.
         let (input_tx, input_rx) = mpsc::channel::<Input>(INPUT_CAPACITY);
@@ -158,6 +161,7 @@ impl Agent {
             rules: Arc::clone(&rule_status),
             clock: Arc::clone(&clock),
             event_source: event_source.clone(),
+            redactor,
         })
         .map_err(|source| AgentError::Thread {
             what: "the pipeline",
@@ -168,13 +172,13 @@ impl Agent {
             // The publisher owns the outbound channel: it cannot start over, so its failure
             // stops the agent.
             let state = Arc::new(Mutex::new(Some(outbound_rx)));
-            let (bus, metrics) = (bus.clone(), Arc::clone(&metrics));
+            let (bus, metrics, me) = (bus.clone(), Arc::clone(&metrics), supervisor.clone());
             supervisor.spawn("publisher", OnFailure::StopAgent, move |_| {
                 let rx = state.lock().ok().and_then(|mut r| r.take());
-                let (bus, metrics) = (bus.clone(), Arc::clone(&metrics));
+                let (bus, metrics, me) = (bus.clone(), Arc::clone(&metrics), me.clone());
                 async move {
                     match rx {
-                        Some(rx) => publish(rx, bus, metrics).await,
+                        Some(rx) => publish(rx, bus, metrics, me).await,
                         None => Err(TaskError::new("the publisher cannot be restarted")),
                     }
                 }
@@ -219,25 +223,18 @@ impl Agent {
         };
         let mut background = Vec::new();
         {
-            let retention = config.store.retention.clone();
-            let (store, bus, metrics, clock) = (
-                Arc::clone(&store),
-                bus.clone(),
-                Arc::clone(&metrics),
-                Arc::clone(&clock),
-            );
-            let status = relay.as_ref().map(|(_, _, s)| Arc::clone(s));
+            let parts = Housekeeping {
+                retention: config.store.retention.clone(),
+                store: Arc::clone(&store),
+                bus: bus.clone(),
+                relay: relay.as_ref().map(|(_, _, s)| Arc::clone(s)),
+                metrics: Arc::clone(&metrics),
+                clock: Arc::clone(&clock),
+                supervisor: supervisor.clone(),
+            };
             background.push(
                 supervisor.spawn("housekeeping", OnFailure::Restart, move |cancel| {
-                    housekeeping(
-                        retention.clone(),
-                        Arc::clone(&store),
-                        bus.clone(),
-                        status.clone(),
-                        Arc::clone(&metrics),
-                        Arc::clone(&clock),
-                        cancel,
-                    )
+                    housekeeping(parts.clone(), cancel)
                 }),
             );
         }
@@ -305,7 +302,9 @@ impl Agent {
                 complete = false;
             }
         }
-        complete && supervisor.shutdown(Duration::from_secs(5)).await
+        // Whatever did not drain, every task is told to stop.
+        let stopped = supervisor.shutdown(Duration::from_secs(5)).await;
+        complete && stopped
     }
 }
 
@@ -330,7 +329,8 @@ fn forward_ingest(
     metrics: &AgentMetrics,
     supervisor: &Supervisor,
 ) -> mpsc::Sender<IngestedRecord> {
-    let (tx, rx) = mpsc::channel::<IngestedRecord>(1_000);
+    // Small: records wait in the pipeline's channel already; this only hands them over.
+    let (tx, rx) = mpsc::channel::<IngestedRecord>(64);
     let counters = crate::batch::SourceCounters::new(metrics, INGEST_SOURCE);
     let state = Arc::new(Mutex::new(Some(rx)));
     supervisor.spawn("ingest", OnFailure::StopAgent, move |_| {
@@ -352,60 +352,101 @@ fn forward_ingest(
     tx
 }
 
-/// Every second: the bus gauges. Every minute: retention by the time events were stored,
-/// never deleting events the JetStream relay has not forwarded.
-async fn housekeeping(
-    retention: RetentionConfig,
-    store: Arc<Mutex<Store>>,
-    bus: EmbeddedBus,
-    relay: Option<Arc<RelayStatus>>,
-    metrics: Arc<AgentMetrics>,
-    clock: Arc<dyn Clock>,
-    cancel: CancellationToken,
-) -> Result<(), TaskError> {
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// A relay with failures and no progress for this long is reported degraded.
+const RELAY_DEGRADED_AFTER: Duration = Duration::from_secs(5);
+
+/// Every second: the bus gauges and the relay's health. Every minute: retention by the time
+/// events were stored, never deleting events the JetStream relay has not forwarded. A failing
+/// step is logged and tried again at its next turn; it never stops the others.
+async fn housekeeping(parts: Housekeeping, cancel: CancellationToken) -> Result<(), TaskError> {
+    let Housekeeping {
+        retention,
+        store,
+        bus,
+        relay,
+        metrics,
+        clock,
+        supervisor,
+    } = parts;
     let max_age_ms = retention.max_age.as_millis_i64();
     let max_events = retention.max_events;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let (mut forwarded, mut failures) = (0, 0);
-    for n in 0u64.. {
+    let (mut forwarded, mut failures, mut position) = (0, 0, 0);
+    let mut last_relay_progress = tokio::time::Instant::now();
+    let mut last_retention = tokio::time::Instant::now();
+    let mut lag_failing = false;
+    loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = cancel.cancelled() => return Ok(()),
         }
-        let position = relay.as_ref().map(|r| r.position.load(Ordering::Relaxed));
+        let relay_position = relay.as_ref().map(|r| r.position.load(Ordering::Relaxed));
         if let Some(r) = &relay {
             let now = r.forwarded.load(Ordering::Relaxed);
             metrics.bus_forwarded.inc_by(now.saturating_sub(forwarded));
             forwarded = now;
-            let now = r.failures.load(Ordering::Relaxed);
+            let now_failures = r.failures.load(Ordering::Relaxed);
             metrics
                 .bus_forward_failures
-                .inc_by(now.saturating_sub(failures));
-            failures = now;
+                .inc_by(now_failures.saturating_sub(failures));
+            let now_position = r.position.load(Ordering::Relaxed);
+            if now_failures == failures || now_position > position {
+                last_relay_progress = tokio::time::Instant::now();
+            }
+            supervisor.set_degraded(
+                "relay",
+                last_relay_progress.elapsed() >= RELAY_DEGRADED_AFTER,
+            );
+            failures = now_failures;
+            position = now_position;
         }
         // The slowest durable consumer (the relay's included) against the head.
-        metrics
-            .bus_lag
-            .set(bus.lag().await.map_err(TaskError::new)?);
-        if n % 60 != 59 {
+        match bus.lag().await {
+            Ok(lag) => {
+                metrics.bus_lag.set(lag);
+                lag_failing = false;
+            }
+            Err(e) if !lag_failing => {
+                tracing::warn!(error = %e, "reading the bus lag failed");
+                lag_failing = true;
+            }
+            Err(_) => {}
+        }
+        if last_retention.elapsed() < RETENTION_EVERY {
             continue;
         }
+        last_retention = tokio::time::Instant::now();
         let store = Arc::clone(&store);
         let now = clock.now_ms();
         let deleted = tokio::task::spawn_blocking(move || {
             store
                 .lock()
                 .map_err(|_| "store lock poisoned".to_string())?
-                .apply_retention(now, Some(max_age_ms), Some(max_events), position)
+                .apply_retention(now, Some(max_age_ms), Some(max_events), relay_position)
                 .map_err(|e| e.to_string())
         })
         .instrument(tracing::info_span!("store.retention"))
         .await
-        .map_err(TaskError::new)?
-        .map_err(TaskError)?;
-        if deleted > 0 {
-            tracing::info!(deleted, "retention removed old events");
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match deleted {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention removed old events"),
+            Err(e) => tracing::error!(error = %e, "retention failed; trying again in a minute"),
         }
     }
-    Ok(())
+}
+
+/// What housekeeping works on.
+#[derive(Clone)]
+struct Housekeeping {
+    retention: RetentionConfig,
+    store: Arc<Mutex<Store>>,
+    bus: EmbeddedBus,
+    relay: Option<Arc<RelayStatus>>,
+    metrics: Arc<AgentMetrics>,
+    clock: Arc<dyn Clock>,
+    supervisor: Supervisor,
 }

@@ -113,13 +113,14 @@ impl ProgressTable {
 /// Why saved positions could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// The store could not be read (maybe transient: the source retries).
-    #[error("reading checkpoint {key}: {source}")]
+    /// The store could not be read (maybe transient: the source retries, then fails and is
+    /// restarted).
+    #[error("reading checkpoint {key}: {message}")]
     Store {
         /// The checkpoint key.
         key: String,
         /// The store's error.
-        source: opsloop_store::StoreError,
+        message: String,
     },
     /// The saved text is not a list of positions.
     #[error("checkpoint {key} is unreadable: {message}")]
@@ -136,17 +137,17 @@ pub fn load(
     store: &std::sync::Mutex<Store>,
     key: &str,
 ) -> Result<Vec<TailCheckpoint>, CheckpointError> {
+    let unavailable = |message: String| CheckpointError::Store {
+        key: key.to_string(),
+        message,
+    };
+    // A poisoned lock says nothing about the saved text: the store is unavailable, not the
+    // positions unreadable.
     let text = store
         .lock()
-        .map_err(|_| CheckpointError::Corrupt {
-            key: key.to_string(),
-            message: "store lock poisoned".into(),
-        })?
+        .map_err(|_| unavailable("store lock poisoned".into()))?
         .checkpoint(key)
-        .map_err(|source| CheckpointError::Store {
-            key: key.to_string(),
-            source,
-        })?;
+        .map_err(|e| unavailable(e.to_string()))?;
     match text {
         None => Ok(Vec::new()),
         Some(text) => serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {

@@ -158,16 +158,26 @@ impl Decoder for FrameCodec {
                             Ok(None) => {}
                         }
                     }
+                    // A line of `max` bytes may end in `\r\n`: look two bytes past the limit.
                     let from = self.searched.min(buf.len());
-                    let limit = buf.len().min(self.max + 1);
+                    let limit = buf.len().min(self.max + 2);
                     if let Some(i) = buf.get(from..limit).and_then(memchr_newline) {
-                        self.searched = 0;
-                        return Ok(Some(Frame {
-                            data: buf.split_to(from + i + 1),
-                            cut: false,
-                        }));
+                        let end = from + i;
+                        let content = if end > 0 && buf[end - 1] == b'\r' {
+                            end - 1
+                        } else {
+                            end
+                        };
+                        if content <= self.max {
+                            self.searched = 0;
+                            return Ok(Some(Frame {
+                                data: buf.split_to(end + 1),
+                                cut: false,
+                            }));
+                        }
                     }
-                    if buf.len() > self.max {
+                    if buf.len() > self.max + 1 || (buf.len() > self.max && buf[self.max] != b'\r')
+                    {
                         self.searched = 0;
                         self.state = State::SkipLine;
                         return Ok(Some(Frame {
@@ -305,6 +315,15 @@ mod tests {
     fn an_unfinished_counted_frame_at_eof_is_kept_and_flagged() {
         let got = frames(FrameCodec::syslog(64), b"20 <34>short", 3);
         assert_eq!(got, owned(&[("<34>short", true)]));
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_whole_with_either_line_ending() {
+        let got = frames(FrameCodec::lines(4), b"abcd\r\nefgh\nijklm\r\n", 1);
+        assert_eq!(
+            got,
+            owned(&[("abcd\r\n", false), ("efgh\n", false), ("ijkl", true)])
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use opsloop_bus::{EmbeddedBus, EventBus};
 use opsloop_core::Event;
 use opsloop_core::time::Clock;
 use opsloop_logs::pipeline::LogPipeline;
+use opsloop_logs::redact::Redactor;
 use opsloop_logs::rules::RuleSet;
 use opsloop_metrics::{AgentMetrics, Counter, RuleLabel, SourceLabel};
 use opsloop_store::{Store, StoredTemplate};
@@ -24,7 +25,7 @@ use tracing::Instrument;
 
 use crate::batch::{Input, LineBatch, LineProblemKind};
 use crate::checkpoint::ProgressTable;
-use crate::supervisor::TaskError;
+use crate::supervisor::{Supervisor, TaskError};
 
 /// Events for the bus, and file sources' progress to report once they are durable.
 pub struct Outbound {
@@ -34,6 +35,8 @@ pub struct Outbound {
 
 /// Outbound batches waiting for the publisher.
 pub const OUTBOUND_CAPACITY: usize = 1_000;
+/// Stack of the pipeline thread.
+const PIPELINE_STACK: usize = 16 << 20;
 /// How often progress is sent when no event carries it.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// How often quiet sources are checked for a record to complete.
@@ -96,6 +99,8 @@ pub struct PipelineParts {
     pub clock: Arc<dyn Clock>,
     /// The `source` of events the agent reports itself.
     pub event_source: String,
+    /// The redaction the pipeline applies, for the examples the thread reports itself.
+    pub redactor: Redactor,
 }
 
 /// Runs the pipeline until every sender of `input` is gone; then completes pending records,
@@ -104,6 +109,8 @@ pub fn spawn_pipeline(parts: PipelineParts) -> std::io::Result<std::thread::Join
     let handle = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("opsloop-pipeline".into())
+        // Rule conditions are evaluated recursively; bounded at load, with room to spare.
+        .stack_size(PIPELINE_STACK)
         .spawn(move || run_pipeline(parts, &handle))
 }
 
@@ -117,6 +124,7 @@ fn run_pipeline(parts: PipelineParts, handle: &tokio::runtime::Handle) {
         rules,
         clock,
         event_source,
+        redactor,
     } = parts;
     let mut out = Vec::new();
     let mut progress = ProgressTable::default();
@@ -128,7 +136,10 @@ fn run_pipeline(parts: PipelineParts, handle: &tokio::runtime::Handle) {
             source: INGEST_SOURCE.to_string(),
         })
         .clone();
-    let mut problems = ProblemReporter::default();
+    let mut problems = ProblemReporter {
+        redactor,
+        ..ProblemReporter::default()
+    };
     let mut templates = TemplateSaver::default();
     let mut last_save = Instant::now();
     let mut last_progress = Instant::now();
@@ -178,10 +189,15 @@ fn run_pipeline(parts: PipelineParts, handle: &tokio::runtime::Handle) {
                 pipeline.replace_rules(*new);
             }
             Ok(Some(Input::Source(name, spec))) => {
+                // The last run's held record is completed first: its events go out with
+                // this batch (a file's lines after its saved position are read again).
+                pipeline.restart_source(&name, spec, &mut out);
                 progress.reset(&name);
-                pipeline.add_source(&name, spec);
             }
-            Ok(Some(Input::Redactor(r))) => pipeline.set_redactor(*r),
+            Ok(Some(Input::Redactor(r))) => {
+                problems.redactor = (*r).clone();
+                pipeline.set_redactor(*r);
+            }
             Ok(Some(Input::Event(event))) => out.push(*event),
             #[cfg(test)]
             Ok(Some(Input::Panic)) => panic!("injected pipeline failure"),
@@ -266,6 +282,8 @@ fn count_redactions(pipeline: &LogPipeline, metrics: &AgentMetrics, counted: &mu
 #[derive(Default)]
 struct ProblemReporter {
     sources: HashMap<(Arc<str>, LineProblemKind), PendingProblem>,
+    /// Examples are stored in events: secrets in them are redacted like in records.
+    redactor: Redactor,
 }
 
 #[derive(Default)]
@@ -294,7 +312,11 @@ impl ProblemReporter {
                 // The first line of this kind in the batch (the batch's first problem when it
                 // is of this kind, else its first line: a good enough example).
                 let index = p.first.filter(|(_, k)| *k == kind).map_or(0, |(i, _)| i);
-                pending.example = batch.line(index).map(|l| short(l).to_string());
+                pending.example = batch.line(index).map(|l| {
+                    let mut example = short(l).to_string();
+                    self.redactor.redact(&mut example);
+                    example
+                });
             }
         }
     }
@@ -395,16 +417,18 @@ impl TemplateSaver {
 
 /// Publishes outbound batches in order; a batch's progress is reported only after its events
 /// (and so all before them) are on the bus. A failing store is retried, not skipped: skipping
-/// would let a tailer save a position past lines whose events were lost.
+/// would let a tailer save a position past lines whose events were lost. While it fails the
+/// publisher reports itself degraded (`/readyz` 503).
 pub async fn publish(
     mut outbound: mpsc::Receiver<Outbound>,
     bus: EmbeddedBus,
     metrics: Arc<AgentMetrics>,
+    supervisor: Supervisor,
 ) -> Result<(), TaskError> {
     while let Some(batch) = outbound.recv().await {
         if !batch.events.is_empty() {
             let span = tracing::info_span!("events.publish", events = batch.events.len());
-            publish_until_stored(&bus, batch.events, &metrics)
+            publish_until_stored(&bus, batch.events, &metrics, &supervisor)
                 .instrument(span)
                 .await;
         }
@@ -416,16 +440,24 @@ pub async fn publish(
 }
 
 /// Publishes `events`, retrying with backoff while the store fails.
-async fn publish_until_stored(bus: &EmbeddedBus, events: Vec<Event>, metrics: &AgentMetrics) {
+async fn publish_until_stored(
+    bus: &EmbeddedBus,
+    events: Vec<Event>,
+    metrics: &AgentMetrics,
+    supervisor: &Supervisor,
+) {
     let events: Arc<[Event]> = events.into();
     let mut delay = Duration::from_millis(100);
     loop {
         match bus.publish(Arc::clone(&events)).await {
             Ok(n) => {
                 metrics.events_published.inc_by(n as u64);
+                supervisor.set_degraded("publisher", false);
                 return;
             }
             Err(e) => {
+                metrics.publish_failures.inc();
+                supervisor.set_degraded("publisher", true);
                 tracing::error!(error = %e, events = events.len(), "publishing events failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -437,7 +469,6 @@ async fn publish_until_stored(bus: &EmbeddedBus, events: Vec<Event>, metrics: &A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::Supervisor;
     use opsloop_core::time::SystemClock;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,6 +493,7 @@ mod tests {
             rules: Arc::new(Mutex::new(Vec::new())),
             clock: Arc::new(SystemClock),
             event_source: "/test".into(),
+            redactor: Redactor::default(),
         })
         .unwrap();
         supervisor.watch_thread("pipeline", thread);
@@ -490,13 +522,13 @@ mod tests {
         let mut out = Vec::new();
         let mut batch = LineBatch::new(&source);
         batch.push_flagged("ok", false, false);
-        batch.push_flagged("cut one", true, false);
+        batch.push_flagged("cut one password=hunter2", true, false);
         r.note(&batch, 0);
         r.report("/agent", 1_000, false, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].data["kind"], "cut_lines");
         assert_eq!(out[0].data["count"], 1);
-        assert_eq!(out[0].data["example"], "cut one");
+        assert_eq!(out[0].data["example"], "cut one password=<redacted>");
         out.clear();
         for _ in 0..3 {
             r.note(&batch, 0);

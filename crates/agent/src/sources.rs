@@ -135,10 +135,12 @@ pub fn spec_of(source: &SourceConfig) -> SourceSpec {
         SourceConfig::Syslog { .. } => SourceSpec {
             format: Some(Format::Syslog),
             multiline: Some(false),
+            max_message: Some(source.max_line_bytes()),
         },
         SourceConfig::Stdin { parser, .. } => SourceSpec {
             format: format_of(*parser),
             multiline: None,
+            max_message: Some(source.max_line_bytes()),
         },
         SourceConfig::File {
             parser, multiline, ..
@@ -149,6 +151,7 @@ pub fn spec_of(source: &SourceConfig) -> SourceSpec {
                 Multiline::Off => Some(false),
                 Multiline::Auto => None,
             },
+            max_message: Some(source.max_line_bytes()),
         },
     }
 }
@@ -261,7 +264,12 @@ impl Sources {
                     if ctx.input.send(Input::Source(name, spec)).await.is_err() {
                         return Ok(()); // the pipeline is gone: shutting down
                     }
-                    let r = source.run(ctx, started.clone(), cancel).await;
+                    // A panic is a failure like an error: reported to whoever waits for the
+                    // start, and restarted by the supervisor.
+                    let r = std::panic::AssertUnwindSafe(source.run(ctx, started.clone(), cancel))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(TaskError::new("panicked")));
                     if let Err(e) = &r {
                         started.fail(e.0.clone());
                     }
@@ -269,22 +277,31 @@ impl Sources {
                 }
             },
         );
-        match up.await {
-            Ok(Ok(())) | Err(_) => Ok(task),
-            Ok(Err(message)) => {
+        // A source that neither came up nor failed in time keeps trying under supervision.
+        match tokio::time::timeout(START_TIMEOUT, up).await {
+            Ok(Ok(Ok(()))) | Ok(Err(_)) => Ok(task),
+            Err(_) => {
+                tracing::warn!(source = %config.name(), "source not up yet; it keeps trying");
+                Ok(task)
+            }
+            Ok(Ok(Err(message))) => {
                 task.stop().await;
                 Err(message)
             }
         }
     }
 
-    /// Stops every source; file sources save their positions.
+    /// Stops every source at once (each file source may wait a moment for its lines to become
+    /// durable, so not one after the other); file sources save their positions.
     pub async fn stop_all(&mut self) {
-        for (_, r) in self.running.drain() {
-            r.task.stop().await;
-        }
+        futures_util::future::join_all(self.running.drain().map(|(_, r)| r.task.stop())).await;
     }
 }
+
+/// How long starting a source may take before it is left to keep trying under supervision.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts to read saved positions before a file source fails (and is restarted).
+const CHECKPOINT_READ_ATTEMPTS: u32 = 5;
 
 /// How long an idle file source waits before polling again without a change notification.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -316,7 +333,22 @@ impl Source for FileSource {
                     source: self.name.to_string(),
                 })
                 .clone();
-            let (saved, start_at) = match checkpoint::load(&ctx.store, &key) {
+            let mut loaded = checkpoint::load(&ctx.store, &key);
+            let mut delay = Duration::from_millis(100);
+            for _ in 1..CHECKPOINT_READ_ATTEMPTS {
+                if !matches!(loaded, Err(CheckpointError::Store { .. })) {
+                    break;
+                }
+                // A busy or failing store may recover: try again before failing the source.
+                checkpoint_errors.inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return Ok(()),
+                }
+                delay *= 2;
+                loaded = checkpoint::load(&ctx.store, &key);
+            }
+            let (saved, start_at) = match loaded {
                 Ok(saved) => (saved, self.start_at),
                 Err(e @ CheckpointError::Store { .. }) => {
                     checkpoint_errors.inc();

@@ -163,6 +163,28 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
+    /// A task that keeps running but cannot do its work (a store that refuses writes, a
+    /// JetStream server out of reach) reports itself down, so `/readyz` says so, and up
+    /// again once it recovers. Logged on each change.
+    pub fn set_degraded(&self, task: &str, degraded: bool) {
+        let was = self
+            .inner
+            .health
+            .down
+            .lock()
+            .map(|d| d.contains(task))
+            .unwrap_or(false);
+        if was == degraded {
+            return;
+        }
+        if degraded {
+            tracing::warn!(task, "task cannot do its work; the agent is not ready");
+        } else {
+            tracing::info!(task, "task recovered");
+        }
+        self.inner.health.set_down(task, degraded);
+    }
+
     /// Resolves when a task whose failure stops the agent failed; returns why.
     pub async fn fatal(&self) -> String {
         self.inner.fatal.cancelled().await;
@@ -447,6 +469,18 @@ mod tests {
         assert!(reason.contains("pipeline bug"), "{reason}");
         assert_eq!(failures(&metrics, "pipeline"), 1);
         assert!(!s.is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_degraded_task_makes_the_agent_not_ready_until_it_recovers() {
+        let s = Supervisor::new(Arc::new(AgentMetrics::default()));
+        s.set_started();
+        s.set_degraded("publisher", true);
+        assert!(!s.is_ready());
+        s.set_degraded("publisher", true);
+        assert_eq!(s.down(), ["publisher"]);
+        s.set_degraded("publisher", false);
+        assert!(s.is_ready());
     }
 
     #[tokio::test(start_paused = true)]

@@ -83,6 +83,9 @@ pub struct ApiConfig {
     /// Most records one `POST /api/v1/logs` may carry; larger requests get 413 whole.
     #[serde(default = "default_max_records")]
     pub max_records_per_request: usize,
+    /// Largest record of `POST /api/v1/logs`, as JSON text; larger ones are rejected.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
     /// Log ingest requests served at once; more get 503 with `Retry-After`.
     #[serde(default = "default_max_concurrent_ingest")]
     pub max_concurrent_ingest: usize,
@@ -93,6 +96,10 @@ pub struct ApiConfig {
 
 fn default_max_body() -> u64 {
     10 << 20
+}
+
+fn default_max_record_bytes() -> usize {
+    64 << 10
 }
 
 fn default_max_records() -> usize {
@@ -110,6 +117,7 @@ impl Default for ApiConfig {
             token_file: None,
             max_body_bytes: default_max_body(),
             max_records_per_request: default_max_records(),
+            max_record_bytes: default_max_record_bytes(),
             max_concurrent_ingest: default_max_concurrent_ingest(),
             protect_metrics: false,
         }
@@ -730,6 +738,7 @@ impl Config {
         for (field, value) in [
             ("max_body_bytes", self.api.max_body_bytes as usize),
             ("max_records_per_request", self.api.max_records_per_request),
+            ("max_record_bytes", self.api.max_record_bytes),
             ("max_concurrent_ingest", self.api.max_concurrent_ingest),
         ] {
             if value == 0 {

@@ -230,6 +230,9 @@ pub fn parse_iso8601(b: &[u8]) -> Option<(i64, usize)> {
 
 /// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision.
 pub fn format_rfc3339(millis: i64) -> String {
+    // RFC 3339 has four-digit years: a time outside 0000..=9999 (a bogus epoch number in a
+    // log line) is written as the nearest one that can be, never as an invalid string.
+    let millis = millis.clamp(RFC3339_MIN_MS, RFC3339_MAX_MS);
     let days = millis.div_euclid(86_400_000);
     let rem = millis.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
@@ -241,6 +244,11 @@ pub fn format_rfc3339(millis: i64) -> String {
     );
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
+
+/// 0000-01-01T00:00:00.000Z, the earliest time RFC 3339 can write.
+pub const RFC3339_MIN_MS: i64 = -62_167_219_200_000;
+/// 9999-12-31T23:59:59.999Z, the latest time RFC 3339 can write.
+pub const RFC3339_MAX_MS: i64 = 253_402_300_799_999;
 
 /// The civil date of a day number (inverse of [`days_from_civil`]).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -420,5 +428,14 @@ mod tests {
         c.advance(std::time::Duration::MAX);
         assert_eq!(c.now_ms(), i64::MAX);
         assert!(SystemClock.now_ms() > 0);
+    }
+
+    #[test]
+    fn times_outside_four_digit_years_are_written_clamped() {
+        assert_eq!(format_rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339(i64::MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(RFC3339_MAX_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339(RFC3339_MIN_MS), "0000-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 }

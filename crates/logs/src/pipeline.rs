@@ -31,6 +31,9 @@ pub struct SourceSpec {
     pub format: Option<Format>,
     /// Join stack traces (default: on for every format but raw).
     pub multiline: Option<bool>,
+    /// Longest message a record may be joined into (CRI partial lines, stack traces); the
+    /// source's line limit, default [`crate::input::DEFAULT_MAX_LINE`].
+    pub max_message: Option<usize>,
 }
 
 /// Lines buffered to detect a stream's format.
@@ -143,6 +146,19 @@ impl LogPipeline {
             .insert(name.to_string(), SourceState::new(spec, now));
     }
 
+    /// Declares a source that may have run before (a restart, a reload): what its earlier
+    /// run left (the record still being joined, lines held for format detection, unparsed
+    /// counts) is completed into `out` first, never dropped.
+    pub fn restart_source(&mut self, name: &str, spec: SourceSpec, out: &mut Vec<Event>) {
+        let now = self.clock.now_ms();
+        if let Some(mut old) = self.sources.remove(name) {
+            old.flush(name, now, &mut self.core, out);
+            old.report_unparsed(name, true, now, &self.core.event_source, out);
+        }
+        self.sources
+            .insert(name.to_string(), SourceState::new(spec, now));
+    }
+
     /// Feeds one line of `source`, arrived now by the pipeline's clock; complete records'
     /// findings go to `out`.
     pub fn push_line(&mut self, source: &str, line: &str, out: &mut Vec<Event>) -> LineOutcome {
@@ -152,6 +168,7 @@ impl LogPipeline {
             let spec = SourceSpec {
                 format: None,
                 multiline: None,
+                max_message: None,
             };
             self.sources
                 .insert(source.to_string(), SourceState::new(spec, now));
@@ -271,7 +288,11 @@ impl SourceState {
         let mut parser = Parser::new(format, year);
         parser.set_now(now);
         let multiline = self.spec.multiline.unwrap_or(format != Format::Raw);
-        self.joiner = Some(Joiner::new(parser, multiline));
+        let max = self
+            .spec
+            .max_message
+            .unwrap_or(crate::input::DEFAULT_MAX_LINE);
+        self.joiner = Some(Joiner::new(parser, multiline).with_max_message(max));
     }
 
     fn push(
@@ -436,6 +457,7 @@ mod tests {
             SourceSpec {
                 format: Some(Format::Syslog),
                 multiline: Some(false),
+                max_message: None,
             },
         );
         let mut out = Vec::new();
@@ -460,6 +482,28 @@ mod tests {
                 .map(|x| x.1),
             Some(1)
         );
+    }
+
+    #[test]
+    fn a_restarted_source_completes_what_its_last_run_held() {
+        let mut p = pipeline();
+        let spec = SourceSpec {
+            format: Some(Format::Syslog),
+            multiline: Some(false),
+            max_message: None,
+        };
+        p.add_source("syslog", spec.clone());
+        let mut out = Vec::new();
+        p.push_line(
+            "syslog",
+            "<3>Nov 20 10:00:00 web kernel: Out of memory: Killed process 42 (java)",
+            &mut out,
+        );
+        assert!(out.is_empty(), "held until the next record or idle");
+        p.restart_source("syslog", spec, &mut out);
+        assert_eq!(out.len(), 1, "the held record is completed, not dropped");
+        assert_eq!(out[0].subject.as_deref(), Some("oom-kill"));
+        assert_eq!(p.held_lines("syslog"), 0);
     }
 
     #[test]
@@ -509,6 +553,7 @@ mod tests {
             SourceSpec {
                 format: Some(Format::Json),
                 multiline: Some(false),
+                max_message: None,
             },
         );
         let mut out = Vec::new();
@@ -563,6 +608,7 @@ mod tests {
             SourceSpec {
                 format: Some(Format::Syslog),
                 multiline: Some(true),
+                max_message: None,
             },
         );
     }
@@ -657,6 +703,7 @@ mod tests {
             SourceSpec {
                 format: Some(Format::Json),
                 multiline: Some(false),
+                max_message: None,
             },
         );
         let mut out = Vec::new();
@@ -711,6 +758,7 @@ mod tests {
             SourceSpec {
                 format: Some(Format::Plain),
                 multiline: None,
+                max_message: None,
             },
         );
         let mut out = Vec::new();

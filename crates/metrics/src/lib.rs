@@ -57,6 +57,8 @@ pub struct AgentMetrics {
     pub rule_hits: Family<RuleLabel, Counter>,
     /// Events published on the bus.
     pub events_published: Counter,
+    /// Attempts to store published events that failed (each is retried).
+    pub publish_failures: Counter,
     /// Events published but not yet acknowledged by the slowest consumer.
     pub bus_lag: Gauge,
     /// Events the JetStream relay forwarded (duplicates not counted).
@@ -98,6 +100,7 @@ impl Default for AgentMetrics {
             lines_processed: Family::default(),
             udp_drops: Family::default(),
             events_published: Counter::default(),
+            publish_failures: Counter::default(),
             bus_lag: Gauge::default(),
             bus_forwarded: Counter::default(),
             bus_forward_failures: Counter::default(),
@@ -162,6 +165,11 @@ impl Default for AgentMetrics {
             "events_published",
             "Events published on the bus",
             m.events_published.clone(),
+        );
+        registry.register(
+            "events_publish_failures",
+            "Attempts to store published events that failed; each is retried",
+            m.publish_failures.clone(),
         );
         registry.register(
             "bus_lag_events",

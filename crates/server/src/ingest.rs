@@ -14,6 +14,11 @@ use serde::de::{Error as _, IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+/// JSON values (objects, arrays, strings, numbers...) one record may hold: a record of
+/// `max_record_bytes` can then never grow into much more memory than its text (a small body
+/// of `[{},{},...]` would otherwise become millions of values).
+pub(crate) const MAX_RECORD_VALUES: usize = 1_000;
+
 /// How many rejected records an answer lists; the rest are only counted.
 pub(crate) const LISTED_REJECTIONS: usize = 10;
 
@@ -41,13 +46,23 @@ pub(crate) enum Refused {
     Closed(Summary),
 }
 
-/// Forwards the records of `body` into `tx`, at most `max_records` of them.
+/// Limits of one request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Most records.
+    pub max_records: usize,
+    /// Largest record, as JSON text.
+    pub max_record_bytes: usize,
+}
+
+/// Forwards the records of `body` into `tx`, within `limits`.
 pub(crate) fn forward(
     body: &[u8],
-    max_records: usize,
+    limits: Limits,
     now_ms: i64,
     tx: &mpsc::Sender<IngestedRecord>,
 ) -> Result<Summary, Refused> {
+    let max_records = limits.max_records;
     let body = body.strip_prefix(BOM).unwrap_or(body);
     let start = body
         .iter()
@@ -57,6 +72,7 @@ pub(crate) fn forward(
     let mut sink = Sink {
         tx,
         now_ms,
+        max_record_bytes: limits.max_record_bytes,
         next_index: 0,
         closed: false,
         summary: Summary::default(),
@@ -78,7 +94,7 @@ pub(crate) fn forward(
             return Err(Refused::TooMany);
         }
         for line in lines {
-            if !sink.offer(serde_json::from_slice::<Value>(line)) {
+            if !sink.offer_text(line) {
                 return Err(Refused::Closed(sink.summary));
             }
         }
@@ -142,10 +158,11 @@ impl<'de> Visitor<'de> for ForwardEach<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
             // An element that is not valid JSON fails the whole array (as the count pass did).
-            let Some(value) = seq.next_element::<Value>()? else {
+            // Each is taken as its text first, so its size is checked before values are built.
+            let Some(raw) = seq.next_element::<&serde_json::value::RawValue>()? else {
                 return Ok(());
             };
-            if !self.0.offer(Ok(value)) {
+            if !self.0.offer_text(raw.get().as_bytes()) {
                 return Err(A::Error::custom("the pipeline closed"));
             }
         }
@@ -156,19 +173,28 @@ impl<'de> Visitor<'de> for ForwardEach<'_, '_> {
 struct Sink<'a> {
     tx: &'a mpsc::Sender<IngestedRecord>,
     now_ms: i64,
+    max_record_bytes: usize,
     next_index: u64,
     closed: bool,
     summary: Summary,
 }
 
 impl Sink<'_> {
-    /// Takes one parsed record; false once the pipeline has closed.
-    fn offer(&mut self, parsed: Result<Value, serde_json::Error>) -> bool {
+    /// Takes one record's JSON text: checked for size, parsed, checked for the number of
+    /// values, converted and forwarded. False once the pipeline has closed.
+    fn offer_text(&mut self, text: &[u8]) -> bool {
         let index = self.next_index;
         self.next_index += 1;
-        let record = match parsed {
-            Ok(v) => IngestedRecord::from_json(v, self.now_ms).map_err(Why::Record),
-            Err(e) => Err(Why::Json(e)),
+        let record = if text.len() > self.max_record_bytes {
+            Err(Why::TooLarge(text.len(), self.max_record_bytes))
+        } else {
+            match serde_json::from_slice::<Value>(text) {
+                Ok(v) if count_values(&v, MAX_RECORD_VALUES) > MAX_RECORD_VALUES => {
+                    Err(Why::TooManyValues)
+                }
+                Ok(v) => IngestedRecord::from_json(v, self.now_ms).map_err(Why::Record),
+                Err(e) => Err(Why::Json(e)),
+            }
         };
         match record {
             Ok(rec) => {
@@ -185,6 +211,12 @@ impl Sink<'_> {
                     let text = match why {
                         Why::Record(e) => e.to_string(),
                         Why::Json(e) => format!("invalid JSON: {e}"),
+                        Why::TooLarge(n, max) => {
+                            format!("record of {n} bytes is over the limit of {max}")
+                        }
+                        Why::TooManyValues => {
+                            format!("record holds more than {MAX_RECORD_VALUES} JSON values")
+                        }
                     };
                     self.summary.first_rejections.push((index, text));
                 }
@@ -197,6 +229,26 @@ impl Sink<'_> {
 enum Why {
     Record(opsloop_core::ingest::IngestError),
     Json(serde_json::Error),
+    TooLarge(usize, usize),
+    TooManyValues,
+}
+
+/// The values in `v` (itself included), counting no further than just past `limit`.
+fn count_values(v: &Value, limit: usize) -> usize {
+    let mut stack = vec![v];
+    let mut n = 0;
+    while let Some(v) = stack.pop() {
+        n += 1;
+        if n > limit {
+            break;
+        }
+        match v {
+            Value::Array(a) => stack.extend(a.iter()),
+            Value::Object(o) => stack.extend(o.values()),
+            _ => {}
+        }
+    }
+    n
 }
 
 #[cfg(test)]
@@ -205,7 +257,11 @@ mod tests {
 
     fn run(body: &str, max: usize) -> (Result<Summary, Refused>, Vec<IngestedRecord>) {
         let (tx, mut rx) = mpsc::channel(1000);
-        let out = forward(body.as_bytes(), max, 7, &tx);
+        let limits = Limits {
+            max_records: max,
+            max_record_bytes: 1 << 20,
+        };
+        let out = forward(body.as_bytes(), limits, 7, &tx);
         drop(tx);
         let mut got = Vec::new();
         while let Ok(r) = rx.try_recv() {
@@ -259,9 +315,51 @@ mod tests {
     fn a_closed_pipeline_stops_the_request() {
         let (tx, rx) = mpsc::channel(10);
         drop(rx);
-        let out = forward(b"{\"msg\":\"a\"}\n{\"msg\":\"b\"}", 10, 0, &tx);
+        let limits = Limits {
+            max_records: 10,
+            max_record_bytes: 1 << 20,
+        };
+        let out = forward(b"{\"msg\":\"a\"}\n{\"msg\":\"b\"}", limits, 0, &tx);
         assert!(matches!(out, Err(Refused::Closed(s)) if s.accepted == 0));
-        let out = forward(b"[{\"msg\":\"a\"}]", 10, 0, &tx);
+        let out = forward(b"[{\"msg\":\"a\"}]", limits, 0, &tx);
         assert!(matches!(out, Err(Refused::Closed(_))));
+    }
+
+    #[test]
+    fn one_record_cannot_grow_into_many_values_or_bytes() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let nested = format!("{{\"msg\":\"x\",\"f\":[{}{{}}]}}", "{},".repeat(5_000));
+        let long = format!("{{\"msg\":\"{}\"}}", "y".repeat(300));
+        let body = format!("[{nested},{long},{{\"msg\":\"ok\"}}]");
+        let limits = Limits {
+            max_records: 10,
+            max_record_bytes: 256,
+        };
+        let summary = match forward(body.as_bytes(), limits, 0, &tx) {
+            Ok(s) => s,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!((summary.accepted, summary.rejected), (1, 2));
+        assert!(
+            summary.first_rejections[0].1.contains("over the limit"),
+            "{:?}",
+            summary.first_rejections
+        );
+        let limits = Limits {
+            max_records: 10,
+            max_record_bytes: 1 << 20,
+        };
+        let summary = match forward(nested.as_bytes(), limits, 0, &tx) {
+            Ok(s) => s,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(summary.rejected, 1);
+        assert!(summary.first_rejections[0].1.contains("JSON values"));
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(r) = rx.blocking_recv() {
+            got.push(r.message);
+        }
+        assert_eq!(got, ["ok"]);
     }
 }

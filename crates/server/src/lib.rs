@@ -85,6 +85,9 @@ pub struct ApiState {
     /// Most records one ingest request may carry (0 counts as 1); a request with more is
     /// refused whole with 413, so that the client can split it and resend all of it.
     pub max_records_per_request: usize,
+    /// Largest record of an ingest request, as JSON text; larger ones are rejected (and
+    /// counted), the rest of the request is still taken.
+    pub max_record_bytes: usize,
     /// Most ingest requests handled at once (0 counts as 1); more are refused with 503 and
     /// `Retry-After: 1` rather than queued.
     pub max_concurrent_ingest: usize,
@@ -255,7 +258,8 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "starting"})),
+            // Starting, stopping, or a task down (the agent's log says which).
+            axum::Json(json!({"status": "not_ready"})),
         )
             .into_response()
     }
@@ -494,13 +498,22 @@ async fn ingest_logs(
         }
     })?;
     let max_records = s.max_records_per_request.max(1);
+    let max_record_bytes = s.max_record_bytes.max(1);
     let now = opsloop_core::time::now_ms();
     let tx = s.ingest.clone();
     // Parsing is CPU work and forwarding blocks on a full pipeline: both stay off the async
     // workers. The permit goes along, so a client that hangs up frees no slot early.
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        ingest::forward(&body, max_records, now, &tx)
+        ingest::forward(
+            &body,
+            ingest::Limits {
+                max_records,
+                max_record_bytes,
+            },
+            now,
+            &tx,
+        )
     })
     .await
     .map_err(|e| internal(e.to_string()))?;

@@ -317,6 +317,7 @@ rules:
     let spec = |format| SourceSpec {
         format: Some(format),
         multiline: Some(false),
+        max_message: None,
     };
     p.add_source("raw", spec(Format::Raw));
     p.add_source("logfmt", spec(Format::Logfmt));
