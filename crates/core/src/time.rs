@@ -75,6 +75,9 @@ pub struct CivilYear {
 impl CivilYear {
     /// The year `ms` falls in.
     pub fn of(ms: i64) -> CivilYear {
+        // Clocks live within years 0000..=9999; an absurd one is taken at the nearest end,
+        // so that nothing below can overflow.
+        let ms = ms.clamp(RFC3339_MIN_MS, RFC3339_MAX_MS);
         let (year, _, _) = civil_from_days(ms.div_euclid(86_400_000));
         CivilYear {
             year,
@@ -437,5 +440,11 @@ mod tests {
         assert_eq!(format_rfc3339(RFC3339_MAX_MS), "9999-12-31T23:59:59.999Z");
         assert_eq!(format_rfc3339(RFC3339_MIN_MS), "0000-01-01T00:00:00.000Z");
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_year_of_an_absurd_clock_does_not_overflow() {
+        assert_eq!(CivilYear::of(i64::MAX).year, 9999);
+        assert_eq!(CivilYear::of(i64::MIN).year, 0);
     }
 }
