@@ -84,6 +84,12 @@ pub struct InspectArgs {
     /// Longest line kept whole, in bytes; longer lines are cut and reported.
     #[arg(long, default_value_t = opsloop_logs::input::DEFAULT_MAX_LINE)]
     max_line_bytes: usize,
+    /// Tokens of a message that form its template; the rest become one `<*>`.
+    #[arg(long, default_value_t = opsloop_logs::miner::MAX_TOKENS)]
+    max_tokens: usize,
+    /// Problems listed with file and line in the report; the rest are only counted.
+    #[arg(long, default_value_t = opsloop_logs::inspect::DEFAULT_MAX_PROBLEMS)]
+    max_problems: usize,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -116,6 +122,7 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         },
         miner: MinerConfig {
             max_templates: args.max_templates.max(1),
+            max_tokens: args.max_tokens.max(1),
             ..MinerConfig::default()
         },
         anomaly: AnomalyConfig {
@@ -124,6 +131,7 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         },
         max_line: args.max_line_bytes.max(1),
         year: args.year,
+        max_problems: args.max_problems,
     };
     // Validate the pattern once, up front, rather than once per file.
     if let Some(p) = &options.pattern {

@@ -138,6 +138,7 @@ impl Agent {
             rules,
             MinerConfig {
                 max_templates: config.miner.max_templates,
+                max_tokens: config.miner.max_tokens,
                 ..MinerConfig::default()
             },
             AnomalyConfig {

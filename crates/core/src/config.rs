@@ -317,6 +317,14 @@ pub struct MinerSettings {
     /// Live templates kept.
     #[serde(default = "default_max_templates")]
     pub max_templates: usize,
+    /// Tokens of a message that form its template (the rest become one `<*>`): bounds the
+    /// memory of a template, however long its messages.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+}
+
+fn default_max_tokens() -> usize {
+    256
 }
 
 fn default_max_templates() -> usize {
@@ -327,6 +335,7 @@ impl Default for MinerSettings {
     fn default() -> Self {
         Self {
             max_templates: default_max_templates(),
+            max_tokens: default_max_tokens(),
         }
     }
 }
@@ -818,6 +827,12 @@ impl Config {
                 }
                 SourceConfig::Stdin { .. } => {}
             }
+        }
+        if self.miner.max_tokens == 0 {
+            problem(
+                "miner.max_tokens".into(),
+                "must be greater than zero".into(),
+            );
         }
         if self.miner.max_templates == 0 {
             problem(

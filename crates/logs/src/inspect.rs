@@ -27,7 +27,7 @@ pub const ASSIGNMENT_FLUSH: usize = 4_000_000;
 /// Examples kept per rule.
 const RULE_EXAMPLES: usize = 3;
 /// Problems kept as examples (all are counted).
-const PROBLEM_EXAMPLES: usize = 100;
+pub const DEFAULT_MAX_PROBLEMS: usize = 100;
 /// Anomalies kept (all are counted).
 const ANOMALY_LIMIT: usize = 1000;
 /// Per-template statistics kept at most.
@@ -55,6 +55,8 @@ pub struct InspectOptions {
     /// Year for timestamps that have none (RFC 3164, klog); `None` is the current year, with
     /// times more than two days ahead moved to the year before.
     pub year: Option<i64>,
+    /// Problems listed with file and line; the rest are only counted.
+    pub max_problems: usize,
 }
 
 impl Default for InspectOptions {
@@ -67,6 +69,7 @@ impl Default for InspectOptions {
             anomaly: AnomalyConfig::default(),
             max_line: DEFAULT_MAX_LINE,
             year: None,
+            max_problems: DEFAULT_MAX_PROBLEMS,
         }
     }
 }
@@ -76,16 +79,26 @@ pub fn current_year() -> i64 {
     CivilYear::of(opsloop_core::time::now_ms()).year
 }
 
-/// Problems counted by kind, the first [`PROBLEM_EXAMPLES`] kept as examples: memory stays
-/// bounded however bad the input.
-#[derive(Debug, Default)]
+/// Problems counted by kind, the first `keep` kept as examples: memory stays bounded however
+/// bad the input.
+#[derive(Debug)]
 struct ProblemTally {
+    keep: usize,
     total: u64,
     counts: BTreeMap<ProblemKind, u64>,
     examples: Vec<Problem>,
 }
 
 impl ProblemTally {
+    fn new(keep: usize) -> ProblemTally {
+        ProblemTally {
+            keep,
+            total: 0,
+            counts: BTreeMap::new(),
+            examples: Vec::new(),
+        }
+    }
+
     fn add(&mut self, p: Problem) {
         self.add_with(p.kind, || p);
     }
@@ -94,7 +107,7 @@ impl ProblemTally {
     fn add_with(&mut self, kind: ProblemKind, make: impl FnOnce() -> Problem) {
         self.total += 1;
         *self.counts.entry(kind).or_default() += 1;
-        if self.examples.len() < PROBLEM_EXAMPLES {
+        if self.examples.len() < self.keep {
             self.examples.push(make());
         }
     }
@@ -105,7 +118,7 @@ impl ProblemTally {
         for (k, v) in other.counts {
             *self.counts.entry(k).or_default() += v;
         }
-        let room = PROBLEM_EXAMPLES.saturating_sub(self.examples.len());
+        let room = self.keep.saturating_sub(self.examples.len());
         self.examples.extend(other.examples.into_iter().take(room));
     }
 }
@@ -207,6 +220,7 @@ impl Inspector {
     /// An inspector with `options` and compiled `rules`.
     pub fn new(options: InspectOptions, rules: RuleSet) -> Self {
         let n = rules.len();
+        let max_problems = options.max_problems;
         Self {
             analyzer: Analyzer::new(rules, options.miner.clone(), options.anomaly.clone()),
             options,
@@ -222,7 +236,7 @@ impl Inspector {
             ],
             levels: BTreeMap::new(),
             error_minutes: BTreeMap::new(),
-            problems: ProblemTally::default(),
+            problems: ProblemTally::new(max_problems),
             anomaly_list: Vec::new(),
             anomaly_counts: BTreeMap::new(),
             records: 0,
@@ -307,7 +321,7 @@ impl Inspector {
             }
         };
         // Bounded: a file of bad lines keeps its first problems and counts the rest.
-        let mut problems = ProblemTally::default();
+        let mut problems = ProblemTally::new(self.options.max_problems);
         // Sample the first lines for format detection, then replay them.
         let mut sample: Vec<(u64, String)> = Vec::new();
         while sample.len() < DETECT_SAMPLE {

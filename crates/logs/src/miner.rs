@@ -102,6 +102,9 @@ pub struct MinerConfig {
     pub max_templates: usize,
     /// Skeleton-cache entries kept at most before the cache is cleared.
     pub max_skeletons: usize,
+    /// Tokens of a message that form its template; the rest become one `<*>`
+    /// (default [`MAX_TOKENS`]).
+    pub max_tokens: usize,
 }
 
 impl Default for MinerConfig {
@@ -109,6 +112,7 @@ impl Default for MinerConfig {
         Self {
             max_templates: 20_000,
             max_skeletons: 500_000,
+            max_tokens: MAX_TOKENS,
         }
     }
 }
@@ -448,7 +452,7 @@ impl TemplateMiner {
         let mut tokens = message
             .split(|b| b.is_ascii_whitespace())
             .filter(|t| !t.is_empty());
-        for token in tokens.by_ref().take(MAX_TOKENS) {
+        for token in tokens.by_ref().take(self.config.max_tokens.max(1)) {
             let start = self.shapes.len() as u32;
             let masked = if after_number && is_size_unit(token) {
                 self.shapes.extend_from_slice(WILDCARD);
@@ -1089,6 +1093,7 @@ mod tests {
         let mut m = TemplateMiner::new(MinerConfig {
             max_templates: 10,
             max_skeletons: 5,
+            ..MinerConfig::default()
         });
         for i in 0..100 {
             let word: String = (0..6)
@@ -1098,6 +1103,18 @@ mod tests {
         }
         assert!(m.len() <= 10);
         assert!(m.evicted() > 0);
+    }
+
+    #[test]
+    fn the_token_cap_is_configurable() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_tokens: 3,
+            ..MinerConfig::default()
+        });
+        let a = m.add("job runner started with arguments x y z");
+        let b = m.add("job runner started with other arguments entirely");
+        assert_eq!(a.id, b.id, "the first three tokens decide");
+        assert_eq!(m.template(a.index).map(Template::len), Some(4));
     }
 
     #[test]

@@ -153,13 +153,13 @@ fn problems_are_bounded_and_counted() {
     assert_eq!(report.problems.counts.get("parse_error"), Some(&5000));
     assert_eq!(report.summary.problems, 5000);
     assert_eq!(report.files[0].problems, 5000);
-    assert_eq!(report.problems.examples.len(), PROBLEM_EXAMPLES);
+    assert_eq!(report.problems.examples.len(), DEFAULT_MAX_PROBLEMS);
     assert_eq!(
         report.problems.examples[0].line, 2,
         "the first ones are kept"
     );
     // The tally itself never holds more than the examples.
-    let mut tally = ProblemTally::default();
+    let mut tally = ProblemTally::new(DEFAULT_MAX_PROBLEMS);
     for i in 0..10_000 {
         tally.add(Problem {
             kind: ProblemKind::Binary,
@@ -170,8 +170,21 @@ fn problems_are_bounded_and_counted() {
     }
     assert_eq!(
         (tally.total, tally.examples.len()),
-        (10_000, PROBLEM_EXAMPLES)
+        (10_000, DEFAULT_MAX_PROBLEMS)
     );
+}
+
+#[test]
+fn the_problems_listed_are_configurable() {
+    let log = b"{\"msg\":\"ok\"}\nbad 1\nbad 2\nbad 3\n";
+    let opts = InspectOptions {
+        format: Some(Format::Json),
+        max_problems: 2,
+        ..InspectOptions::default()
+    };
+    let (report, _) = run(log, opts);
+    assert_eq!(report.summary.problems, 3);
+    assert_eq!(report.problems.examples.len(), 2);
 }
 
 #[test]
