@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use opsloop_bus::EmbeddedBus;
 use opsloop_bus::jetstream::JetStreamOptions;
-use opsloop_bus::relay::{RelayStatus, relay_to_jetstream};
+use opsloop_bus::relay::{RELAY_CONSUMER_PREFIX, RelayStatus, relay_consumer, relay_to_jetstream};
 use opsloop_core::config::{BusKind, Config, RetentionConfig};
 use opsloop_core::ingest::IngestedRecord;
 use opsloop_core::time::Clock;
@@ -192,6 +192,7 @@ impl Agent {
                 store: Arc::clone(&store),
                 metrics: Arc::clone(&metrics),
                 event_source: event_source.clone(),
+                clock: Arc::clone(&clock),
             },
             supervisor.clone(),
         );
@@ -202,6 +203,15 @@ impl Agent {
             return Err(e.into());
         }
         let sources = Arc::new(tokio::sync::Mutex::new(sources));
+        forget_old_relays(
+            &store,
+            config
+                .bus
+                .nats
+                .as_ref()
+                .filter(|_| config.bus.kind == BusKind::Nats)
+                .map(|n| n.stream.as_str()),
+        );
 
         // With the JetStream bus, a relay forwards the outbox to the stream.
         let relay = match (config.bus.kind, jetstream) {
@@ -247,6 +257,7 @@ impl Agent {
                 sources: Arc::clone(&sources),
                 metrics: Arc::clone(&metrics),
                 event_source: event_source.clone(),
+                clock: Arc::clone(&clock),
             });
             background.push(
                 supervisor.spawn("reload", OnFailure::Restart, move |cancel| {
@@ -306,6 +317,34 @@ impl Agent {
         // Whatever did not drain, every task is told to stop.
         let stopped = supervisor.shutdown(Duration::from_secs(5)).await;
         complete && stopped
+    }
+}
+
+/// Relay consumers of the outbox other than the current relay's (a stream renamed, NATS
+/// turned off) will never acknowledge again: forgotten, so they do not hold the lag up.
+fn forget_old_relays(store: &Mutex<Store>, current_stream: Option<&str>) {
+    let current = current_stream.map(relay_consumer);
+    let Ok(mut store) = store.lock() else {
+        return;
+    };
+    let names = match store.consumers() {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing outbox consumers failed");
+            return;
+        }
+    };
+    for name in names {
+        if name.starts_with(RELAY_CONSUMER_PREFIX) && Some(&name) != current.as_ref() {
+            match store.remove_consumer(&name) {
+                Ok(_) => {
+                    tracing::info!(consumer = %name, "forgot the outbox position of a relay no longer configured")
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = %name, error = %e, "forgetting an old relay consumer failed")
+                }
+            }
+        }
     }
 }
 

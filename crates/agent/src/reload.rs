@@ -40,6 +40,8 @@ pub struct ReloadTarget {
     pub metrics: Arc<AgentMetrics>,
     /// The `source` of the events it reports.
     pub event_source: String,
+    /// The time of those events.
+    pub clock: Arc<dyn opsloop_core::time::Clock>,
 }
 
 /// A configuration and what it names, loaded and checked: what `run` would use.
@@ -130,7 +132,7 @@ pub async fn reload_loop(
                 opsloop_core::event::types::CONFIG_RELOAD_FAILED,
                 &target.event_source,
                 Some(&target.path.display().to_string()),
-                opsloop_core::time::now_ms(),
+                target.clock.now_ms(),
                 serde_json::json!({"error": message, "trigger": why}),
             );
             if target

@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use opsloop_core::Event;
 use opsloop_core::config::{Multiline, ParserKind, SourceConfig, StartAt as StartAtConfig};
+use opsloop_core::time::Clock;
 use opsloop_logs::parse::Format;
 use opsloop_logs::pipeline::SourceSpec;
 use opsloop_logs::tail::{FileTailer, StartAt, TailCheckpoint};
@@ -42,6 +43,8 @@ pub struct SourceContext {
     pub metrics: Arc<AgentMetrics>,
     /// The `source` attribute of events the agent itself reports.
     pub event_source: String,
+    /// The time of checkpoints and of the events sources report.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Tells whoever started a source whether it came up (bound its socket, opened its files).
@@ -359,7 +362,8 @@ impl Source for FileSource {
                     // lines skipped), and say so loudly.
                     checkpoint_errors.inc();
                     tracing::error!(source = %self.name, error = %e, "saved positions unreadable; reading the files from the beginning");
-                    let event = checkpoint_problem(&ctx.event_source, &self.name, &e);
+                    let event =
+                        checkpoint_problem(&ctx.event_source, &self.name, &e, ctx.clock.now_ms());
                     let _ = ctx.input.send(Input::Event(Box::new(event))).await;
                     (Vec::new(), StartAt::Beginning)
                 }
@@ -398,12 +402,12 @@ impl Source for FileSource {
 }
 
 /// The event of saved positions that could not be read.
-fn checkpoint_problem(event_source: &str, source: &str, e: &CheckpointError) -> Event {
+fn checkpoint_problem(event_source: &str, source: &str, e: &CheckpointError, now_ms: i64) -> Event {
     Event::new(
         opsloop_core::event::types::LOG_INPUT_PROBLEM,
         event_source,
         Some(source),
-        opsloop_core::time::now_ms(),
+        now_ms,
         serde_json::json!({
             "kind": "checkpoint_unreadable",
             "input": source,
@@ -477,6 +481,7 @@ fn spawn_tailer(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let durable = Arc::new(AtomicU64::new(0));
     let store = Arc::clone(&ctx.store);
+    let clock = Arc::clone(&ctx.clock);
     let save = move |positions: &[TailCheckpoint]| {
         let text = match serde_json::to_string(positions) {
             Ok(t) => t,
@@ -490,7 +495,7 @@ fn spawn_tailer(
             .lock()
             .map_err(|_| "store lock poisoned".to_string())
             .and_then(|mut s| {
-                s.put_checkpoint(&key, &text, opsloop_core::time::now_ms())
+                s.put_checkpoint(&key, &text, clock.now_ms())
                     .map_err(|e| e.to_string())
             });
         if let Err(e) = saved {

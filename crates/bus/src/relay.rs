@@ -57,6 +57,14 @@ impl Default for BackoffPolicy {
     }
 }
 
+/// Names of the outbox consumers of relays start with this.
+pub const RELAY_CONSUMER_PREFIX: &str = "jetstream:";
+
+/// The outbox consumer of the relay to `stream`.
+pub fn relay_consumer(stream: &str) -> String {
+    format!("{RELAY_CONSUMER_PREFIX}{stream}")
+}
+
 /// Forwards `outbox` to the JetStream stream of `options` until `shutdown` turns true, then
 /// keeps forwarding what is already in the outbox for a few seconds (the rest goes on the
 /// next start). Failures (JetStream unreachable or refusing a publish, the outbox failing to
@@ -82,7 +90,7 @@ pub async fn relay_to_jetstream_with_backoff(
     policy: BackoffPolicy,
 ) -> Result<(), BusError> {
     let mut relay = Relay {
-        consumer: format!("jetstream:{}", options.stream),
+        consumer: relay_consumer(&options.stream),
         outbox,
         options,
         status,

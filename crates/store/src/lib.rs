@@ -298,6 +298,26 @@ impl Store {
         Ok(())
     }
 
+    /// The names of the durable consumers.
+    pub fn consumers(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM consumers ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(names)
+    }
+
+    /// Forgets the durable consumer `name` (one that will not come back), so that it no longer
+    /// holds the lag up. Returns whether it existed.
+    pub fn remove_consumer(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM consumers WHERE name = ?1", [name])?
+            > 0)
+    }
+
     /// The lowest position acknowledged over all durable consumers (the slowest one), `None`
     /// when there is no consumer.
     pub fn min_consumer_acked(&self) -> Result<Option<i64>, StoreError> {

@@ -428,3 +428,15 @@ fn slowest_consumer_and_first_seq() {
     store.apply_retention(0, None, Some(2), None).unwrap();
     assert_eq!(store.first_seq().ok(), Some(4));
 }
+
+#[test]
+fn a_consumer_that_is_gone_can_be_forgotten() {
+    let mut store = Store::in_memory().unwrap();
+    store.register_consumer("jetstream:OLD", 0).unwrap();
+    store.ack_consumer("heal", 5, 0).unwrap();
+    assert_eq!(store.consumers().unwrap(), ["heal", "jetstream:OLD"]);
+    assert_eq!(store.min_consumer_acked().unwrap(), Some(0));
+    assert!(store.remove_consumer("jetstream:OLD").unwrap());
+    assert!(!store.remove_consumer("jetstream:OLD").unwrap());
+    assert_eq!(store.min_consumer_acked().unwrap(), Some(5));
+}
