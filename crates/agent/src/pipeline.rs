@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use opsloop_bus::{EmbeddedBus, EventBus};
 use opsloop_core::Event;
 use opsloop_core::time::Clock;
+use opsloop_logs::events::{self, Origin};
 use opsloop_logs::pipeline::LogPipeline;
 use opsloop_logs::redact::Redactor;
 use opsloop_logs::rules::RuleSet;
@@ -333,21 +334,19 @@ impl ProblemReporter {
             if !due && !all {
                 continue;
             }
-            out.push(
-                Event::new(
-                    opsloop_core::event::types::LOG_INPUT_PROBLEM,
-                    event_source,
-                    Some(source),
-                    now_ms,
-                    serde_json::json!({
-                        "kind": kind.as_str(),
-                        "input": &**source,
-                        "count": p.count,
-                        "example": p.example.take().unwrap_or_default(),
-                    }),
-                )
-                .with_fingerprint_key(kind.as_str()),
-            );
+            let origin = Origin {
+                source: event_source,
+                input: source,
+            };
+            out.push(events::input_problem(
+                &origin,
+                kind.as_str(),
+                now_ms,
+                serde_json::json!({
+                    "count": p.count,
+                    "example": p.example.take().unwrap_or_default(),
+                }),
+            ));
             p.count = 0;
             p.last_event_ms = Some(now_ms);
         }

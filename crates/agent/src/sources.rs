@@ -403,19 +403,19 @@ impl Source for FileSource {
 
 /// The event of saved positions that could not be read.
 fn checkpoint_problem(event_source: &str, source: &str, e: &CheckpointError, now_ms: i64) -> Event {
-    Event::new(
-        opsloop_core::event::types::LOG_INPUT_PROBLEM,
-        event_source,
-        Some(source),
+    let origin = opsloop_logs::events::Origin {
+        source: event_source,
+        input: source,
+    };
+    opsloop_logs::events::input_problem(
+        &origin,
+        "checkpoint_unreadable",
         now_ms,
         serde_json::json!({
-            "kind": "checkpoint_unreadable",
-            "input": source,
             "error": e.to_string(),
             "action": "reading from the beginning",
         }),
     )
-    .with_fingerprint_key("checkpoint_unreadable")
 }
 
 /// Wakes a file source's thread when something changes in its directories, so new and

@@ -70,32 +70,30 @@ pub fn rule_matched(
     .with_fingerprint_key(&template_id.to_string())
 }
 
-/// `io.opsloop.log.input_problem`: `count` lines of an input did not fit its `format` (they
-/// were kept as raw messages) since the last such event; `line` and `example` are the first of
-/// them. Subject: the input.
-pub fn input_problem(
-    origin: &Origin<'_>,
-    format: &str,
-    count: u64,
-    line: u64,
-    example: &str,
-) -> Event {
-    let data = json!({
-        "kind": "unparsed_lines",
-        "input": origin.input,
-        "format": format,
-        "count": count,
-        "line": line,
-        "example": short(example),
-    });
+/// `io.opsloop.log.input_problem`: lines of `origin.input` that could not be taken as they
+/// were, of one `kind` (`unparsed_lines`, `cut_lines`, `invalid_utf8`,
+/// `checkpoint_unreadable`), at `time_ms`. Subject: the input. `details` add to the payload's
+/// `kind` and `input`; an `example` among them is shortened. One fingerprint per input and
+/// kind, so repeats group.
+pub fn input_problem(origin: &Origin<'_>, kind: &str, time_ms: i64, details: Value) -> Event {
+    let mut data = json!({ "kind": kind, "input": origin.input });
+    if let (Some(data), Value::Object(details)) = (data.as_object_mut(), details) {
+        for (k, v) in details {
+            let v = match (k.as_str(), v) {
+                ("example", Value::String(e)) => Value::String(short(&e)),
+                (_, v) => v,
+            };
+            data.insert(k, v);
+        }
+    }
     Event::new(
         types::LOG_INPUT_PROBLEM,
         origin.source,
         Some(origin.input),
-        opsloop_core::time::now_ms(),
+        time_ms,
         data,
     )
-    .with_fingerprint_key("unparsed_lines")
+    .with_fingerprint_key(kind)
 }
 
 /// The event of an anomaly found at `rec`. Subject: the template id (or the input for

@@ -422,10 +422,14 @@ impl SourceState {
         };
         out.push(events::input_problem(
             &origin,
-            format.as_str(),
-            self.unparsed,
-            line,
-            &example,
+            "unparsed_lines",
+            now,
+            serde_json::json!({
+                "format": format.as_str(),
+                "count": self.unparsed,
+                "line": line,
+                "example": example,
+            }),
         ));
         self.unparsed = 0;
         self.last_problem_event = Some(now);
