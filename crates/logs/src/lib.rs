@@ -30,3 +30,4 @@ pub mod pipeline;
 pub mod redact;
 pub mod rules;
 pub mod tail;
+mod wordscan;

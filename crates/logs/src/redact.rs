@@ -24,6 +24,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
+use crate::wordscan::WordScan;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{Captures, Regex, RegexBuilder};
 use serde_json::Value;
@@ -84,8 +85,7 @@ struct Inner {
     enabled: bool,
     patterns: Vec<Pattern>,
     /// Trigger words, ASCII case-insensitive; a pattern runs only if one of its words is there.
-    triggers: Option<AhoCorasick>,
-    trigger_owner: Vec<usize>,
+    triggers: Option<TriggerScan>,
     /// Patterns with no trigger word (extras without a required literal): always run.
     always: u128,
     /// Words a field name must contain to be checked by [`secret_key`].
@@ -215,6 +215,29 @@ fn build_regex(name: &str, pattern: &str) -> Result<Regex, RedactError> {
         })
 }
 
+/// The trigger words of the patterns and which pattern each belongs to.
+#[derive(Debug)]
+enum TriggerScan {
+    /// The built-in words and a few more: a byte-pair table, the fastest on short records.
+    Words(WordScan),
+    /// Many words (extra patterns with many literals): an automaton, linear whatever their
+    /// number.
+    Automaton(AhoCorasick, Vec<usize>),
+}
+
+impl TriggerScan {
+    /// Up to this many words, the table scan; its cost grows with words sharing a first byte.
+    const MAX_TABLE_WORDS: usize = 64;
+
+    fn new(words: &[Vec<u8>], owners: Vec<usize>) -> Result<Option<TriggerScan>, RedactError> {
+        if words.len() <= Self::MAX_TABLE_WORDS {
+            let pairs = owners.iter().zip(words).map(|(&o, w)| (o, w.as_slice()));
+            return Ok(WordScan::new(pairs).map(TriggerScan::Words));
+        }
+        Ok(build_ac(words)?.map(|ac| TriggerScan::Automaton(ac, owners)))
+    }
+}
+
 fn build_ac<I, P>(words: I) -> Result<Option<AhoCorasick>, RedactError>
 where
     I: IntoIterator<Item = P>,
@@ -224,9 +247,9 @@ where
     if words.is_empty() {
         return Ok(None);
     }
-    // A DFA: this scan runs over every record, and the words are few. (Lowercasing the text
-    // to search case-sensitively with the SIMD prefilter was measured slower: short words
-    // make it verify too many candidates.)
+    // A DFA: the words are few or the scan runs over every record. (Lowercasing the text to
+    // search case-sensitively with the SIMD prefilter was measured slower: short words make
+    // it verify too many candidates.)
     AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
@@ -263,7 +286,6 @@ impl Inner {
             enabled: false,
             patterns: Vec::new(),
             triggers: None,
-            trigger_owner: Vec::new(),
             always: 0,
             key_triggers: None,
             pem_begin: None,
@@ -325,8 +347,7 @@ impl Redactor {
         Ok(Redactor::from_inner(Inner {
             enabled: true,
             patterns,
-            triggers: build_ac(&words)?,
-            trigger_owner,
+            triggers: TriggerScan::new(&words, trigger_owner)?,
             always,
             key_triggers: build_ac(KEY_TRIGGERS)?,
             pem_begin: Some(build_regex("private-key", PEM_BEGIN)?),
@@ -358,12 +379,16 @@ impl Redactor {
     fn triggered(&self, text: &str) -> u128 {
         let inner = &*self.inner;
         let mut mask = inner.always;
-        if let Some(ac) = &inner.triggers
-            && ac.is_match(text)
-        {
-            for m in ac.find_overlapping_iter(text) {
-                mask |= 1 << inner.trigger_owner[m.pattern().as_usize()];
+        match &inner.triggers {
+            Some(TriggerScan::Words(scan)) => {
+                scan.scan(text.as_bytes(), |owner| mask |= 1 << owner);
             }
+            Some(TriggerScan::Automaton(ac, owners)) if ac.is_match(text) => {
+                for m in ac.find_overlapping_iter(text) {
+                    mask |= 1 << owners[m.pattern().as_usize()];
+                }
+            }
+            _ => {}
         }
         mask
     }
