@@ -114,7 +114,12 @@ pub fn mask_token(token: &[u8], out: &mut Vec<u8>) -> bool {
     let all_alpha = flags & NON_ALPHA == 0;
     // Most tokens are plain words: settle them without trimming or segmenting.
     if all_alpha {
-        let variable = is_word_variable(token);
+        // Letters only: no pod-name suffix (that needs a dash), so only the short checks.
+        let variable = match token.len() {
+            0..=2 => false,
+            3..=5 => is_word_variable(token),
+            _ => is_hex_blob(token),
+        };
         out.extend_from_slice(if variable { WILDCARD } else { token });
         return variable;
     }
@@ -172,6 +177,125 @@ pub fn is_size_unit(token: &[u8]) -> bool {
         [b'B'] => true,
         [p, b'B'] | [p, b'i', b'B'] => b"kKMGTP".contains(p),
         _ => false,
+    }
+}
+
+/// A unit of size or duration (`KB`, `bytes`, `ms`, `sec`, `hours`), wrapping punctuation
+/// allowed (`KB)`, `sec,`). After a number it is part of the value: `3 ms`, `<1 sec`,
+/// `512 bytes (0.5 KB)`.
+pub fn is_unit_word(token: &[u8]) -> bool {
+    // Units are short and start with one of few letters (or are `%`): most words are out
+    // after two comparisons.
+    if token.len() > 10
+        || !matches!(
+            token.iter().find(|b| !is_wrapper(**b)),
+            Some(
+                b'b' | b'B'
+                    | b'k'
+                    | b'K'
+                    | b'm'
+                    | b'M'
+                    | b'g'
+                    | b'G'
+                    | b't'
+                    | b'T'
+                    | b'p'
+                    | b'P'
+                    | b'n'
+                    | b'u'
+                    | b's'
+                    | b'S'
+                    | b'h'
+                    | b'H'
+                    | b'd'
+                    | b'D'
+                    | b'%'
+            )
+        )
+    {
+        return false;
+    }
+    let (_, core, _) = trim_wrappers(token);
+    if is_size_unit(core) {
+        return true;
+    }
+    const UNITS: [&[u8]; 27] = [
+        b"kb", b"byte", b"bytes", b"ns", b"us", b"ms", b"s", b"sec", b"secs", b"second",
+        b"seconds", b"m", b"min", b"mins", b"minute", b"minutes", b"h", b"hr", b"hrs", b"hour",
+        b"hours", b"d", b"day", b"days", b"%", b"msec", b"msecs",
+    ];
+    core.len() <= 7 && UNITS.iter().any(|u| core.eq_ignore_ascii_case(u))
+}
+
+/// A token shape that is nothing but values and punctuation (`<*>`, `<*>:<*>`, `(<*>`,
+/// `[<*>,`): consecutive ones are one value of varying spelling.
+pub fn is_value_shape(shape: &[u8]) -> bool {
+    // A name may lead the value (`node-<*>`, `(dsl-<*>)`, `HTTP/<*>`): still one value.
+    let lead = shape
+        .iter()
+        .take_while(|b| b.is_ascii_punctuation() && !matches!(b, b'<' | b'='))
+        .count();
+    let name = shape[lead..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .count();
+    let shape = if name > 0 {
+        &shape[lead + name..]
+    } else {
+        shape
+    };
+    let mut any = false;
+    let mut i = 0;
+    while i < shape.len() {
+        if shape[i..].starts_with(WILDCARD) {
+            any = true;
+            i += WILDCARD.len();
+        } else if shape[i].is_ascii_punctuation() && shape[i] != b'=' {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    any
+}
+
+/// How a word that varies between otherwise equal messages is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WordClass {
+    /// Lower-case letters only (`root`, `cyrus`, `started`): as often a parameter as not.
+    Lower,
+    /// Capitals only (`RUNNING`, `GET`, `LEADING`): the spelling of enumeration constants.
+    Upper,
+    /// A name by its spelling: capitals in it or a trailing digit (`Started`,
+    /// `onStandStepChanged`, `eth0`). Such words name states, methods and components, so
+    /// they tell events apart.
+    Name,
+    /// Anything else (`chrome.exe`, `ci-runner`, `a_b`): file and host names, identifiers.
+    Other,
+}
+
+/// The [`WordClass`] of a token shape (wrapping punctuation ignored).
+pub fn word_class(shape: &[u8]) -> WordClass {
+    let (_, core, _) = trim_wrappers(shape);
+    if core.is_empty() {
+        return WordClass::Other;
+    }
+    if core.iter().all(u8::is_ascii_lowercase) {
+        return WordClass::Lower;
+    }
+    let letters = core.iter().filter(|b| b.is_ascii_alphabetic()).count();
+    let name_like = core.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && letters > 0
+        && core[0].is_ascii_alphabetic();
+    if name_like && letters >= 2 && !core.iter().any(u8::is_ascii_lowercase) {
+        return WordClass::Upper;
+    }
+    if name_like
+        && (core.iter().any(u8::is_ascii_uppercase) || core[core.len() - 1].is_ascii_digit())
+    {
+        WordClass::Name
+    } else {
+        WordClass::Other
     }
 }
 
@@ -250,7 +374,7 @@ fn mask_segment(seg: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-fn trim_wrappers(token: &[u8]) -> (&[u8], &[u8], &[u8]) {
+pub(crate) fn trim_wrappers(token: &[u8]) -> (&[u8], &[u8], &[u8]) {
     let start = token.iter().take_while(|&&b| is_wrapper(b)).count();
     let rest = &token[start..];
     let end = rest.len() - rest.iter().rev().take_while(|&&b| is_wrapper(b)).count();

@@ -26,11 +26,30 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::mask::{WILDCARD, is_size_unit, mask_token};
+use crate::mask::{
+    WILDCARD, WordClass, is_size_unit, is_unit_word, is_value_shape, mask_token, trim_wrappers,
+    word_class,
+};
 
-/// Distinct values a position must show before it counts as a variable. Two alternatives are
-/// usually two events (`startup`/`shutdown`, `Starting`/`Ending`); identifiers show many more.
+/// Distinct values a lower-case word position must show before it counts as a variable. Two
+/// alternatives are usually two events (`startup`/`shutdown`); parameters show many more.
 pub const VARIANTS: usize = 3;
+
+/// Distinct values needed where the words are names by their spelling ([`WordClass::Name`]:
+/// `RUNNING`/`DONE`, `GET`/`POST`, `Started`/`Paused`): such slots are closed vocabularies that
+/// name different events, so only a vocabulary too large for one is a variable.
+pub const NAME_VARIANTS: usize = 6;
+
+/// Distinct values needed where the words are capitals ([`WordClass::Upper`]: `GET`/`POST`,
+/// `QUEUED`/`RUNNING`), the spelling of enumeration constants; seen once each, too.
+pub const UPPER_VARIANTS: usize = 12;
+
+/// Tokens of one run of values (`512 bytes (0.5 KB)`, `1m 3s`) that keep their shape in the
+/// slot's text; the rest of a longer run is still part of the one variable.
+const MAX_RUN: usize = 8;
+
+/// Word values remembered as seen in variable slots, at most (the set is cleared when full).
+const MAX_PARAMETER_WORDS: usize = 65_536;
 
 /// Tokens of a message that form its template; the rest is one trailing `<*>`.
 pub const MAX_TOKENS: usize = 256;
@@ -72,11 +91,56 @@ fn collect_members(
 /// open through proxy host HTTPS`), and how many values that takes.
 pub const HEAD_CONTEXT: usize = 5;
 /// Distinct values the first word must show.
-pub const HEAD_VARIANTS: usize = 4;
+pub const HEAD_VARIANTS: usize = 5;
 
 /// Distinct values needed where the token is `key=word`: such fields are mostly enumerations
 /// (`state=running`, `method=GET`, `tty=ssh`) whose values name different events.
-pub const FIELD_VARIANTS: usize = 4;
+pub const FIELD_VARIANTS: usize = 5;
+
+/// The miner's decision constants. The defaults were chosen by leave-one-system-out on the
+/// benchmark sets (see BENCHMARKS.md) and are meant to be left alone; they are fields so that
+/// the benchmarks can vary them.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Distinct values that make a lower-case word slot a variable ([`VARIANTS`]).
+    pub variants: usize,
+    /// Distinct values that make a slot of names a variable ([`NAME_VARIANTS`]).
+    pub name_variants: usize,
+    /// Distinct values that make a slot of capitals a variable ([`UPPER_VARIANTS`]).
+    pub upper_variants: usize,
+    /// Distinct values that make a `key=word` slot a variable ([`FIELD_VARIANTS`]).
+    pub field_variants: usize,
+    /// Distinct values that make the first word a variable ([`HEAD_VARIANTS`]).
+    pub head_variants: usize,
+    /// Tokens a message needs before its first word may vary ([`HEAD_CONTEXT`]).
+    pub head_context: usize,
+    /// Distinct values that make a quoted or bracketed token (`"ci-runner"`) a variable.
+    pub quoted_variants: usize,
+    /// Consecutive values (and the units after them) form one slot: `512 bytes (0.5 KB)`.
+    pub value_runs: bool,
+    /// A word already seen in a variable slot of another template is a parameter on sight.
+    pub seen_as_parameter: bool,
+    /// A message keeps at least one of its plain words constant: `[task <*>] Upload finished`
+    /// and `[task <*>] Cache warmed` are different events, not `[task <*>] <*> <*>`.
+    pub keep_prose: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            variants: VARIANTS,
+            name_variants: NAME_VARIANTS,
+            upper_variants: UPPER_VARIANTS,
+            field_variants: FIELD_VARIANTS,
+            head_variants: HEAD_VARIANTS,
+            head_context: HEAD_CONTEXT,
+            quoted_variants: 2,
+            value_runs: true,
+            seen_as_parameter: true,
+            keep_prose: true,
+        }
+    }
+}
 
 /// A template's stable identity: the hash of the skeleton it was created from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +169,8 @@ pub struct MinerConfig {
     /// Tokens of a message that form its template; the rest become one `<*>`
     /// (default [`MAX_TOKENS`]).
     pub max_tokens: usize,
+    /// The decision constants (leave at their defaults).
+    pub tuning: Tuning,
 }
 
 impl Default for MinerConfig {
@@ -113,6 +179,7 @@ impl Default for MinerConfig {
             max_templates: 20_000,
             max_skeletons: 500_000,
             max_tokens: MAX_TOKENS,
+            tuning: Tuning::default(),
         }
     }
 }
@@ -150,6 +217,22 @@ fn in_suffix(b: u8) -> bool {
 impl Frame {
     /// The frame two token shapes share.
     fn of(a: &[u8], b: &[u8]) -> Frame {
+        if a.contains(&b' ') || b.contains(&b' ') {
+            // A run of values (`<*> (<*>)`) is one variable, shown as its first spelling.
+            let shown = if a.windows(3).any(|w| w == WILDCARD) {
+                a
+            } else {
+                b
+            };
+            let last = shown
+                .windows(3)
+                .rposition(|w| w == WILDCARD)
+                .unwrap_or(shown.len());
+            return Frame {
+                prefix: String::from_utf8_lossy(&shown[..last]).into(),
+                suffix: String::from_utf8_lossy(shown.get(last + 3..).unwrap_or_default()).into(),
+            };
+        }
         let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
         let mut p = a[..common]
             .iter()
@@ -254,12 +337,27 @@ impl Template {
     }
 
     /// Whether turning all of `positions` into wildcards is allowed.
-    fn may_generalise_all(&self, positions: &[usize]) -> bool {
+    fn may_generalise_all(&self, positions: &[usize], tuning: &Tuning) -> bool {
         if positions
             .iter()
-            .any(|&p| p == 0 && self.slots.len() < HEAD_CONTEXT)
+            .any(|&p| p == 0 && self.slots.len() < tuning.head_context)
         {
             return false;
+        }
+        if tuning.keep_prose {
+            // The plain words that would stay: none left means the message was all variables
+            // but for its prefix, and the words that differ are what tell the events apart.
+            let prose = |i: usize, s: &Slot| match s {
+                Slot::Exact(s) => !positions.contains(&i) && is_prose_word(s.as_bytes()),
+                Slot::Any(_) => false,
+            };
+            let had = self
+                .slots
+                .iter()
+                .any(|s| matches!(s, Slot::Exact(s) if is_prose_word(s.as_bytes())));
+            if had && !self.slots.iter().enumerate().any(|(i, s)| prose(i, s)) {
+                return false;
+            }
         }
         let exact = self
             .slots
@@ -339,6 +437,8 @@ pub struct TemplateMiner {
     skeletons: FxHashMap<u64, (u32, TemplateId)>,
     clock: u64,
     evicted: u64,
+    /// Hashes of plain words seen as values of variable slots (bounded).
+    parameter_words: rustc_hash::FxHashSet<u64>,
     // Scratch, reused for every message.
     shapes: Vec<u8>,
     spans: Vec<(u32, u32)>,
@@ -368,6 +468,7 @@ impl TemplateMiner {
             skeletons: FxHashMap::default(),
             clock: 0,
             evicted: 0,
+            parameter_words: rustc_hash::FxHashSet::default(),
             shapes: Vec::with_capacity(1024),
             spans: Vec::with_capacity(64),
             masked: Vec::with_capacity(64),
@@ -448,25 +549,58 @@ impl TemplateMiner {
         self.shapes.clear();
         self.spans.clear();
         self.masked.clear();
-        let mut after_number = false;
-        let mut tokens = message
+        let cap = self.config.max_tokens.max(1);
+        let runs = self.config.tuning.value_runs;
+        // Tokens in the value run that the last slot holds (0: the last slot is no value).
+        let mut run = 0usize;
+        let mut overflow = false;
+        let tokens = message
             .split(|b| b.is_ascii_whitespace())
             .filter(|t| !t.is_empty());
-        for token in tokens.by_ref().take(self.config.max_tokens.max(1)) {
-            let start = self.shapes.len() as u32;
-            let masked = if after_number && is_size_unit(token) {
-                self.shapes.extend_from_slice(WILDCARD);
-                true
-            } else {
-                mask_token(token, &mut self.shapes)
-            };
-            after_number = &self.shapes[start as usize..] == WILDCARD;
-            self.spans.push((start, self.shapes.len() as u32));
+        for token in tokens {
+            let start = self.shapes.len();
+            let masked = mask_token(token, &mut self.shapes);
+            // Only a masked token can be a value (most tokens are plain words: no scan).
+            let value = runs && masked && is_value_shape(&self.shapes[start..]);
+            // An empty value (`()`, `-`) or a unit after a value is part of it:
+            // `from 10.0.0.1 ()`, `3 ms`.
+            if run > 0 && (value || (!masked && (is_empty_value(token) || is_unit_word(token)))) {
+                // One value of varying spelling: `512 bytes (0.5 KB)`, `<1 sec`, `1m 3s`. It
+                // extends the last slot; past MAX_RUN tokens its shape is not written out.
+                if is_size_unit(token) {
+                    // `12.3 KB`: the unit of a size is part of its value.
+                    let (_, _, trail) = trim_wrappers(token);
+                    self.shapes.truncate(start);
+                    self.shapes.extend_from_slice(WILDCARD);
+                    self.shapes.extend_from_slice(trail);
+                }
+                if run < MAX_RUN {
+                    self.shapes[start - 1] = b' ';
+                    if let Some(last) = self.spans.last_mut() {
+                        last.1 = self.shapes.len() as u32;
+                    }
+                    self.shapes.push(0x1f);
+                } else {
+                    self.shapes.truncate(start);
+                }
+                if let Some(last) = self.masked.last_mut() {
+                    *last = true;
+                }
+                run += 1;
+                continue;
+            }
+            if self.spans.len() == cap {
+                self.shapes.truncate(start);
+                overflow = true;
+                break;
+            }
+            self.spans.push((start as u32, self.shapes.len() as u32));
             self.masked.push(masked);
             // A separator that cannot occur in text keeps "a b" and "ab" apart.
             self.shapes.push(0x1f);
+            run = usize::from(value);
         }
-        if tokens.next().is_some() {
+        if overflow {
             // Past the cap, the rest of the message (not even masked) is one variable.
             let start = self.shapes.len() as u32;
             self.shapes.extend_from_slice(WILDCARD);
@@ -501,10 +635,17 @@ impl TemplateMiner {
         let mut generalised = false;
         if fit.is_none() {
             for &index in &candidates {
+                // A candidate folded into another earlier in this loop is out of service.
+                if !self.templates[index as usize].live {
+                    continue;
+                }
                 let Some(diff) = self.differing(&self.templates[index as usize], 2) else {
                     continue;
                 };
-                if diff.is_empty() || !self.templates[index as usize].may_generalise_all(&diff) {
+                let tuning = self.config.tuning;
+                if diff.is_empty()
+                    || !self.templates[index as usize].may_generalise_all(&diff, &tuning)
+                {
                     continue;
                 }
                 let mut newly_variable = Vec::new();
@@ -513,15 +654,21 @@ impl TemplateMiner {
                     let token = &self.shapes[a as usize..b as usize];
                     let value = xxh3_64(token);
                     let t = &mut self.templates[index as usize];
-                    // Two spellings of one kind of value (`rdd_<*>`, `broadcast_<*>`) need no
-                    // further evidence; words do.
-                    let needed = match &t.slots[pos] {
-                        Slot::Exact(s) if same_kind_of_value(s.as_bytes(), token) => 2,
-                        Slot::Exact(s) if s.contains('=') => FIELD_VARIANTS,
-                        _ if pos == 0 => HEAD_VARIANTS,
-                        _ => VARIANTS,
+                    let (needed, names) = match &t.slots[pos] {
+                        Slot::Exact(s) => variants_needed(
+                            s.as_bytes(),
+                            token,
+                            pos,
+                            &tuning,
+                            &self.parameter_words,
+                        ),
+                        Slot::Any(_) => (usize::MAX, false),
                     };
-                    if t.record_variant(pos, value, needed) {
+                    // Names become a variable only when most of them were seen once: a closed
+                    // vocabulary (`GET`, `POST`, ...) repeats its words, parameters do not.
+                    if t.record_variant(pos, value, needed)
+                        && (!names || self.values_are_rare(index, pos, &candidates))
+                    {
                         newly_variable.push(pos);
                     }
                 }
@@ -533,7 +680,17 @@ impl TemplateMiner {
                     let (a, b) = self.spans[pos];
                     let token = &self.shapes[a as usize..b as usize];
                     let frame = match &t.slots[pos] {
-                        Slot::Exact(s) => Frame::of(s.as_bytes(), token),
+                        Slot::Exact(s) => {
+                            if is_plain_word(s.as_bytes()) {
+                                // The values of a word slot are parameters wherever they occur.
+                                if let Some((_, seen)) =
+                                    t.variants.iter().find(|(p, _)| *p as usize == pos)
+                                {
+                                    remember_words(&mut self.parameter_words, seen);
+                                }
+                            }
+                            Frame::of(s.as_bytes(), token)
+                        }
                         Slot::Any(f) => f.clone(),
                     };
                     t.slots[pos] = Slot::Any(frame);
@@ -557,6 +714,14 @@ impl TemplateMiner {
                 let tokens: Vec<String> = (0..n)
                     .map(|i| String::from_utf8_lossy(self.token(i)).into_owned())
                     .collect();
+                let words: Vec<u64> = self.templates[index as usize]
+                    .slots
+                    .iter()
+                    .zip(&tokens)
+                    .filter(|(s, tok)| matches!(s, Slot::Any(_)) && is_plain_word(tok.as_bytes()))
+                    .map(|(_, tok)| xxh3_64(tok.as_bytes()))
+                    .collect();
+                remember_words(&mut self.parameter_words, &words);
                 let t = &mut self.templates[index as usize];
                 if t.narrow_frames(tokens.into_iter()) {
                     t.generation += 1;
@@ -582,16 +747,48 @@ impl TemplateMiner {
         assignment
     }
 
+    /// Whether the values seen at `pos` of template `index` are mostly seen once: counted over
+    /// the template, its siblings that differ from it only there, and the current message.
+    fn values_are_rare(&self, index: u32, pos: usize, candidates: &[u32]) -> bool {
+        let t = &self.templates[index as usize];
+        let mut values = 2; // the template's own value and the message's (new, so seen once)
+        let mut once = 1 + usize::from(t.count <= 1);
+        for &c in candidates {
+            let Some(o) = self.templates.get(c as usize) else {
+                continue;
+            };
+            if c == index || !o.live || o.slots.len() != t.slots.len() {
+                continue;
+            }
+            let sibling = matches!(o.slots.get(pos), Some(Slot::Exact(_)))
+                && o.slots
+                    .iter()
+                    .zip(&t.slots)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == pos || a == b);
+            if sibling {
+                values += 1;
+                once += usize::from(o.count <= 1);
+            }
+        }
+        once * 2 >= values
+    }
+
     /// Positions where the current message disagrees with a constant slot of `t`, or `None`
-    /// when there are more than `max` of them.
+    /// when more than `max` of them are words (two spellings of a value do not count: they
+    /// are one variable on sight).
     fn differing(&self, t: &Template, max: usize) -> Option<Vec<usize>> {
         let mut out = Vec::new();
+        let mut words = 0;
         for (i, slot) in t.slots.iter().enumerate() {
             if let Slot::Exact(s) = slot
                 && s.as_bytes() != self.token(i)
             {
-                if out.len() == max {
-                    return None;
+                if !is_value_run(s.as_bytes()) || !is_value_run(self.token(i)) {
+                    if words == max {
+                        return None;
+                    }
+                    words += 1;
                 }
                 out.push(i);
             }
@@ -851,12 +1048,30 @@ impl TemplateMiner {
                         },
                     })
                     .collect(),
+                variants: t
+                    .variants
+                    .iter()
+                    .map(|(position, values)| SavedVariants {
+                        position: *position,
+                        values: values.clone(),
+                    })
+                    .collect(),
             })
             .collect();
         templates.sort_by(|a, b| a.id.cmp(&b.id));
         MinerState {
             version: 1,
             templates,
+            aliases: self
+                .aliases
+                .iter()
+                .map(|(from, to)| (from.to_string(), to.to_string()))
+                .collect(),
+            parameter_words: {
+                let mut words: Vec<u64> = self.parameter_words.iter().copied().collect();
+                words.sort_unstable();
+                words
+            },
         }
     }
 
@@ -865,6 +1080,20 @@ impl TemplateMiner {
         if state.version != 1 {
             return Err(MinerStateError::Version(state.version));
         }
+        for (from, to) in state.aliases.iter().take(self.config.max_skeletons) {
+            let parse = |s: &String| {
+                s.parse::<TemplateId>()
+                    .map_err(|_| MinerStateError::BadId(s.clone()))
+            };
+            self.aliases.insert(parse(from)?, parse(to)?);
+        }
+        let words: Vec<u64> = state
+            .parameter_words
+            .iter()
+            .copied()
+            .take(MAX_PARAMETER_WORDS)
+            .collect();
+        remember_words(&mut self.parameter_words, &words);
         for saved in state.templates {
             let id = saved
                 .id
@@ -893,6 +1122,17 @@ impl TemplateMiner {
                 keys: [0; INDEXED],
                 referenced: false,
             };
+            // The evidence gathered so far, for constant positions only, bounded as the miner
+            // bounds it (a position generalises once it has a few values).
+            for v in saved.variants.into_iter().take(t.slots.len()) {
+                if matches!(t.slots.get(v.position as usize), Some(Slot::Exact(_)))
+                    && !t.variants.iter().any(|(p, _)| *p == v.position)
+                {
+                    let mut values = v.values;
+                    values.truncate(MAX_SAVED_VARIANTS);
+                    t.variants.push((v.position, values));
+                }
+            }
             t.render();
             let index = self.templates.len() as u32;
             self.by_id.insert(id, index);
@@ -903,6 +1143,109 @@ impl TemplateMiner {
         }
         Ok(())
     }
+}
+
+/// Distinct values a slot of constant shape `own` needs before it is a variable, now that a
+/// message otherwise like its template has `other` there: the evidence is the spelling of the
+/// values, where the slot is, and whether the words were seen as parameters elsewhere.
+fn variants_needed(
+    own: &[u8],
+    other: &[u8],
+    pos: usize,
+    tuning: &Tuning,
+    parameter_words: &rustc_hash::FxHashSet<u64>,
+) -> (usize, bool) {
+    // Two spellings of one kind of value (`rdd_<*>`, `<*>:<*>`, `<1 sec`) need no further
+    // evidence.
+    if same_kind_of_value(own, other) || (is_value_run(own) && is_value_run(other)) {
+        return (2, false);
+    }
+    if is_quoted(own) && is_quoted(other) {
+        return (tuning.quoted_variants, false);
+    }
+    if own.contains(&b'=') {
+        return (tuning.field_variants, false);
+    }
+    if tuning.seen_as_parameter
+        && is_plain_word(own)
+        && is_plain_word(other)
+        && (parameter_words.contains(&xxh3_64(own)) || parameter_words.contains(&xxh3_64(other)))
+    {
+        return (2, false);
+    }
+    let (a, b) = (word_class(own), word_class(other));
+    let names = matches!(a, WordClass::Name | WordClass::Upper)
+        && matches!(b, WordClass::Name | WordClass::Upper);
+    let by_spelling = if a == WordClass::Upper && b == WordClass::Upper {
+        tuning.upper_variants
+    } else if names {
+        tuning.name_variants
+    } else {
+        tuning.variants
+    };
+    if pos == 0 {
+        (by_spelling.max(tuning.head_variants), names)
+    } else {
+        (by_spelling, names)
+    }
+}
+
+/// The spellings of no value: `-`, `()`, `[]`, `{}`, `""`, `''` (a trailing `,` or `;` aside).
+fn is_empty_value(token: &[u8]) -> bool {
+    let token = token
+        .strip_suffix(b",")
+        .or_else(|| token.strip_suffix(b";"))
+        .unwrap_or(token);
+    matches!(token, b"-" | b"()" | b"[]" | b"{}" | b"\"\"" | b"''")
+}
+
+/// Adds word hashes to the bounded set of words seen as parameters.
+fn remember_words(set: &mut rustc_hash::FxHashSet<u64>, words: &[u64]) {
+    if set.len() + words.len() > MAX_PARAMETER_WORDS {
+        set.clear();
+    }
+    set.extend(words.iter().copied());
+}
+
+/// A token of letters only, perhaps with punctuation around it (`root`, `Started,`).
+fn is_plain_word(shape: &[u8]) -> bool {
+    let (_, core, _) = trim_wrappers(shape);
+    !core.is_empty() && core.iter().all(u8::is_ascii_alphabetic)
+}
+
+/// A word of running text: letters, perhaps ending in punctuation (`finished`, `later.`),
+/// not a prefix such as `[task`.
+fn is_prose_word(shape: &[u8]) -> bool {
+    let letters = shape.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    letters > 0
+        && shape[letters..]
+            .iter()
+            .all(|b| matches!(b, b'.' | b',' | b';' | b':' | b'!' | b'?'))
+}
+
+/// A token wholly inside quotes or brackets (`"ci-runner"`, `'x'`, `[worker]`), trailing
+/// `,;.:` aside.
+fn is_quoted(shape: &[u8]) -> bool {
+    let end = shape.len()
+        - shape
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b',' | b';' | b'.' | b':'))
+            .count();
+    let s = &shape[..end];
+    s.len() >= 3
+        && matches!(
+            (s[0], s[s.len() - 1]),
+            (b'"', b'"') | (b'\'', b'\'') | (b'[', b']') | (b'<', b'>') | (b'`', b'`')
+        )
+        && s != b"<*>"
+}
+
+/// A slot holding a run of values, units included (`<*> bytes (<*> KB)`, `<<*> sec`).
+fn is_value_run(shape: &[u8]) -> bool {
+    let mut pieces = shape.split(|&b| b == b' ');
+    pieces.next().is_some_and(is_value_shape)
+        && pieces.all(|p| is_value_shape(p) || is_unit_word(p) || is_empty_value(p))
 }
 
 /// Whether two masked shapes are two spellings of one kind of value: both value-like after
@@ -967,6 +1310,13 @@ pub struct MinerState {
     pub version: u32,
     /// The templates, each with its id, count and slots (`null` for a wildcard position).
     pub templates: Vec<SavedTemplate>,
+    /// Ids of templates folded into others, and the id each now resolves to: events already
+    /// emitted with the old id stay resolvable after a restart.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aliases: std::collections::BTreeMap<String, String>,
+    /// Hashes (XXH3-64) of words seen in variable slots: parameters wherever they appear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameter_words: Vec<u64>,
 }
 
 /// One saved template.
@@ -978,7 +1328,23 @@ pub struct SavedTemplate {
     pub count: u64,
     /// Token shapes, or the frame of a variable.
     pub slots: Vec<SavedSlot>,
+    /// Hashes of the values seen at constant positions where otherwise equal messages
+    /// differed: the evidence towards making them variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<SavedVariants>,
 }
+
+/// The values seen at one constant position of a saved template.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedVariants {
+    /// The position (0-based token slot).
+    pub position: u32,
+    /// Hashes (XXH3-64) of the distinct values.
+    pub values: Vec<u64>,
+}
+
+/// Values kept per position when a state is restored: more than any threshold needs.
+const MAX_SAVED_VARIANTS: usize = 64;
 
 /// One saved template position.
 #[derive(Debug, Serialize, Deserialize)]
@@ -1055,7 +1421,13 @@ mod tests {
 
     #[test]
     fn first_word_generalises_only_with_context() {
-        let programs = ["chrome.exe", "Dropbox.exe", "QQ.exe", "svchost.exe"];
+        let programs = [
+            "chrome.exe",
+            "Dropbox.exe",
+            "QQ.exe",
+            "svchost.exe",
+            "git.exe",
+        ];
         let long: Vec<String> = programs
             .iter()
             .map(|p| {
@@ -1068,7 +1440,7 @@ mod tests {
         let (m, a) = mine(&long);
         assert_eq!(
             m.resolve(a[0].id).map(Template::id),
-            m.resolve(a[3].id).map(Template::id)
+            m.resolve(a[4].id).map(Template::id)
         );
         let short = [
             "boot (command 1)",
@@ -1078,6 +1450,202 @@ mod tests {
         ];
         let (_, a) = mine(&short);
         assert_ne!(a[0].id, a[3].id, "three tokens are too little context");
+    }
+
+    /// Whether all of `lines` end in one template.
+    fn one_template(lines: &[&str]) -> bool {
+        let (m, a) = mine(lines);
+        let ids: Vec<_> = a
+            .iter()
+            .map(|a| m.resolve(a.id).map(Template::id))
+            .collect();
+        ids.iter().all(|id| *id == ids[0])
+    }
+
+    /// How many templates `lines` end in.
+    fn distinct_templates(lines: &[&str]) -> usize {
+        let (m, a) = mine(lines);
+        let mut ids: Vec<_> = a
+            .iter()
+            .map(|a| m.resolve(a.id).map(Template::id))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    }
+
+    /// Whether every line of `lines` ends in a template of its own.
+    fn all_apart(lines: &[&str]) -> bool {
+        distinct_templates(lines) == lines.len()
+    }
+
+    #[test]
+    fn closed_vocabularies_stay_apart() {
+        assert!(all_apart(&[
+            "job 12 entered QUEUED",
+            "job 13 entered RUNNING",
+            "job 14 entered DONE",
+            "job 15 entered FAILED",
+            "job 16 entered CANCELLED",
+            "job 17 entered RETRYING",
+        ]));
+        assert!(all_apart(&[
+            "job 12 entered queued state",
+            "job 13 entered running state",
+        ]));
+        assert!(all_apart(&[
+            "\"PUT /v1/a\" 200",
+            "\"HEAD /v1/a\" 200",
+            "\"PATCH /v1/a\" 200",
+            "\"GET /v1/a\" 200",
+        ]));
+        assert!(all_apart(&[
+            "task_1 Task Transitioned from NEW to SCHEDULED",
+            "task_2 Task Transitioned from SCHEDULED to RUNNING",
+            "task_3 Task Transitioned from RUNNING to SUCCEEDED",
+            "task_4 Task Transitioned from RUNNING to FAILED",
+        ]));
+        assert!(all_apart(&[
+            "[instance: 9f0c] VM Started (Lifecycle Event)",
+            "[instance: 9f0d] VM Stopped (Lifecycle Event)",
+            "[instance: 9f0e] VM Paused (Lifecycle Event)",
+            "[instance: 9f0f] VM Resumed (Lifecycle Event)",
+        ]));
+        // Component names with a digit (`alt0`, `ee0`) are names too.
+        assert!(all_apart(&[
+            "Component State Change: Component alt0 is in the unavailable state",
+            "Component State Change: Component ee0 is in the unavailable state",
+            "Component State Change: Component scip0 is in the unavailable state",
+            "Component State Change: Component psu1 is in the unavailable state",
+        ]));
+    }
+
+    #[test]
+    fn a_closed_vocabulary_repeats_its_words() {
+        // Many methods, each seen often: still a closed vocabulary.
+        let methods = [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "TRACE",
+        ];
+        let mut lines = Vec::new();
+        for round in 0..5 {
+            for m in methods {
+                lines.push(format!("10.0.0.{round} \"{m} /api/{round} HTTP/1.1\" 200"));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), methods.len());
+    }
+
+    #[test]
+    fn rare_names_are_parameters() {
+        // Capitalised names, each seen once and many of them: an open vocabulary.
+        let hosts = [
+            "Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel",
+        ];
+        let lines: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("backup finished on host {h} without errors"))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (m, a) = mine(&lines);
+        let last = m.resolve(a[7].id).map(Template::text);
+        assert_eq!(last, Some("backup finished on host <*> without errors"));
+    }
+
+    #[test]
+    fn lower_case_parameters_merge() {
+        assert!(one_template(&[
+            "session opened for user alice by (uid=0)",
+            "session opened for user bob by (uid=0)",
+            "session opened for user carol by (uid=0)",
+            "session opened for user dave by (uid=0)",
+        ]));
+    }
+
+    #[test]
+    fn words_seen_as_parameters_are_parameters_elsewhere() {
+        let (m, a) = mine(&[
+            "Accepted publickey for alice from 10.0.0.1",
+            "Accepted publickey for bob from 10.0.0.1",
+            "Accepted publickey for carol from 10.0.0.1",
+            // `alice` and `bob` were values of a variable: two are enough here.
+            "disconnected user alice",
+            "disconnected user bob",
+        ]);
+        assert_eq!(
+            m.resolve(a[3].id).map(Template::id),
+            m.resolve(a[4].id).map(Template::id)
+        );
+    }
+
+    #[test]
+    fn short_messages_behind_a_prefix_stay_apart() {
+        assert!(all_apart(&[
+            "[task 1] Upload finished",
+            "[task 2] Cache warmed",
+            "[task 3] Retrying later",
+            "[task 4] lease renewed",
+            "[task 5] queue drained",
+            "[task 6] checkpoint written",
+        ]));
+    }
+
+    #[test]
+    fn values_of_varying_length_are_one_variable() {
+        assert!(one_template(&[
+            "copied 512 bytes (0.5 KB) in 3 ms",
+            "copied 12 bytes in 1 ms",
+            "copied 2048 bytes (2.00 KB) in 9 ms",
+        ]));
+        assert!(one_template(&[
+            "request done, elapsed <1 sec",
+            "request done, elapsed 00:01:02",
+            "request done, elapsed 00:07",
+        ]));
+        assert!(one_template(&[
+            "compaction took 1.2s",
+            "compaction took 1m 3s",
+            "compaction took 45s",
+        ]));
+        assert!(one_template(&[
+            "listening on ports [8080, 8443, 9090]",
+            "listening on ports [8080]",
+            "listening on ports [80, 443]",
+        ]));
+        assert!(one_template(&[
+            "chrome.exe - example.com:443 close, 1170 bytes (1.14 KB) sent, 8218 bytes (8.02 KB) received, lifetime 00:01",
+            "chrome.exe - example.com:443 close, 0 bytes sent, 0 bytes received, lifetime <1 sec",
+            "chrome.exe - example.com:443 close, 403 bytes sent, 12 bytes received, lifetime 02:12:43",
+        ]));
+        // A template keeps its first spelling on display, and its units.
+        let (m, a) = mine(&["backup took 3 ms", "backup took 12 ms"]);
+        assert_eq!(
+            m.resolve(a[1].id).map(Template::text),
+            Some("backup took <*> ms")
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_parameters() {
+        assert!(one_template(&[
+            "node renamed to \"build-7f3a.local\"",
+            "node renamed to \"ci-runner\"",
+        ]));
+        assert!(one_template(&[
+            "applying label 'tier'",
+            "applying label 'team'"
+        ]));
+    }
+
+    #[test]
+    fn long_value_runs_are_bounded() {
+        let numbers: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+        let mut m = TemplateMiner::default();
+        let a = m.add(&format!("values {}", numbers.join(" ")));
+        let b = m.add(&format!("values {}", numbers[..5000].join(" ")));
+        assert_eq!(a.id, b.id, "a long list is one variable");
+        assert!(m.shapes.len() < 64, "{}", m.shapes.len());
+        assert_eq!(m.template(a.index).map(Template::len), Some(2));
     }
 
     #[test]
@@ -1170,9 +1738,11 @@ mod tests {
                     let x = a.add(line);
                     let y = b.add(line);
                     prop_assert_eq!(x.id, y.id, "same input, same ids");
-                    let t = a.template(x.index).map(|t| t.len());
+                    let t = a.template(x.index).map(|t| t.len()).unwrap_or(usize::MAX);
                     let tokens = line.split_ascii_whitespace().count();
-                    prop_assert_eq!(t, Some(tokens.min(MAX_TOKENS + 1)));
+                    // Runs of values share a slot, so a template may be shorter.
+                    prop_assert!(t <= tokens.min(MAX_TOKENS + 1));
+                    prop_assert_eq!(t == 0, tokens == 0);
                 }
                 // A message seen again lands where its first assignment resolves to now.
                 let firsts: Vec<TemplateId> = lines.iter().map(|l| b.add(l).id).collect();

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Writes the miner's own labelled corpus (crates/logs/tests/corpus/labelled.tsv).
+
+Realistic lines of common software, written for this project (not taken from any benchmark
+set), each with the id of the event it belongs to: `EVENT<TAB>message`. Every event exercises
+one of the patterns template mining must get right on systems it has never seen: closed
+vocabularies (states, methods) that must stay apart, parameters that must merge, values of
+varying length (sizes with an optional unit in parentheses, durations in several spellings,
+lists), quoted values, and short messages behind a shared prefix. Deterministic (seeded).
+"""
+import random
+import sys
+
+rnd = random.Random(7)
+H = "0123456789abcdef"
+
+
+def hexid(n):
+    return "".join(rnd.choice(H) for _ in range(n))
+
+
+def ip():
+    return f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"
+
+
+def uuid():
+    return f"{hexid(8)}-{hexid(4)}-{hexid(4)}-{hexid(4)}-{hexid(12)}"
+
+
+def size():
+    b = rnd.choice([0, 12, 512, 1170, 8218, 65536, 1048576, 734003])
+    if b >= 1024 and rnd.random() < 0.7:
+        unit = "KB" if b < 1048576 else "MB"
+        div = 1024 if unit == "KB" else 1048576
+        return f"{b} bytes ({b / div:.2f} {unit})"
+    return f"{b} bytes"
+
+
+def duration():
+    return rnd.choice([
+        "<1 sec", f"00:{rnd.randint(0, 59):02d}", f"{rnd.randint(0, 3):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}",
+        f"{rnd.randint(1, 59)} sec", f"{rnd.randint(1, 9)}m {rnd.randint(1, 59)}s", f"{rnd.uniform(0.1, 9):.1f}s",
+    ])
+
+
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+         "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter"]
+PATHS = ["/v1/orders", "/v1/users", "/healthz", "/api/v2/items", "/metrics", "/login"]
+JOB_STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
+PODS = ["web", "api", "worker", "cache", "ingest"]
+TABLES = ["orders", "users", "sessions", "payments", "events", "audit_log"]
+UNITS = ["nginx.service", "sshd.service", "docker.service", "cron.service", "postgresql.service"]
+
+
+def pod():
+    return f"{rnd.choice(PODS)}-{''.join(rnd.choice('bcdfghjklmnpqrstvwxz2456789') for _ in range(9))}-{''.join(rnd.choice('bcdfghjklmnpqrstvwxz2456789') for _ in range(5))}"
+
+
+def events():
+    """(weight, event id, generator) for every event of the corpus."""
+    ev = []
+    # Web server access lines: the method names the event.
+    for m in ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]:
+        ev.append((6 if m in ("GET", "POST") else 2, f"http-{m}",
+                   lambda m=m: f'{ip()} - - "{m} {rnd.choice(PATHS)}/{rnd.randint(1, 999)} HTTP/1.1" {rnd.choice([200, 201, 204, 404, 500])} {rnd.randint(0, 9000)} {rnd.uniform(0, 2):.3f}'))
+    # A job scheduler: the state names the event (one word, all capitals).
+    for s in JOB_STATES:
+        ev.append((3, f"job-{s}", lambda s=s: f"job {rnd.randint(1, 99999)} entered {s}"))
+    # State transitions in a JVM service: two co-varying state words.
+    for a, b in [("NEW", "SCHEDULED"), ("SCHEDULED", "RUNNING"), ("RUNNING", "SUCCEEDED"), ("RUNNING", "FAILED"), ("RUNNING", "KILLED")]:
+        ev.append((3, f"transition-{a}-{b}", lambda a=a, b=b: f"task_{rnd.randint(1000, 9999)}_{rnd.randint(0, 99):04d} Task Transitioned from {a} to {b}"))
+    # Lifecycle events behind a bracketed instance prefix: capitalised verbs stay apart.
+    for v in ["Started", "Stopped", "Paused", "Resumed"]:
+        ev.append((2, f"vm-{v}", lambda v=v: f"[instance: {uuid()}] VM {v} (Lifecycle Event)"))
+    # Short messages behind a shared prefix: all differing words, different events.
+    for i, msg in enumerate(["Upload finished", "Cache warmed", "Retrying later", "Lease renewed", "checkpoint written", "queue drained"]):
+        ev.append((2, f"task-{i}", lambda msg=msg: f"[task {rnd.randint(1, 500)}] {msg}"))
+    # A proxy: sizes with an optional unit in parentheses and durations in many spellings.
+    ev.append((8, "proxy-close", lambda: f"{rnd.choice(['chrome.exe', 'firefox.exe', 'curl', 'Teams.exe', 'git-remote-https'])} - {rnd.choice(['api.example.com', 'cdn.example.net', ip()])}:{rnd.choice([443, 80, 8443])} close, {size()} sent, {size()} received, lifetime {duration()}"))
+    ev.append((3, "proxy-open", lambda: f"{rnd.choice(['chrome.exe', 'firefox.exe', 'curl', 'Teams.exe', 'svchost.exe', 'java'])} - {rnd.choice(['api.example.com', 'cdn.example.net'])}:{rnd.choice([443, 80])} open through proxy proxy.corp.example.com:3128 HTTPS"))
+    ev.append((3, "copy", lambda: f"copied {size()} in {rnd.randint(1, 900)} ms"))
+    ev.append((3, "took", lambda: f"backup of {rnd.choice(TABLES)} took {duration()}"))
+    # Quoted values: the quoted part is a parameter.
+    ev.append((3, "rename", lambda: f'node renamed to "{rnd.choice(["build-7f3a.local", "ci-runner", "edge", "db-primary", "gw"])}"'))
+    ev.append((3, "label", lambda: f"applying label '{rnd.choice(['tier', 'team', 'env', 'zone'])}' to {pod()}"))
+    # Lists of values of varying length.
+    ev.append((3, "ports", lambda: "listening on ports [" + ", ".join(str(rnd.randint(1024, 65535)) for _ in range(rnd.randint(1, 4))) + "]"))
+    # Parameters that are plain words: many distinct, each rare.
+    ev.append((5, "ssh-accepted", lambda: f"Accepted publickey for {rnd.choice(USERS)} from {ip()} port {rnd.randint(1024, 65535)} ssh2"))
+    ev.append((4, "ssh-invalid", lambda: f"Invalid user {rnd.choice(USERS)} from {ip()} port {rnd.randint(1024, 65535)}"))
+    ev.append((4, "pam-open", lambda: f"pam_unix(sshd:session): session opened for user {rnd.choice(USERS)} by (uid=0)"))
+    ev.append((3, "pg-table", lambda: f'automatic vacuum of table "app.public.{rnd.choice(TABLES)}": index scans: {rnd.randint(0, 3)}'))
+    ev.append((3, "pg-slow", lambda: f"duration: {rnd.uniform(100, 5000):.3f} ms  statement: SELECT * FROM {rnd.choice(TABLES)} WHERE id = {rnd.randint(1, 10**6)}"))
+    # Database states and systemd units: closed vocabularies in lower case are two events when
+    # they differ in the verb.
+    for verb in ["Started", "Stopped", "Reloaded"]:
+        ev.append((3, f"systemd-{verb}", lambda verb=verb: f"{verb} {rnd.choice(UNITS)}."))
+    ev.append((3, "systemd-fail", lambda: f"{rnd.choice(UNITS)}: Main process exited, code=exited, status={rnd.randint(1, 3)}/FAILURE"))
+    # Kubernetes components.
+    # A `key=value` enumeration: readiness and liveness failures are different events.
+    for probe in ["Readiness", "Liveness"]:
+        ev.append((2, f"kubelet-probe-{probe}", lambda probe=probe: f'Probe failed probeType="{probe}" pod="default/{pod()}" output="HTTP probe failed with statuscode: {rnd.choice([500, 503])}"'))
+    ev.append((3, "kubelet-sync", lambda: f'"SyncLoop (PLEG): event for pod" pod="default/{pod()}" event={{"ID":"{uuid()}","Type":"ContainerStarted"}}'))
+    ev.append((3, "sched", lambda: f'"Successfully bound pod to node" pod="default/{pod()}" node="node-{rnd.randint(1, 40)}" evaluatedNodes={rnd.randint(1, 40)} feasibleNodes={rnd.randint(1, 40)}'))
+    # JVM service lines with camelCase method names: each method is its own event.
+    for meth in ["onStandStepChanged", "onScreenOff", "flushSensorData", "getTodayTotalSteps"]:
+        ev.append((3, f"jvm-{meth}", lambda meth=meth: f"{meth} {rnd.randint(0, 100000)}"))
+    ev.append((3, "gc", lambda: f"[GC (Allocation Failure) {rnd.randint(1000, 90000)}K->{rnd.randint(100, 9000)}K({rnd.randint(90000, 500000)}K), {rnd.uniform(0, 1):.7f} secs]"))
+    ev.append((3, "hikari", lambda: f"HikariPool-{rnd.randint(1, 3)} - Connection is not available, request timed out after {rnd.randint(1000, 60000)}ms."))
+    return ev
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "crates/logs/tests/corpus/labelled.tsv"
+    ev = events()
+    weights = [w for w, _, _ in ev]
+    lines = []
+    # Every event appears early at least once, then the mix follows the weights.
+    for _, eid, gen in ev:
+        lines.append((eid, gen()))
+    for _ in range(900):
+        _, eid, gen = rnd.choices(ev, weights)[0]
+        lines.append((eid, gen()))
+    rnd.shuffle(lines)
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("# event\tmessage (generated by scripts/gen_corpus.py)\n")
+        for eid, msg in lines:
+            f.write(f"{eid}\t{msg}\n")
+
+
+if __name__ == "__main__":
+    main()
