@@ -151,22 +151,58 @@ print(n / (time.perf_counter() - start))
 """
 
 
-def drain3_throughput(mix):
-    try:
-        import drain3  # noqa: F401
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "drain3"], check=False)
+def drain3_python(work):
+    """A Python with Drain3, in a venv of its own under target/ (never the system's)."""
+    venv = os.path.join(work, "drain3-venv")
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    if subprocess.run([py, "-c", "import drain3"], capture_output=True).returncode != 0:
+        subprocess.run([py, "-m", "pip", "install", "-q", "drain3==0.9.11"], check=False)
+    return py
+
+
+def drain3_throughput(mix, work):
+    py = drain3_python(work)
     with tempfile.TemporaryDirectory() as d:
         ini = os.path.join(d, "drain3.ini")
         drv = os.path.join(d, "drive.py")
         open(ini, "w").write(DRAIN3_EXAMPLE_CONFIG)
         open(drv, "w").write(DRAIN3_DRIVER)
-        out = subprocess.run([sys.executable, drv, ini, mix], capture_output=True, text=True)
+        out = subprocess.run([py, drv, ini, mix], capture_output=True, text=True)
         try:
             return float(out.stdout.strip())
         except ValueError:
             print(out.stderr, file=sys.stderr)
             return None
+
+
+def adversarial(opsloop, work):
+    """Inputs made to defeat the miner: nearly every line a new template (the template cap
+    evicts all the time), and very long lines of one-letter words."""
+    rnd = random.Random(9)
+    vocab = ["".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(3, 9)))
+             for _ in range(5000)]
+    new_each_line = os.path.join(work, "adversarial-new-templates.log")
+    with open(new_each_line, "w", encoding="utf-8") as f:
+        for _ in range(100_000):
+            f.write(" ".join(rnd.choice(vocab) for _ in range(5)) + "\n")
+    long_lines = os.path.join(work, "adversarial-long-lines.log")
+    with open(long_lines, "w", encoding="utf-8") as f:
+        for _ in range(20_000):
+            f.write(" ".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1100)) + "\n")
+    print("## Adversarial input: `opsloop inspect --parser raw --emit assignments`\n")
+    print("| input | s | peak RSS MiB |")
+    print("|---|---|---|")
+    for label, path in [
+        ("100,000 lines of five random words from 5,000 (each line a new template)", new_each_line),
+        ("20,000 lines of 1,100 random one-letter words (44 MB)", long_lines),
+    ]:
+        secs, rss, code = run_measured([opsloop, "inspect", "--parser", "raw", "--emit", "assignments", path])
+        if code != 0:
+            print(f"{label}: exit {code}", file=sys.stderr)
+        print(f"| {label} | {secs:.2f} | {rss:.0f} |")
+    print()
 
 
 def main():
@@ -190,8 +226,13 @@ def main():
     print(f"| **average** | **{avg(1):.3f}** | **{avg(2):.3f}** | **{avg(3):.3f}** | | |")
     print(f"\nminimum GA {min(r[1] for r in rows):.3f}\n")
 
+    print("Leave-one-system-out selection of the miner's constants (prints its own table):")
+    print("`cargo run --release -p opsloop-bench --bin loghub_accuracy -- "
+          "--corpus crates/logs/tests/corpus/labelled.tsv --loo`\n")
+
     if args.accuracy_only:
         return
+    adversarial(args.opsloop, work)
     mix = os.path.join(work, "mix1m.log")
     if not os.path.exists(mix):
         subprocess.run([sys.executable, os.path.join(args.data, "make_mix.py"), mix], check=True)
@@ -219,7 +260,7 @@ def main():
         results[label] = best
         print(f"| {label} | {best[0]:.2f} | {lines / best[0]:,.0f} | {best[1]:.0f} |")
     if not args.skip_drain3:
-        d3 = drain3_throughput(mix)
+        d3 = drain3_throughput(mix, work)
         if d3:
             ours = lines / results[cases[0][0]][0]
             print(f"| Drain3 0.9 with its example masks (same run) | {lines / d3:.1f} | {d3:,.0f} | |")

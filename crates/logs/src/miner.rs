@@ -1243,6 +1243,10 @@ fn is_quoted(shape: &[u8]) -> bool {
 
 /// A slot holding a run of values, units included (`<*> bytes (<*> KB)`, `<<*> sec`).
 fn is_value_run(shape: &[u8]) -> bool {
+    // Every run starts with a value: most shapes (words) are out without splitting.
+    if !shape.contains(&b'<') {
+        return false;
+    }
     let mut pieces = shape.split(|&b| b == b' ');
     pieces.next().is_some_and(is_value_shape)
         && pieces.all(|p| is_value_shape(p) || is_unit_word(p) || is_empty_value(p))

@@ -121,8 +121,9 @@ impl WordScan {
         }
     }
 
-    /// Reports the words `rest` starts with.
-    #[inline]
+    /// Reports the words `rest` starts with. Out of line: it runs at few positions, and
+    /// inlined it crowds the scan loop.
+    #[inline(never)]
     fn verify(&self, rest: &[u8], found: &mut impl FnMut(usize)) {
         let Some(&first) = rest.first() else {
             return;
