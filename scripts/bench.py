@@ -179,7 +179,8 @@ def drain3_throughput(mix, work):
 
 def adversarial(opsloop, work):
     """Inputs made to defeat the miner: nearly every line a new template (the template cap
-    evicts all the time), and very long lines of one-letter words."""
+    evicts all the time), very long lines of one-letter words, and one slot of thousands of
+    names each seen twice."""
     rnd = random.Random(9)
     vocab = ["".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(3, 9)))
              for _ in range(5000)]
@@ -191,12 +192,21 @@ def adversarial(opsloop, work):
     with open(long_lines, "w", encoding="utf-8") as f:
         for _ in range(20_000):
             f.write(" ".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1100)) + "\n")
+    # Thousands of capitalised names in one slot, each seen twice: every new name is a
+    # sibling of all earlier ones, the case that made the evidence gathering quadratic.
+    names_twice = os.path.join(work, "adversarial-names-twice.log")
+    with open(names_twice, "w", encoding="utf-8") as f:
+        for i in range(6000):
+            name = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8)).capitalize()
+            line = f"Accepted password for {name} from 10.0.{i // 250}.{i % 250} port 22\n"
+            f.write(line + line)
     print("## Adversarial input: `opsloop inspect --parser raw --emit assignments`\n")
     print("| input | s | peak RSS MiB |")
     print("|---|---|---|")
     for label, path in [
         ("100,000 lines of five random words from 5,000 (each line a new template)", new_each_line),
         ("20,000 lines of 1,100 random one-letter words (44 MB)", long_lines),
+        ("12,000 sshd-like lines, 6,000 capitalised names each seen twice", names_twice),
     ]:
         secs, rss, code = run_measured([opsloop, "inspect", "--parser", "raw", "--emit", "assignments", path])
         if code != 0:

@@ -14,6 +14,10 @@ use opsloop_logs::rules::{RuleSet, Severity};
 
 use crate::{Output, exit, render};
 
+/// Bytes a `--state` file may have: a full miner (20,000 templates of long messages with
+/// their evidence) stays well below this.
+const MAX_STATE_BYTES: u64 = 256 << 20;
+
 /// What to print per record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Emit {
@@ -142,6 +146,16 @@ pub fn run(args: InspectArgs) -> Result<u8> {
     if let Some(path) = &args.state
         && path.exists()
     {
+        // A state of the default bounds is a few MiB; a file far larger is not one of ours.
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("reading state {}", path.display()))?
+            .len();
+        if size > MAX_STATE_BYTES {
+            bail!(
+                "state {}: {size} bytes, more than a miner state can be ({MAX_STATE_BYTES})",
+                path.display()
+            );
+        }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading state {}", path.display()))?;
         let state: MinerState = serde_json::from_str(&text)

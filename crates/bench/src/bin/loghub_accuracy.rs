@@ -202,6 +202,7 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("value_runs", vec![0, 1]),
         ("seen_as_parameter", vec![0, 1]),
         ("keep_prose", vec![0, 1]),
+        ("rare_words", vec![0, 1]),
     ]
 }
 
@@ -217,6 +218,7 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "value_runs" => usize::from(t.value_runs),
         "seen_as_parameter" => usize::from(t.seen_as_parameter),
         "keep_prose" => usize::from(t.keep_prose),
+        "rare_words" => usize::from(t.rare_words),
         _ => 0,
     }
 }
@@ -233,6 +235,7 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "value_runs" => t.value_runs = v != 0,
         "seen_as_parameter" => t.seen_as_parameter = v != 0,
         "keep_prose" => t.keep_prose = v != 0,
+        "rare_words" => t.rare_words = v != 0,
         _ => {}
     }
 }
@@ -245,11 +248,26 @@ fn show(t: &Tuning) -> String {
         .join(" ")
 }
 
-/// Coordinate ascent of the mean GA over `sets`, from the defaults; ties keep the current value.
+/// The starting point of the selection, owing nothing to the defaults: every count at the
+/// middle of its range, every heuristic off.
+fn neutral() -> Tuning {
+    let mut t = Tuning::default();
+    for (knob, values) in knobs() {
+        let v = if values == [0, 1] {
+            0
+        } else {
+            values[values.len() / 2]
+        };
+        set(&mut t, knob, v);
+    }
+    t
+}
+
+/// Coordinate ascent of the mean GA over `sets`, from [`neutral`]; ties keep the current value.
 fn choose(sets: &[&Set]) -> (Tuning, f64) {
     let mean =
         |t: Tuning| sets.iter().map(|s| score(s, t, false).ga).sum::<f64>() / sets.len() as f64;
-    let mut best = Tuning::default();
+    let mut best = neutral();
     let mut best_score = mean(best);
     for _ in 0..3 {
         let mut moved = false;
