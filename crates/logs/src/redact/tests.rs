@@ -428,3 +428,34 @@ fn inspector_reports_and_events_never_carry_the_password() {
     assert!(text.contains("<redacted>"), "{text}");
     assert!(run(Some(Redactor::disabled())).contains("hunter2"));
 }
+
+#[test]
+fn many_trigger_words_use_the_automaton_and_still_redact() {
+    // Extra patterns with many literals: past the table's word limit the automaton scans.
+    let words: Vec<String> = (0..80).map(|i| format!("tok{i:02}x")).collect();
+    let patterns: Vec<(String, String)> = words
+        .chunks(20)
+        .enumerate()
+        .map(|(i, chunk)| {
+            (
+                format!("extra-{i}"),
+                format!("(?:{})=(\\S+)", chunk.join("|")),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = patterns
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_str()))
+        .collect();
+    let r = Redactor::new(&refs).unwrap();
+    assert!(matches!(r.inner.triggers, Some(TriggerScan::Automaton(..))));
+    let mut text = String::from("login tok77x=hunter2 done");
+    assert_eq!(r.redact(&mut text), 1);
+    assert!(!text.contains("hunter2"), "{text}");
+    // A built-in pattern still fires through the automaton.
+    let mut text = String::from("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig");
+    assert!(r.redact(&mut text) >= 1);
+    assert!(!text.contains("eyJzdWIiOiIxIn0"), "{text}");
+    let mut clean = String::from("nothing to see here");
+    assert_eq!(r.redact(&mut clean), 0);
+}
