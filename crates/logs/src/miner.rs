@@ -232,6 +232,20 @@ fn in_suffix(b: u8) -> bool {
 impl Frame {
     /// The frame two token shapes share.
     fn of(a: &[u8], b: &[u8]) -> Frame {
+        if (a.contains(&b' ') || b.contains(&b' ')) && is_quoted(a) && is_quoted(b) {
+            // Quoted strings with spaces (`"John Smith"`): the quotes stay around the value.
+            let end = a
+                .iter()
+                .rev()
+                .zip(b.iter().rev())
+                .take_while(|(x, y)| x == y && in_suffix(**x))
+                .count()
+                .min(a.len().saturating_sub(1));
+            return Frame {
+                prefix: String::from_utf8_lossy(&a[..1]).into(),
+                suffix: String::from_utf8_lossy(&a[a.len() - end..]).into(),
+            };
+        }
         if a.contains(&b' ') || b.contains(&b' ') {
             // A run of values (`<*> (<*>)`) is one variable, shown as its first spelling.
             let shown = if a.windows(3).any(|w| w == WILDCARD) {
@@ -589,8 +603,29 @@ impl TemplateMiner {
         let tokens = message
             .split(|b| b.is_ascii_whitespace())
             .filter(|t| !t.is_empty());
+        // End (byte offset in `message`) of a quoted string with spaces that began in an
+        // earlier token: the tokens up to it are one slot (`renamed to "John Smith"`).
+        let mut quote_end = 0usize;
         for token in tokens {
             let start = self.shapes.len();
+            if quote_end > 0 {
+                let offset = token.as_ptr() as usize - message.as_ptr() as usize;
+                if offset < quote_end {
+                    mask_token(token, &mut self.shapes);
+                    self.shapes[start - 1] = b' ';
+                    if let Some(last) = self.spans.last_mut() {
+                        last.1 = self.shapes.len() as u32;
+                    }
+                    self.shapes.push(0x1f);
+                    continue;
+                }
+                quote_end = 0;
+            }
+            if token.first() == Some(&b'"') && !self.spans.is_empty() && self.spans.len() < cap {
+                let offset = token.as_ptr() as usize - message.as_ptr() as usize;
+                quote_end = quoted_string_end(message, offset, token.len());
+                run = 0;
+            }
             let masked = mask_token(token, &mut self.shapes);
             // Only a masked token can be a value (most tokens are plain words: no scan).
             let value = runs && masked && is_value_shape(&self.shapes[start..]);
@@ -1294,6 +1329,42 @@ fn values_are_rare(siblings: &[(u32, u32)], pos: usize) -> bool {
         .is_some_and(|&(values, rare)| rare * 2 >= values)
 }
 
+/// Bytes a quoted string with spaces may span to count as one value.
+const MAX_QUOTED: usize = 96;
+
+/// Where a quoted string that `message[offset..offset + len]` opens and does not close ends
+/// (one past its closing quote), or 0: it must close within [`MAX_QUOTED`] bytes, before the
+/// end of a word, and hold words only.
+fn quoted_string_end(message: &[u8], offset: usize, len: usize) -> usize {
+    let token = &message[offset..offset + len];
+    let inner = token.get(1..).unwrap_or_default();
+    if inner.contains(&b'"') {
+        return 0; // closed (or odd) within the token itself
+    }
+    let rest_start = offset + len;
+    let window = &message[rest_start..message.len().min(offset + MAX_QUOTED)];
+    let Some(q) = memchr::memchr(b'"', window) else {
+        return 0;
+    };
+    // Words only (a name, a phrase): a quoted request line (`"GET /v1/a HTTP/1.1"`) is
+    // structure whose parts are compared one by one.
+    let words = |b: &u8| b.is_ascii_alphabetic() || matches!(b, b' ' | b'-' | b'\'' | b'.' | b',');
+    if !inner.iter().all(words) || !window[..q].iter().all(words) {
+        return 0;
+    }
+    let end = rest_start + q + 1;
+    // The closing quote ends a word: `"John Smith",` yes, `"John Smi"th` no.
+    match message.get(end) {
+        None => end,
+        Some(b)
+            if b.is_ascii_whitespace() || matches!(b, b',' | b';' | b'.' | b':' | b')' | b']') =>
+        {
+            end
+        }
+        Some(_) => 0,
+    }
+}
+
 /// The per-slot hashes of [`Template::hashes`].
 fn slot_hashes(slots: &[Slot]) -> Vec<u64> {
     slots
@@ -1961,6 +2032,31 @@ mod tests {
         }
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert_eq!(distinct_templates(&lines), 7);
+    }
+
+    #[test]
+    fn quoted_strings_with_spaces_are_one_value() {
+        let (m, a) = mine(&[
+            "profile of user \"John Smith\" updated",
+            "profile of user \"Ada Lovelace\" updated",
+            "profile of user \"Grace Brewster Hopper\" updated",
+            "profile of user \"Linus\" updated",
+        ]);
+        let texts: Vec<_> = a
+            .iter()
+            .map(|a| m.resolve(a.id).map(Template::text))
+            .collect();
+        assert!(
+            texts
+                .iter()
+                .all(|t| *t == Some("profile of user \"<*>\" updated")),
+            "{texts:?}"
+        );
+        // An unclosed quote, or one around more than words, is not joined.
+        assert!(all_apart(&[
+            "said \"hello there",
+            "said \"GET /a HTTP/1.1\" twice",
+        ]));
     }
 
     #[test]
