@@ -1,6 +1,7 @@
 //! The `opsloop` binary: parses the command line and wires the library crates together.
 //! It decides nothing a library could decide.
 
+mod audit_cmd;
 mod config_cmd;
 mod inspect_cmd;
 mod render;
@@ -42,6 +43,8 @@ enum Command {
     Config(config_cmd::ConfigArgs),
     /// Run the agent: live sources, events, store, bus and HTTP API.
     Run(run::RunArgs),
+    /// Audit Kubernetes manifests for runtime defects and common misconfigurations.
+    Audit(audit_cmd::AuditArgs),
 }
 
 /// How a command prints its result.
@@ -57,11 +60,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let output = match &cli.command {
         Command::Inspect(args) => args.output(),
+        Command::Audit(args) => args.output(),
         Command::Config(args) => args.output(),
         Command::Run(args) => args.output(),
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),
+        Command::Audit(args) => audit_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
         Command::Run(args) => run::run(args),
     };
