@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod config_cmd;
+mod forecast_cmd;
 mod inspect_cmd;
 mod render;
 mod run;
@@ -45,6 +46,8 @@ enum Command {
     Run(run::RunArgs),
     /// Audit Kubernetes manifests for runtime defects and common misconfigurations.
     Audit(audit_cmd::AuditArgs),
+    /// Forecast metric series: models chosen by backtest, 80/95 % bands, capacity warnings.
+    Forecast(forecast_cmd::ForecastArgs),
 }
 
 /// How a command prints its result.
@@ -63,12 +66,14 @@ fn main() -> ExitCode {
         Command::Audit(args) => args.output(),
         Command::Config(args) => args.output(),
         Command::Run(args) => args.output(),
+        Command::Forecast(args) => args.output(),
     };
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
         Command::Run(args) => run::run(args),
+        Command::Forecast(args) => forecast_cmd::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

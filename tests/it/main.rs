@@ -5,6 +5,7 @@
 
 mod audit;
 mod config;
+mod forecast;
 mod hardening;
 mod inspect;
 mod jetstream;

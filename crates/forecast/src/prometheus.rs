@@ -1,0 +1,303 @@
+//! A Prometheus HTTP API client for `query_range`: one series per returned result, labels kept.
+//! Errors say what went wrong with which URL: Prometheus' own error message, an HTTP status,
+//! a timeout, or an answer larger than the configured bound (read in chunks, so an oversized
+//! answer is never held whole).
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::input::{self, InputError, ReadSeries};
+
+/// Why a query gave no series.
+#[derive(Debug, Error)]
+pub enum PrometheusError {
+    /// The base URL does not parse.
+    #[error("invalid Prometheus URL {url:?}: {message}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// No answer within the timeout.
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout {
+        /// The request URL (without the query).
+        url: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// Connection or protocol failure.
+    #[error("{url}: {message}")]
+    Http {
+        /// The request URL.
+        url: String,
+        /// The client's message.
+        message: String,
+    },
+    /// A non-success status without a Prometheus error document.
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        /// The request URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The answer is larger than the bound.
+    #[error("{url}: answer larger than {limit} bytes; narrow the query, the range or the step")]
+    TooLarge {
+        /// The request URL.
+        url: String,
+        /// The bound.
+        limit: usize,
+    },
+    /// The answer is not a usable Prometheus document (or reports an error).
+    #[error(transparent)]
+    Answer(#[from] InputError),
+}
+
+/// A range query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeQuery {
+    /// PromQL.
+    pub query: String,
+    /// Start, Unix milliseconds.
+    pub start_ms: i64,
+    /// End, Unix milliseconds.
+    pub end_ms: i64,
+    /// Resolution step, milliseconds.
+    pub step_ms: i64,
+}
+
+/// A client of one Prometheus server.
+#[derive(Clone, Debug)]
+pub struct PrometheusClient {
+    base: reqwest::Url,
+    http: reqwest::Client,
+    timeout: Duration,
+    max_bytes: usize,
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.3}", ms as f64 / 1000.0)
+}
+
+impl PrometheusClient {
+    /// A client of the server at `base_url` (`http://host:9090`, a path prefix allowed).
+    pub fn new(
+        base_url: &str,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<PrometheusClient, PrometheusError> {
+        let bad = |message: String| PrometheusError::BadUrl {
+            url: base_url.to_owned(),
+            message,
+        };
+        let mut base = reqwest::Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(bad("expected http:// or https://".into()));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(PrometheusClient {
+            base,
+            http,
+            timeout,
+            max_bytes,
+        })
+    }
+
+    /// Runs `query` over its range; one series per result.
+    pub async fn query_range(&self, query: &RangeQuery) -> Result<ReadSeries, PrometheusError> {
+        let mut url =
+            self.base
+                .join("api/v1/query_range")
+                .map_err(|e| PrometheusError::BadUrl {
+                    url: self.base.to_string(),
+                    message: e.to_string(),
+                })?;
+        let shown = url.to_string();
+        url.query_pairs_mut()
+            .append_pair("query", &query.query)
+            .append_pair("start", &seconds(query.start_ms))
+            .append_pair("end", &seconds(query.end_ms))
+            .append_pair("step", &seconds(query.step_ms.max(1)));
+        let failed = |e: reqwest::Error| {
+            if e.is_timeout() {
+                PrometheusError::Timeout {
+                    url: shown.clone(),
+                    timeout: self.timeout,
+                }
+            } else {
+                PrometheusError::Http {
+                    url: shown.clone(),
+                    message: error_chain(&e),
+                }
+            }
+        };
+        let mut response = self.http.get(url).send().await.map_err(failed)?;
+        let status = response.status();
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_bytes as u64)
+        {
+            return Err(PrometheusError::TooLarge {
+                url: shown,
+                limit: self.max_bytes,
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > self.max_bytes {
+                return Err(PrometheusError::TooLarge {
+                    url: shown,
+                    limit: self.max_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body);
+        // Prometheus answers errors (400, 422, 503) with a JSON document carrying the reason.
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(doc) if doc.get("status").is_some() => Ok(input::read_prometheus(&shown, &doc)?),
+            _ if !status.is_success() => Err(PrometheusError::Status {
+                url: shown,
+                status: status.as_u16(),
+                body: text.chars().take(200).collect(),
+            }),
+            Ok(_) | Err(_) => Err(PrometheusError::Answer(InputError::Shape {
+                source_name: shown,
+                message: format!(
+                    "not a Prometheus API answer: {}",
+                    text.chars().take(120).collect::<String>()
+                ),
+            })),
+        }
+    }
+}
+
+/// The error and its causes on one line (reqwest's top message alone is often just
+/// "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::extract::Query;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use std::collections::HashMap;
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        format!("http://{addr}/prom")
+    }
+
+    fn query() -> RangeQuery {
+        RangeQuery {
+            query: "rate(http_requests_total[5m])".into(),
+            start_ms: 1_700_000_000_000,
+            end_ms: 1_700_000_600_000,
+            step_ms: 300_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn matrix_answer_becomes_series_with_labels() {
+        let app = Router::new().route(
+            "/prom/api/v1/query_range",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                assert_eq!(q.get("query").unwrap(), "rate(http_requests_total[5m])");
+                assert_eq!(q.get("step").unwrap(), "300.000");
+                r#"{"status":"success","data":{"resultType":"matrix","result":[
+                    {"metric":{"job":"api"},"values":[[1700000000,"1"],[1700000300,"2"]]}]}}"#
+            }),
+        );
+        let base = serve(app).await;
+        let client = PrometheusClient::new(&base, Duration::from_secs(5), 1 << 20).unwrap();
+        let read = client.query_range(&query()).await.unwrap();
+        assert_eq!(read.series.len(), 1);
+        assert_eq!(read.series[0].labels.get("job").unwrap(), "api");
+        assert_eq!(read.series[0].points.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn errors_timeouts_and_oversized_answers() {
+        let app = Router::new()
+            .route(
+                "/bad/api/v1/query_range",
+                get(|| async {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+                    )
+                }),
+            )
+            .route(
+                "/down/api/v1/query_range",
+                get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }),
+            )
+            .route(
+                "/slow/api/v1/query_range",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "{}"
+                }),
+            )
+            .route(
+                "/big/api/v1/query_range",
+                get(|| async { "x".repeat(10_000) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        let client = |path: &str| {
+            PrometheusClient::new(
+                &format!("http://{addr}/{path}"),
+                Duration::from_millis(300),
+                1000,
+            )
+            .unwrap()
+        };
+        let err = client("bad").query_range(&query()).await.unwrap_err();
+        assert!(err.to_string().contains("bad_data parse error"), "{err}");
+        let err = client("down").query_range(&query()).await.unwrap_err();
+        assert!(
+            matches!(err, PrometheusError::Status { status: 502, .. }),
+            "{err}"
+        );
+        let err = client("slow").query_range(&query()).await.unwrap_err();
+        assert!(matches!(err, PrometheusError::Timeout { .. }), "{err}");
+        let err = client("big").query_range(&query()).await.unwrap_err();
+        assert!(matches!(err, PrometheusError::TooLarge { .. }), "{err}");
+        assert!(PrometheusClient::new("ftp://x", Duration::from_secs(1), 1).is_err());
+        // Nothing listens on port 9 of loopback: a connection error, not a panic.
+        let err = PrometheusClient::new("http://127.0.0.1:9", Duration::from_secs(2), 1000)
+            .unwrap()
+            .query_range(&query())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PrometheusError::Http { .. }), "{err}");
+    }
+}
