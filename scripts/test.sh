@@ -45,6 +45,21 @@ else
   exit 1
 fi
 
+# Prometheus (and promtool) for the forecast loop's integration tests, Alertmanager for the
+# heal loop's: Debian's packages. Without root or apt-get the tests that need them say so and
+# skip.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 \
+  || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "installing prometheus and prometheus-alertmanager (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus prometheus-alertmanager >/dev/null
+  else
+    log "prometheus not installed and no apt-get as root: its tests will skip"
+  fi
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
