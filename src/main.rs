@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod config_cmd;
+mod detect_cmd;
 mod forecast_cmd;
 mod inspect_cmd;
 mod render;
@@ -48,6 +49,8 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Forecast metric series: models chosen by backtest, 80/95 % bands, capacity warnings.
     Forecast(forecast_cmd::ForecastArgs),
+    /// Score a metric series for anomalies: streaming, causal, one score per row.
+    Detect(detect_cmd::DetectArgs),
 }
 
 /// How a command prints its result.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => args.output(),
         Command::Config(args) => args.output(),
         Command::Run(args) => args.output(),
+        Command::Detect(args) => args.output(),
         Command::Forecast(args) => args.output(),
     };
     let result = match cli.command {
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
         Command::Run(args) => run::run(args),
+        Command::Detect(args) => detect_cmd::run(args),
         Command::Forecast(args) => forecast_cmd::run(args),
     };
     match result {

@@ -5,6 +5,7 @@
 
 mod audit;
 mod config;
+mod detect;
 mod forecast;
 mod hardening;
 mod inspect;

@@ -1,0 +1,16 @@
+//! opsloop's streaming metric anomaly detection: a causal [`Detector`] per series scoring each
+//! value in [0, 1], the [`stretches`] of scores above a threshold, and a small reader of
+//! `timestamp,value` CSV/JSON input ([`input`]).
+
+pub mod detector;
+pub mod input;
+pub mod season;
+pub mod stats;
+pub mod stretches;
+
+pub use detector::{Detector, DetectorConfig};
+
+/// The threshold `opsloop detect` flags anomalies at by default: the detector's alarm level.
+pub fn default_threshold() -> f64 {
+    DetectorConfig::default().alarm_level
+}
