@@ -5,6 +5,7 @@ mod audit_cmd;
 mod config_cmd;
 mod detect_cmd;
 mod forecast_cmd;
+mod heal_cmd;
 mod inspect_cmd;
 mod render;
 mod run;
@@ -51,6 +52,8 @@ enum Command {
     Forecast(forecast_cmd::ForecastArgs),
     /// Score a metric series for anomalies: streaming, causal, one score per row.
     Detect(detect_cmd::DetectArgs),
+    /// The self-healing loop: `heal sandbox` runs a command as a playbook's `exec` would.
+    Heal(heal_cmd::HealArgs),
 }
 
 /// How a command prints its result.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Config(args) => args.output(),
         Command::Run(args) => args.output(),
         Command::Detect(args) => args.output(),
+        Command::Heal(args) => args.output(),
         Command::Forecast(args) => args.output(),
     };
     let result = match cli.command {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Config(args) => config_cmd::run(args),
         Command::Run(args) => run::run(args),
         Command::Detect(args) => detect_cmd::run(args),
+        Command::Heal(args) => heal_cmd::run(args),
         Command::Forecast(args) => forecast_cmd::run(args),
     };
     match result {

@@ -13,6 +13,7 @@ mod jetstream;
 mod otlp;
 mod reliability;
 mod run;
+mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

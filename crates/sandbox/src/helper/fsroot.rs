@@ -1,0 +1,177 @@
+//! The sandbox's root filesystem: an empty tmpfs holding only the allow-listed paths (bind
+//! mounts, read-only unless writable), a few device nodes, a `/proc` of the new pid
+//! namespace, the links that lead to them, and the scratch directory; then `pivot_root`,
+//! so the host's tree is gone from this mount namespace.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::statvfs::{FsFlags, statvfs};
+use nix::unistd::{chdir, pivot_root};
+
+use super::{SetupError, setup_error, setup_io_error};
+use crate::plan::{Access, PathRule, Plan, ROOT_DIR};
+
+const NONE: Option<&str> = None;
+
+/// Where a host path appears under the new root.
+fn under(new_root: &Path, path: &Path) -> PathBuf {
+    new_root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+/// The flags a remount must keep: a user namespace may not clear what the host locked.
+fn kept_flags(target: &Path) -> MsFlags {
+    let Ok(stat) = statvfs(target) else {
+        return MsFlags::empty();
+    };
+    let flags = stat.flags();
+    [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| flags.contains(*st))
+    .fold(MsFlags::empty(), |all, (_, ms)| all | ms)
+}
+
+/// Creates the mount point for `rule` and binds the host path onto it.
+fn bind(new_root: &Path, rule: &PathRule) -> Result<(), SetupError> {
+    let target = under(new_root, &rule.path);
+    let shown = rule.path.display().to_string();
+    if rule.dir {
+        fs::create_dir_all(&target).map_err(setup_io_error(format!("mount point for {shown}")))?;
+    } else {
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .map_err(setup_io_error(format!("mount point for {shown}")))?;
+        }
+        if fs::symlink_metadata(&target).is_err() {
+            fs::File::create(&target)
+                .map_err(setup_io_error(format!("mount point for {shown}")))?;
+        }
+    }
+    mount(
+        Some(&rule.path),
+        &target,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .map_err(setup_error(format!("bind mount {shown}")))?;
+    let mut flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | kept_flags(&target);
+    match rule.access {
+        Access::Read => flags |= MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+        Access::Write => flags |= MsFlags::MS_NODEV,
+        Access::Device => flags |= MsFlags::MS_NOEXEC,
+        Access::Proc => {}
+    }
+    mount(NONE, &target, NONE, flags, NONE).map_err(setup_error(format!("remount {shown}")))
+}
+
+/// Builds the new root and moves into it; returns whether `/proc` could be mounted.
+pub(super) fn build(plan: &Plan, pid_ns: bool) -> Result<bool, SetupError> {
+    // Nothing done here may propagate back to the host.
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .map_err(setup_error("making / private"))?;
+    let new_root = plan.control.join(ROOT_DIR);
+    mount(
+        Some("tmpfs"),
+        &new_root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755,size=1m,nr_inodes=4096"),
+    )
+    .map_err(setup_error("tmpfs for the new root"))?;
+
+    let dev = new_root.join("dev");
+    let has_devices = plan.rules.iter().any(|r| r.access == Access::Device);
+    if has_devices {
+        fs::create_dir_all(&dev).map_err(setup_io_error("creating /dev"))?;
+        mount(
+            Some("tmpfs"),
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0755,size=64k,nr_inodes=64"),
+        )
+        .map_err(setup_error("tmpfs for /dev"))?;
+    }
+    for rule in &plan.rules {
+        if rule.access != Access::Proc {
+            bind(&new_root, rule)?;
+        }
+    }
+    if has_devices {
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            symlink(target, dev.join(name)).map_err(setup_io_error(format!("/dev/{name}")))?;
+        }
+        mount(
+            NONE,
+            &dev,
+            NONE,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            NONE,
+        )
+        .map_err(setup_error("remount /dev read-only"))?;
+    }
+
+    let mut proc_mounted = false;
+    if pid_ns {
+        let proc_dir = new_root.join("proc");
+        fs::create_dir_all(&proc_dir).map_err(setup_io_error("creating /proc"))?;
+        // Fails where the host's /proc is partly hidden (some containers): then there is
+        // no /proc at all, rather than the host's.
+        proc_mounted = mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            NONE,
+        )
+        .is_ok();
+    }
+
+    for (link, target) in &plan.links {
+        let at = under(&new_root, link);
+        if fs::symlink_metadata(&at).is_ok() {
+            continue;
+        }
+        // A link inside a read-only tree already exists there; others are best effort:
+        // a missing one only breaks the path it leads to.
+        if let Some(parent) = at.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        let _ = symlink(target, &at);
+    }
+
+    chdir(&new_root).map_err(setup_error("chdir to the new root"))?;
+    pivot_root(".", ".").map_err(setup_error("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(setup_error("detaching the old root"))?;
+    chdir("/").map_err(setup_error("chdir /"))?;
+    mount(
+        NONE,
+        "/",
+        NONE,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        NONE,
+    )
+    .map_err(setup_error("remount / read-only"))?;
+    Ok(proc_mounted)
+}

@@ -1,0 +1,769 @@
+//! The caller's side of a run: resolves the identity and the allow-lists, prepares the
+//! control and scratch directories, starts the outer helper, captures bounded output, waits
+//! (with a watchdog beyond the helper's own timeout), reads the helpers' reports back and
+//! removes the scratch directory.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::outcome::{Captured, Outcome, Termination, redact};
+use crate::plan::{
+    Access, Bytes, INNER_STATUS, InnerStatus, OUTER_STATUS, OuterFacts, OuterStatus, PLAN_VAR,
+    PathRule, Plan, ROOT_DIR, SCRATCH_DIR, Stage, read_status,
+};
+use crate::policy::{InputMode, OutputMode, SandboxPolicy, UserSpec};
+
+/// `PATH` when the caller has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+
+/// What running programs needs: binaries, libraries, and the minimum of `/etc` for the
+/// dynamic loader, name service and certificates. Missing ones are skipped.
+pub const DEFAULT_READ: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/resolv.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/localtime",
+    "/etc/mtab",
+    "/etc/alternatives",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/pki",
+];
+
+/// Device nodes the command gets (read and write, nothing else; no terminal).
+pub const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+/// Extra time the caller gives the outer helper beyond the timeout before killing it.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(10);
+/// How long captured output may keep flowing after the helper ended (only a process that
+/// escaped the pid namespace, where there is none, can hold a pipe open that long).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// The sandbox could not be prepared on the caller's side.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// An allow-list path is missing or unreadable.
+    #[error("{flag} {path}: {source}")]
+    Path {
+        /// `allow_read` or `allow_write`.
+        flag: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A write allow-list path would expose the sandbox's own control directory.
+    #[error("allow_write {0}: covers the sandbox's control directory; choose a narrower path")]
+    CoversControl(String),
+    /// The user does not exist or is uid 0.
+    #[error("user {0}")]
+    User(String),
+    /// Preparing the directories or starting the helper failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The plan does not fit in one environment variable.
+    #[error("the command line and environment are too large for the sandbox ({0} bytes)")]
+    TooLarge(usize),
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> SandboxError {
+    let what = what.into();
+    move |source| SandboxError::Io { what, source }
+}
+
+/// How the sandbox starts its helper processes: an executable whose `args` lead to
+/// [`crate::helper_main`].
+#[derive(Clone, Debug)]
+pub struct Helper {
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
+impl Helper {
+    /// The running executable again (through `/proc/self/exe`, so an upgrade that replaces
+    /// the file does not matter), with `args`.
+    pub fn current_exe<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Helper {
+            program: PathBuf::from("/proc/self/exe"),
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// An explicit executable with `args`.
+    pub fn new<I, S>(program: impl Into<PathBuf>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Helper {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A policy and the helper that enforces it. [`Sandbox::run`] blocks: call it from a
+/// blocking thread, not an async worker.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    policy: SandboxPolicy,
+    helper: Helper,
+}
+
+/// The identity the command gets.
+struct Identity {
+    uid: u32,
+    gid: u32,
+    label: String,
+}
+
+fn resolve_user(spec: &UserSpec) -> Result<Identity, SandboxError> {
+    use nix::unistd::{Uid, User};
+    let found = match spec {
+        UserSpec::Nobody => User::from_name("nobody").ok().flatten(),
+        UserSpec::Name(name) => match User::from_name(name) {
+            Ok(Some(user)) => Some(user),
+            _ => return Err(SandboxError::User(format!("{name}: no such user"))),
+        },
+        UserSpec::Uid(uid) => User::from_uid(Uid::from_raw(*uid)).ok().flatten(),
+    };
+    let identity = match (found, spec) {
+        (Some(user), _) => Identity {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            label: user.name,
+        },
+        (None, UserSpec::Uid(uid)) => Identity {
+            uid: *uid,
+            gid: *uid,
+            label: uid.to_string(),
+        },
+        (None, _) => Identity {
+            uid: 65534,
+            gid: 65534,
+            label: "nobody".to_string(),
+        },
+    };
+    if identity.uid == 0 || identity.gid == 0 {
+        return Err(SandboxError::User(format!(
+            "{}: the command never runs as uid or gid 0",
+            identity.label
+        )));
+    }
+    Ok(identity)
+}
+
+/// Removes `.` and `..` without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// The symbolic links met on the way to `path` (`/lib64` → `usr/lib64`,
+/// `/etc/resolv.conf` → `../run/...`), so the new root resolves it the way the host does.
+fn link_chain(path: &Path, links: &mut Vec<(PathBuf, PathBuf)>) {
+    let mut current = normalize(path);
+    // As many hops as the kernel follows.
+    for _ in 0..40 {
+        let names: Vec<&OsStr> = current
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        let mut prefix = PathBuf::from("/");
+        let mut found = None;
+        for (index, name) in names.iter().enumerate() {
+            prefix.push(name);
+            match fs::symlink_metadata(&prefix) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    found = Some(index);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        let Some(index) = found else { return };
+        let Ok(target) = fs::read_link(&prefix) else {
+            return;
+        };
+        if !links.iter().any(|(link, _)| *link == prefix) {
+            links.push((prefix.clone(), target.clone()));
+        }
+        let mut next = prefix
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+        next.push(&target);
+        for name in names.iter().skip(index + 1) {
+            next.push(name);
+        }
+        current = normalize(&next);
+    }
+}
+
+/// Adds `path` as a rule by its canonical form, and the links that lead to it.
+fn add_rule(
+    path: &Path,
+    access: Access,
+    rules: &mut Vec<PathRule>,
+    links: &mut Vec<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
+    let canonical = fs::canonicalize(path)?;
+    let dir = fs::metadata(&canonical)?.is_dir();
+    if canonical != path {
+        link_chain(path, links);
+    }
+    rules.push(PathRule {
+        path: canonical,
+        access,
+        dir,
+    });
+    Ok(())
+}
+
+/// Drops rules a broader rule with at least the same rights already covers, so the new
+/// root gets one mount per tree.
+fn prune(rules: &mut Vec<PathRule>) {
+    rules.sort_by(|a, b| a.path.cmp(&b.path).then(b.access.cmp_rank(a.access)));
+    let mut kept: Vec<PathRule> = Vec::with_capacity(rules.len());
+    for rule in rules.iter() {
+        let covered = matches!(rule.access, Access::Read | Access::Write)
+            && kept.iter().any(|k| {
+                k.dir
+                    && rule.path.starts_with(&k.path)
+                    && matches!(
+                        (k.access, rule.access),
+                        (Access::Write, _) | (Access::Read, Access::Read)
+                    )
+            });
+        if !covered {
+            kept.push(rule.clone());
+        }
+    }
+    *rules = kept;
+}
+
+impl Access {
+    fn cmp_rank(self, other: Access) -> std::cmp::Ordering {
+        let rank = |a: Access| match a {
+            Access::Read => 0,
+            Access::Write => 1,
+            Access::Device => 2,
+            Access::Proc => 3,
+        };
+        rank(self).cmp(&rank(other))
+    }
+}
+
+/// A unique name for this process's next control directory.
+fn control_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "opsloop-sandbox-{}-{}-{nanos:08x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The control directory: the helpers' reports, the new root's mount point and the
+/// scratch directory. Removed when dropped.
+struct ControlDir {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl ControlDir {
+    fn create(parent: &Path, identity: &Identity, chown: bool) -> Result<Self, SandboxError> {
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o700);
+        let path = parent.join(control_name());
+        builder
+            .create(&path)
+            .map_err(io_error(format!("creating {}", path.display())))?;
+        let dir = ControlDir {
+            path,
+            removed: false,
+        };
+        for name in [SCRATCH_DIR, ROOT_DIR] {
+            let sub = dir.path.join(name);
+            builder
+                .create(&sub)
+                .map_err(io_error(format!("creating {}", sub.display())))?;
+        }
+        if chown {
+            // The helpers run as the command's user from the start.
+            for sub in [Path::new(""), Path::new(SCRATCH_DIR), Path::new(ROOT_DIR)] {
+                let target = dir.path.join(sub);
+                std::os::unix::fs::chown(&target, Some(identity.uid), Some(identity.gid))
+                    .map_err(io_error(format!("chown {}", target.display())))?;
+            }
+        }
+        Ok(dir)
+    }
+
+    fn remove(&mut self) -> bool {
+        if !self.removed {
+            self.removed = remove_tree(&self.path);
+        }
+        self.removed
+    }
+}
+
+impl Drop for ControlDir {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Removes a tree the command may have made hard to remove (directories without
+/// permissions); true when it is gone.
+fn remove_tree(path: &Path) -> bool {
+    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return true;
+    }
+    fn open_up(dir: &Path) {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    open_up(&entry.path());
+                }
+            }
+        }
+    }
+    open_up(path);
+    fs::remove_dir_all(path).is_ok() || !path.exists()
+}
+
+/// Reads a pipe to its end, keeping the first `limit` bytes.
+fn capture(pipe: impl Read + Send + 'static, limit: usize) -> mpsc::Receiver<Captured> {
+    let (send, receive) = mpsc::channel();
+    let mut pipe = pipe;
+    std::thread::spawn(move || {
+        let mut kept = Vec::with_capacity(limit.min(64 << 10));
+        let mut total: u64 = 0;
+        let mut buffer = [0u8; 16 << 10];
+        loop {
+            match pipe.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    let room = limit.saturating_sub(kept.len()).min(n);
+                    kept.extend_from_slice(buffer.get(..room).unwrap_or_default());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let truncated = total > kept.len() as u64;
+        let _ = send.send(Captured {
+            bytes: kept,
+            total_bytes: total,
+            truncated,
+        });
+    });
+    receive
+}
+
+/// Waits until `child` has ended (without reaping it) or `limit` has passed; true if it
+/// ended. A pidfd makes this one `poll`, with no busy waiting.
+pub(crate) fn wait_for_exit(child: &Child, limit: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, pidfd_open, waitid};
+    let deadline = Instant::now() + limit;
+    let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    let pidfd = pid.and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
+    let Some(pidfd) = pidfd else {
+        // No pidfd (kernel before 5.3): look every few milliseconds.
+        let exited = || {
+            pid.and_then(|pid| {
+                waitid(
+                    WaitId::Pid(pid),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG,
+                )
+                .ok()
+                .flatten()
+            })
+            .is_some()
+        };
+        while Instant::now() < deadline {
+            if exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        return exited();
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) if left.is_zero() => return false,
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+impl Sandbox {
+    /// A sandbox enforcing `policy` through `helper`.
+    pub fn new(policy: SandboxPolicy, helper: Helper) -> Self {
+        Sandbox { policy, helper }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
+
+    /// Runs `program` with `args` in the sandbox and waits for it and everything it
+    /// started. `Err` only when the caller's side could not prepare the run; failures
+    /// inside come back as [`Termination::SetupFailed`]. The command never runs
+    /// unsandboxed.
+    pub fn run(&self, program: &OsStr, args: &[OsString]) -> Result<Outcome, SandboxError> {
+        let started = Instant::now();
+        let policy = &self.policy;
+        let identity = resolve_user(&policy.user)?;
+        let root = nix::unistd::geteuid().is_root();
+
+        let mut rules = Vec::new();
+        let mut links = Vec::new();
+        for path in DEFAULT_READ {
+            // Missing defaults are simply not there (no /lib32 on most hosts).
+            let _ = add_rule(Path::new(path), Access::Read, &mut rules, &mut links);
+        }
+        for (flag, access, paths) in [
+            ("allow_read", Access::Read, &policy.allow_read),
+            ("allow_write", Access::Write, &policy.allow_write),
+        ] {
+            for path in paths {
+                add_rule(path, access, &mut rules, &mut links).map_err(|source| {
+                    SandboxError::Path {
+                        flag,
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        for device in DEVICES {
+            if Path::new(device).exists() {
+                rules.push(PathRule {
+                    path: PathBuf::from(device),
+                    access: Access::Device,
+                    dir: false,
+                });
+            }
+        }
+
+        let parent = match &policy.scratch_parent {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir(),
+        };
+        let parent = fs::canonicalize(&parent)
+            .map_err(io_error(format!("scratch parent {}", parent.display())))?;
+        let mut control = ControlDir::create(&parent, &identity, root)?;
+        if let Some(rule) = rules
+            .iter()
+            .find(|r| r.access == Access::Write && control.path.starts_with(&r.path))
+        {
+            return Err(SandboxError::CoversControl(rule.path.display().to_string()));
+        }
+        let scratch = control.path.join(SCRATCH_DIR);
+        rules.push(PathRule {
+            path: scratch.clone(),
+            access: Access::Write,
+            dir: true,
+        });
+        prune(&mut rules);
+
+        let search_path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+        let mut env = vec![
+            (Bytes::new(b"PATH"), Bytes::new(search_path.as_bytes())),
+            (
+                Bytes::new(b"HOME"),
+                Bytes::new(scratch.as_os_str().as_bytes()),
+            ),
+            (
+                Bytes::new(b"OPSLOOP_SCRATCH"),
+                Bytes::new(scratch.as_os_str().as_bytes()),
+            ),
+        ];
+        if let Some(lang) = std::env::var_os("LANG") {
+            env.push((Bytes::new(b"LANG"), Bytes::new(lang.as_bytes())));
+        }
+        let mut secrets = Vec::new();
+        for name in &policy.env_names {
+            if let Some(value) = std::env::var_os(name) {
+                secrets.push(value.as_bytes().to_vec());
+                env.push((Bytes::new(name.as_bytes()), Bytes::new(value.as_bytes())));
+            }
+        }
+
+        let plan = Plan {
+            stage: Stage::Outer,
+            helper_args: self
+                .helper
+                .args
+                .iter()
+                .map(|a| Bytes::new(a.as_bytes()))
+                .collect(),
+            control: control.path.clone(),
+            scratch,
+            rules,
+            links,
+            uid: identity.uid,
+            gid: identity.gid,
+            user_label: identity.label,
+            user_namespace: policy.user_namespace,
+            network: policy.network,
+            limits: policy.limits,
+            program: Bytes::new(program.as_bytes()),
+            args: args.iter().map(|a| Bytes::new(a.as_bytes())).collect(),
+            env,
+            search_path: Bytes::new(search_path.as_bytes()),
+            notices: policy.notices,
+            outer: OuterFacts::default(),
+        };
+        let plan_text = serde_json::to_string(&plan).map_err(|e| SandboxError::Io {
+            what: "encoding the plan".into(),
+            source: io::Error::other(e),
+        })?;
+        // The kernel's limit for one environment string, with room for the name.
+        if plan_text.len() > 120 << 10 {
+            return Err(SandboxError::TooLarge(plan_text.len()));
+        }
+
+        let stdio = |mode: OutputMode| match mode {
+            OutputMode::Inherit => Stdio::inherit(),
+            OutputMode::Capture { .. } => Stdio::piped(),
+        };
+        let mut child = Command::new(&self.helper.program)
+            .args(&self.helper.args)
+            .env_clear()
+            .env(PLAN_VAR, &plan_text)
+            .stdin(match policy.stdin {
+                InputMode::Null => Stdio::null(),
+                InputMode::Inherit => Stdio::inherit(),
+            })
+            .stdout(stdio(policy.stdout))
+            .stderr(stdio(policy.stderr))
+            .spawn()
+            .map_err(io_error(format!(
+                "starting the sandbox helper {}",
+                self.helper.program.display()
+            )))?;
+        let limit_of = |mode: OutputMode| match mode {
+            OutputMode::Capture { limit } => limit,
+            OutputMode::Inherit => 0,
+        };
+        let stdout = child
+            .stdout
+            .take()
+            .map(|pipe| capture(pipe, limit_of(policy.stdout)));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|pipe| capture(pipe, limit_of(policy.stderr)));
+
+        let finished = wait_for_exit(&child, policy.limits.timeout + WATCHDOG_GRACE);
+        if !finished {
+            let _ = child.kill();
+        }
+        let helper_status = child.wait().ok();
+        let duration = started.elapsed();
+
+        let drain_deadline = Instant::now() + DRAIN_GRACE;
+        let collect = |receiver: Option<mpsc::Receiver<Captured>>| {
+            receiver.map(|r| {
+                let left = drain_deadline.saturating_duration_since(Instant::now());
+                let mut captured = r.recv_timeout(left).unwrap_or_default();
+                redact(&mut captured.bytes, &secrets, captured.truncated);
+                captured
+            })
+        };
+        let stdout = collect(stdout);
+        let stderr = collect(stderr);
+
+        let outer: Option<OuterStatus> = read_status(&plan.status_path(OUTER_STATUS));
+        let inner: Option<InnerStatus> = read_status(&plan.status_path(INNER_STATUS));
+        let mut layers = Vec::new();
+        let termination = match (&outer, finished) {
+            (_, false) => Termination::SetupFailed(
+                "the sandbox helper did not finish in time and was killed".into(),
+            ),
+            (None, true) => Termination::SetupFailed(format!(
+                "the sandbox helper ended without a report ({})",
+                helper_status.map_or_else(|| "status unknown".to_string(), |s| s.to_string())
+            )),
+            (Some(outer), true) => {
+                layers.extend(outer.layers.iter().cloned());
+                if let Some(inner) = &inner {
+                    layers.extend(inner.layers.iter().cloned());
+                }
+                judge(outer, inner.as_ref())
+            }
+        };
+        let usage = outer.map(|o| o.usage).unwrap_or_default();
+        let scratch_removed = control.remove();
+        Ok(Outcome {
+            termination,
+            duration,
+            usage,
+            layers,
+            stdout,
+            stderr,
+            scratch_removed,
+        })
+    }
+}
+
+/// How the command ended, from the helpers' reports.
+fn judge(outer: &OuterStatus, inner: Option<&InnerStatus>) -> Termination {
+    if let Some(error) = &outer.setup_error {
+        return Termination::SetupFailed(error.clone());
+    }
+    if outer.timed_out {
+        return Termination::TimedOut;
+    }
+    match inner {
+        Some(inner) => {
+            if let Some(error) = &inner.setup_error {
+                Termination::SetupFailed(error.clone())
+            } else if let Some(message) = &inner.not_found {
+                Termination::NotFound(message.clone())
+            } else if let Some(message) = &inner.not_executable {
+                Termination::NotExecutable(message.clone())
+            } else if let Some(signal) = inner.signal {
+                Termination::Signaled(signal)
+            } else if let Some(code) = inner.exit_code {
+                Termination::Exited(code)
+            } else {
+                Termination::SetupFailed("the sandbox's init reported no result".into())
+            }
+        }
+        None => Termination::SetupFailed(match (outer.inner_signal, outer.inner_exit) {
+            (Some(signal), _) => format!("the sandbox's init was killed by signal {signal}"),
+            (None, Some(code)) => format!("the sandbox's init exited {code} without a report"),
+            (None, None) => "the sandbox's init did not start".to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_dots() {
+        assert_eq!(
+            normalize(Path::new("/etc/../run/./x")),
+            PathBuf::from("/run/x")
+        );
+        assert_eq!(normalize(Path::new("/../..")), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn prune_keeps_one_mount_per_tree() {
+        let rule = |path: &str, access, dir| PathRule {
+            path: PathBuf::from(path),
+            access,
+            dir,
+        };
+        let mut rules = vec![
+            rule("/usr/share/zoneinfo/UTC", Access::Read, false),
+            rule("/usr", Access::Read, true),
+            rule("/usr/local/x", Access::Write, true),
+            rule("/var/x", Access::Write, true),
+            rule("/var/x/y", Access::Read, true),
+            rule("/dev/null", Access::Device, false),
+        ];
+        prune(&mut rules);
+        let paths: Vec<_> = rules.iter().map(|r| r.path.display().to_string()).collect();
+        assert_eq!(paths, ["/dev/null", "/usr", "/usr/local/x", "/var/x"]);
+    }
+
+    #[test]
+    fn uid_zero_is_refused() {
+        assert!(matches!(
+            resolve_user(&UserSpec::Uid(0)),
+            Err(SandboxError::User(_))
+        ));
+        assert!(resolve_user(&UserSpec::Nobody).is_ok());
+    }
+
+    #[test]
+    fn judge_prefers_setup_errors_then_timeout() {
+        let mut outer = OuterStatus {
+            timed_out: true,
+            ..OuterStatus::default()
+        };
+        assert_eq!(judge(&outer, None), Termination::TimedOut);
+        outer.setup_error = Some("x".into());
+        assert_eq!(judge(&outer, None), Termination::SetupFailed("x".into()));
+        let outer = OuterStatus::default();
+        let inner = InnerStatus {
+            signal: Some(9),
+            ..InnerStatus::default()
+        };
+        assert_eq!(judge(&outer, Some(&inner)), Termination::Signaled(9));
+    }
+}
