@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use opsloop_core::time::{format_rfc3339, parse_duration};
 use opsloop_forecast::capacity::{self, CapacityWarning, Direction, Threshold};
+use opsloop_forecast::hpa::{self, ExternalMetric, HpaMetric, HpaOptions, HpaSpec, PrescaleBand};
 use opsloop_forecast::input::{self, RowProblem};
 use opsloop_forecast::prometheus::{PrometheusClient, RangeQuery};
 use opsloop_forecast::{ForecastOptions, Horizon, Outcome, Series, forecast_series, plot};
@@ -20,6 +21,9 @@ use crate::{Output, exit};
 /// Flags of `opsloop forecast`.
 #[derive(Args, Debug)]
 pub struct ForecastArgs {
+    /// What else to derive from forecasts.
+    #[command(subcommand)]
+    command: Option<ForecastCommand>,
     /// CSV or JSON `timestamp,value[,series]` file (RFC 3339 or Unix seconds); `-` reads
     /// stdin. Repeatable.
     #[arg(long = "input", value_name = "FILE|-")]
@@ -77,8 +81,91 @@ pub struct ForecastArgs {
 impl ForecastArgs {
     /// The output format, as the binary's error reporting knows it.
     pub fn output(&self) -> Output {
-        self.output
+        match &self.command {
+            Some(ForecastCommand::Hpa(hpa)) => hpa.output,
+            None => self.output,
+        }
     }
+}
+
+/// Subcommands of `opsloop forecast`.
+#[derive(Subcommand, Debug)]
+enum ForecastCommand {
+    /// Propose an autoscaling/v2 HPA from a demand history, validated against the reactive HPA
+    /// simulated on that history.
+    Hpa(Box<HpaArgs>),
+}
+
+/// Which forecast the scheduled windows serve.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BandArg {
+    /// The point forecast.
+    Value,
+    /// The upper bound of the 80 % interval (more replica-hours, fewer misses).
+    Upper80,
+}
+
+/// Flags of `opsloop forecast hpa`.
+#[derive(Args, Debug)]
+struct HpaArgs {
+    /// Demand history: CSV or JSON `timestamp,value` (RFC 3339 or Unix seconds); `-` reads stdin.
+    #[arg(long, value_name = "FILE|-")]
+    demand: PathBuf,
+    /// Demand one pod serves at 100 % (same unit as the demand).
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present = "cpu_per_pod",
+        conflicts_with = "cpu_per_pod"
+    )]
+    per_pod_capacity: Option<f64>,
+    /// CPU cores one pod is given (the demand is then in cores): an HPA on CPU utilisation.
+    #[arg(long, value_name = "CORES")]
+    cpu_per_pod: Option<f64>,
+    /// Share of a pod's capacity the HPA aims at.
+    #[arg(long, value_name = "0..1", default_value_t = 0.8)]
+    target_utilization: f64,
+    /// Per-pod metric the HPA reads with --per-pod-capacity.
+    #[arg(long, value_name = "NAME", default_value = "requests_per_second")]
+    metric: String,
+    /// Time from pod creation to readiness, in the simulation.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    startup_delay: String,
+    /// Length of a scheduled pre-scaling window.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    window: String,
+    /// Which forecast the windows serve.
+    #[arg(long, value_enum, default_value_t = BandArg::Value)]
+    band: BandArg,
+    /// In the simulation, hold each demand sample until the next (a sample is its bucket's
+    /// rate) instead of interpolating linearly between samples.
+    #[arg(long)]
+    hold_demand: bool,
+    /// Lowest replica count [default: serves the 5th percentile of the demand].
+    #[arg(long, value_name = "N")]
+    min_replicas: Option<u32>,
+    /// Highest replica count [default: 1.5 × the peak at the target].
+    #[arg(long, value_name = "N")]
+    max_replicas: Option<u32>,
+    /// Name of the HPA and of the Deployment it scales.
+    #[arg(long, default_value = "app")]
+    name: String,
+    /// Namespace of the HPA.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// The predictive form: an HPA on the agent's forecast gauge (External metric) plus the
+    /// Prometheus Adapter rule serving it.
+    #[arg(long)]
+    external: bool,
+    /// The forecast job whose gauge the HPA reads [default: --name].
+    #[arg(long, value_name = "JOB")]
+    job: Option<String>,
+    /// How far ahead the gauge looks (its `ahead` label).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    ahead: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 /// One series' result in the JSON document: the library's forecast plus the warning.
@@ -233,8 +320,149 @@ fn short(v: f64) -> String {
     }
 }
 
+/// Runs `opsloop forecast hpa`.
+fn run_hpa(args: &HpaArgs) -> Result<u8> {
+    let (capacity, metric) = match (args.per_pod_capacity, args.cpu_per_pod) {
+        (Some(n), _) => (
+            n,
+            HpaMetric::Pods {
+                name: args.metric.clone(),
+            },
+        ),
+        (None, Some(cores)) => (cores, HpaMetric::Cpu),
+        (None, None) => bail!("give --per-pod-capacity N or --cpu-per-pod CORES"),
+    };
+    if !(capacity.is_finite() && capacity > 0.0) {
+        bail!("the capacity of a pod must be a positive number, not {capacity}");
+    }
+    if !(args.target_utilization > 0.0 && args.target_utilization <= 1.0) {
+        bail!(
+            "--target-utilization {} must be in (0, 1]",
+            args.target_utilization
+        );
+    }
+    let ahead_ms = duration_ms("--ahead", &args.ahead)?;
+    let options = HpaOptions {
+        capacity_per_pod: capacity,
+        target_utilization: args.target_utilization,
+        startup_delay_ms: duration_ms("--startup-delay", &args.startup_delay)?,
+        window_ms: duration_ms("--window", &args.window)?.max(1),
+        min_replicas: args.min_replicas,
+        max_replicas: args.max_replicas,
+        external_ahead_ms: args.external.then_some(ahead_ms),
+        hold_demand: args.hold_demand,
+        band: match args.band {
+            BandArg::Value => PrescaleBand::Value,
+            BandArg::Upper80 => PrescaleBand::Upper80,
+        },
+        ..HpaOptions::default()
+    };
+    let mut series = Vec::new();
+    let mut problems = Vec::new();
+    read_files(
+        std::slice::from_ref(&args.demand),
+        &mut series,
+        &mut problems,
+    )?;
+    let [demand] = series.as_slice() else {
+        bail!("--demand must hold one series, it holds {}", series.len());
+    };
+    let proposal = hpa::propose(demand, &options)?;
+    let job = args.job.clone().unwrap_or_else(|| args.name.clone());
+    let target = match metric {
+        HpaMetric::Cpu => 100.0 * args.target_utilization,
+        HpaMetric::Pods { .. } => proposal.target_per_pod,
+    };
+    let spec = HpaSpec {
+        name: args.name.clone(),
+        namespace: args.namespace.clone(),
+        metric,
+        external: args.external.then(|| ExternalMetric {
+            job: job.clone(),
+            ahead: args.ahead.clone(),
+            target_per_pod: proposal.target_per_pod,
+        }),
+        target,
+        min_replicas: proposal.min_replicas,
+        max_replicas: proposal.max_replicas,
+        scale_down_window_seconds: 300,
+        windows: proposal.windows.clone(),
+    };
+    let yaml = hpa::hpa_yaml(&spec);
+    let rule = args.external.then(|| hpa::adapter_rule(&job, &args.ahead));
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match args.output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "series": proposal.series,
+                "hpa": yaml,
+                "adapter_rule": rule,
+                "spec": spec,
+                "validation": proposal,
+                "problems": problems,
+            });
+            serde_json::to_writer(&mut out, &doc)?;
+            writeln!(out)?;
+        }
+        Output::Text => {
+            // Comments only, so the whole output stays valid YAML for kubectl.
+            let days = (proposal.validated_to - proposal.validated_from) as f64 / 86_400_000.0;
+            writeln!(
+                out,
+                "# {}: validated on {} … {} ({days:.1} days), day-ahead forecasts refitted daily",
+                proposal.series,
+                format_rfc3339(proposal.validated_from),
+                format_rfc3339(proposal.validated_to)
+            )?;
+            writeln!(
+                out,
+                "# {:<10} {:>22} {:>14} {:>12}",
+                "", "under-provisioned min", "replica-hours", "scale events"
+            )?;
+            for (label, r) in [
+                ("reactive", proposal.reactive),
+                ("proposal", proposal.proposal),
+            ] {
+                writeln!(
+                    out,
+                    "# {label:<10} {:>22.1} {:>14.1} {:>12}",
+                    r.under_provisioned_minutes, r.replica_hours, r.scale_events
+                )?;
+            }
+            if !proposal.forecast_failures.is_empty() {
+                writeln!(
+                    out,
+                    "# {} day(s) without a forecast (no pre-scaling)",
+                    proposal.forecast_failures.len()
+                )?;
+            }
+            out.write_all(yaml.as_bytes())?;
+            if let Some(rule) = &rule {
+                writeln!(out, "---")?;
+                out.write_all(rule.as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    for problem in &problems {
+        eprintln!(
+            "opsloop: {}: {} (row skipped)",
+            problem.position, problem.message
+        );
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::INPUT_PROBLEMS
+    })
+}
+
 /// Runs `opsloop forecast`.
 pub fn run(args: ForecastArgs) -> Result<u8> {
+    if let Some(ForecastCommand::Hpa(hpa)) = &args.command {
+        return run_hpa(hpa);
+    }
     let (options, threshold) = options(&args)?;
     let mut series = Vec::new();
     let mut problems = Vec::new();

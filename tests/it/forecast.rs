@@ -236,3 +236,254 @@ fn prometheus_series_keep_their_labels() {
     assert_eq!(series[0]["series"], "cpu{job=\"api\"}");
     assert_eq!(series[1]["labels"]["job"], "db");
 }
+
+#[test]
+fn hpa_prints_a_validated_autoscaling_v2_hpa() {
+    let out = run(&[
+        "forecast",
+        "hpa",
+        "--demand",
+        "tests/fixtures/forecast/hourly.csv",
+        "--per-pod-capacity",
+        "0.1",
+        "--startup-delay",
+        "2m",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("apiVersion: autoscaling/v2"), "{stdout}");
+    assert!(stdout.contains("kind: HorizontalPodAutoscaler"));
+    assert!(stdout.contains("stabilizationWindowSeconds: 300"));
+    assert!(stdout.contains("# reactive") && stdout.contains("# proposal"));
+    assert!(!stdout.contains("type: External"));
+
+    let (doc, code, stderr) = json(&[
+        "forecast",
+        "hpa",
+        "--demand",
+        "tests/fixtures/forecast/hourly.csv",
+        "--per-pod-capacity",
+        "0.1",
+        "--external",
+        "--job",
+        "api-demand",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(doc["hpa"].as_str().unwrap().contains("type: External"));
+    assert!(
+        doc["adapter_rule"]
+            .as_str()
+            .unwrap()
+            .contains("opsloop_forecast_value{job=\"api-demand\",ahead=\"5m\"}")
+    );
+    for form in ["reactive", "proposal"] {
+        let r = &doc["validation"][form];
+        assert!(r["under_provisioned_minutes"].as_f64().unwrap() >= 0.0);
+        assert!(r["replica_hours"].as_f64().unwrap() > 0.0);
+        assert!(r["scale_events"].is_u64());
+    }
+    assert!(doc["spec"]["min_replicas"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn hpa_usage_errors_exit_2() {
+    for args in [
+        vec![
+            "forecast",
+            "hpa",
+            "--demand",
+            "tests/fixtures/forecast/hourly.csv",
+        ],
+        vec![
+            "forecast",
+            "hpa",
+            "--demand",
+            "tests/fixtures/forecast/hourly.csv",
+            "--per-pod-capacity",
+            "0",
+        ],
+        vec![
+            "forecast",
+            "hpa",
+            "--demand",
+            "tests/fixtures/forecast/two_series.csv",
+            "--per-pod-capacity",
+            "1",
+        ],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+/// A Prometheus server started for one test, killed when dropped (also when the test fails).
+struct PrometheusServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether `GET /-/ready` answers 200.
+fn ready(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /-/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+/// Loads `openmetrics` into a TSDB with promtool and starts Prometheus on it.
+fn start_prometheus(dir: &std::path::Path, openmetrics: &str) -> PrometheusServer {
+    let input = dir.join("history.om");
+    std::fs::write(&input, openmetrics).unwrap();
+    let data = dir.join("data");
+    let created = std::process::Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg(format!("--config.file={}", config.display()))
+        .arg("--storage.tsdb.retention.time=100y")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = PrometheusServer {
+        child,
+        url: format!("http://{addr}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready(&addr) {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("prometheus exited before it was ready: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prometheus not ready after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server.url = format!("http://{addr}");
+    server
+}
+
+#[test]
+fn forecast_from_a_real_prometheus() {
+    if !on_path("prometheus") || !on_path("promtool") {
+        println!("skipped: prometheus and promtool are not on PATH (Debian package `prometheus`)");
+        return;
+    }
+    // Three days of a daily cycle at 5 min at a fixed time (the server keeps it: retention
+    // is set far beyond it), so the test reads no clock.
+    let step = 300i64;
+    let end = 1_700_000_000 - 1_700_000_000 % step;
+    let points = 3 * 288;
+    let mut om = String::from("# HELP demand Requests per second.\n# TYPE demand gauge\n");
+    for job in ["api", "db"] {
+        for i in 0..points {
+            let t = end - (points - 1 - i) * step;
+            let phase = (t % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU;
+            let base = if job == "api" { 100.0 } else { 40.0 };
+            let v = base + 30.0 * phase.sin() + (i % 7) as f64;
+            om.push_str(&format!("demand{{job=\"{job}\"}} {v} {t}\n"));
+        }
+    }
+    om.push_str("# EOF\n");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_prometheus(dir.path(), &om);
+    let end_arg = end.to_string();
+    let (doc, code, stderr) = json(&[
+        "forecast",
+        "--prometheus",
+        &server.url,
+        "--query",
+        "demand",
+        "--range",
+        "3d",
+        "--step",
+        "5m",
+        "--end",
+        &end_arg,
+        "--horizon",
+        "2h",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let series = doc["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{doc}");
+    let jobs: Vec<&str> = series
+        .iter()
+        .map(|s| s["labels"]["job"].as_str().unwrap())
+        .collect();
+    assert!(jobs.contains(&"api") && jobs.contains(&"db"), "{jobs:?}");
+    for s in series {
+        assert_eq!(s["labels"]["__name__"], "demand");
+        assert!(s["prepared"]["grid_points"].as_u64().unwrap() >= 800, "{s}");
+        let forecast = s["forecast"].as_array().unwrap();
+        assert_eq!(forecast.len(), 24);
+        let level = if s["labels"]["job"] == "api" {
+            100.0
+        } else {
+            40.0
+        };
+        for p in forecast {
+            let v = p["value"].as_f64().unwrap();
+            assert!((v - level).abs() < 45.0, "{p}");
+            assert!(p["lower_80"].as_f64().unwrap() <= v && v <= p["upper_80"].as_f64().unwrap());
+        }
+    }
+    // A query Prometheus rejects is a clear error, exit 2.
+    let out = run(&[
+        "forecast",
+        "--prometheus",
+        &server.url,
+        "--query",
+        "rate(demand[",
+        "--range",
+        "1d",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out.stderr.is_empty());
+    drop(server);
+}

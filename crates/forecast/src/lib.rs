@@ -1,7 +1,8 @@
 //! opsloop's resource prediction loop as a library: read series ([`input`], [`prometheus`]),
 //! prepare them ([`prepare`]), choose a model per series by rolling-origin backtest
 //! ([`backtest`] over [`models`]), forecast with 80 % and 95 % bands ([`pipeline`]), warn about
-//! capacity ([`capacity`]), check past predictions ([`accuracy`]) and plot ([`plot`]).
+//! capacity ([`capacity`]), propose and simulate autoscalers ([`hpa`]), check past predictions
+//! ([`accuracy`]) and plot ([`plot`]).
 //!
 //! Start with [`pipeline::forecast_series`]: one [`Series`] and [`ForecastOptions`] in, an
 //! [`Outcome`] (the prepared history and a [`SeriesForecast`]) out. An agent job is the same
@@ -11,6 +12,7 @@
 pub mod accuracy;
 pub mod backtest;
 pub mod capacity;
+pub mod hpa;
 pub mod input;
 pub mod models;
 pub mod pipeline;
