@@ -644,3 +644,48 @@ fn json_reports_a_setup_failure() {
     assert_eq!(doc["termination"], "setup_failed");
     assert!(doc["error"]["message"].as_str().unwrap().contains("uid"));
 }
+
+/// Callers and `--user` accounts other than root and `nobody`: the user namespace maps the
+/// ids the helper had before it unshared.
+#[test]
+fn other_callers_and_users_work() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to other users");
+        return;
+    }
+    let run = |pre: &[&str], flags: &[&str]| {
+        let mut c = Command::new("timeout");
+        c.args(["--signal=KILL", "120"])
+            .args(pre)
+            .arg(env!("CARGO_BIN_EXE_opsloop"))
+            .args(["heal", "sandbox"])
+            .args(flags)
+            .args(["--", "id", "-u"])
+            .current_dir("/")
+            .stdin(Stdio::null());
+        c.output().expect("runs")
+    };
+    let out = run(
+        &[
+            "setpriv",
+            "--reuid=4242",
+            "--regid=4242",
+            "--clear-groups",
+            "--",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[], &["--user", "4343"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -288,14 +288,14 @@ fn rlimits(plan: &Plan) -> Result<LayerReport, SetupError> {
     let facts = &plan.outer;
     let cpu = limits.cpu_time.as_secs() + u64::from(limits.cpu_time.subsec_nanos() > 0);
     // This process counts too.
-    let mut procs = limits.max_procs + 1;
+    let mut procs = limits.max_procs.saturating_add(1);
     let mut detail = String::new();
     if !facts.user_ns && !facts.root_without_userns {
         // Without its own user namespace the count includes the caller's other processes.
-        procs += processes_of_this_uid();
+        procs = procs.saturating_add(processes_of_this_uid());
         detail = format!(
             " (plus the caller's {} running processes)",
-            procs - limits.max_procs - 1
+            procs.saturating_sub(limits.max_procs).saturating_sub(1)
         );
     }
     lower(Resource::RLIMIT_CORE, 0, 0)?;

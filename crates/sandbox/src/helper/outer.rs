@@ -64,10 +64,10 @@ fn drop_to(uid: u32, gid: u32) -> Result<(), SetupError> {
     setresuid(uid, uid, uid).map_err(setup_error("setresuid"))
 }
 
-/// Maps uid and gid 0 of the new user namespace to this process's own ids (the one
-/// mapping an unprivileged process may write).
-fn map_self() -> Result<(), SetupError> {
-    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
+/// Maps uid and gid 0 of the new user namespace to `uid` and `gid`, this process's own ids
+/// read before the unshare (the one mapping an unprivileged process may write; after the
+/// unshare the ids read back as the overflow id).
+fn map_self(uid: u32, gid: u32) -> Result<(), SetupError> {
     let write = |name: &str, text: String| {
         std::fs::OpenOptions::new()
             .write(true)
@@ -114,9 +114,10 @@ fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
                 drop_to(plan.uid, plan.gid)?;
                 dropped = true;
             }
+            let (own_uid, own_gid) = (geteuid().as_raw(), getegid().as_raw());
             match unshare(base | CloneFlags::CLONE_NEWUSER) {
                 Ok(()) => {
-                    map_self()?;
+                    map_self(own_uid, own_gid)?;
                     facts.user_ns = true;
                     status.layers.push(LayerReport::applied(
                         Layer::UserNamespace,
