@@ -405,8 +405,8 @@ impl Template {
     /// Records that a message differing only at `pos` had `value` there; true once `needed`
     /// distinct values (the template's own included) have been seen.
     fn record_variant(&mut self, pos: usize, value: u64, needed: usize) -> bool {
-        let own = match self.slots.get(pos) {
-            Some(Slot::Exact(s)) => xxh3_64(s.as_bytes()),
+        let own = match (self.slots.get(pos), self.hashes.get(pos)) {
+            (Some(Slot::Exact(_)), Some(&h)) => h,
             _ => return false,
         };
         let entry = match self.variants.iter().position(|(p, _)| *p as usize == pos) {
@@ -741,7 +741,7 @@ impl TemplateMiner {
                 for &pos in diff {
                     let (a, b) = self.spans[pos];
                     let token = &self.shapes[a as usize..b as usize];
-                    let value = xxh3_64(token);
+                    let value = self.token_hashes.get(pos).copied().unwrap_or(ANY_TOKEN);
                     let t = &mut self.templates[index as usize];
                     let (needed, names) = match &t.slots[pos] {
                         Slot::Exact(s) => variants_needed(
@@ -1083,8 +1083,10 @@ impl TemplateMiner {
             );
         }
         for p in 0..n.min(INDEXED) {
-            let (a, b) = self.spans[p];
-            let hash = xxh3_64(&self.shapes[a as usize..b as usize]);
+            // The message's token hashes were taken once for the whole slow path.
+            let Some(&hash) = self.token_hashes.get(p) else {
+                break;
+            };
             for key in [slot_key(n, p, hash), slot_key(n, p, ANY_TOKEN)] {
                 collect_members(
                     self.index.get_mut(&key),
