@@ -156,9 +156,10 @@ pub fn run(args: InspectArgs) -> Result<u8> {
                 path.display()
             );
         }
-        let text = std::fs::read_to_string(path)
+        let file = std::fs::File::open(path)
             .with_context(|| format!("reading state {}", path.display()))?;
-        let state: MinerState = serde_json::from_str(&text)
+        // Parsed as it is read: the text itself is never held whole.
+        let state: MinerState = serde_json::from_reader(io::BufReader::new(file))
             .with_context(|| format!("state {}: not an opsloop miner state", path.display()))?;
         inspector
             .miner_mut()
@@ -201,7 +202,7 @@ pub fn run(args: InspectArgs) -> Result<u8> {
         bail!("writing assignments: {e}");
     }
     if let Some(path) = &args.state {
-        save_state(path, &miner.snapshot())?;
+        save_state(path, miner.snapshot())?;
     }
     // The process ends after the report: freeing up to the template cap's worth of small
     // allocations one by one would only delay the exit (a tenth of the run on hostile input).
@@ -247,12 +248,46 @@ fn load_all_rules(args: &InspectArgs) -> Result<RuleSet> {
     Ok(RuleSet::load(!args.no_builtin_rules, &args.rules)?)
 }
 
-fn save_state(path: &std::path::Path, state: &MinerState) -> Result<()> {
+fn save_state(path: &std::path::Path, state: MinerState) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let json = serde_json::to_vec(state)?;
+    let json = state_within(state, MAX_STATE_BYTES as usize)?;
     std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// The state as JSON of at most `max` bytes, so that the next run can read it: what does not
+/// fit is left out, the evidence towards new variables first, then the least used templates
+/// (a message of theirs starts a template again; aliases to them go with them).
+fn state_within(mut state: MinerState, max: usize) -> Result<Vec<u8>> {
+    let mut json = serde_json::to_vec(&state)?;
+    if json.len() <= max {
+        return Ok(json);
+    }
+    for t in &mut state.templates {
+        t.variants = Vec::new();
+    }
+    state.templates.sort_by_key(|t| std::cmp::Reverse(t.count));
+    loop {
+        json = serde_json::to_vec(&state)?;
+        if json.len() <= max || state.templates.is_empty() {
+            break;
+        }
+        // Keep the share of templates that fits, a little less to converge quickly.
+        let keep =
+            (state.templates.len() as f64 * (max as f64 / json.len() as f64) * 0.95) as usize;
+        state
+            .templates
+            .truncate(keep.min(state.templates.len() - 1));
+        let kept: std::collections::HashSet<&str> =
+            state.templates.iter().map(|t| t.id.as_str()).collect();
+        state.aliases.retain(|_, to| kept.contains(to.as_str()));
+    }
+    eprintln!(
+        "warning: the miner state was larger than {max} bytes; kept the {} most used templates",
+        state.templates.len()
+    );
+    Ok(json)
 }
 
 /// A byte progress bar on a terminal, for inputs over 16 MiB.
@@ -278,4 +313,33 @@ fn progress_bar(files: &[String], disabled: bool) -> Option<ProgressBar> {
         bar.set_style(style);
     }
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opsloop_logs::miner::TemplateMiner;
+
+    #[test]
+    fn a_state_too_large_keeps_the_most_used_templates() {
+        let mut miner = TemplateMiner::default();
+        // Messages of different lengths never share a template.
+        for i in 1..=150 {
+            let line = "word ".repeat(i);
+            for _ in 0..(i % 7 + 1) {
+                miner.add(&line);
+            }
+        }
+        let full = serde_json::to_vec(&miner.snapshot()).unwrap();
+        let max = full.len() / 3;
+        let json = state_within(miner.snapshot(), max).unwrap();
+        assert!(json.len() <= max);
+        let state: MinerState = serde_json::from_slice(&json).unwrap();
+        assert!(!state.templates.is_empty());
+        // The kept ones are the most used: none left out was used more than one kept.
+        let least_kept = state.templates.iter().map(|t| t.count).min().unwrap();
+        assert!(least_kept >= 5, "kept a template used {least_kept} times");
+        // A state within bounds is written as it is.
+        assert_eq!(state_within(miner.snapshot(), usize::MAX).unwrap(), full);
+    }
 }

@@ -70,6 +70,11 @@ const INDEXED: usize = 3;
 const ANY_TOKEN: u64 = u64::MAX;
 /// Templates a new message is compared with at most (the oldest first).
 const MAX_CANDIDATES: usize = 2048;
+/// Slot comparisons one new message may cost at most: long messages are compared with fewer
+/// candidates, so that lines sharing hundreds of leading tokens cannot make mining quadratic.
+const COMPARE_BUDGET: usize = 16_384;
+/// Candidates a message is compared with however long it is.
+const MIN_CANDIDATES: usize = 64;
 
 fn slot_key(n: usize, pos: usize, token_hash: u64) -> u64 {
     let mut b = [0u8; 24];
@@ -137,6 +142,11 @@ pub struct Tuning {
     /// A message keeps at least one of its plain words constant: `[task <*>] Upload finished`
     /// and `[task <*>] Cache warmed` are different events, not `[task <*>] <*> <*>`.
     pub keep_prose: bool,
+    /// Distinct values, each still a template of its own, that make a slot a variable even
+    /// when they are not rare ([`MANY_VALUES`]).
+    pub many_values: usize,
+    /// One name numbered differently (`eth0`/`eth1`) is a variable on sight.
+    pub numbered_names: bool,
 }
 
 impl Default for Tuning {
@@ -153,6 +163,8 @@ impl Default for Tuning {
             seen_as_parameter: true,
             keep_prose: true,
             rare_words: true,
+            many_values: MANY_VALUES,
+            numbered_names: true,
         }
     }
 }
@@ -324,6 +336,10 @@ pub struct Template {
     hashes: Vec<u64>,
     /// Used since the eviction hand last passed (CLOCK).
     referenced: bool,
+    /// Creation order (saved with the state): of several templates a message fits, the
+    /// oldest takes it, so the choice does not depend on where templates sit in memory and a
+    /// restored miner chooses as the one that saved it.
+    seq: u64,
 }
 
 impl Template {
@@ -387,7 +403,25 @@ impl Template {
                 .slots
                 .iter()
                 .any(|s| matches!(s, Slot::Exact(s) if is_prose_word(s.as_bytes())));
-            if had && !self.slots.iter().enumerate().any(|(i, s)| prose(i, s)) {
+            let staying = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|&(i, s)| prose(i, s))
+                .count();
+            if had && staying == 0 {
+                return false;
+            }
+            // Two or more words of running text changing at once (`worker <*>: upload
+            // finished` / `cache warmed`) are another sentence, unless more text stays than
+            // changes (`user John Smith logged in`).
+            let changing = positions
+                .iter()
+                .filter(|&&p| {
+                    matches!(self.slots.get(p), Some(Slot::Exact(s)) if is_prose_word(s.as_bytes()))
+                })
+                .count();
+            if changing >= 2 && staying < changing {
                 return false;
             }
         }
@@ -475,6 +509,8 @@ pub struct TemplateMiner {
     evicted: u64,
     /// Hashes of plain words seen as values of variable slots (bounded).
     parameter_words: ParameterWords,
+    /// The next template's [`Template::seq`].
+    next_seq: u64,
     // Scratch, reused for every message.
     shapes: Vec<u8>,
     spans: Vec<(u32, u32)>,
@@ -508,6 +544,7 @@ impl TemplateMiner {
             clock: 0,
             evicted: 0,
             parameter_words: ParameterWords::default(),
+            next_seq: 0,
             shapes: Vec::with_capacity(1024),
             spans: Vec::with_capacity(64),
             masked: Vec::with_capacity(64),
@@ -756,7 +793,9 @@ impl TemplateMiner {
                     // Words become a variable only when their values are rare: a closed
                     // vocabulary (`GET`, `POST`, ...) repeats its words, parameters do not.
                     if t.record_variant(pos, value, needed)
-                        && (!names || values_are_rare(&siblings, pos))
+                        && (!names
+                            || values_are_rare(&siblings, pos)
+                            || many_values(&siblings, pos, tuning.many_values))
                     {
                         newly_variable.push(pos);
                     }
@@ -963,7 +1002,9 @@ impl TemplateMiner {
             keys: [0; INDEXED],
             hashes: Vec::new(),
             referenced: true,
+            seq: self.next_seq,
         };
+        self.next_seq += 1;
         t.hashes = slot_hashes(&t.slots);
         t.render();
         let n = t.slots.len();
@@ -1096,9 +1137,19 @@ impl TemplateMiner {
                 );
             }
         }
-        out.sort_unstable();
+        // Oldest first: the first fitting candidate is the oldest, wherever it sits.
+        let templates = &self.templates;
+        let key = |&i: &u32| (templates.get(i as usize).map_or(u64::MAX, |t| t.seq), i);
+        let limit = MAX_CANDIDATES.min((COMPARE_BUDGET / n.max(1)).max(MIN_CANDIDATES));
+        // Only the oldest are sorted (a template may be listed twice, hence twice the room):
+        // sorting every member of a crowded list for each message would be quadratic.
+        if out.len() > 2 * limit {
+            out.select_nth_unstable_by_key(2 * limit, key);
+            out.truncate(2 * limit);
+        }
+        out.sort_unstable_by_key(key);
         out.dedup();
-        out.truncate(MAX_CANDIDATES);
+        out.truncate(limit);
         out
     }
 
@@ -1125,6 +1176,7 @@ impl TemplateMiner {
             .templates()
             .map(|t| SavedTemplate {
                 id: t.id.to_string(),
+                seq: Some(t.seq),
                 count: t.count,
                 slots: t
                     .slots
@@ -1184,7 +1236,13 @@ impl TemplateMiner {
         self.parameter_words.remember(&words);
         let room = self.config.max_templates.saturating_sub(self.live);
         let max_slots = self.config.max_tokens.max(1) + 1;
-        for saved in state.templates.into_iter().take(room) {
+        // Templates keep their saved creation order; older states (none saved) take the
+        // file's order. Either way after the templates this miner already has.
+        let base = self.next_seq;
+        let mut saved_templates = state.templates;
+        saved_templates.truncate(room);
+        for (i, saved) in saved_templates.into_iter().enumerate() {
+            let seq = base.saturating_add(saved.seq.unwrap_or(i as u64));
             let id = parse(&saved.id)?;
             if saved.slots.len() > max_slots
                 || self
@@ -1217,7 +1275,9 @@ impl TemplateMiner {
                 keys: [0; INDEXED],
                 hashes: Vec::new(),
                 referenced: false,
+                seq,
             };
+            self.next_seq = self.next_seq.max(seq.saturating_add(1));
             t.hashes = slot_hashes(&t.slots);
             // The evidence gathered so far, for constant positions only, bounded as the miner
             // bounds it.
@@ -1273,6 +1333,11 @@ fn variants_needed(
     if same_kind_of_value(own, other) || (is_value_run(own) && is_value_run(other)) {
         return (2, false);
     }
+    // One name numbered differently (`eth0`/`eth1`, `node1`/`node12`) is one kind of value;
+    // different names that happen to end in a digit (`alt0`, `ee0`) are not.
+    if tuning.numbered_names && same_name_numbered(own, other) {
+        return (2, false);
+    }
     // A quoted name (`"Liveness"`, `"Readiness"`) is a name: the word rules below decide.
     let quoted_names = |a: &[u8], b: &[u8]| {
         matches!(word_class(a), WordClass::Name | WordClass::Upper)
@@ -1293,7 +1358,9 @@ fn variants_needed(
         && is_plain_word(other)
         && (parameter_words.contains(xxh3_64(own)) || parameter_words.contains(xxh3_64(other)))
     {
-        return (2, false);
+        // Not the first word, though: a word seen as a parameter elsewhere may still name the
+        // event where it leads the message.
+        return (if pos == 0 { tuning.head_variants } else { 2 }, false);
     }
     let (a, b) = (word_class(own), word_class(other));
     let names = matches!(a, WordClass::Name | WordClass::Upper)
@@ -1315,6 +1382,28 @@ fn variants_needed(
     }
 }
 
+/// Whether `a` and `b` are one name with different numbers: the same letters (at least two),
+/// then digits that differ, or a masked number (`eth0`/`eth1`, `node1`/`node12`, which
+/// masks to `<*>`; not `sda1`/`sdb1`: the letters differ).
+fn same_name_numbered(a: &[u8], b: &[u8]) -> bool {
+    fn split(s: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (_, core, _) = trim_wrappers(s);
+        let letters = core.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let (name, digits) = core.split_at(letters);
+        // Longer numbers are masked already (`node<*>`).
+        let number = digits == b"<*>" || digits.iter().all(u8::is_ascii_digit);
+        (letters >= 2 && !digits.is_empty() && number).then_some((name, digits))
+    }
+    // A number too long to stay a name is masked whole (`node12` is `<*>`).
+    let masked = |s: &[u8]| s == WILDCARD || trim_wrappers(s).1 == b"*";
+    match (split(a), split(b)) {
+        (Some((la, da)), Some((lb, db))) => la == lb && da != db,
+        (Some(_), None) => masked(b),
+        (None, Some(_)) => masked(a),
+        _ => false,
+    }
+}
+
 /// Occurrences at most of a value that counts as rare (seen once or twice: a user who logged
 /// in and out, a host that connected and disconnected).
 pub const RARE_COUNT: u64 = 2;
@@ -1329,6 +1418,19 @@ fn values_are_rare(siblings: &[(u32, u32)], pos: usize) -> bool {
     siblings
         .get(pos)
         .is_some_and(|&(values, rare)| rare * 2 >= values)
+}
+
+/// Distinct values that make a slot a variable however often each occurs: parameters that
+/// repeat (each user logs in five times in a row) are not rare, but keep bringing new values
+/// well past the size of a vocabulary of states, methods or levels.
+pub const MANY_VALUES: usize = 16;
+
+/// Whether the messages that differ from the current one only at `pos` (the current one
+/// included) show at least `many` distinct values there.
+fn many_values(siblings: &[(u32, u32)], pos: usize, many: usize) -> bool {
+    siblings
+        .get(pos)
+        .is_some_and(|&(values, _)| values as usize >= many)
 }
 
 /// Bytes a quoted string with spaces may span to count as one value.
@@ -1438,10 +1540,11 @@ fn is_plain_word(shape: &[u8]) -> bool {
 }
 
 /// A word of running text: letters, perhaps ending in punctuation (`finished`, `later.`),
-/// not a prefix such as `[task`.
+/// not a prefix such as `[task` and not a level or constant in capitals (`INFO`).
 fn is_prose_word(shape: &[u8]) -> bool {
     let letters = shape.iter().take_while(|b| b.is_ascii_alphabetic()).count();
     letters > 0
+        && shape[..letters].iter().any(u8::is_ascii_lowercase)
         && shape[letters..]
             .iter()
             .all(|b| matches!(b, b'.' | b',' | b';' | b':' | b'!' | b'?'))
@@ -1534,7 +1637,7 @@ fn value_like(shape: &[u8]) -> bool {
 /// The version of [`MinerState`] written. Version 1 (no evidence, aliases or parameter words)
 /// is still read; its templates keep their ids, but messages whose values now form one slot
 /// (`512 bytes (0.5 KB)`) are shaped differently and start templates of their own.
-pub const MINER_STATE_VERSION: u32 = 2;
+pub const MINER_STATE_VERSION: u32 = 3;
 
 /// The miner's saved state (`--state FILE`), a JSON document.
 #[derive(Debug, Serialize, Deserialize)]
@@ -1557,6 +1660,9 @@ pub struct MinerState {
 pub struct SavedTemplate {
     /// The id as printed.
     pub id: String,
+    /// Creation order among the saved templates (version 3; older states use file order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// Messages seen.
     pub count: u64,
     /// Token shapes, or the frame of a variable.
@@ -2040,6 +2146,106 @@ mod tests {
     }
 
     #[test]
+    fn parameters_that_repeat_still_merge() {
+        // Each user logs in five times in a row: no value is rare, but new ones keep coming.
+        let users = [
+            "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+            "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter",
+            "yolanda", "zoe", "quentin",
+        ];
+        let mut lines = Vec::new();
+        for user in users {
+            for _ in 0..5 {
+                lines.push(format!("session opened for user {user} by sshd"));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (m, a) = mine(&lines);
+        let last = a.last().map(|x| x.id).unwrap();
+        assert_eq!(
+            m.resolve(last).map(Template::text),
+            Some("session opened for user <*> by sshd")
+        );
+        // The same with names in capitals.
+        let mut lines = Vec::new();
+        for i in 0..22 {
+            for _ in 0..4 {
+                lines.push(format!(
+                    "Accepted key for Host{} from Gateway",
+                    (b'A' + i) as char
+                ));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (m, a) = mine(&lines);
+        let last = a.last().map(|x| x.id).unwrap();
+        assert!(m.resolve(last).unwrap().text().contains("<*>"));
+    }
+
+    #[test]
+    fn one_name_numbered_differently_is_a_value() {
+        assert!(one_template(&[
+            "link up on eth0 speed fast",
+            "link up on eth1 speed fast",
+        ]));
+        assert!(one_template(&[
+            "drained node1 for maintenance",
+            "drained node12 for maintenance",
+        ]));
+        // Different names that end in a digit stay apart (HPC's `alt0`, `ee0`, `scip0`).
+        assert!(all_apart(&[
+            "component alt0 state changed",
+            "component ee0 state changed",
+            "component scip0 state changed",
+        ]));
+    }
+
+    #[test]
+    fn sentences_after_a_label_stay_apart() {
+        // A label and a number, then different sentences: different events.
+        let mut lines = Vec::new();
+        for worker in 0..6 {
+            lines.push(format!("worker {worker}: upload finished"));
+            lines.push(format!("worker {worker}: cache warmed"));
+            lines.push(format!("worker {worker}: retrying later"));
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), 3);
+        let mut lines = Vec::new();
+        for worker in 0..6 {
+            lines.push(format!("INFO Pod web-{worker}: container started"));
+            lines.push(format!("INFO Pod web-{worker}: image pulled"));
+            lines.push(format!("INFO Pod web-{worker}: volume mounted"));
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), 3);
+        // A two-word parameter amid more text still merges.
+        assert!(one_template(&[
+            "profile of John Smith was updated by admin",
+            "profile of Mary Jones was updated by admin",
+            "profile of Ada Lovelace was updated by admin",
+            "profile of Alan Turing was updated by admin",
+            "profile of Grace Hopper was updated by admin",
+            "profile of Linus Torvalds was updated by admin",
+            "profile of Ken Thompson was updated by admin",
+        ]));
+    }
+
+    #[test]
+    fn a_lifecycle_in_capitals_stays_apart() {
+        // Every job walks through the same states in order: each state first appears in one
+        // burst, then repeats.
+        let mut lines = Vec::new();
+        for job in 0..10 {
+            for state in ["QUEUED", "RUNNING", "DONE", "FAILED"] {
+                lines.push(format!("job {job} entered {state}"));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), 4);
+    }
+
+    #[test]
     fn quoted_strings_with_spaces_are_one_value() {
         let (m, a) = mine(&[
             "profile of user \"John Smith\" updated",
@@ -2106,23 +2312,94 @@ mod tests {
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         let (m, _) = mine(&lines);
         let mut state = m.snapshot();
-        // A repeated id keeps its first template.
+        // A repeated id keeps its first template (the duplicate comes early, within bounds).
         let first = state.templates[0].id.clone();
-        state.templates.push(SavedTemplate {
-            id: first,
-            count: 1,
-            slots: vec![SavedSlot::Exact("other".into())],
-            variants: Vec::new(),
-        });
+        let first_text = {
+            let id: TemplateId = first.parse().unwrap();
+            m.resolve(id).unwrap().text().to_string()
+        };
+        state.templates.insert(
+            1,
+            SavedTemplate {
+                id: first.clone(),
+                seq: None,
+                count: 1,
+                slots: vec![SavedSlot::Exact("other".into())],
+                variants: Vec::new(),
+            },
+        );
         let mut small = TemplateMiner::new(MinerConfig {
             max_templates: 10,
             ..MinerConfig::default()
         });
         assert!(small.restore(state).is_ok());
-        assert_eq!(small.len(), 10);
+        let id: TemplateId = first.parse().unwrap();
+        assert_eq!(small.resolve(id).unwrap().text(), first_text);
+        assert!(small.templates().all(|t| t.text() != "other"));
+        assert!(small.len() <= 10);
         let mut state = m.snapshot();
         state.version = MINER_STATE_VERSION + 1;
         assert!(TemplateMiner::default().restore(state).is_err());
+    }
+
+    /// Two saved templates that both fit a message: the older one takes it, whatever the
+    /// order of the file or of the ids.
+    #[test]
+    fn the_oldest_fitting_template_takes_a_message() {
+        let exact = |s: &str| SavedSlot::Exact(s.into());
+        let any = || SavedSlot::Variable {
+            prefix: String::new(),
+            suffix: String::new(),
+        };
+        let older = SavedTemplate {
+            id: "00000000000000ff".into(),
+            seq: Some(0),
+            count: 5,
+            slots: vec![exact("disk"), any(), exact("full")],
+            variants: Vec::new(),
+        };
+        let newer = SavedTemplate {
+            id: "0000000000000001".into(),
+            seq: Some(1),
+            count: 5,
+            slots: vec![any(), exact("sda"), exact("full")],
+            variants: Vec::new(),
+        };
+        for order in [[0, 1], [1, 0]] {
+            let both = [&older, &newer];
+            let state = MinerState {
+                version: MINER_STATE_VERSION,
+                templates: order
+                    .iter()
+                    .map(|&i| SavedTemplate {
+                        id: both[i].id.clone(),
+                        seq: both[i].seq,
+                        count: both[i].count,
+                        slots: both[i]
+                            .slots
+                            .iter()
+                            .map(|s| match s {
+                                SavedSlot::Exact(s) => SavedSlot::Exact(s.clone()),
+                                SavedSlot::Variable { .. } => any(),
+                            })
+                            .collect(),
+                        variants: Vec::new(),
+                    })
+                    .collect(),
+                aliases: Default::default(),
+                parameter_words: Vec::new(),
+            };
+            let mut m = TemplateMiner::default();
+            m.restore(state).unwrap();
+            assert_eq!(m.add("disk sda full").id.to_string(), "00000000000000ff");
+            // Saved again and restored, the choice is the same.
+            let mut again = TemplateMiner::default();
+            again.restore(m.snapshot()).unwrap();
+            assert_eq!(
+                again.add("disk sda full").id.to_string(),
+                "00000000000000ff"
+            );
+        }
     }
 
     #[test]

@@ -118,4 +118,14 @@ fn template_ids_survive_a_saved_state() {
         .collect();
     let ga = grouping_accuracy(&truth, &ids);
     assert!(ga >= 0.95, "grouping accuracy {ga:.3} across a saved state");
+    // The rest gets the very templates an uninterrupted run gives it.
+    let uninterrupted = mine(&mut before, second);
+    let restarted = &ids[first.len()..];
+    for ((m, a), b) in second.iter().zip(&uninterrupted).zip(restarted) {
+        assert_eq!(
+            before.resolve(*a).map(|t| t.id()),
+            Some(*b),
+            "{m:?} got another template after the restart"
+        );
+    }
 }

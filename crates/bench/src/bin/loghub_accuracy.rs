@@ -203,6 +203,8 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("seen_as_parameter", vec![0, 1]),
         ("keep_prose", vec![0, 1]),
         ("rare_words", vec![0, 1]),
+        ("many_values", vec![8, 12, 16, 24, 1_000_000]),
+        ("numbered_names", vec![0, 1]),
     ]
 }
 
@@ -219,6 +221,8 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "seen_as_parameter" => usize::from(t.seen_as_parameter),
         "keep_prose" => usize::from(t.keep_prose),
         "rare_words" => usize::from(t.rare_words),
+        "many_values" => t.many_values,
+        "numbered_names" => usize::from(t.numbered_names),
         _ => 0,
     }
 }
@@ -236,6 +240,8 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "seen_as_parameter" => t.seen_as_parameter = v != 0,
         "keep_prose" => t.keep_prose = v != 0,
         "rare_words" => t.rare_words = v != 0,
+        "many_values" => t.many_values = v,
+        "numbered_names" => t.numbered_names = v != 0,
         _ => {}
     }
 }
