@@ -116,6 +116,34 @@ fn sandbox_command(caller: Caller, flags: &[&str], cmd: &[&str]) -> Command {
     command
 }
 
+/// Runs `cmd` as `caller` without the sandbox (controls: what the host allows anyway).
+fn as_caller(caller: Caller, cmd: &[&str]) -> Output {
+    let mut command = Command::new("timeout");
+    command.args(["--signal=KILL", "60"]);
+    if caller == Caller::Nobody {
+        command.args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]);
+    }
+    command
+        .args(cmd)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The escape program's verdict on `mode` outside the sandbox.
+fn escapes_outside(caller: Caller, mode: &[&str]) -> bool {
+    let mut cmd = vec![escape().to_str().unwrap()];
+    cmd.extend_from_slice(mode);
+    text(&as_caller(caller, &cmd).stdout).contains("ESCAPED")
+}
+
 fn sandbox(caller: Caller, flags: &[&str], cmd: &[&str]) -> Output {
     sandbox_command(caller, flags, cmd).output().unwrap()
 }
@@ -220,12 +248,26 @@ fn files_outside_the_allow_lists_cannot_be_read() {
     let in_tmp = std::env::temp_dir().join(format!("opsloop-it-tmp-{}", std::process::id()));
     std::fs::write(&in_tmp, "tmp").unwrap();
     std::fs::set_permissions(&in_tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // World-readable in a world-readable directory: only the sandbox stands in the way.
+    let in_var_tmp = Path::new("/var/tmp").join(format!("opsloop-it-{}", std::process::id()));
+    std::fs::write(&in_var_tmp, "var-tmp").unwrap();
+    std::fs::set_permissions(&in_var_tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
     for caller in callers() {
+        // Control: outside the sandbox the caller reads them.
+        for path in [&public, &in_tmp, &in_var_tmp] {
+            let out = as_caller(caller, &["cat", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{caller:?}: {} unreadable outside",
+                path.display()
+            );
+        }
         for path in [
             "/etc/shadow",
             private.to_str().unwrap(),
             public.to_str().unwrap(),
             in_tmp.to_str().unwrap(),
+            in_var_tmp.to_str().unwrap(),
             "/proc/1/root/etc/shadow",
             "/proc/1/environ",
         ] {
@@ -244,6 +286,7 @@ fn files_outside_the_allow_lists_cannot_be_read() {
         );
     }
     std::fs::remove_file(in_tmp).unwrap();
+    std::fs::remove_file(in_var_tmp).unwrap();
 }
 
 #[test]
@@ -600,32 +643,44 @@ fn json_reports_status_layers_usage_and_redacted_output() {
         assert!(doc["usage"]["max_rss_bytes"].as_u64().unwrap() > 0);
         assert_eq!(doc["scratch_removed"], true);
         let layers = doc["layers"].as_array().unwrap();
-        for name in [
-            "no_new_privs",
-            "capabilities",
-            "user",
-            "user_namespace",
-            "pid_namespace",
-            "mount_namespace",
-            "network_namespace",
-            "ipc_namespace",
-            "uts_namespace",
-            "landlock",
-            "seccomp",
-            "rlimits",
+        // What this kernel has, probed outside the sandbox: a layer it has must be applied.
+        let userns = escapes_outside(caller, &["unshare-user"]);
+        let namespaces = userns || caller == Caller::Me && is_root();
+        let landlock_abi: u32 =
+            text(&as_caller(caller, &[escape().to_str().unwrap(), "landlock-abi"]).stdout)
+                .trim()
+                .strip_prefix("landlock abi ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        for (name, available) in [
+            ("no_new_privs", true),
+            ("capabilities", true),
+            ("user", true),
+            ("seccomp", true),
+            ("rlimits", true),
+            ("landlock", landlock_abi > 0),
+            ("user_namespace", userns),
+            ("pid_namespace", namespaces),
+            ("mount_namespace", namespaces),
+            ("network_namespace", namespaces),
+            ("ipc_namespace", namespaces),
+            ("uts_namespace", namespaces),
+            ("proc", namespaces),
         ] {
             let layer = layers.iter().find(|l| l["layer"] == name);
             let state = layer.map(|l| l["state"].as_str().unwrap_or_default());
-            // On this host everything is available; elsewhere a layer may be reported
-            // unavailable, but never silently missing.
-            assert!(
-                matches!(state, Some("applied" | "unavailable")),
-                "{caller:?}: layer {name}: {state:?}"
-            );
-            if state == Some("unavailable") {
-                println!(
-                    "{caller:?}: layer {name} unavailable on this host: {}",
-                    layer.unwrap()["detail"]
+            if available {
+                assert_eq!(
+                    state,
+                    Some("applied"),
+                    "{caller:?}: layer {name}: {layer:?}"
+                );
+            } else {
+                // Never silently missing.
+                assert_eq!(
+                    state,
+                    Some("unavailable"),
+                    "{caller:?}: layer {name}: {layer:?}"
                 );
             }
         }
@@ -642,7 +697,41 @@ fn json_reports_a_setup_failure() {
     assert_eq!(out.status.code(), Some(125));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["termination"], "setup_failed");
+    assert_eq!(doc["exit_status"], 125);
+    assert_eq!(doc["error"]["code"], "sandbox_setup");
     assert!(doc["error"]["message"].as_str().unwrap().contains("uid"));
+
+    // Every failure has the keys of a successful run's document.
+    let keys = |doc: &serde_json::Value| {
+        let mut keys: Vec<String> = doc.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let ok = sandbox(Caller::Me, &["--output", "json"], &["true"]);
+    let ok: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(ok["error"].is_null());
+    for (flags, cmd) in [
+        (&["--output", "json", "--user", "root"][..], &["true"][..]),
+        (
+            &["--output", "json", "--allow-read", "/opsloop-it-missing"],
+            &["true"],
+        ),
+        (&["--output", "json", "--allow-read", "/"], &["true"]),
+        (&["--output", "json", "--env", "PATH"], &["true"]),
+        (&["--output", "json"], &["opsloop-it-no-such-command"]),
+        (
+            &["--output", "json", "--timeout", "200ms"],
+            &["sleep", "30"],
+        ),
+    ] {
+        let out = sandbox(Caller::Me, flags, cmd);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}: {}", text(&out.stdout)));
+        assert_eq!(keys(&doc), keys(&ok), "{flags:?}");
+        assert_eq!(doc["exit_status"], out.status.code().unwrap(), "{flags:?}");
+        assert!(doc["error"]["code"].is_string(), "{flags:?}: {doc}");
+        assert!(doc["layers"].is_array(), "{flags:?}");
+    }
 }
 
 /// Callers and `--user` accounts other than root and `nobody`: the user namespace maps the
@@ -688,4 +777,193 @@ fn other_callers_and_users_work() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The filter's own errno for denied calls, as `strerror` spells it.
+const FILTER_EPERM: &str = "Operation not permitted";
+
+/// Calls an unprivileged process may make on this host (checked outside first), which
+/// the seccomp filter denies: the errno must be the filter's, not a missing privilege's.
+#[test]
+fn calls_the_host_allows_an_unprivileged_process_are_denied_by_the_filter() {
+    for caller in callers() {
+        let mut checked = Vec::new();
+        for mode in ["unshare-user", "keyctl", "perf", "userfaultfd"] {
+            if !escapes_outside(caller, &[mode]) {
+                println!("{caller:?}: {mode} is refused on this host anyway; not a filter check");
+                continue;
+            }
+            let out = assert_blocked(caller, &[], &[mode]);
+            let stdout = text(&out.stdout);
+            assert!(
+                stdout.contains(FILTER_EPERM),
+                "{caller:?} {mode}: not the filter's errno: {stdout}"
+            );
+            checked.push(mode);
+        }
+        assert!(
+            checked.len() >= 2,
+            "{caller:?}: too few calls allowed on this host to check the filter: {checked:?}"
+        );
+        // x32 numbers: the kernel says ENOSYS when it has no x32; the filter says EPERM first.
+        if cfg!(target_arch = "x86_64") {
+            let out = assert_blocked(caller, &[], &["x32"]);
+            assert!(
+                text(&out.stdout).contains(FILTER_EPERM),
+                "{caller:?}: {}",
+                text(&out.stdout)
+            );
+        }
+    }
+}
+
+#[test]
+fn socket_families_are_an_allow_list() {
+    let unsupported = "Address family not supported";
+    for caller in callers() {
+        // Controls: the host allows these outside the sandbox.
+        for family in ["vsock", "netlink-route"] {
+            assert!(
+                escapes_outside(caller, &["socket", family]),
+                "{caller:?}: socket {family} fails outside the sandbox"
+            );
+        }
+        // Network none: Unix sockets only.
+        for family in ["vsock", "netlink-route", "netlink-diag", "packet", "alg"] {
+            let out = assert_blocked(caller, &[], &["socket", family]);
+            assert!(
+                text(&out.stdout).contains(unsupported),
+                "{caller:?} {family}: {}",
+                text(&out.stdout)
+            );
+        }
+        assert_blocked(caller, &[], &["socketpair-inet"]);
+        let bin = escape();
+        let dir = bin.parent().unwrap().to_str().unwrap();
+        for mode in [&["socket", "unix"][..], &["socketpair-unix"]] {
+            let mut cmd = vec![bin.to_str().unwrap()];
+            cmd.extend_from_slice(mode);
+            let out = sandbox(caller, &["--allow-read", dir], &cmd);
+            assert!(
+                text(&out.stdout).contains("ESCAPED"),
+                "{caller:?} {mode:?}: {}",
+                text(&out.stdout)
+            );
+        }
+        // Network host: netlink route yes, the exotic families and other netlink no.
+        let host = ["--network", "host"];
+        for family in ["vsock", "netlink-diag", "netlink-audit", "packet", "alg"] {
+            assert_blocked(caller, &host, &["socket", family]);
+        }
+        let out = sandbox(
+            caller,
+            &["--network", "host", "--allow-read", dir],
+            &[bin.to_str().unwrap(), "socket", "netlink-route"],
+        );
+        assert!(
+            text(&out.stdout).contains("ESCAPED"),
+            "{caller:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// The command lines of processes whose command line holds `token`.
+fn command_lines_with(token: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let mut cmdline = Vec::new();
+            std::fs::File::open(e.path().join("cmdline"))
+                .and_then(|mut f| f.read_to_end(&mut cmdline))
+                .ok()?;
+            let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            line.contains(token).then_some(line)
+        })
+        .collect()
+}
+
+/// Polls `condition` every 20 ms for at most `limit`; whether it held.
+fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killing_the_caller_kills_the_command() {
+    for caller in callers() {
+        // A duration no other process uses, so the sleep can be found.
+        let duration = format!("60.{}{}", std::process::id(), caller as u8);
+        let mut command = if caller == Caller::Nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(env!("CARGO_BIN_EXE_opsloop"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        };
+        // setpriv execs, so the child's pid is opsloop's.
+        let mut opsloop = command
+            .args(["heal", "sandbox", "--", "sleep", &duration])
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sleeping = || {
+            command_lines_with(&duration)
+                .iter()
+                .any(|l| l.starts_with("sleep "))
+        };
+        let started = wait_until(Duration::from_secs(20), sleeping);
+        opsloop.kill().unwrap();
+        opsloop.wait().unwrap();
+        assert!(started, "{caller:?}: the command never started");
+        assert!(
+            wait_until(Duration::from_secs(20), || !sleeping()),
+            "{caller:?}: the command outlived its killed caller: {:?}",
+            command_lines_with(&duration)
+        );
+    }
+}
+
+#[test]
+fn allow_lists_may_not_expose_other_sandboxes_scratch() {
+    let scratch_root = std::env::temp_dir();
+    let scratch_root = scratch_root.to_str().unwrap();
+    for caller in callers() {
+        for flags in [
+            ["--allow-read", scratch_root],
+            ["--allow-write", scratch_root],
+            ["--allow-read", "/"],
+        ] {
+            let out = sandbox(caller, &flags, &["true"]);
+            assert_eq!(out.status.code(), Some(125), "{caller:?} {flags:?}");
+            assert!(
+                text(&out.stderr).contains("scratch root"),
+                "{caller:?} {flags:?}: {}",
+                text(&out.stderr)
+            );
+        }
+        // Control: a directory beside the control directories is fine.
+        let out = sandbox(
+            caller,
+            &["--allow-read", work_dir().to_str().unwrap()],
+            &["true"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{caller:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }

@@ -23,8 +23,8 @@ mod run;
 pub use helper::helper_main;
 pub use outcome::{
     Captured, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, EXIT_TIMED_OUT, Layer,
-    LayerReport, LayerState, Outcome, REDACTED, RecordOutput, RecordSettings, ResourceUsage,
-    RunRecord, Termination,
+    LayerReport, LayerState, Outcome, REDACTED, RecordError, RecordOutput, RecordSettings,
+    ResourceUsage, RunRecord, SETUP_ERROR_CODE, Termination,
 };
 pub use plan::PLAN_VAR;
 pub use policy::{

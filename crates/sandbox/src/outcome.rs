@@ -221,33 +221,34 @@ impl Outcome {
         program: &OsString,
         args: &[OsString],
     ) -> RunRecord {
-        let limits = policy.limits();
         let message = match &self.termination {
             Termination::NotFound(m)
             | Termination::NotExecutable(m)
             | Termination::SetupFailed(m) => Some(m.clone()),
             _ => None,
         };
+        let error = match &self.termination {
+            Termination::Exited(_) | Termination::Signaled(_) => None,
+            Termination::TimedOut => Some(RecordError {
+                code: "timed_out".into(),
+                message: "the timeout killed the command and everything it started".into(),
+            }),
+            Termination::NotFound(m) => Some(RecordError {
+                code: "command_not_found".into(),
+                message: m.clone(),
+            }),
+            Termination::NotExecutable(m) => Some(RecordError {
+                code: "command_not_executable".into(),
+                message: m.clone(),
+            }),
+            Termination::SetupFailed(m) => Some(RecordError {
+                code: SETUP_ERROR_CODE.into(),
+                message: m.clone(),
+            }),
+        };
         RunRecord {
-            command: std::iter::once(program)
-                .chain(args)
-                .map(display_word)
-                .collect(),
-            settings: RecordSettings {
-                allow_read: display_paths(policy.allow_read()),
-                allow_write: display_paths(policy.allow_write()),
-                network: policy.network(),
-                timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
-                memory_bytes: limits.memory_bytes,
-                cpu_time_ms: u64::try_from(limits.cpu_time.as_millis()).unwrap_or(u64::MAX),
-                max_procs: limits.max_procs,
-                env: policy.env_names().to_vec(),
-                user: match policy.user() {
-                    UserSpec::Nobody => "nobody".to_string(),
-                    UserSpec::Name(name) => name.clone(),
-                    UserSpec::Uid(uid) => uid.to_string(),
-                },
-            },
+            command: command_words(program, args),
+            settings: RecordSettings::of(policy),
             exit_status: self.exit_code(),
             termination: self.termination.kind(),
             exit_code: match self.termination {
@@ -257,6 +258,7 @@ impl Outcome {
             signal: self.signal(),
             timed_out: self.timed_out(),
             message,
+            error,
             duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
             usage: self.usage,
             layers: self.layers.clone(),
@@ -265,6 +267,84 @@ impl Outcome {
             scratch_removed: self.scratch_removed,
         }
     }
+}
+
+/// The error code of a run the sandbox could not set up.
+pub const SETUP_ERROR_CODE: &str = "sandbox_setup";
+
+/// The command line as records show it.
+fn command_words(program: &OsString, args: &[OsString]) -> Vec<String> {
+    std::iter::once(program)
+        .chain(args)
+        .map(display_word)
+        .collect()
+}
+
+impl RunRecord {
+    /// The record of a run that never started because the sandbox could not be set up
+    /// (a policy refused, a path missing): the same shape as any other record, with exit
+    /// status 125, no layers, no output, and `error` saying why.
+    pub fn setup_failure(
+        program: &OsString,
+        args: &[OsString],
+        settings: RecordSettings,
+        message: impl Into<String>,
+    ) -> RunRecord {
+        let message = message.into();
+        RunRecord {
+            command: command_words(program, args),
+            settings,
+            exit_status: EXIT_SETUP_FAILED,
+            termination: Termination::SetupFailed(String::new()).kind(),
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            message: Some(message.clone()),
+            error: Some(RecordError {
+                code: SETUP_ERROR_CODE.into(),
+                message,
+            }),
+            duration_ms: 0,
+            usage: ResourceUsage::default(),
+            layers: Vec::new(),
+            stdout: None,
+            stderr: None,
+            // Nothing was created.
+            scratch_removed: true,
+        }
+    }
+}
+
+impl RecordSettings {
+    /// The settings of `policy`.
+    pub fn of(policy: &SandboxPolicy) -> RecordSettings {
+        let limits = policy.limits();
+        RecordSettings {
+            allow_read: display_paths(policy.allow_read()),
+            allow_write: display_paths(policy.allow_write()),
+            network: policy.network(),
+            timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            memory_bytes: limits.memory_bytes,
+            cpu_time_ms: u64::try_from(limits.cpu_time.as_millis()).unwrap_or(u64::MAX),
+            max_procs: limits.max_procs,
+            env: policy.env_names().to_vec(),
+            user: match policy.user() {
+                UserSpec::Nobody => "nobody".to_string(),
+                UserSpec::Name(name) => name.clone(),
+                UserSpec::Uid(uid) => uid.to_string(),
+            },
+        }
+    }
+}
+
+/// Why a run failed, in a [`RunRecord`]: the same object `--output json` uses for every
+/// error of the command line.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordError {
+    /// `sandbox_setup`, `command_not_found`, `command_not_executable`, `timed_out`.
+    pub code: String,
+    /// What happened.
+    pub message: String,
 }
 
 /// A run as the audit trail and `--output json` show it.
@@ -286,6 +366,9 @@ pub struct RunRecord {
     pub timed_out: bool,
     /// Why it did not run, when it did not.
     pub message: Option<String>,
+    /// The failure, when the sandbox could not set up, find, run or finish the command
+    /// (`null` when the command ran and exited or was killed by a signal).
+    pub error: Option<RecordError>,
     /// Wall-clock duration.
     pub duration_ms: u64,
     /// Resources used.
@@ -386,6 +469,34 @@ mod tests {
         assert_eq!(Termination::SetupFailed(String::new()).exit_code(), 125);
         assert_eq!(Termination::NotExecutable(String::new()).exit_code(), 126);
         assert_eq!(Termination::NotFound(String::new()).exit_code(), 127);
+    }
+
+    #[test]
+    fn a_setup_failure_has_the_keys_of_any_other_record() {
+        let policy = SandboxPolicy::default();
+        let program = OsString::from("true");
+        let ran = Outcome {
+            termination: Termination::Exited(0),
+            duration: Duration::from_millis(3),
+            usage: ResourceUsage::default(),
+            layers: Vec::new(),
+            stdout: None,
+            stderr: None,
+            scratch_removed: true,
+        }
+        .record(&policy, &program, &[]);
+        let failed =
+            RunRecord::setup_failure(&program, &[], RecordSettings::of(&policy), "no such path");
+        let keys = |record: &RunRecord| {
+            let value = serde_json::to_value(record).unwrap();
+            let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(&ran), keys(&failed));
+        assert_eq!(failed.exit_status, EXIT_SETUP_FAILED);
+        assert_eq!(failed.error.unwrap().code, SETUP_ERROR_CODE);
+        assert_eq!(ran.error, None);
     }
 
     #[test]

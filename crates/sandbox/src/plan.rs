@@ -87,12 +87,18 @@ pub(crate) struct OuterFacts {
     /// The command's uid as the host sees it.
     pub host_uid: u32,
     pub layers: Vec<LayerReport>,
+    /// The inner helper's inherited read end of a pipe whose write end only the outer
+    /// helper holds: hang-up there means the outer helper is gone.
+    pub death_pipe: Option<i32>,
 }
 
 /// Everything a helper needs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Plan {
     pub stage: Stage,
+    /// The process that started the outer helper: the outer helper exits if it is no
+    /// longer its parent once the parent-death signal is armed.
+    pub caller_pid: u32,
     /// Arguments that make the helper executable run [`crate::helper_main`].
     pub helper_args: Vec<Bytes>,
     pub control: PathBuf,

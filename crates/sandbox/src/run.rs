@@ -7,7 +7,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,9 +81,17 @@ pub enum SandboxError {
         /// Why.
         source: io::Error,
     },
-    /// A write allow-list path would expose the sandbox's own control directory.
-    #[error("allow_write {0}: covers the sandbox's control directory; choose a narrower path")]
-    CoversControl(String),
+    /// An allow-list path would expose the scratch root (every sandbox's control and
+    /// scratch directories) or another sandbox's control directory.
+    #[error("{flag} {path}: covers {what}; choose a narrower path")]
+    CoversScratch {
+        /// `allow_read` or `allow_write`.
+        flag: &'static str,
+        /// The path, canonical.
+        path: String,
+        /// What it would expose.
+        what: &'static str,
+    },
     /// The user does not exist or is uid 0.
     #[error("user {0}")]
     User(String),
@@ -305,6 +312,42 @@ impl Access {
     }
 }
 
+/// The prefix of every control directory's name.
+const CONTROL_PREFIX: &str = "opsloop-sandbox-";
+
+/// Refuses an allow-list path (canonical) that holds the scratch root `parent`, where
+/// every sandbox's control and scratch directories are (all of them owned by the same
+/// uid when the sandboxes run as `nobody`), or that lies in another sandbox's control
+/// directory.
+fn check_scratch_exposure(
+    flag: &'static str,
+    path: &Path,
+    parent: &Path,
+) -> Result<(), SandboxError> {
+    let what = if parent.starts_with(path) {
+        Some("the scratch root, where every sandbox's scratch directory is")
+    } else {
+        path.strip_prefix(parent)
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .filter(|first| {
+                first
+                    .as_os_str()
+                    .as_bytes()
+                    .starts_with(CONTROL_PREFIX.as_bytes())
+            })
+            .map(|_| "a sandbox's control directory")
+    };
+    match what {
+        Some(what) => Err(SandboxError::CoversScratch {
+            flag,
+            path: path.display().to_string(),
+            what,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A unique name for this process's next control directory.
 fn control_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -312,7 +355,7 @@ fn control_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!(
-        "opsloop-sandbox-{}-{}-{nanos:08x}",
+        "{CONTROL_PREFIX}{}-{}-{nanos:08x}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
@@ -326,31 +369,56 @@ struct ControlDir {
 }
 
 impl ControlDir {
+    /// Creates the control directory in `parent` and its `scratch` and `root`, each 0700
+    /// and, for a root caller, owned by the command's user. Every step works on descriptors
+    /// opened without following links, so nothing planted in a shared `parent` can
+    /// redirect a chown or chmod; the top directory is handed over last, so nobody else
+    /// can touch its contents before they are ready.
     fn create(parent: &Path, identity: &Identity, chown: bool) -> Result<Self, SandboxError> {
-        let mut builder = fs::DirBuilder::new();
-        builder.mode(0o700);
-        let path = parent.join(control_name());
-        builder
-            .create(&path)
-            .map_err(io_error(format!("creating {}", path.display())))?;
+        use nix::fcntl::{OFlag, open, openat};
+        use nix::sys::stat::{Mode, fchmod, mkdirat};
+        use nix::unistd::{Gid, Uid, fchown};
+        let name = control_name();
+        let path = parent.join(&name);
+        let owner_only = Mode::S_IRWXU;
+        let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let failed = |what: &str, shown: &Path| {
+            let what = format!("{what} {}", shown.display());
+            move |errno: nix::Error| SandboxError::Io {
+                what,
+                source: io::Error::from(errno),
+            }
+        };
+        let parent_fd =
+            open(parent, dir_flags, Mode::empty()).map_err(failed("opening", parent))?;
+        mkdirat(&parent_fd, name.as_str(), owner_only).map_err(failed("creating", &path))?;
         let dir = ControlDir {
             path,
             removed: false,
         };
-        for name in [SCRATCH_DIR, ROOT_DIR] {
-            let sub = dir.path.join(name);
-            builder
-                .create(&sub)
-                .map_err(io_error(format!("creating {}", sub.display())))?;
-        }
-        if chown {
-            // The helpers run as the command's user from the start.
-            for sub in [Path::new(""), Path::new(SCRATCH_DIR), Path::new(ROOT_DIR)] {
-                let target = dir.path.join(sub);
-                std::os::unix::fs::chown(&target, Some(identity.uid), Some(identity.gid))
-                    .map_err(io_error(format!("chown {}", target.display())))?;
+        let top = openat(&parent_fd, name.as_str(), dir_flags, Mode::empty())
+            .map_err(failed("opening", &dir.path))?;
+        let hand_over = |fd: &std::os::fd::OwnedFd, shown: &Path| {
+            fchmod(fd, owner_only).map_err(failed("chmod", shown))?;
+            if chown {
+                // The helpers run as the command's user from the start.
+                fchown(
+                    fd,
+                    Some(Uid::from_raw(identity.uid)),
+                    Some(Gid::from_raw(identity.gid)),
+                )
+                .map_err(failed("chown", shown))?;
             }
+            Ok::<(), SandboxError>(())
+        };
+        for sub in [SCRATCH_DIR, ROOT_DIR] {
+            let shown = dir.path.join(sub);
+            mkdirat(&top, sub, owner_only).map_err(failed("creating", &shown))?;
+            let fd =
+                openat(&top, sub, dir_flags, Mode::empty()).map_err(failed("opening", &shown))?;
+            hand_over(&fd, &shown)?;
         }
+        hand_over(&top, &dir.path)?;
         Ok(dir)
     }
 
@@ -371,21 +439,49 @@ impl Drop for ControlDir {
 /// Removes a tree the command may have made hard to remove (directories without
 /// permissions); true when it is gone.
 fn remove_tree(path: &Path) -> bool {
-    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+    if fs::remove_dir_all(path).is_ok() || fs::symlink_metadata(path).is_err() {
         return true;
     }
-    fn open_up(dir: &Path) {
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        if let Ok(entries) = fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    open_up(&entry.path());
-                }
+    open_up(path);
+    fs::remove_dir_all(path).is_ok() || fs::symlink_metadata(path).is_err()
+}
+
+/// How deep [`open_up`] goes (the command may nest directories without end).
+const OPEN_UP_DEPTH: usize = 64;
+
+/// Gives the owner back full rights on `path` and the directories below it, never
+/// following a symbolic link: each directory is reached from its parent's descriptor
+/// with `O_NOFOLLOW`, and its mode is changed through that descriptor.
+fn open_up(path: &Path) {
+    use nix::fcntl::AT_FDCWD;
+    use std::os::fd::OwnedFd;
+    fn chmod_and_open<Fd: std::os::fd::AsFd>(parent: Fd, name: &OsStr) -> Option<OwnedFd> {
+        use nix::fcntl::{OFlag, openat};
+        use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
+        // On a symbolic link this fails (EOPNOTSUPP) rather than change its target.
+        let _ = fchmodat(&parent, name, Mode::S_IRWXU, FchmodatFlags::NoFollowSymlink);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        openat(&parent, name, flags, Mode::empty()).ok()
+    }
+    fn walk(dir: &OwnedFd, depth: usize) {
+        if depth >= OPEN_UP_DEPTH {
+            return;
+        }
+        let listing = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir));
+        let Ok(entries) = fs::read_dir(listing) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && let Some(sub) = chmod_and_open(dir, &entry.file_name())
+            {
+                walk(&sub, depth + 1);
             }
         }
     }
-    open_up(path);
-    fs::remove_dir_all(path).is_ok() || !path.exists()
+    if let Some(top) = chmod_and_open(AT_FDCWD, path.as_os_str()) {
+        walk(&top, 0);
+    }
 }
 
 /// Reads a pipe to its end, keeping the first `limit` bytes.
@@ -489,7 +585,18 @@ impl Sandbox {
         for path in DEFAULT_READ {
             // Missing defaults are simply not there (no /lib32 on most hosts).
             let _ = add_rule(Path::new(path), Access::Read, &mut rules, &mut links);
+            // `/etc/mtab` leads to the caller's own `/proc/PID/mounts`: the link alone is
+            // kept, and resolves to the sandbox's own `/proc`.
+            if rules.last().is_some_and(|r| r.path.starts_with("/proc")) {
+                rules.pop();
+            }
         }
+        let parent = match &policy.scratch_parent {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir(),
+        };
+        let parent = fs::canonicalize(&parent)
+            .map_err(io_error(format!("scratch parent {}", parent.display())))?;
         for (flag, access, paths) in [
             ("allow_read", Access::Read, &policy.allow_read),
             ("allow_write", Access::Write, &policy.allow_write),
@@ -502,6 +609,9 @@ impl Sandbox {
                         source,
                     }
                 })?;
+                if let Some(rule) = rules.last() {
+                    check_scratch_exposure(flag, &rule.path, &parent)?;
+                }
             }
         }
         for device in DEVICES {
@@ -514,19 +624,7 @@ impl Sandbox {
             }
         }
 
-        let parent = match &policy.scratch_parent {
-            Some(dir) => dir.clone(),
-            None => std::env::temp_dir(),
-        };
-        let parent = fs::canonicalize(&parent)
-            .map_err(io_error(format!("scratch parent {}", parent.display())))?;
         let mut control = ControlDir::create(&parent, &identity, root)?;
-        if let Some(rule) = rules
-            .iter()
-            .find(|r| r.access == Access::Write && control.path.starts_with(&r.path))
-        {
-            return Err(SandboxError::CoversControl(rule.path.display().to_string()));
-        }
         let scratch = control.path.join(SCRATCH_DIR);
         rules.push(PathRule {
             path: scratch.clone(),
@@ -560,6 +658,7 @@ impl Sandbox {
 
         let plan = Plan {
             stage: Stage::Outer,
+            caller_pid: std::process::id(),
             helper_args: self
                 .helper
                 .args
@@ -739,6 +838,94 @@ mod tests {
         prune(&mut rules);
         let paths: Vec<_> = rules.iter().map(|r| r.path.display().to_string()).collect();
         assert_eq!(paths, ["/dev/null", "/usr", "/usr/local/x", "/var/x"]);
+    }
+
+    /// A fresh directory under the temporary directory, removed by the caller.
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "opsloop-sandbox-unit-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn allow_lists_may_not_expose_the_scratch_root() {
+        let parent = Path::new("/tmp");
+        for covering in [
+            "/",
+            "/tmp",
+            "/tmp/opsloop-sandbox-1-0-0",
+            "/tmp/opsloop-sandbox-1-0-0/scratch",
+        ] {
+            assert!(
+                matches!(
+                    check_scratch_exposure("allow_read", Path::new(covering), parent),
+                    Err(SandboxError::CoversScratch { .. })
+                ),
+                "{covering}"
+            );
+        }
+        for fine in ["/usr", "/tmp/data", "/var/tmp", "/tmpx"] {
+            assert!(
+                check_scratch_exposure("allow_read", Path::new(fine), parent).is_ok(),
+                "{fine}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_control_directory_is_owner_only() {
+        use std::os::unix::fs::MetadataExt;
+        let parent = test_dir("control");
+        let identity = resolve_user(&UserSpec::Nobody).unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        let mut control = ControlDir::create(&parent, &identity, root).unwrap();
+        for path in [
+            control.path.clone(),
+            control.path.join(SCRATCH_DIR),
+            control.path.join(ROOT_DIR),
+        ] {
+            assert_eq!(mode(&path), 0o700, "{}", path.display());
+            if root {
+                assert_eq!(fs::metadata(&path).unwrap().uid(), identity.uid);
+            }
+        }
+        assert!(control.remove());
+        fs::remove_dir_all(parent).unwrap();
+    }
+
+    #[test]
+    fn opening_up_a_tree_never_follows_links() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = test_dir("open-up");
+        let outside = dir.join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+        let tree = dir.join("tree");
+        fs::create_dir_all(tree.join("locked/inner")).unwrap();
+        symlink(&outside, tree.join("link")).unwrap();
+        symlink(&outside, tree.join("locked/link")).unwrap();
+        fs::set_permissions(tree.join("locked/inner"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(tree.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        // The top itself a link: its target is left alone.
+        let top_link = dir.join("top-link");
+        symlink(&outside, &top_link).unwrap();
+        open_up(&top_link);
+        open_up(&tree);
+        assert_eq!(mode(&outside), 0o755);
+        assert_eq!(mode(&tree.join("locked")), 0o700);
+        assert_eq!(mode(&tree.join("locked/inner")), 0o700);
+        assert!(remove_tree(&tree));
+        assert!(outside.exists());
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

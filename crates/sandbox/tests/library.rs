@@ -75,15 +75,42 @@ fn the_record_names_environment_variables_but_never_their_values() {
     assert_eq!(record.termination, "exited");
 }
 
+/// Processes whose command line holds `token`.
+fn processes_with(token: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            line.contains(token).then_some(line)
+        })
+        .collect()
+}
+
+/// A shell that starts a background sleep named by a unique duration, then sleeps itself.
+fn with_background_child(token: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("sleep {token} & sleep 30"),
+    ]
+}
+
 #[test]
-fn the_timeout_ends_the_run_with_124() {
+fn the_timeout_ends_the_run_with_124_and_kills_background_children() {
+    let token = format!("31.{}1", std::process::id());
+    let cmd = with_background_child(&token);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let outcome = run(
-        SandboxPolicy::builder().timeout(Duration::from_millis(200)),
-        &["sleep", "30"],
+        SandboxPolicy::builder().timeout(Duration::from_millis(300)),
+        &cmd,
     );
     assert_eq!(outcome.termination, Termination::TimedOut);
     assert_eq!(outcome.exit_code(), 124);
     assert!(outcome.timed_out());
+    // Gone before `run` returned: no waiting here.
+    assert_eq!(processes_with(&token), Vec::<String>::new());
 }
 
 #[test]
@@ -128,11 +155,15 @@ fn without_a_user_namespace_the_other_layers_still_hold() {
 
 #[test]
 fn without_a_user_namespace_the_timeout_still_kills_the_tree() {
+    let token = format!("31.{}2", std::process::id());
+    let cmd = with_background_child(&token);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let outcome = run(
         SandboxPolicy::builder()
             .user_namespace(false)
             .timeout(Duration::from_millis(300)),
-        &["sh", "-c", "sleep 30 & sleep 30"],
+        &cmd,
     );
     assert_eq!(outcome.termination, Termination::TimedOut);
+    assert_eq!(processes_with(&token), Vec::<String>::new());
 }

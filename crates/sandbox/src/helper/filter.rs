@@ -175,9 +175,25 @@ const DENIED: &[i64] = &[
     libc::SYS_uselib,
 ];
 
-/// The x32 ABI's system-call bit on x86_64: the same calls under other numbers.
+/// The x32 ABI's system-call bit on x86_64: the same calls under other numbers, which a
+/// filter keyed on x86_64 numbers would let through.
 #[cfg(target_arch = "x86_64")]
-const X32_BIT: i64 = 0x4000_0000;
+const X32_BIT: u32 = 0x4000_0000;
+
+/// `AUDIT_ARCH_X86_64`, as `seccomp_data.arch` holds it.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+
+/// Address families the command may open sockets of with network `host`: Unix, IPv4,
+/// IPv6, and netlink (route protocol only, which `ip` and the resolver use). VSOCK,
+/// packet, Bluetooth, ALG, XDP, TIPC, ... reach hosts, devices or kernel code the
+/// command has no business with.
+const HOST_FAMILIES: &[i32] = &[
+    libc::AF_UNIX,
+    libc::AF_INET,
+    libc::AF_INET6,
+    libc::AF_NETLINK,
+];
 
 /// Namespace flags `clone` may not carry (`CLONE_NEWTIME` shares its bit with the exit
 /// signal in `clone`'s flags, and only `unshare`/`clone3` take it).
@@ -220,17 +236,16 @@ fn compile(
     .map_err(|e| setup_failure("seccomp", e.to_string()))
 }
 
-/// Builds and installs the filters (no_new_privs must be set): denied calls fail with
-/// EPERM; `clone3` fails with ENOSYS so the C library falls back to `clone`, whose flags
-/// the filter can see.
+/// Builds and installs the filters (no_new_privs must be set): denied calls and every x32
+/// call fail with EPERM; sockets of families outside the allow-list with EAFNOSUPPORT (so
+/// programs fall back as on a host without them); `clone3` with ENOSYS so the C library
+/// falls back to `clone`, whose flags the filter can see.
 pub(super) fn seccomp(network: Network) -> Result<LayerReport, SetupError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| setup_failure("seccomp", e.to_string()))?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for &call in DENIED {
         rules.insert(call, Vec::new());
-        #[cfg(target_arch = "x86_64")]
-        rules.insert(call | X32_BIT, Vec::new());
     }
     let masked = |flag: u64| {
         condition(
@@ -260,41 +275,164 @@ pub(super) fn seccomp(network: Network) -> Result<LayerReport, SetupError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_ioctl, ioctl_rules);
-    if network == Network::None {
-        let socket_rules = [libc::AF_INET, libc::AF_INET6, libc::AF_PACKET]
-            .iter()
-            .map(|&domain| {
-                condition(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, domain as u64)
-                    .and_then(|c| rule(vec![c]))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        rules.insert(libc::SYS_socket, socket_rules);
-    }
     let deny = compile(rules, libc::EPERM, arch)?;
+    let sockets = compile(socket_rules(network)?, libc::EAFNOSUPPORT, arch)?;
     let clone3 = compile(
         BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
         libc::ENOSYS,
         arch,
     )?;
-    for program in [&clone3, &deny] {
+    let mut programs = vec![clone3, sockets, deny];
+    #[cfg(target_arch = "x86_64")]
+    programs.push(x32_filter());
+    for program in &programs {
         seccompiler::apply_filter(program).map_err(|e| setup_failure("seccomp", e.to_string()))?;
     }
     Ok(LayerReport::applied(
         Layer::Seccomp,
         format!(
-            "{} calls denied, namespace flags of clone, clone3{}",
+            "{} calls denied, namespace flags of clone, clone3, x32 calls; sockets: {}",
             DENIED.len(),
-            if network == Network::None {
-                ", IPv4/IPv6/packet sockets"
-            } else {
-                ""
+            match network {
+                Network::None => "Unix only",
+                Network::Host => "Unix, IPv4, IPv6, netlink route only",
             }
         ),
     ))
+}
+
+/// The socket families allowed, as rules that match (and so deny) every other one:
+/// `socket` and `socketpair` with any family but Unix under network `none`; under
+/// `host`, `socket` outside [`HOST_FAMILIES`] and netlink with any protocol but route.
+fn socket_rules(network: Network) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SetupError> {
+    let family = |op: SeccompCmpOp, value: i32| {
+        condition(
+            0,
+            SeccompCmpArgLen::Dword,
+            op,
+            u64::from(value.unsigned_abs()),
+        )
+    };
+    let not_unix = || rule(vec![family(SeccompCmpOp::Ne, libc::AF_UNIX)?]);
+    let socket = match network {
+        Network::None => vec![not_unix()?],
+        Network::Host => {
+            let outside = HOST_FAMILIES
+                .iter()
+                .map(|&f| family(SeccompCmpOp::Ne, f))
+                .collect::<Result<Vec<_>, _>>()?;
+            let netlink_not_route = vec![
+                family(SeccompCmpOp::Eq, libc::AF_NETLINK)?,
+                condition(
+                    2,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Ne,
+                    u64::from(libc::NETLINK_ROUTE.unsigned_abs()),
+                )?,
+            ];
+            vec![rule(outside)?, rule(netlink_not_route)?]
+        }
+    };
+    Ok(BTreeMap::from([
+        (libc::SYS_socket, socket),
+        (libc::SYS_socketpair, vec![not_unix()?]),
+    ]))
+}
+
+/// One classic-BPF instruction.
+#[cfg(target_arch = "x86_64")]
+fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code, jt, jf, k }
+}
+
+/// Denies every x32 call (`nr >= 0x40000000` under the x86_64 audit arch) with EPERM:
+/// seccompiler matches exact numbers only, so this small program is written by hand.
+#[cfg(target_arch = "x86_64")]
+fn x32_filter() -> BpfProgram {
+    // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JEQ | BPF_K, BPF_JMP | BPF_JGE | BPF_K,
+    // BPF_RET | BPF_K.
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const JGE_K: u16 = 0x35;
+    const RET_K: u16 = 0x06;
+    // Offsets in `struct seccomp_data`.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    let errno = libc::SECCOMP_RET_ERRNO | libc::EPERM.unsigned_abs();
+    vec![
+        bpf(LD_W_ABS, 0, 0, ARCH),
+        // Other architectures: the other filters kill the process.
+        bpf(JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        bpf(LD_W_ABS, 0, 0, NR),
+        bpf(JGE_K, 0, 1, X32_BIT),
+        bpf(RET_K, 0, 0, errno),
+        bpf(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 /// An ioctl request number as the filter compares it (its C type differs between libcs).
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 fn ioctl_request(request: libc::Ioctl) -> u64 {
     request as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    /// Installs the filter on a fresh thread only (seccomp and no_new_privs are per
+    /// thread), then runs `probe` there.
+    fn under_filter<T: Send + 'static>(network: Network, probe: fn() -> T) -> T {
+        std::thread::spawn(move || {
+            nix::sys::prctl::set_no_new_privs().unwrap();
+            seccomp(network).unwrap();
+            probe()
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn udp_error() -> Option<i32> {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .err()
+            .and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn network_none_allows_unix_sockets_only() {
+        let (udp, unix) = under_filter(Network::None, || {
+            (udp_error(), UnixDatagram::pair().is_ok())
+        });
+        assert_eq!(udp, Some(libc::EAFNOSUPPORT));
+        assert!(unix, "socketpair(AF_UNIX) must work");
+    }
+
+    #[test]
+    fn network_host_allows_inet_sockets() {
+        let (udp, unix) = under_filter(Network::Host, || {
+            (udp_error(), UnixDatagram::pair().is_ok())
+        });
+        assert_eq!(udp, None);
+        assert!(unix);
+    }
+
+    #[test]
+    fn both_networks_compile_their_socket_rules() {
+        for network in [Network::None, Network::Host] {
+            let rules = socket_rules(network).unwrap();
+            assert!(rules.contains_key(&libc::SYS_socket));
+            assert!(rules.contains_key(&libc::SYS_socketpair));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_x32_filter_checks_the_arch_then_the_number() {
+        let program = x32_filter();
+        assert_eq!(program.len(), 6);
+        assert_eq!(program[1].k, AUDIT_ARCH_X86_64);
+        assert_eq!(program[3].k, X32_BIT);
+        assert_eq!(program[4].k, libc::SECCOMP_RET_ERRNO | 1);
+    }
 }

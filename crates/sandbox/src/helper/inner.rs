@@ -2,7 +2,9 @@
 //! an unprivileged identity, drops every capability, sets the rlimits, applies Landlock,
 //! no_new_privs and seccomp to itself, then starts the command (which inherits all of it)
 //! with only descriptors 0, 1 and 2, reaps orphans until the command ends, and reports how
-//! it ended. When it exits, the kernel kills whatever the command left behind.
+//! it ended. When it exits, the kernel kills whatever the command left behind; it dies
+//! with the outer helper (parent-death signal re-armed after its own credential changes,
+//! and a pipe only the outer helper writes to tells whether that one died first).
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -26,7 +28,11 @@ use crate::plan::{INNER_STATUS, InnerStatus, Plan};
 pub(super) fn run(plan: Plan) -> u8 {
     // Descriptors inherited from the caller, to be closed for the command: listed before
     // this process opens any of its own.
-    let inherited = inherited_fds();
+    let mut inherited = inherited_fds();
+    let death_pipe = plan.outer.death_pipe.and_then(|fd| {
+        inherited.retain(|&open| open != fd);
+        reopen_death_pipe(fd)
+    });
     let path = plan.status_path(INNER_STATUS);
     let mut file = match File::create(&path) {
         Ok(file) => file,
@@ -36,7 +42,7 @@ pub(super) fn run(plan: Plan) -> u8 {
         }
     };
     let mut status = InnerStatus::default();
-    if let Err(e) = inner(&plan, &inherited, &mut status) {
+    if let Err(e) = inner(&plan, &inherited, death_pipe.as_ref(), &mut status) {
         status.setup_error = Some(e.to_string());
     }
     write_status(&mut file, &status);
@@ -59,7 +65,50 @@ fn inherited_fds() -> Vec<i32> {
     }
 }
 
-fn inner(plan: &Plan, inherited: &[i32], status: &mut InnerStatus) -> Result<(), SetupError> {
+/// The pipe the outer helper holds the other end of, as a descriptor of this process's own
+/// (close-on-exec, so the command never gets it); the inherited number is closed.
+fn reopen_death_pipe(fd: i32) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let reopened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{fd}"))
+        .ok();
+    let _ = nix::unistd::close(fd);
+    reopened
+}
+
+/// Arms the parent-death signal (the credential changes above cleared the first one) and
+/// stops if the outer helper died before it was armed: pid 1 dying then takes the whole
+/// sandbox with it.
+fn arm_parent_death(death_pipe: Option<&File>) -> Result<(), SetupError> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(setup_error("parent-death signal"))?;
+    let Some(pipe) = death_pipe else {
+        return Ok(());
+    };
+    let mut fds = [PollFd::new(pipe, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Nothing is ever written: readable or hung up both mean the writer is gone.
+    let gone = poll(&mut fds, Some(&now)).is_ok_and(|n| n > 0);
+    if gone {
+        return Err(setup_failure(
+            "parent-death signal",
+            "the outer helper is gone",
+        ));
+    }
+    Ok(())
+}
+
+fn inner(
+    plan: &Plan,
+    inherited: &[i32],
+    death_pipe: Option<&File>,
+    status: &mut InnerStatus,
+) -> Result<(), SetupError> {
     let facts = &plan.outer;
     // If the outer helper dies (the caller gave up on it), everything here dies too.
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(setup_error("parent-death signal"))?;
@@ -121,7 +170,14 @@ fn inner(plan: &Plan, inherited: &[i32], status: &mut InnerStatus) -> Result<(),
     } else {
         LayerReport::unavailable(Layer::Seccomp, "this kernel has no seccomp")
     });
+    // Nothing outside may read this process's memory or /proc files. The command's own
+    // flag cannot be set from here: posix_spawn runs no code between fork and exec, and
+    // execve makes a process dumpable again unless its credentials change. What keeps
+    // sandboxes (all host uid 65534) apart is the pid namespace each has, the Landlock
+    // domain (ptrace and /proc access across domains are denied) and seccomp (ptrace,
+    // process_vm_*); the CLI warns loudly when the pid namespace is missing.
     let _ = prctl::set_dumpable(false);
+    arm_parent_death(death_pipe)?;
 
     if plan.notices {
         let missing: Vec<String> = layers

@@ -1,11 +1,14 @@
 //! The outer helper: drops a root caller to the command's user, creates the user, pid,
 //! network, IPC and UTS namespaces (each as far as the kernel allows), starts the inner
 //! helper as pid 1 of the new pid namespace, enforces the timeout by killing it (which
-//! kills the whole namespace), and reports the tree's resource use.
+//! kills the whole namespace), and reports the tree's resource use. It dies with its caller
+//! (parent-death signal, armed after the last credential change, which would clear it), and
+//! the inner helper dies with it, so a killed caller leaves nothing running.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
@@ -84,6 +87,20 @@ fn map_self(uid: u32, gid: u32) -> Result<(), SetupError> {
     written
 }
 
+/// Kills this process when the one that started it dies (so a killed caller does not
+/// leave the command running until its timeout), and exits if that already happened.
+fn arm_parent_death(caller_pid: u32) -> Result<(), SetupError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(setup_error("parent-death signal"))?;
+    let parent = nix::unistd::getppid().as_raw();
+    if u32::try_from(parent).ok() != Some(caller_pid) {
+        return Err(setup_failure(
+            "parent-death signal",
+            format!("the caller (pid {caller_pid}) is gone"),
+        ));
+    }
+    Ok(())
+}
+
 fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
     // Nobody on the host may read this process's memory or environment.
     let _ = nix::sys::prctl::set_dumpable(false);
@@ -146,6 +163,9 @@ fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
             }
         }
     }
+    // Credential changes (the drop to the user, the new user namespace) clear the
+    // parent-death signal: armed only now, then checked against a caller that died first.
+    arm_parent_death(plan.caller_pid)?;
     facts.root_without_userns = root && !dropped;
     let namespaced = facts.user_ns || (root && !dropped && namespaces_error.is_none());
     facts.pid_ns = namespaced;
@@ -166,6 +186,16 @@ fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
         });
     }
 
+    // The inner helper keeps the read end; only this process holds the write end, so the
+    // inner one sees a hang-up once this process is gone.
+    let (death_read, death_write) = nix::unistd::pipe().map_err(setup_error("pipe"))?;
+    nix::fcntl::fcntl(
+        &death_write,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(setup_error("pipe"))?;
+    facts.death_pipe = Some(death_read.as_raw_fd());
+
     plan.stage = Stage::Inner;
     facts.layers = status.layers.clone();
     plan.outer = facts;
@@ -184,9 +214,12 @@ fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
         .process_group(0)
         .spawn()
         .map_err(setup_io_error("starting the sandbox's init"))?;
+    drop(death_read);
     let group = i32::try_from(child.id()).map(Pid::from_raw).ok();
 
-    if !wait_for_exit(&child, plan.limits.timeout) {
+    let finished = wait_for_exit(&child, plan.limits.timeout);
+    drop(death_write);
+    if !finished {
         status.timed_out = true;
         // Pid 1 dying takes the whole pid namespace with it.
         let _ = child.kill();
