@@ -2,6 +2,7 @@
 //! It decides nothing a library could decide.
 
 mod audit_cmd;
+mod audit_log_cmd;
 mod config_cmd;
 mod detect_cmd;
 mod forecast_cmd;
@@ -48,11 +49,13 @@ enum Command {
     Run(run::RunArgs),
     /// Audit Kubernetes manifests for runtime defects and common misconfigurations.
     Audit(audit_cmd::AuditArgs),
+    /// The self-healing loop's audit trail: verify its hash chain, export it.
+    AuditLog(audit_log_cmd::AuditLogArgs),
     /// Forecast metric series: models chosen by backtest, 80/95 % bands, capacity warnings.
     Forecast(forecast_cmd::ForecastArgs),
     /// Score a metric series for anomalies: streaming, causal, one score per row.
     Detect(detect_cmd::DetectArgs),
-    /// The self-healing loop: `heal sandbox` runs a command as a playbook's `exec` would.
+    /// The self-healing loop: check and test playbooks; run a command as an `exec` step would.
     Heal(heal_cmd::HealArgs),
 }
 
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let output = match &cli.command {
         Command::Inspect(args) => args.output(),
         Command::Audit(args) => args.output(),
+        Command::AuditLog(args) => args.output(),
         Command::Config(args) => args.output(),
         Command::Run(args) => args.output(),
         Command::Detect(args) => args.output(),
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
+        Command::AuditLog(args) => audit_log_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
         Command::Run(args) => run::run(args),
         Command::Detect(args) => detect_cmd::run(args),

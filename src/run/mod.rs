@@ -181,6 +181,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         metrics,
         ready: agent.supervisor.ready_flag(),
         token: token.map(Arc::from),
+        // Named tokens (`api.tokens`) and the heal loop are wired by the lead (issue 12).
+        tokens: Arc::from([]),
+        heal: None,
         protect_metrics: api.protect_metrics,
         rules: Arc::new(move || {
             rules

@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod audit_log;
 mod config;
 mod detect;
 mod forecast;
 mod hardening;
+mod heal;
 mod inspect;
 mod jetstream;
 mod otlp;

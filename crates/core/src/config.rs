@@ -92,6 +92,49 @@ pub struct ApiConfig {
     /// With a token set, `/metrics` needs it too.
     #[serde(default)]
     pub protect_metrics: bool,
+    /// Named bearer tokens with roles, besides `token` (which acts as an admin token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<ApiTokenConfig>,
+}
+
+/// What an API token may do; each role includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiRole {
+    /// Read: every `GET`.
+    Viewer,
+    /// Also send input (logs, Alertmanager, webhooks) and approve or reject incidents.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl ApiRole {
+    /// Its name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Viewer => "viewer",
+            ApiRole::Operator => "operator",
+            ApiRole::Admin => "admin",
+        }
+    }
+}
+
+/// A named API token: its secret comes from an environment variable or a file, never from
+/// the configuration itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// Who holds it; recorded as the approver of what it approves.
+    pub name: String,
+    /// What it may do.
+    pub role: ApiRole,
+    /// Environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// File holding the secret (surrounding whitespace ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_max_body() -> u64 {
@@ -120,6 +163,7 @@ impl Default for ApiConfig {
             max_record_bytes: default_max_record_bytes(),
             max_concurrent_ingest: default_max_concurrent_ingest(),
             protect_metrics: false,
+            tokens: Vec::new(),
         }
     }
 }
@@ -744,6 +788,29 @@ impl Config {
         if self.api.token.as_deref().is_some_and(str::is_empty) {
             problem("api.token".into(), "empty token".into());
         }
+        let mut token_names = HashSet::new();
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            let at = |field: &str| format!("api.tokens[{i}].{field}");
+            if t.name.trim().is_empty() {
+                problem(at("name"), "empty name".into());
+            } else if !token_names.insert(t.name.as_str()) {
+                problem(at("name"), format!("{:?} is used by another token", t.name));
+            }
+            match (&t.token_env, &t.token_file) {
+                (Some(_), Some(_)) => problem(
+                    format!("api.tokens[{i}]"),
+                    "set token_env or token_file, not both".into(),
+                ),
+                (None, None) => problem(
+                    format!("api.tokens[{i}]"),
+                    "set token_env or token_file".into(),
+                ),
+                (Some(env), None) if env.is_empty() => {
+                    problem(at("token_env"), "empty variable name".into());
+                }
+                _ => {}
+            }
+        }
         for (field, value) in [
             ("max_body_bytes", self.api.max_body_bytes as usize),
             ("max_records_per_request", self.api.max_records_per_request),
@@ -1056,5 +1123,31 @@ traces:
             "{msg}"
         );
         assert!(Config::from_yaml("sources:\n  - type: ftp\n    name: x\n").is_err());
+    }
+
+    #[test]
+    fn api_tokens_have_roles_and_one_secret_source() {
+        let c = Config::from_yaml(
+            "api:\n  tokens:\n    - {name: alice, role: operator, token_env: ALICE_TOKEN}\n    - {name: grafana, role: viewer, token_file: /run/secrets/grafana}\n",
+        )
+        .unwrap();
+        assert_eq!(c.api.tokens.len(), 2);
+        assert_eq!(c.api.tokens[0].role, ApiRole::Operator);
+        assert!(ApiRole::Viewer < ApiRole::Operator && ApiRole::Operator < ApiRole::Admin);
+        let bad = Config::from_yaml(
+            "api:\n  tokens:\n    - {name: a, role: admin}\n    - {name: a, role: viewer, token_env: X, token_file: f}\n",
+        );
+        let Err(ConfigError::Invalid(problems)) = bad else {
+            panic!("expected problems: {bad:?}")
+        };
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["api.tokens[0]", "api.tokens[1].name", "api.tokens[1]"]
+        );
+        assert!(
+            Config::from_yaml("api:\n  tokens:\n    - {name: a, role: root, token_env: X}\n")
+                .is_err()
+        );
     }
 }

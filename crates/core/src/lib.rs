@@ -5,9 +5,11 @@
 //! - [`event`]: the CloudEvents 1.0 [`Event`] every loop emits, and the event [`event::types`].
 //! - [`config`]: the agent's YAML [`config::Config`], its embedded default and validation.
 //! - [`ingest`]: records received over the API, [`ingest::IngestedRecord`].
+//! - [`alertmanager`]: Alertmanager webhook notifications (version 4) as events.
 //!
 //! This crate does no I/O; everything above it depends on it and it depends on nothing of ours.
 
+pub mod alertmanager;
 pub mod config;
 pub mod event;
 pub mod ingest;

@@ -7,15 +7,28 @@
 //! - `GET /api/v1/events` (filters `type`, `subject`; `since`, `until` RFC 3339 times in years
 //!   0000..=9999 naming real calendar days, compared as instants; `cursor` ≥ 0; `limit`),
 //!   `GET /api/v1/templates`, `GET /api/v1/rules`;
+//! - the self-healing loop's (see the `heal` module): `POST /api/v1/alertmanager`
+//!   (Alertmanager webhook, payload version 4: one event per notification, 200
+//!   `{"accepted": n}`), `POST /api/v1/hooks/{name}` (a JSON body mapped to an event by the
+//!   hook; 404 unknown hook, 422 mapping failed), `GET /api/v1/incidents` (filters `state`,
+//!   `playbook`, `key`, `since`, `until` on the creation time; `cursor`; `limit`; newest
+//!   first), `GET /api/v1/incidents/{id}`, `POST /api/v1/incidents/{id}/approve` and
+//!   `/reject` (optional body `{"comment"}`; 404 unknown, 409 not awaiting approval, else 202
+//!   after the decision is published and recorded in the audit trail with the approver), and
+//!   `GET /api/v1/audit-log` (`after` a seq, `limit`; records with their hashes). Without
+//!   [`ApiState::heal`], the inputs and decisions answer 503;
 //! - `POST /api/v1/logs`: NDJSON (a leading UTF-8 BOM is skipped) or a JSON array of objects
 //!   with `message` (or `msg`, `log`), see the `ingest` module. The answer is 202 (400 when
 //!   every record was rejected) with `accepted`, `rejected` (counts) and `rejections` (index and
 //!   reason of the first 10 rejected records).
 //!
-//! Authentication: with [`ApiState::token`] set, every endpoint but `/healthz` and `/readyz`
-//! requires `Authorization: Bearer <token>` (compared in constant time), and so does
-//! `/metrics` when [`ApiState::protect_metrics`] is set; without a token everything is open.
-//! A missing or wrong token gets 401 with `WWW-Authenticate: Bearer`.
+//! Authentication (the `auth` module): with [`ApiState::token`] or [`ApiState::tokens`] set,
+//! every endpoint but `/healthz` and `/readyz` requires `Authorization: Bearer <token>`
+//! (compared in constant time against every token), and so does `/metrics` when
+//! [`ApiState::protect_metrics`] is set; without any token everything is open. Roles: every
+//! `GET` needs `viewer`; sending input (`/logs`, `/alertmanager`, `/hooks/*`) and approving
+//! or rejecting need `operator`; the legacy single token is `admin`. A missing or wrong
+//! token gets 401 with `WWW-Authenticate: Bearer`, a role too low 403.
 //!
 //! Limits on `POST /api/v1/logs`: a body over [`ApiState::max_body_bytes`] gets 413 (at once
 //! when `Content-Length` announces it); more than [`ApiState::max_records_per_request`]
@@ -47,6 +60,12 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
+pub use auth::{ANONYMOUS, ApiToken, LEGACY_TOKEN_NAME, Principal, Role};
+pub use heal::{
+    API_EVENT_SOURCE, AWAITING_APPROVAL, HealApi, INCIDENT_APPROVE, INCIDENT_REJECT,
+    MAX_COMMENT_CHARS,
+};
+
 /// A rule as the API lists it.
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleInfo {
@@ -71,9 +90,13 @@ pub struct ApiState {
     pub metrics: Arc<AgentMetrics>,
     /// Set once store and sources are up.
     pub ready: Arc<AtomicBool>,
-    /// Bearer token every endpoint but `/healthz` and `/readyz` (and `/metrics`, unless
-    /// `protect_metrics`) requires; `None` leaves the API open.
+    /// The legacy single bearer token, with the admin role (named [`LEGACY_TOKEN_NAME`]).
+    /// With neither it nor [`ApiState::tokens`], the API is open.
     pub token: Option<Arc<str>>,
+    /// Named tokens with roles.
+    pub tokens: Arc<[ApiToken]>,
+    /// The self-healing loop, when it runs: where inputs and decisions are published.
+    pub heal: Option<Arc<dyn HealApi>>,
     /// With a token set, whether `/metrics` requires it too.
     pub protect_metrics: bool,
     /// The rules and their hits, as of now.
@@ -158,23 +181,47 @@ pub fn router(state: ApiState) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz));
-    let mut guarded = Router::new()
+    let mut read = Router::new()
         .route("/api/v1/events", get(events))
         .route("/api/v1/templates", get(templates))
         .route("/api/v1/rules", get(rules))
-        .route(
-            "/api/v1/logs",
-            post(ingest).layer(DefaultBodyLimit::max(limit)),
-        );
+        .route("/api/v1/incidents", get(heal::incidents))
+        .route("/api/v1/incidents/{id}", get(heal::incident))
+        .route("/api/v1/audit-log", get(heal::audit_log));
     if state.protect_metrics {
-        guarded = guarded.route("/metrics", get(metrics));
+        read = read.route("/metrics", get(metrics));
     } else {
         open = open.route("/metrics", get(metrics));
     }
-    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        require_token,
-    ));
+    // Decisions carry a comment at most: a small body is plenty.
+    let decision_limit = DefaultBodyLimit::max(64 << 10);
+    let operate = Router::new()
+        .route(
+            "/api/v1/logs",
+            post(ingest).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/api/v1/alertmanager",
+            post(heal::alertmanager).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/api/v1/hooks/{name}",
+            post(heal::hook).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route(
+            "/api/v1/incidents/{id}/approve",
+            post(heal::approve).layer(decision_limit),
+        )
+        .route(
+            "/api/v1/incidents/{id}/reject",
+            post(heal::reject).layer(decision_limit),
+        );
+    let guard = |role: Role| {
+        axum::middleware::from_fn_with_state((state.clone(), role), auth::require_role)
+    };
+    let guarded = read
+        .route_layer(guard(Role::Viewer))
+        .merge(operate.route_layer(guard(Role::Operator)));
     open.merge(guarded)
         .route_layer(axum::middleware::from_fn(request_span))
         .fallback(|| async {
@@ -243,13 +290,6 @@ async fn json_errors(request: Request, next: Next) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.extend(fresh.headers);
     Response::from_parts(parts, body)
-}
-
-async fn require_token(State(s): State<ApiState>, request: Request, next: Next) -> Response {
-    match authorize(&s, request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
-    }
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
@@ -422,38 +462,6 @@ async fn rules(State(s): State<ApiState>) -> Response {
     axum::Json(json!({"rules": (s.rules)()})).into_response()
 }
 
-/// Compares in time that depends only on the length of `secret`, never on where or whether
-/// `given` differs: no early return on a length mismatch or a differing byte.
-fn same_secret(given: &[u8], secret: &[u8]) -> bool {
-    let mut diff = given.len() ^ secret.len();
-    for (i, s) in secret.iter().enumerate() {
-        let g = given.get(i).copied().unwrap_or(0);
-        diff |= usize::from(g ^ s);
-    }
-    std::hint::black_box(diff) == 0
-}
-
-fn authorize(s: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &s.token else {
-        return Ok(());
-    };
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    match given {
-        Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required".into(),
-        )),
-    }
-}
-
 /// The length the request announces, when it announces one; `u64::MAX` for a number too large
 /// to read (it is over any limit all the same).
 fn announced_length(headers: &HeaderMap) -> Option<u64> {
@@ -566,6 +574,8 @@ async fn ingest_logs(
         .into_response())
 }
 
+mod auth;
+mod heal;
 mod ingest;
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ fn state(token: Option<&str>) -> (ApiState, mpsc::Receiver<IngestedRecord>) {
         metrics: Arc::new(AgentMetrics::default()),
         ready: Arc::new(AtomicBool::new(false)),
         token: token.map(Arc::from),
+        tokens: Arc::from([]),
+        heal: None,
         rules: Arc::new(|| {
             vec![RuleInfo {
                 id: "oom-kill".into(),
@@ -256,13 +258,13 @@ async fn a_token_guards_every_endpoint_but_health_and_readiness() {
 
 #[test]
 fn secrets_compare_equal_only_when_equal() {
-    assert!(same_secret(b"abc", b"abc"));
-    assert!(same_secret(b"", b""));
-    assert!(!same_secret(b"abd", b"abc"));
-    assert!(!same_secret(b"ab", b"abc"));
-    assert!(!same_secret(b"abcd", b"abc"));
-    assert!(!same_secret(b"ab", b"ab\0"));
-    assert!(!same_secret(b"", b"abc"));
+    assert!(auth::same_secret(b"abc", b"abc"));
+    assert!(auth::same_secret(b"", b""));
+    assert!(!auth::same_secret(b"abd", b"abc"));
+    assert!(!auth::same_secret(b"ab", b"abc"));
+    assert!(!auth::same_secret(b"abcd", b"abc"));
+    assert!(!auth::same_secret(b"ab", b"ab\0"));
+    assert!(!auth::same_secret(b"", b"abc"));
 }
 
 #[tokio::test]
@@ -490,3 +492,5 @@ async fn ingest_beyond_the_concurrency_limit_is_refused_not_queued() {
     let (status, _, _, _) = call_on(app, post("/api/v1/logs", "{\"msg\":\"d\"}", None)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
+
+mod heal;

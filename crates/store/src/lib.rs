@@ -1,5 +1,7 @@
 //! The embedded store: one SQLite database in WAL mode holding events, templates,
-//! checkpoints and counters. Start with [`Store::open`].
+//! checkpoints, counters, the self-healing loop's incidents ([`incidents`]) and its
+//! hash-chained audit trail ([`trail`]). Start with [`Store::open`]
+//! ([`Store::open_read_only`] for inspecting a data directory without changing it).
 //!
 //! SQLite is synchronous: the agent owns one [`Store`] on a dedicated thread and talks to it
 //! through a channel (rusqlite connections are not shared across threads). Schema changes are
@@ -8,7 +10,15 @@
 use std::path::{Path, PathBuf};
 
 use opsloop_core::Event;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+pub mod incidents;
+pub mod trail;
+
+pub use incidents::{IncidentCursor, IncidentPage, IncidentQuery, StoredIncident};
+pub use trail::{
+    GENESIS_HASH, TrailAppend, TrailFault, TrailFaultKind, TrailRecord, TrailVerification,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +41,26 @@ pub enum StoreError {
         seq: i64,
         /// The decoding error.
         source: serde_json::Error,
+    },
+    /// A stored incident did not decode.
+    #[error("store: incident {id} is corrupt: {source}")]
+    CorruptIncident {
+        /// Its id.
+        id: String,
+        /// The decoding error.
+        source: serde_json::Error,
+    },
+    /// The audit trail cannot be appended to or read as it stands.
+    #[error("audit trail damaged: {reason}")]
+    TrailDamaged {
+        /// What is wrong.
+        reason: String,
+    },
+    /// There is no store in the directory (read-only opening creates none).
+    #[error("no store at {path}")]
+    Missing {
+        /// The database file looked for.
+        path: PathBuf,
     },
     /// The database was written by a newer opsloop.
     #[error("store schema version {found} is newer than this opsloop ({supported})")]
@@ -76,6 +106,40 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN ingested_ms INTEGER;
      UPDATE events SET ingested_ms = time_ms;
      CREATE INDEX events_ingested ON events(ingested_ms);",
+    // 4: the self-healing loop's incidents and its hash-chained audit trail (see `trail`).
+    // The trail refuses UPDATE and DELETE; `audit_head` keeps its last seq and hash so that
+    // removing the last records shows.
+    "CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        playbook TEXT NOT NULL,
+        key TEXT NOT NULL,
+        target TEXT,
+        state TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        data TEXT NOT NULL
+     );
+     CREATE INDEX incidents_created ON incidents(created_ms, id);
+     CREATE INDEX incidents_state ON incidents(state, created_ms);
+     CREATE INDEX incidents_playbook ON incidents(playbook, created_ms);
+     CREATE INDEX incidents_key ON incidents(key, created_ms);
+     CREATE TABLE audit_trail (
+        seq INTEGER PRIMARY KEY,
+        time_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        incident_id TEXT,
+        actor TEXT,
+        data TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE INDEX audit_trail_incident ON audit_trail(incident_id);
+     CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL);
+     CREATE TRIGGER audit_trail_no_update BEFORE UPDATE ON audit_trail
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+     CREATE TRIGGER audit_trail_no_delete BEFORE DELETE ON audit_trail
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;",
 ];
 
 /// A filter over stored events. Empty fields do not filter.
@@ -136,6 +200,27 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::init(conn)
+    }
+
+    /// Opens `DIR/opsloop.db` read-only, as it stands: nothing is created or migrated, and a
+    /// missing database is [`StoreError::Missing`]. For inspecting a data directory (another
+    /// process may be writing it meanwhile).
+    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("opsloop.db");
+        if !path.is_file() {
+            return Err(StoreError::Missing { path });
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = MIGRATIONS.len() as i64;
+        if found > supported {
+            return Err(StoreError::TooNew { found, supported });
+        }
+        Ok(Store { conn })
     }
 
     /// A store in memory (tests, one-shot commands).
@@ -349,7 +434,7 @@ impl Store {
     /// forwarded yet). Age goes by ingestion time, not by the event's own `time`: a log line
     /// with an old or wrongly dated timestamp is kept for `max_age_ms` like any other. A
     /// negative age, or one reaching before the earliest representable time, deletes nothing
-    /// by age. Returns how many were deleted.
+    /// by age. Returns how many were deleted. The audit trail and incidents are never touched.
     pub fn apply_retention(
         &mut self,
         now_ms: i64,

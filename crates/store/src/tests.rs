@@ -303,7 +303,7 @@ fn migration_3_gives_existing_events_an_ingestion_time() {
         .unwrap();
     }
     let mut store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.schema_version().ok(), Some(3));
+    assert_eq!(store.schema_version().ok(), Some(MIGRATIONS.len() as i64));
     let ingested: Option<i64> = store
         .conn
         .query_row("SELECT ingested_ms FROM events", [], |r| r.get(0))
@@ -439,4 +439,31 @@ fn a_consumer_that_is_gone_can_be_forgotten() {
     assert!(store.remove_consumer("jetstream:OLD").unwrap());
     assert!(!store.remove_consumer("jetstream:OLD").unwrap());
     assert_eq!(store.min_consumer_acked().unwrap(), Some(5));
+}
+
+#[test]
+fn migration_4_adds_an_empty_trail_and_keeps_what_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A version-3 database with one event, as the previous opsloop left it.
+        let mut store = Store::open(dir.path()).unwrap();
+        store.append_events(&[event("t", "s", 0)], 0).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "DROP TABLE audit_trail; DROP TABLE audit_head; DROP TABLE incidents;
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+    }
+    // Read-only, a store without a trail has an empty one.
+    let old = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(old.schema_version().ok(), Some(3));
+    assert!(old.verify_trail().unwrap().ok);
+    drop(old);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().ok(), Some(4));
+    assert_eq!(store.last_seq().ok(), Some(1));
+    let v = store.verify_trail().unwrap();
+    assert!(v.ok && v.records == 0, "{v:?}");
 }
