@@ -24,7 +24,7 @@ use opsloop_heal::simulate::{EventReport, events_from_json, simulate};
 use crate::{Output, exit};
 
 /// The arguments that lead the binary back to the sandbox helper.
-const HELPER_ARGS: [&str; 2] = ["heal", "sandbox-helper"];
+pub(crate) const HELPER_ARGS: [&str; 2] = ["heal", "sandbox-helper"];
 
 /// Flags of `opsloop heal`.
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 //! the [`Agent`] and serves the HTTP API over it until a signal or a fatal task failure; the
 //! libraries do the work.
 
+mod heal;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -94,6 +95,28 @@ fn api_token(config: &Config) -> Result<Option<String>> {
     )
 }
 
+/// The named tokens of `api.tokens`, each from its environment variable or file (never logged).
+fn api_tokens(config: &Config) -> Result<Arc<[opsloop_server::ApiToken]>> {
+    let mut out = Vec::new();
+    for (i, t) in config.api.tokens.iter().enumerate() {
+        let field = format!("api.tokens[{i}]");
+        let secret = match (&t.token_env, &t.token_file) {
+            (Some(var), _) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+                _ => bail!("{field}.token_env: {var} is not set or empty"),
+            },
+            (None, Some(path)) => secret_file(path, &format!("{field}.token_file"))?,
+            (None, None) => bail!("{field}: token_env or token_file is required"),
+        };
+        out.push(opsloop_server::ApiToken::new(
+            t.name.clone(),
+            t.role,
+            secret,
+        ));
+    }
+    Ok(Arc::from(out))
+}
+
 /// A secret from the environment variable `env` (when set and not blank), else `inline`, else
 /// the file `file` (the config field `field`), trimmed. An empty secret is an error: it would
 /// pass as "a token is set" and protect nothing. Never logged.
@@ -147,7 +170,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         .parse()
         .with_context(|| format!("listen {:?}", config.listen))?;
     let token = api_token(&config)?;
-    if token.is_none() && !listen.ip().is_loopback() {
+    let tokens = api_tokens(&config)?;
+    if token.is_none() && tokens.is_empty() && !listen.ip().is_loopback() {
         bail!(
             "refusing to listen on {listen} without an API token: set OPSLOOP_API_TOKEN, api.token or api.token_file, or listen on loopback"
         );
@@ -158,6 +182,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
     };
     let metrics = Arc::new(AgentMetrics::default());
     let api = config.api.clone();
+    // Checked before anything starts: a bad playbook keeps the agent from starting.
+    let playbooks = heal::playbooks(config_path.as_deref())?;
     let agent = Agent::start(
         AgentOptions {
             config,
@@ -175,15 +201,21 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             return Err(e).with_context(|| format!("listen {listen}"));
         }
     };
+    let heal = match heal::start(&agent, playbooks).await {
+        Ok(h) => h,
+        Err(e) => {
+            agent.shutdown().await;
+            return Err(e.context("starting the self-healing loop"));
+        }
+    };
     let rules = Arc::clone(&agent.rules);
     let state = ApiState {
         store: Arc::clone(&agent.store),
         metrics,
         ready: agent.supervisor.ready_flag(),
         token: token.map(Arc::from),
-        // Named tokens (`api.tokens`) and the heal loop are wired by the lead (issue 12).
-        tokens: Arc::from([]),
-        heal: None,
+        tokens,
+        heal: Some(heal),
         protect_metrics: api.protect_metrics,
         rules: Arc::new(move || {
             rules

@@ -81,3 +81,4 @@ pub fn assert_golden(name: &str, actual: &str) {
         );
     }
 }
+mod heal_alertmanager;

@@ -80,6 +80,8 @@ pub struct Agent {
     pub rules: Arc<Mutex<Vec<RuleStatus>>>,
     /// Where the API sends records posted to it.
     pub ingest: mpsc::Sender<IngestedRecord>,
+    /// The bus the agent publishes on, for other consumers of its events (the heal loop).
+    pub bus: EmbeddedBus,
     sources: Arc<tokio::sync::Mutex<Sources>>,
     publisher: TaskHandle,
     background: Vec<TaskHandle>,
@@ -127,6 +129,7 @@ impl Agent {
         let bus_clock = Arc::clone(&clock);
         let bus =
             EmbeddedBus::with_clock(Arc::clone(&store), Arc::new(move || bus_clock.now_ms()))?;
+        let shared_bus = bus.clone();
         let Loaded {
             config,
             rules,
@@ -272,6 +275,7 @@ impl Agent {
             supervisor,
             rules: rule_status,
             ingest,
+            bus: shared_bus,
             sources,
             publisher,
             background,

@@ -57,6 +57,10 @@ pub struct Config {
     /// Redaction of secrets in log records.
     #[serde(default)]
     pub redact: RedactConfig,
+    /// Self-healing playbooks, as written (the heal crate reads and checks them from the
+    /// file's text, with their line numbers: the core crate only carries them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub playbooks: Vec<serde_json::Value>,
 }
 
 fn default_listen() -> String {

@@ -1,0 +1,230 @@
+//! The self-healing loop inside `opsloop run`: playbooks from the configuration file, the
+//! engine's decisions and incidents in the store (hash-chained trail, incidents table), its
+//! events on the agent's bus, every bus event fed to it through the durable consumer
+//! `heal`, and the API's [`HealApi`] (Alertmanager notifications, hooks and approvals become
+//! bus events first).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use opsloop_agent::Agent;
+use opsloop_agent::supervisor::{OnFailure, TaskError};
+use opsloop_bus::{EmbeddedBus, EventBus, Subscription};
+use opsloop_core::event::Event;
+use opsloop_core::time::{Clock, SystemClock, parse_iso8601};
+use opsloop_heal::action::{ActionRunner, SystemRunner};
+use opsloop_heal::engine::EventSink;
+use opsloop_heal::incident::{HealJournal, Incident, TrailEntry};
+use opsloop_heal::{HealEngine, PlaybookSet, driver};
+use opsloop_sandbox::Helper;
+use opsloop_server::HealApi;
+use opsloop_store::Store;
+use opsloop_store::incidents::StoredIncident;
+use opsloop_store::trail::TrailAppend;
+
+/// The durable consumer the loop reads the bus with.
+const CONSUMER: &str = "heal";
+/// Bus events handed to the engine per read.
+const BATCH: usize = 256;
+
+/// Reads the playbooks of the configuration file (none without one).
+pub fn playbooks(config_path: Option<&Path>) -> Result<PlaybookSet> {
+    let Some(path) = config_path else {
+        return Ok(PlaybookSet::empty());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    PlaybookSet::from_config_yaml(&text, &path.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Starts the loop over `agent`: returns what the API publishes through.
+pub async fn start(agent: &Agent, set: PlaybookSet) -> Result<Arc<dyn HealApi>> {
+    let runtime = tokio::runtime::Handle::current();
+    let bus = agent.bus.clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let journal = Arc::new(StoreJournal {
+        store: Arc::clone(&agent.store),
+        clock: Arc::clone(&clock),
+    });
+    let sink = Arc::new(BusSink {
+        bus: bus.clone(),
+        runtime: runtime.clone(),
+    });
+    // Playbooks read the agent's environment through `env`; secrets among it are redacted
+    // by the engine wherever they would be recorded.
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let engine = HealEngine::new(set, clock, journal, sink, env);
+    let runner = runner().await?;
+    let (handle, _driver) = driver::spawn(engine, runner);
+    let handle = Arc::new(handle);
+    let feed_bus = bus.clone();
+    let _feed = agent
+        .supervisor
+        .spawn("heal", OnFailure::Restart, move |cancel| {
+            let bus = feed_bus.clone();
+            let handle = Arc::clone(&handle);
+            async move {
+                let mut sub = bus
+                    .subscribe(CONSUMER)
+                    .await
+                    .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
+                loop {
+                    let batch = tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        b = sub.next(BATCH) => b.map_err(|e| TaskError::new(format!("heal consumer: {e}")))?,
+                    };
+                    let Some(last) = batch.last().map(|d| d.seq) else {
+                        continue;
+                    };
+                    for delivery in batch {
+                        handle
+                            .send(delivery.event)
+                            .await
+                            .map_err(|e| TaskError::new(format!("heal loop: {e}")))?;
+                    }
+                    // Acknowledged once handed over: a restart resumes after it, and what a
+                    // crash replays is suppressed as already handled (incident open, cooldown).
+                    sub.ack(last)
+                        .await
+                        .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
+                }
+            }
+        });
+    Ok(Arc::new(BusHealApi { bus, runtime }))
+}
+
+/// Exec through the sandbox (this binary as its helper); Kubernetes when a kubeconfig or an
+/// in-cluster account is found.
+async fn runner() -> Result<Arc<dyn ActionRunner>> {
+    let helper = Helper::current_exe(crate::heal_cmd::HELPER_ARGS);
+    let system = SystemRunner::new(helper).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cluster = opsloop_cluster::ClusterRunner::new();
+    match opsloop_cluster::infer_kube_client().await {
+        Ok(Some(client)) => cluster = cluster.with_kube(client),
+        Ok(None) => {
+            tracing::info!("no kubeconfig or in-cluster account: kubernetes actions unavailable")
+        }
+        Err(e) => tracing::warn!(error = %e, "kubernetes actions unavailable"),
+    }
+    Ok(Arc::new(system.with_cluster(Arc::new(cluster))))
+}
+
+/// Unix ms of an RFC 3339 time the engine wrote (0 if it is not one).
+fn millis(rfc3339: &str) -> i64 {
+    parse_iso8601(rfc3339.as_bytes()).map_or(0, |(ms, _)| ms)
+}
+
+/// The engine's journal over the store: decisions to the trail, incidents to their table.
+/// A write that fails is logged (the engine goes on: refusing to act because the trail is
+/// down would turn a storage problem into an outage).
+struct StoreJournal {
+    store: Arc<Mutex<Store>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl HealJournal for StoreJournal {
+    fn record(&self, entry: &TrailEntry) {
+        let data = match serde_json::to_value(entry) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "heal trail: entry not serialisable");
+                return;
+            }
+        };
+        let kind = data["kind"].as_str().unwrap_or("decision").to_string();
+        let append = TrailAppend {
+            kind: &kind,
+            incident_id: entry.incident_id.as_deref(),
+            actor: Some("opsloop"),
+            data: &data,
+        };
+        let now = self.clock.now_ms();
+        let result = self
+            .store
+            .lock()
+            .map_err(|_| "store lock poisoned".to_string())
+            .and_then(|mut s| s.append_trail(&append, now).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "heal trail: record not written");
+        }
+    }
+
+    fn save_incident(&self, incident: &Incident) {
+        let data = match serde_json::to_value(incident) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "heal incidents: not serialisable");
+                return;
+            }
+        };
+        let stored = StoredIncident {
+            id: incident.id.clone(),
+            playbook: incident.playbook.clone(),
+            key: incident.key.clone(),
+            target: Some(incident.target.clone()),
+            state: incident.state.as_str().to_string(),
+            mode: incident.mode.as_str().to_string(),
+            created_ms: millis(&incident.created),
+            updated_ms: millis(&incident.updated),
+            data,
+        };
+        let result = self
+            .store
+            .lock()
+            .map_err(|_| "store lock poisoned".to_string())
+            .and_then(|mut s| s.put_incident(&stored).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            tracing::error!(error = %e, incident = %incident.id, "heal incidents: not saved");
+        }
+    }
+}
+
+/// The engine's events (`io.opsloop.incident.*`) on the bus, in order. Publishing waits for
+/// the store (the engine's task gives its worker thread up meanwhile): backpressure, no queue.
+struct BusSink {
+    bus: EmbeddedBus,
+    runtime: tokio::runtime::Handle,
+}
+
+impl EventSink for BusSink {
+    fn publish(&self, event: Event) {
+        let events: Arc<[Event]> = Arc::from(vec![event]);
+        let publish = || self.runtime.block_on(self.bus.publish(events));
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(publish),
+            Err(_) => publish(),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "heal: event not published");
+        }
+    }
+}
+
+/// What the API publishes through: the bus, so that notifications and approvals reach the
+/// engine as every other event does (and are stored, replayable and audited the same way).
+struct BusHealApi {
+    bus: EmbeddedBus,
+    runtime: tokio::runtime::Handle,
+}
+
+impl HealApi for BusHealApi {
+    fn publish(&self, events: Vec<Event>) -> std::result::Result<(), String> {
+        // Called off the async workers (the server's blocking pool).
+        self.runtime
+            .block_on(self.bus.publish(Arc::from(events)))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn map_hook(
+        &self,
+        _name: &str,
+        _body: &serde_json::Value,
+    ) -> Option<std::result::Result<Event, String>> {
+        // Generic hooks (`hooks:` in the configuration) are not wired yet: every name is unknown.
+        None
+    }
+}
