@@ -90,7 +90,7 @@ pub fn run(args: ConfigArgs) -> Result<u8> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let name = file.display().to_string();
             // Everything `run` would load: the file, then the rule files it names.
-            let problems: Vec<ConfigProblem> = match Config::from_yaml(&text) {
+            let mut problems: Vec<ConfigProblem> = match Config::from_yaml(&text) {
                 Ok(config) => loaded_problems(config),
                 Err(ConfigError::Shape { path, message }) => vec![ConfigProblem { path, message }],
                 Err(ConfigError::Syntax(message)) => vec![ConfigProblem {
@@ -99,6 +99,21 @@ pub fn run(args: ConfigArgs) -> Result<u8> {
                 }],
                 Err(ConfigError::Invalid(problems)) => problems,
             };
+            // The playbooks, as `run` reads them (with their line numbers), and the hooks.
+            if let Err(e) = opsloop_heal::PlaybookSet::from_config_yaml(&text, &name) {
+                problems.push(ConfigProblem {
+                    path: "playbooks".into(),
+                    message: e.to_string(),
+                });
+            }
+            if let Ok(config) = Config::from_yaml(&text)
+                && let Err(e) = crate::run::hooks_problems(&config)
+            {
+                problems.push(ConfigProblem {
+                    path: "hooks".into(),
+                    message: e,
+                });
+            }
             match args.output {
                 Output::Json => {
                     let doc = serde_json::json!({

@@ -6,16 +6,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use opsloop_agent::Agent;
+use opsloop_agent::reload::ReloadHook;
 use opsloop_agent::supervisor::{OnFailure, TaskError};
 use opsloop_bus::{EmbeddedBus, EventBus, Subscription};
+use opsloop_core::config::HookConfig;
 use opsloop_core::event::Event;
 use opsloop_core::time::{Clock, SystemClock, parse_iso8601};
 use opsloop_heal::action::{ActionRunner, SystemRunner};
+use opsloop_heal::driver::HealHandle;
 use opsloop_heal::engine::EventSink;
+use opsloop_heal::expr::{Expr, Scope, from_json, to_json};
 use opsloop_heal::incident::{HealJournal, Incident, TrailEntry};
 use opsloop_heal::{HealEngine, PlaybookSet, driver};
 use opsloop_sandbox::Helper;
@@ -40,8 +44,38 @@ pub fn playbooks(config_path: Option<&Path>) -> Result<PlaybookSet> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Starts the loop over `agent`: returns what the API publishes through.
-pub async fn start(agent: &Agent, set: PlaybookSet) -> Result<Arc<dyn HealApi>> {
+/// The running loop, for reloads: set once the loop started.
+pub type LoopCell = Arc<OnceLock<Arc<HealHandle>>>;
+
+/// A reload hook: the new file's playbooks are checked with the rest of it, and swapped in
+/// (state of playbooks that keep their name kept) when the whole file is good.
+pub fn reload_hook(cell: LoopCell) -> ReloadHook {
+    Arc::new(move |path: &Path| {
+        let set = playbooks(Some(path)).map_err(|e| format!("{e:#}"))?;
+        let cell = Arc::clone(&cell);
+        Ok(Box::new(move || {
+            if let Some(handle) = cell.get() {
+                let handle = Arc::clone(handle);
+                tokio::spawn(async move {
+                    if handle.reload(set).await.is_err() {
+                        tracing::warn!("playbooks not reloaded: the heal loop has stopped");
+                    } else {
+                        tracing::info!("playbooks reloaded");
+                    }
+                });
+            }
+        }) as Box<dyn FnOnce() + Send>)
+    })
+}
+
+/// Starts the loop over `agent` (its handle goes into `cell`): returns what the API
+/// publishes through.
+pub async fn start(
+    agent: &Agent,
+    set: PlaybookSet,
+    hooks: BTreeMap<String, Hook>,
+    cell: &LoopCell,
+) -> Result<Arc<dyn HealApi>> {
     let runtime = tokio::runtime::Handle::current();
     let bus = agent.bus.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -60,6 +94,7 @@ pub async fn start(agent: &Agent, set: PlaybookSet) -> Result<Arc<dyn HealApi>> 
     let runner = runner().await?;
     let (handle, _driver) = driver::spawn(engine, runner);
     let handle = Arc::new(handle);
+    let _ = cell.set(Arc::clone(&handle));
     let feed_bus = bus.clone();
     let _feed = agent
         .supervisor
@@ -93,7 +128,40 @@ pub async fn start(agent: &Agent, set: PlaybookSet) -> Result<Arc<dyn HealApi>> 
                 }
             }
         });
-    Ok(Arc::new(BusHealApi { bus, runtime }))
+    Ok(Arc::new(BusHealApi {
+        bus,
+        runtime,
+        hooks,
+    }))
+}
+
+/// A generic webhook, its expressions compiled.
+pub struct Hook {
+    kind: String,
+    subject: Option<Expr>,
+    data: Option<Expr>,
+}
+
+/// Compiles `hooks:` (a bad expression stops the start, naming the hook and field).
+pub fn hooks(config: &[HookConfig]) -> Result<BTreeMap<String, Hook>> {
+    let mut out = BTreeMap::new();
+    for (i, h) in config.iter().enumerate() {
+        let compile = |field: &str, src: &Option<String>| -> Result<Option<Expr>> {
+            src.as_deref()
+                .map(Expr::compile)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("hooks[{i}].{field}: {e}"))
+        };
+        let hook = Hook {
+            kind: h.kind.clone(),
+            subject: compile("subject", &h.subject)?,
+            data: compile("data", &h.data)?,
+        };
+        if h.name.is_empty() || out.insert(h.name.clone(), hook).is_some() {
+            anyhow::bail!("hooks[{i}].name: {:?} is empty or used twice", h.name);
+        }
+    }
+    Ok(out)
 }
 
 /// Exec through the sandbox (this binary as its helper); Kubernetes when a kubeconfig or an
@@ -208,6 +276,7 @@ impl EventSink for BusSink {
 struct BusHealApi {
     bus: EmbeddedBus,
     runtime: tokio::runtime::Handle,
+    hooks: BTreeMap<String, Hook>,
 }
 
 impl HealApi for BusHealApi {
@@ -221,10 +290,31 @@ impl HealApi for BusHealApi {
 
     fn map_hook(
         &self,
-        _name: &str,
-        _body: &serde_json::Value,
+        name: &str,
+        body: &serde_json::Value,
     ) -> Option<std::result::Result<Event, String>> {
-        // Generic hooks (`hooks:` in the configuration) are not wired yet: every name is unknown.
-        None
+        let hook = self.hooks.get(name)?;
+        let scope = Scope::new().with("body", from_json(body));
+        let subject = match &hook.subject {
+            Some(e) => match e.eval_string(&scope) {
+                Ok(s) => Some(s),
+                Err(err) => return Some(Err(format!("hook {name}: subject: {err}"))),
+            },
+            None => None,
+        };
+        let data = match &hook.data {
+            Some(e) => match e.eval(&scope) {
+                Ok(v) => to_json(&v),
+                Err(err) => return Some(Err(format!("hook {name}: data: {err}"))),
+            },
+            None => body.clone(),
+        };
+        Some(Ok(Event::new(
+            &hook.kind,
+            &format!("/opsloop/hooks/{name}"),
+            subject.as_deref(),
+            opsloop_core::time::now_ms(),
+            data,
+        )))
     }
 }

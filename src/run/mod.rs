@@ -95,6 +95,13 @@ fn api_token(config: &Config) -> Result<Option<String>> {
     )
 }
 
+/// Why the configuration's `hooks:` cannot be compiled, if they cannot.
+pub(crate) fn hooks_problems(config: &Config) -> std::result::Result<(), String> {
+    heal::hooks(&config.hooks)
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// The named tokens of `api.tokens`, each from its environment variable or file (never logged).
 fn api_tokens(config: &Config) -> Result<Arc<[opsloop_server::ApiToken]>> {
     let mut out = Vec::new();
@@ -184,12 +191,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
     let api = config.api.clone();
     // Checked before anything starts: a bad playbook keeps the agent from starting.
     let playbooks = heal::playbooks(config_path.as_deref())?;
+    let heal_loop = heal::LoopCell::default();
+    let hooks = heal::hooks(&config.hooks)?;
     let agent = Agent::start(
         AgentOptions {
             config,
             config_path,
             clock: Arc::new(SystemClock),
             jetstream,
+            reload_hook: Some(heal::reload_hook(Arc::clone(&heal_loop))),
         },
         Arc::clone(&metrics),
     )
@@ -201,7 +211,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             return Err(e).with_context(|| format!("listen {listen}"));
         }
     };
-    let heal = match heal::start(&agent, playbooks).await {
+    let heal = match heal::start(&agent, playbooks, hooks, &heal_loop).await {
         Ok(h) => h,
         Err(e) => {
             agent.shutdown().await;

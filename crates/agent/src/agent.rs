@@ -66,6 +66,8 @@ pub struct AgentOptions {
     pub clock: Arc<dyn Clock>,
     /// How to reach JetStream, when `bus.type` is `nats` (secrets already resolved).
     pub jetstream: Option<JetStreamOptions>,
+    /// Checks and applies, on every reload, the parts of the file the agent does not own.
+    pub reload_hook: Option<crate::reload::ReloadHook>,
 }
 
 /// A running agent.
@@ -122,6 +124,7 @@ impl Agent {
             config_path,
             clock,
             jetstream,
+            reload_hook,
         } = options;
         let supervisor = Supervisor::new(Arc::clone(&metrics));
         let store = Arc::new(Mutex::new(Store::open(&config.data_dir)?));
@@ -261,6 +264,7 @@ impl Agent {
                 metrics: Arc::clone(&metrics),
                 event_source: event_source.clone(),
                 clock: Arc::clone(&clock),
+                hook: reload_hook.clone(),
             });
             background.push(
                 supervisor.spawn("reload", OnFailure::Restart, move |cancel| {

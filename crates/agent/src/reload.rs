@@ -23,6 +23,11 @@ use crate::batch::Input;
 use crate::sources::Sources;
 use crate::supervisor::TaskError;
 
+/// What other parts of the binary (the heal loop's playbooks) read from the same file on a
+/// reload: given the file, it checks its part and returns how to apply it, or why the file is
+/// rejected (the whole reload is then rejected, nothing changes).
+pub type ReloadHook = Arc<dyn Fn(&Path) -> Result<Box<dyn FnOnce() + Send>, String> + Send + Sync>;
+
 /// How often the file's modification time is checked.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
@@ -42,6 +47,8 @@ pub struct ReloadTarget {
     pub event_source: String,
     /// The time of those events.
     pub clock: Arc<dyn opsloop_core::time::Clock>,
+    /// Checks and applies the parts of the file the agent does not own.
+    pub hook: Option<ReloadHook>,
 }
 
 /// A configuration and what it names, loaded and checked: what `run` would use.
@@ -162,6 +169,18 @@ async fn reload_once(target: &ReloadTarget, why: &str) -> Option<Option<String>>
         Ok(loaded) => loaded,
         Err(e) => return Some(Some(e)),
     };
+    // The other parts of the file are checked before anything changes too.
+    let apply_hook = match &target.hook {
+        Some(hook) => {
+            let (hook, p) = (Arc::clone(hook), target.path.clone());
+            match tokio::task::spawn_blocking(move || hook(&p)).await {
+                Ok(Ok(apply)) => Some(apply),
+                Ok(Err(e)) => return Some(Some(e)),
+                Err(e) => return Some(Some(format!("reload task failed: {e}"))),
+            }
+        }
+        None => None,
+    };
     let swapped = target
         .input
         .send(Input::Rules(Box::new(rules)))
@@ -189,6 +208,9 @@ async fn reload_once(target: &ReloadTarget, why: &str) -> Option<Option<String>>
         tracing::warn!("listen, data_dir, api, bus and store changes take effect on restart");
     }
     *current = config;
+    if let Some(apply) = apply_hook {
+        apply();
+    }
     target.metrics.config_reloads.inc();
     tracing::info!(trigger = why, "configuration reloaded");
     // A source that could not start (an address in use) fails the reload too.

@@ -61,6 +61,26 @@ pub struct Config {
     /// file's text, with their line numbers: the core crate only carries them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub playbooks: Vec<serde_json::Value>,
+    /// Generic webhooks (`POST /api/v1/hooks/{name}`): how a JSON body becomes an event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookConfig>,
+}
+
+/// One generic webhook: its body (`body` in CEL) becomes an event of type `type`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The path segment: `POST /api/v1/hooks/{name}`.
+    pub name: String,
+    /// The event type (`com.example.deploy.failed`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// CEL giving the event's subject (a string), e.g. `body.service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// CEL giving the event's data; the body itself by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 fn default_listen() -> String {
