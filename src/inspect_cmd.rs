@@ -283,6 +283,9 @@ fn state_within(mut state: MinerState, max: usize) -> Result<Vec<u8>> {
             state.templates.iter().map(|t| t.id.as_str()).collect();
         state.aliases.retain(|_, to| kept.contains(to.as_str()));
     }
+    if json.len() > max {
+        bail!("the miner state does not fit in {max} bytes even without templates; not saved");
+    }
     eprintln!(
         "warning: the miner state was larger than {max} bytes; kept the {} most used templates",
         state.templates.len()

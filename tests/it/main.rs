@@ -83,3 +83,4 @@ pub fn assert_golden(name: &str, actual: &str) {
 }
 mod heal_alertmanager;
 mod heal_reload;
+mod heal_run;

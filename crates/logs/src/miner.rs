@@ -70,11 +70,14 @@ const INDEXED: usize = 3;
 const ANY_TOKEN: u64 = u64::MAX;
 /// Templates a new message is compared with at most (the oldest first).
 const MAX_CANDIDATES: usize = 2048;
-/// Slot comparisons one new message may cost at most: long messages are compared with fewer
-/// candidates, so that lines sharing hundreds of leading tokens cannot make mining quadratic.
-const COMPARE_BUDGET: usize = 16_384;
+/// Slot comparisons one new message may cost at most: a message longer than 64 tokens is
+/// compared with fewer of the oldest candidates (at least [`MIN_CANDIDATES`]), so that lines
+/// sharing hundreds of leading tokens cannot make mining quadratic. The price: a long event
+/// whose template is younger than that many long templates sharing its first words is not
+/// found and starts another template.
+const COMPARE_BUDGET: usize = 131_072;
 /// Candidates a message is compared with however long it is.
-const MIN_CANDIDATES: usize = 64;
+const MIN_CANDIDATES: usize = 512;
 
 fn slot_key(n: usize, pos: usize, token_hash: u64) -> u64 {
     let mut b = [0u8; 24];
@@ -145,7 +148,8 @@ pub struct Tuning {
     /// Distinct values, each still a template of its own, that make a slot a variable even
     /// when they are not rare ([`MANY_VALUES`]).
     pub many_values: usize,
-    /// One name numbered differently (`eth0`/`eth1`) is a variable on sight.
+    /// One name numbered differently (`eth0`/`eth1`) needs only as many rare values as a
+    /// lower-case word, not as many as a name.
     pub numbered_names: bool,
 }
 
@@ -880,15 +884,23 @@ impl TemplateMiner {
 
     /// Per position, (distinct values, rare values) over the candidates that differ from the
     /// current message at that position only, the message's own (new, so rare) included.
-    fn sibling_counts(&self, candidates: &[u32], diffs: &[Option<Vec<usize>>]) -> Vec<(u32, u32)> {
-        let mut counts = vec![(1u32, 1u32); self.spans.len()];
+    fn sibling_counts(&self, candidates: &[u32], diffs: &[Option<Vec<usize>>]) -> Vec<Siblings> {
+        let mut counts = vec![
+            Siblings {
+                values: 1,
+                rare: 1,
+                occurrences: 1,
+            };
+            self.spans.len()
+        ];
         for (&c, diff) in candidates.iter().zip(diffs) {
             if let (Some(t), Some([pos])) = (self.templates.get(c as usize), diff.as_deref())
                 && t.live
                 && let Some(entry) = counts.get_mut(*pos)
             {
-                entry.0 = entry.0.saturating_add(1);
-                entry.1 = entry.1.saturating_add(u32::from(t.count <= RARE_COUNT));
+                entry.values = entry.values.saturating_add(1);
+                entry.rare = entry.rare.saturating_add(u32::from(t.count <= RARE_COUNT));
+                entry.occurrences = entry.occurrences.saturating_add(t.count);
             }
         }
         counts
@@ -1004,7 +1016,7 @@ impl TemplateMiner {
             referenced: true,
             seq: self.next_seq,
         };
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         t.hashes = slot_hashes(&t.slots);
         t.render();
         let n = t.slots.len();
@@ -1141,11 +1153,13 @@ impl TemplateMiner {
         let templates = &self.templates;
         let key = |&i: &u32| (templates.get(i as usize).map_or(u64::MAX, |t| t.seq), i);
         let limit = MAX_CANDIDATES.min((COMPARE_BUDGET / n.max(1)).max(MIN_CANDIDATES));
-        // Only the oldest are sorted (a template may be listed twice, hence twice the room):
-        // sorting every member of a crowded list for each message would be quadratic.
-        if out.len() > 2 * limit {
-            out.select_nth_unstable_by_key(2 * limit, key);
-            out.truncate(2 * limit);
+        // Only the oldest are sorted (a template is listed once per indexed position it
+        // matches, hence room for each): sorting every member of a crowded list for each
+        // message would be quadratic.
+        let room = INDEXED * limit;
+        if out.len() > room {
+            out.select_nth_unstable_by_key(room, key);
+            out.truncate(room);
         }
         out.sort_unstable_by_key(key);
         out.dedup();
@@ -1242,7 +1256,10 @@ impl TemplateMiner {
         let mut saved_templates = state.templates;
         saved_templates.truncate(room);
         for (i, saved) in saved_templates.into_iter().enumerate() {
-            let seq = base.saturating_add(saved.seq.unwrap_or(i as u64));
+            // A saved order past any real one (hostile input) would leave no room for the
+            // templates created after: such states keep the file's order.
+            let seq =
+                base.saturating_add(saved.seq.filter(|&q| q < MAX_SAVED_SEQ).unwrap_or(i as u64));
             let id = parse(&saved.id)?;
             if saved.slots.len() > max_slots
                 || self
@@ -1333,10 +1350,13 @@ fn variants_needed(
     if same_kind_of_value(own, other) || (is_value_run(own) && is_value_run(other)) {
         return (2, false);
     }
-    // One name numbered differently (`eth0`/`eth1`, `node1`/`node12`) is one kind of value;
-    // different names that happen to end in a digit (`alt0`, `ee0`) are not.
+    // One name numbered differently (`eth0`/`eth1`, `node1`/`node12`) is one kind of value
+    // when its values are rare; different names that happen to end in a digit (`alt0`,
+    // `ee0`) are not.
     if tuning.numbered_names && same_name_numbered(own, other) {
-        return (2, false);
+        // As many values as lower-case words need, and rare ones: `ipv4`/`ipv6`, `ext3`/`ext4`
+        // are two and repeat; interfaces and nodes are more, each seen a few times.
+        return (tuning.variants, true);
     }
     // A quoted name (`"Liveness"`, `"Readiness"`) is a name: the word rules below decide.
     let quoted_names = |a: &[u8], b: &[u8]| {
@@ -1414,23 +1434,38 @@ pub const RARE_COUNT: u64 = 2;
 /// frequent value (`root`); a closed vocabulary (`GET`, `POST`) repeats its few. A vocabulary
 /// whose members all appear for the first time in one burst cannot be told from parameters
 /// at that moment, and merges.
-fn values_are_rare(siblings: &[(u32, u32)], pos: usize) -> bool {
-    siblings
-        .get(pos)
-        .is_some_and(|&(values, rare)| rare * 2 >= values)
+fn values_are_rare(siblings: &[Siblings], pos: usize) -> bool {
+    siblings.get(pos).is_some_and(|s| s.rare * 2 >= s.values)
 }
 
-/// Distinct values that make a slot a variable however often each occurs: parameters that
-/// repeat (each user logs in five times in a row) are not rare, but keep bringing new values
-/// well past the size of a vocabulary of states, methods or levels.
+/// The evidence at one position, over the templates that differ from the message only there
+/// (the message included).
+#[derive(Clone, Copy, Debug)]
+struct Siblings {
+    /// Distinct values.
+    values: u32,
+    /// Values seen at most [`RARE_COUNT`] times.
+    rare: u32,
+    /// Messages with any of them.
+    occurrences: u64,
+}
+
+/// Distinct values that make a slot a variable though its values are not rare, provided
+/// they keep coming ([`MAX_REPEATS`]): parameters that repeat (each user logs in five times in
+/// a row) bring new values well past the size of a vocabulary of states, methods or levels.
 pub const MANY_VALUES: usize = 16;
 
+/// Messages per distinct value at most, on average, for [`MANY_VALUES`] to count: cardinality
+/// relative to occurrences. A vocabulary seen long enough repeats its members far more often
+/// (sixteen event reasons, twenty times each, stay apart).
+pub const MAX_REPEATS: u64 = 8;
+
 /// Whether the messages that differ from the current one only at `pos` (the current one
-/// included) show at least `many` distinct values there.
-fn many_values(siblings: &[(u32, u32)], pos: usize, many: usize) -> bool {
-    siblings
-        .get(pos)
-        .is_some_and(|&(values, _)| values as usize >= many)
+/// included) show at least `many` distinct values there, each repeated few times.
+fn many_values(siblings: &[Siblings], pos: usize, many: usize) -> bool {
+    siblings.get(pos).is_some_and(|s| {
+        s.values as usize >= many && s.occurrences <= u64::from(s.values) * MAX_REPEATS
+    })
 }
 
 /// Bytes a quoted string with spaces may span to count as one value.
@@ -1633,6 +1668,9 @@ fn value_like(shape: &[u8]) -> bool {
         .count();
     !rest.contains(&b'=') && rest[name..].iter().all(u8::is_ascii_punctuation)
 }
+
+/// Creation orders a state may hold (beyond, the file's order is used instead).
+const MAX_SAVED_SEQ: u64 = 1 << 48;
 
 /// The version of [`MinerState`] written. Version 1 (no evidence, aliases or parameter words)
 /// is still read; its templates keep their ids, but messages whose values now form one slot
@@ -2104,7 +2142,8 @@ mod tests {
 
     #[test]
     fn repeated_lower_case_vocabularies_stay_apart() {
-        // Many jobs, each through the same few states, interleaved: every state repeats.
+        // Many jobs in each of the same few states, state after state: every state repeats
+        // before the next appears (interleaved first appearances merge: BENCHMARKS.md).
         let states = ["queued", "running", "done", "failed", "cancelled"];
         let mut lines = Vec::new();
         for state in states {
@@ -2166,6 +2205,7 @@ mod tests {
             m.resolve(last).map(Template::text),
             Some("session opened for user <*> by sshd")
         );
+        assert!(one_template(&lines), "every line in one template");
         // The same with names in capitals.
         let mut lines = Vec::new();
         for i in 0..22 {
@@ -2183,14 +2223,102 @@ mod tests {
     }
 
     #[test]
+    fn a_large_vocabulary_that_repeats_stays_apart() {
+        // Sixteen event reasons, each seen twenty times: many values, but not new ones.
+        let reasons = [
+            "Scheduled",
+            "Pulling",
+            "Pulled",
+            "Created",
+            "Started",
+            "Killing",
+            "BackOff",
+            "Unhealthy",
+            "FailedMount",
+            "FailedScheduling",
+            "SuccessfulCreate",
+            "SuccessfulDelete",
+            "ScalingReplicaSet",
+            "Evicted",
+            "Preempted",
+            "NodeReady",
+        ];
+        let mut lines = Vec::new();
+        for reason in reasons {
+            for i in 0..20 {
+                lines.push(format!("event for pod web-{i} reason {reason} count 1"));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), reasons.len());
+    }
+
+    #[test]
+    fn numbered_names_that_repeat_stay_apart() {
+        let mut lines = Vec::new();
+        for _ in 0..50 {
+            lines.push("dhcp: ipv4 lease acquired on eth0".to_string());
+            lines.push("dhcp: ipv6 lease acquired on eth0".to_string());
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), 2);
+    }
+
+    #[test]
+    fn long_messages_find_their_template_among_many() {
+        // A hundred long lines of other events first, then one event whose last word varies.
+        let word = |i: usize, j: usize| format!("w{}x{}", (i * 7919 + j * 104_729) % 1_000_003, j);
+        let mut lines: Vec<String> = (0..100)
+            .map(|i| {
+                let rest: Vec<String> = (0..247).map(|j| word(i, j)).collect();
+                format!("svc audit record {}", rest.join(" "))
+            })
+            .collect();
+        let fields: Vec<String> = (0..246).map(|j| format!("field{j}")).collect();
+        let users = [
+            "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+        ];
+        for user in users {
+            lines.push(format!("svc audit record {} {user}", fields.join(" ")));
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(one_template(&lines[100..]));
+    }
+
+    #[test]
+    fn a_hostile_creation_order_is_ignored() {
+        let (m, _) = mine(&["disk sda full", "link eth0 down"]);
+        let mut state = m.snapshot();
+        state.templates[0].seq = Some(u64::MAX);
+        let mut restored = TemplateMiner::default();
+        restored.restore(state).unwrap();
+        // New templates keep being created (no overflow) and stay younger than the restored.
+        let a = restored.add("cpu 3 throttled for a while");
+        let b = restored.add("fan 2 stopped spinning now");
+        assert!(a.created && b.created);
+        let seq = |id: TemplateId| restored.resolve(id).map(|t| t.seq).unwrap();
+        assert!(seq(a.id) < seq(b.id));
+        assert!(
+            restored
+                .templates()
+                .filter(|t| t.id != a.id && t.id != b.id)
+                .all(|t| t.seq < seq(a.id))
+        );
+    }
+
+    #[test]
     fn one_name_numbered_differently_is_a_value() {
         assert!(one_template(&[
             "link up on eth0 speed fast",
             "link up on eth1 speed fast",
+            "link up on eth2 speed fast",
+            "link up on eth3 speed fast",
         ]));
         assert!(one_template(&[
             "drained node1 for maintenance",
             "drained node12 for maintenance",
+            "drained node7 for maintenance",
+            "drained node31 for maintenance",
         ]));
         // Different names that end in a digit stay apart (HPC's `alt0`, `ee0`, `scip0`).
         assert!(all_apart(&[

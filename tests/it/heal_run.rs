@@ -1,0 +1,243 @@
+//! `opsloop run` with the shipped `examples/alert-exec.yaml`: Alertmanager notifications
+//! posted to the webhook receiver reach the self-healing loop through the bus, the sandboxed
+//! step runs once for two identical firing notifications of one group and not at all on the
+//! resolved one, the incident is listed, and the trail verifies after the agent stopped.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use opsloop_bus::testing::free_port;
+use serde_json::Value;
+
+use crate::run::{Agent, http, stop_agent, wait_for};
+use crate::{fixture, run};
+
+const TOKEN: &str = "heal-run-test-token";
+
+fn remediated_lines(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("remediated.log"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+fn incidents(api: u16) -> Option<Vec<Value>> {
+    let (status, body) = http(api, "GET", "/api/v1/incidents", "", Some(TOKEN));
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["incidents"].as_array().cloned())
+}
+
+/// The incident's state once it is no longer in progress.
+fn settled_state(api: u16) -> Option<String> {
+    let list = incidents(api)?;
+    let state = list.first()?["state"].as_str()?.to_string();
+    matches!(state.as_str(), "resolved" | "failed" | "escalated").then_some(state)
+}
+
+fn event_ids(api: u16, kind: &str) -> Vec<String> {
+    let (status, body) = http(
+        api,
+        "GET",
+        &format!("/api/v1/events?type={kind}&limit=1000"),
+        "",
+        Some(TOKEN),
+    );
+    if status != 200 {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v["events"].as_array().map(|events| {
+                events
+                    .iter()
+                    .filter_map(|e| e["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// The audit trail's records (the first thousand).
+fn trail(api: u16) -> Vec<Value> {
+    let (status, body) = http(api, "GET", "/api/v1/audit-log?limit=1000", "", Some(TOKEN));
+    if status != 200 {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["records"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn notify(api: u16, name: &str) {
+    let body = std::fs::read_to_string(fixture(&format!("heal_run/{name}"))).unwrap();
+    let (status, answer) = http(api, "POST", "/api/v1/alertmanager", &body, Some(TOKEN));
+    assert!((200..300).contains(&status), "{name}: {status} {answer}");
+}
+
+#[test]
+fn the_alert_exec_example_acts_once_per_group_and_never_on_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // The sandboxed command runs as `nobody`: it must be able to reach and write there.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let api = free_port();
+    let data = dir.path().join("data");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alert-exec.yaml");
+    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args(["run", "--config"])
+        .arg(&example)
+        .args(["--listen", &format!("127.0.0.1:{api}"), "--data-dir"])
+        .arg(&data)
+        .env("OPSLOOP_EXAMPLE_DIR", &out)
+        .env("OPSLOOP_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent(child);
+    wait_for("agent readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+
+    // Without the token the receiver refuses (and nothing reaches the bus).
+    let body = std::fs::read_to_string(fixture("heal_run/firing.json")).unwrap();
+    let (status, _) = http(api, "POST", "/api/v1/alertmanager", &body, None);
+    assert_eq!(status, 401);
+
+    // Two identical notifications of one group: one incident, one action.
+    notify(api, "firing.json");
+    notify(api, "firing.json");
+    wait_for("both notifications on the bus", || {
+        (event_ids(api, "io.opsloop.alert.firing").len() == 2).then_some(())
+    });
+    wait_for("the remediation", || {
+        (remediated_lines(&out) >= 1).then_some(())
+    });
+    let state = wait_for("the incident to settle", || settled_state(api));
+    assert_eq!(state, "resolved");
+    let list = incidents(api).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["playbook"], "disk-full-exec", "{list:?}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("remediated.log")).unwrap(),
+        "remediated DiskFull\n"
+    );
+
+    // Resolved: never acts, and the trail says why (the decision about that very event).
+    notify(api, "resolved.json");
+    let resolved = wait_for("the resolved notification on the bus", || {
+        event_ids(api, "io.opsloop.alert.resolved")
+            .into_iter()
+            .next()
+    });
+    let decision = wait_for("the loop's decision on the resolved notification", || {
+        trail(api)
+            .into_iter()
+            .find(|r| r["data"]["event_id"].as_str() == Some(resolved.as_str()))
+    });
+    assert_eq!(decision["kind"], "suppressed", "{decision}");
+    assert_eq!(decision["data"]["detail"], "resolved", "{decision}");
+    assert_eq!(remediated_lines(&out), 1, "acted on the resolved alert");
+    assert_eq!(incidents(api).map(|l| l.len()), Some(1));
+    stop_agent(&mut agent);
+    assert_eq!(
+        remediated_lines(&out),
+        1,
+        "acted after the resolved notification"
+    );
+
+    let verify = run(&["audit-log", "verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(
+        verify.status.success(),
+        "audit-log verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[test]
+fn the_alert_exec_example_is_a_valid_agent_config() {
+    let out = run(&["config", "check", "examples/alert-exec.yaml"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `api.tokens`: each named token from its environment variable or file, with its role;
+/// the legacy `OPSLOOP_API_TOKEN` still acts as admin; no secret reaches the logs.
+#[test]
+fn named_tokens_come_from_env_and_files_with_their_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let viewer_file = dir.path().join("viewer.token");
+    std::fs::write(&viewer_file, "viewer-secret-in-file\n").unwrap();
+    let config = dir.path().join("opsloop.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{api}\ndata_dir: {}\napi:\n  tokens:\n    - name: pager\n      role: operator\n      token_env: HEAL_RUN_OPERATOR_TOKEN\n    - name: dashboards\n      role: viewer\n      token_file: {}\n",
+            dir.path().join("data").display(),
+            viewer_file.display()
+        ),
+    )
+    .unwrap();
+    let logs = dir.path().join("agent.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("HEAL_RUN_OPERATOR_TOKEN", "operator-secret-in-env")
+        .env("OPSLOOP_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&logs).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent(child);
+    wait_for("agent readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    let body = std::fs::read_to_string(fixture("heal_run/firing.json")).unwrap();
+    let post = |token: Option<&str>| http(api, "POST", "/api/v1/alertmanager", &body, token).0;
+    let get = |token: Option<&str>| http(api, "GET", "/api/v1/incidents", "", token).0;
+
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some("wrong")), 401);
+    assert_eq!(post(Some("viewer-secret-in-file")), 403);
+    assert!((200..300).contains(&post(Some("operator-secret-in-env"))));
+    assert!(
+        (200..300).contains(&post(Some(TOKEN))),
+        "legacy token is admin"
+    );
+    assert_eq!(get(Some("viewer-secret-in-file")), 200);
+    stop_agent(&mut agent);
+
+    let logs = std::fs::read_to_string(&logs).unwrap();
+    for secret in ["viewer-secret-in-file", "operator-secret-in-env", TOKEN] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
+
+    // A named token whose variable is unset stops the start, naming the field.
+    let out = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("HEAL_RUN_OPERATOR_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("api.tokens[0].token_env"), "{stderr}");
+}
