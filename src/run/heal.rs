@@ -3,6 +3,14 @@
 //! events on the agent's bus, every bus event fed to it through the durable consumer
 //! `heal`, and the API's [`HealApi`] (Alertmanager notifications, hooks and approvals become
 //! bus events first).
+//!
+//! With `bus.type: nats` the loop reads the JetStream stream instead, through one durable
+//! consumer shared by every agent (each event goes to one of them), and an enforced incident
+//! acts only once its lock is created in the KV bucket [`LOCK_BUCKET`] (time to live = the
+//! playbook's cooldown): agents sharing the stream act once per incident and cooldown. What
+//! the loop and the API publish still goes out through the agent's outbox and relay.
+//! Approvals are single-agent for now: an approval reaches whichever agent the consumer
+//! hands it to, and only the agent holding the waiting incident can act on it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +20,7 @@ use anyhow::{Context, Result};
 use opsloop_agent::Agent;
 use opsloop_agent::reload::ReloadHook;
 use opsloop_agent::supervisor::{OnFailure, TaskError};
+use opsloop_bus::jetstream::{JetStreamBus, JetStreamOptions, KvLocks};
 use opsloop_bus::{EmbeddedBus, EventBus, Subscription};
 use opsloop_core::config::HookConfig;
 use opsloop_core::event::Event;
@@ -21,6 +30,7 @@ use opsloop_heal::driver::HealHandle;
 use opsloop_heal::engine::EventSink;
 use opsloop_heal::expr::{Expr, Scope, from_json, to_json};
 use opsloop_heal::incident::{HealJournal, Incident, TrailEntry};
+use opsloop_heal::lock::{IncidentLock, LockFuture, LockUnavailable, NoLock, lock_name};
 use opsloop_heal::{HealEngine, PlaybookSet, driver};
 use opsloop_sandbox::Helper;
 use opsloop_server::HealApi;
@@ -28,8 +38,12 @@ use opsloop_store::Store;
 use opsloop_store::incidents::StoredIncident;
 use opsloop_store::trail::TrailAppend;
 
-/// The durable consumer the loop reads the bus with.
+/// The durable consumer the loop reads the embedded bus with.
 const CONSUMER: &str = "heal";
+/// The JetStream durable consumer every agent's loop shares.
+pub const SHARED_CONSUMER: &str = "opsloop-heal";
+/// The JetStream KV bucket of incident locks.
+pub const LOCK_BUCKET: &str = "opsloop_heal_locks";
 /// Bus events handed to the engine per read.
 const BATCH: usize = 256;
 
@@ -75,6 +89,7 @@ pub async fn start(
     set: PlaybookSet,
     hooks: BTreeMap<String, Hook>,
     cell: &LoopCell,
+    jetstream: Option<JetStreamOptions>,
 ) -> Result<Arc<dyn HealApi>> {
     let runtime = tokio::runtime::Handle::current();
     let bus = agent.bus.clone();
@@ -92,7 +107,19 @@ pub async fn start(
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let engine = HealEngine::new(set, clock, journal, sink, env);
     let runner = runner().await?;
-    let (handle, _driver) = driver::spawn(engine, runner);
+    let locks: Arc<OnceLock<KvLocks>> = Arc::default();
+    let lock: Arc<dyn IncidentLock> = match jetstream {
+        Some(_) => Arc::new(KvIncidentLock {
+            locks: Arc::clone(&locks),
+            holder: format!(
+                "{} pid {}",
+                opsloop_agent::agent::host_name(),
+                std::process::id()
+            ),
+        }),
+        None => Arc::new(NoLock),
+    };
+    let (handle, _driver) = driver::spawn_with_lock(engine, runner, lock);
     let handle = Arc::new(handle);
     let _ = cell.set(Arc::clone(&handle));
     let feed_bus = bus.clone();
@@ -101,31 +128,33 @@ pub async fn start(
         .spawn("heal", OnFailure::Restart, move |cancel| {
             let bus = feed_bus.clone();
             let handle = Arc::clone(&handle);
+            let jetstream = jetstream.clone();
+            let locks = Arc::clone(&locks);
             async move {
-                let mut sub = bus
-                    .subscribe(CONSUMER)
-                    .await
-                    .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
-                loop {
-                    let batch = tokio::select! {
-                        _ = cancel.cancelled() => return Ok(()),
-                        b = sub.next(BATCH) => b.map_err(|e| TaskError::new(format!("heal consumer: {e}")))?,
-                    };
-                    let Some(last) = batch.last().map(|d| d.seq) else {
-                        continue;
-                    };
-                    for delivery in batch {
-                        handle
-                            .send(delivery.event)
-                            .await
-                            .map_err(|e| TaskError::new(format!("heal loop: {e}")))?;
-                    }
-                    // Acknowledged once handed over: a restart resumes after it, and what a
-                    // crash replays is suppressed as already handled (incident open, cooldown).
-                    sub.ack(last)
+                let Some(options) = jetstream else {
+                    let sub = bus
+                        .subscribe(CONSUMER)
                         .await
                         .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
+                    return feed(sub, &handle, cancel.cancelled()).await;
+                };
+                let shared = tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    b = JetStreamBus::connect(&options) => b.map_err(|e| TaskError::new(format!("heal consumer: {e}")))?,
+                };
+                if locks.get().is_none() {
+                    let kv = shared
+                        .locks(LOCK_BUCKET)
+                        .await
+                        .map_err(|e| TaskError::new(format!("heal locks: {e}")))?;
+                    // The client reconnects by itself: one bucket handle for the agent's life.
+                    let _ = locks.set(kv);
                 }
+                let sub = shared
+                    .subscribe(SHARED_CONSUMER)
+                    .await
+                    .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
+                feed(sub, &handle, cancel.cancelled()).await
             }
         });
     Ok(Arc::new(BusHealApi {
@@ -133,6 +162,72 @@ pub async fn start(
         runtime,
         hooks,
     }))
+}
+
+/// Hands every delivery of `sub` to the loop, acknowledging each batch once handed over.
+/// Ends when `stop` resolves.
+async fn feed<S: Subscription>(
+    mut sub: S,
+    handle: &HealHandle,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::result::Result<(), TaskError> {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let batch = tokio::select! {
+            _ = &mut stop => return Ok(()),
+            b = sub.next(BATCH) => b.map_err(|e| TaskError::new(format!("heal consumer: {e}")))?,
+        };
+        let Some(last) = batch.last().map(|d| d.seq) else {
+            continue;
+        };
+        for delivery in batch {
+            handle
+                .send(delivery.event)
+                .await
+                .map_err(|e| TaskError::new(format!("heal loop: {e}")))?;
+        }
+        // Acknowledged once handed over: a restart resumes after it, and what a crash
+        // replays is suppressed as already handled (incident open, cooldown, lock).
+        sub.ack(last)
+            .await
+            .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
+    }
+}
+
+/// The incident lock over the JetStream KV bucket, once the feed connected; before that (or
+/// with NATS down) every request fails, and the driver does not act.
+struct KvIncidentLock {
+    locks: Arc<OnceLock<KvLocks>>,
+    /// Written as the lock's value: who acted.
+    holder: String,
+}
+
+impl IncidentLock for KvIncidentLock {
+    fn try_acquire<'a>(
+        &'a self,
+        playbook: &'a str,
+        key: &'a str,
+        ttl: std::time::Duration,
+    ) -> LockFuture<'a> {
+        Box::pin(async move {
+            let Some(locks) = self.locks.get() else {
+                return Err(LockUnavailable("not connected to NATS yet".into()));
+            };
+            let name = lock_name(playbook, key);
+            let result = locks
+                .try_create(&name, self.holder.clone().into_bytes().into(), ttl)
+                .await
+                .map_err(|e| LockUnavailable(e.to_string()));
+            match &result {
+                Ok(true) => tracing::debug!(lock = %name, "incident lock taken"),
+                Ok(false) => tracing::info!(lock = %name, "incident lock held by another agent"),
+                Err(e) => {
+                    tracing::warn!(lock = %name, error = %e, "incident lock unavailable: not acting")
+                }
+            }
+            result
+        })
+    }
 }
 
 /// A generic webhook, its expressions compiled.

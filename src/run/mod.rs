@@ -198,7 +198,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             config,
             config_path,
             clock: Arc::new(SystemClock),
-            jetstream,
+            jetstream: jetstream.clone(),
             reload_hook: Some(heal::reload_hook(Arc::clone(&heal_loop))),
         },
         Arc::clone(&metrics),
@@ -211,7 +211,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             return Err(e).with_context(|| format!("listen {listen}"));
         }
     };
-    let heal = match heal::start(&agent, playbooks, hooks, &heal_loop).await {
+    let heal = match heal::start(&agent, playbooks, hooks, &heal_loop, jetstream).await {
         Ok(h) => h,
         Err(e) => {
             agent.shutdown().await;

@@ -5,12 +5,15 @@
 //! republished event inside the stream's duplicate window. Consumers are durable pull
 //! consumers with explicit acknowledgement: what a consumer did not acknowledge within
 //! `ack_wait` is delivered again, to it or to another replica of it.
+//!
+//! [`JetStreamBus::locks`] opens a KV bucket of create-if-absent entries with a per-key time
+//! to live ([`KvLocks`]): what lets agents sharing the stream act once per incident.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{ConnectOptions, HeaderMap};
 use futures_util::{FutureExt, StreamExt};
 use opsloop_core::Event;
@@ -112,6 +115,51 @@ impl JetStreamBus {
         })
     }
 
+    /// The KV bucket `bucket` as a lock table, created if missing (per-key TTLs need
+    /// nats-server 2.11 or newer).
+    pub async fn locks(&self, bucket: &str) -> Result<KvLocks, BusError> {
+        let store = match self.context.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => self
+                .context
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_string(),
+                    description: "opsloop: create-if-absent locks with a time to live".into(),
+                    history: 1,
+                    storage: stream::StorageType::File,
+                    // Per-key TTLs; the marker an expiry leaves is itself gone after this.
+                    limit_markers: Some(LOCK_MARKER_TTL),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| nats_error(&format!("create kv bucket {bucket}"), e))?,
+        };
+        Ok(KvLocks { store })
+    }
+
+    /// Where the durable consumer `name` stands (for health checks and tests).
+    pub async fn consumer_backlog(&self, name: &str) -> Result<ConsumerBacklog, BusError> {
+        let stream = self
+            .context
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| nats_error(&format!("stream {}", self.stream), e))?;
+        let mut consumer: consumer::PullConsumer = stream
+            .get_consumer(name)
+            .await
+            .map_err(|e| nats_error(&format!("consumer {name}"), e))?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| nats_error(&format!("consumer {name}"), e))?;
+        Ok(ConsumerBacklog {
+            unacknowledged: info
+                .num_pending
+                .saturating_add(u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX)),
+            redelivered: u64::try_from(info.num_redelivered).unwrap_or(u64::MAX),
+        })
+    }
+
     /// The JetStream context (tests reach the server through it).
     #[cfg(test)]
     pub(crate) fn context(&self) -> &jetstream::Context {
@@ -193,6 +241,44 @@ impl EventBus for JetStreamBus {
     }
 }
 
+/// A durable consumer's progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerBacklog {
+    /// Not yet delivered, plus delivered and not acknowledged (what a crashed replica held
+    /// counts until it is redelivered and acknowledged).
+    pub unacknowledged: u64,
+    /// Deliveries now pending that were delivered more than once.
+    pub redelivered: u64,
+}
+
+/// How long the delete marker of an expired lock stays (the server's minimum is 1 s).
+const LOCK_MARKER_TTL: Duration = Duration::from_secs(1);
+
+/// A KV bucket of locks: [`KvLocks::try_create`] creates an entry only if it is absent.
+#[derive(Clone)]
+pub struct KvLocks {
+    store: kv::Store,
+}
+
+impl KvLocks {
+    /// Creates `key` with `value`, expiring after `ttl` (whole seconds, at least one):
+    /// `Ok(true)` if this call created it, `Ok(false)` if it exists, an error if the server
+    /// could not say.
+    pub async fn try_create(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<bool, BusError> {
+        let ttl = Duration::from_secs(ttl.as_secs().max(1));
+        match self.store.create_with_ttl(key, value, ttl).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(nats_error(&format!("lock {key}"), e)),
+        }
+    }
+}
+
 /// A durable pull consumer of the [`JetStreamBus`]. [`Delivery::seq`] is the stream sequence.
 pub struct JetStreamSubscription {
     messages: consumer::pull::Stream,
@@ -265,5 +351,45 @@ impl Subscription for JetStreamSubscription {
             message.ack().await.map_err(|e| nats_error("ack", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use std::time::{Duration, Instant};
+
+    use super::{JetStreamBus, JetStreamOptions};
+    use crate::testing::NatsServer;
+
+    /// Two clients on one bucket: one create wins; the entry expires after its TTL and can
+    /// be taken again; with the server gone, the answer is an error, never a grant.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kv_locks_are_created_once_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = NatsServer::start(&dir.path().join("nats"));
+        let mut options = JetStreamOptions::new(server.url(), "locks");
+        options.timeout = Duration::from_secs(2);
+        let a = JetStreamBus::connect(&options).await.unwrap();
+        let b = JetStreamBus::connect(&options).await.unwrap();
+        let (la, lb) = (
+            a.locks("test_locks").await.unwrap(),
+            b.locks("test_locks").await.unwrap(),
+        );
+        let ttl = Duration::from_secs(1);
+        assert!(la.try_create("heal.p.k", "a".into(), ttl).await.unwrap());
+        assert!(!lb.try_create("heal.p.k", "b".into(), ttl).await.unwrap());
+        assert!(
+            lb.try_create("heal.p.other", "b".into(), ttl)
+                .await
+                .unwrap()
+        );
+        // Expired: the next create wins (polled, the server expires on its own schedule).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !lb.try_create("heal.p.k", "b".into(), ttl).await.unwrap() {
+            assert!(Instant::now() < deadline, "the lock never expired");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.kill();
+        assert!(la.try_create("heal.p.z", "a".into(), ttl).await.is_err());
     }
 }

@@ -3,8 +3,14 @@
 //! incidents back to the engine. Playbooks are replaced in place ([`HealHandle::reload`]),
 //! keeping the state of playbooks that keep their name. This is how the agent wires the
 //! loop: every bus event goes to [`HealHandle::send`].
+//!
+//! Before an enforced incident runs, [`spawn_with_lock`] takes its [`IncidentLock`] (agents
+//! sharing a stream act once per key and cooldown); an incident whose lock is held elsewhere,
+//! or cannot be asked for, is cancelled unacted (fail safe) and recorded as suppressed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use opsloop_core::Event;
 use tokio::sync::mpsc;
@@ -13,7 +19,26 @@ use tokio::task::JoinHandle;
 use crate::action::ActionRunner;
 use crate::engine::{Decision, HealEngine};
 use crate::incident::Incident;
+use crate::lock::{IncidentLock, NoLock};
 use crate::playbook::PlaybookSet;
+
+/// Trail reason: another agent holds the incident's lock.
+pub const LOCKED_BY_ANOTHER_AGENT: &str = "locked_by_another_agent";
+/// Trail reason: the lock could not be asked for; not acting is the safe side.
+pub const LOCK_UNAVAILABLE: &str = "lock_unavailable";
+/// Shortest lock: a KV time to live is whole seconds, at least one.
+const MIN_LOCK_TTL: Duration = Duration::from_secs(1);
+
+/// What the lock decided, counted since the loop started.
+#[derive(Debug, Default)]
+pub struct LockCounts {
+    /// Incidents whose lock this agent got (they ran).
+    pub acquired: AtomicU64,
+    /// Incidents left to the agent holding their lock.
+    pub locked_elsewhere: AtomicU64,
+    /// Incidents not run because the lock could not be asked for.
+    pub unavailable: AtomicU64,
+}
 
 /// Events queued before [`HealHandle::send`] waits.
 pub const EVENT_QUEUE: usize = 4096;
@@ -28,6 +53,7 @@ enum Input {
 #[derive(Clone)]
 pub struct HealHandle {
     tx: mpsc::Sender<Input>,
+    locks: Arc<LockCounts>,
 }
 
 /// The loop has stopped.
@@ -48,18 +74,65 @@ impl HealHandle {
     pub async fn reload(&self, set: PlaybookSet) -> Result<(), Stopped> {
         self.tx.send(Input::Reload(set)).await.map_err(|_| Stopped)
     }
+
+    /// The lock's decisions so far.
+    pub fn lock_counts(&self) -> &LockCounts {
+        &self.locks
+    }
 }
 
-/// Starts the loop on the current tokio runtime.
+/// Starts the loop on the current tokio runtime, for one agent alone ([`NoLock`]).
 pub fn spawn(engine: HealEngine, runner: Arc<dyn ActionRunner>) -> (HealHandle, JoinHandle<()>) {
+    spawn_with_lock(engine, runner, Arc::new(NoLock))
+}
+
+/// Starts the loop; every enforced incident first takes its lock from `lock`.
+pub fn spawn_with_lock(
+    engine: HealEngine,
+    runner: Arc<dyn ActionRunner>,
+    lock: Arc<dyn IncidentLock>,
+) -> (HealHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    let task = tokio::spawn(drive(engine, runner, rx));
-    (HealHandle { tx }, task)
+    let locks = Arc::new(LockCounts::default());
+    let task = tokio::spawn(drive(engine, runner, lock, Arc::clone(&locks), rx));
+    (HealHandle { tx, locks }, task)
+}
+
+/// Runs the plan if its lock is granted; otherwise cancels it unacted.
+async fn run_locked(
+    plan: crate::engine::RunPlan,
+    deps: &crate::run::RunDeps,
+    lock: &dyn IncidentLock,
+    counts: &LockCounts,
+) -> Incident {
+    // The lock outlives the run by the cooldown at most: the cooldown counts from the start.
+    let cooldown = u64::try_from(plan.playbook.guardrails.cooldown_ms).unwrap_or(0);
+    let ttl = Duration::from_millis(cooldown).max(MIN_LOCK_TTL);
+    match lock
+        .try_acquire(&plan.playbook.name, &plan.incident.key, ttl)
+        .await
+    {
+        Ok(true) => {
+            counts.acquired.fetch_add(1, Ordering::Relaxed);
+            crate::run::run_incident(plan, deps).await
+        }
+        Ok(false) => {
+            counts.locked_elsewhere.fetch_add(1, Ordering::Relaxed);
+            crate::run::suppress_incident(plan, LOCKED_BY_ANOTHER_AGENT, None, deps)
+        }
+        Err(e) => {
+            counts.unavailable.fetch_add(1, Ordering::Relaxed);
+            let error = e.to_string();
+            crate::run::suppress_incident(plan, LOCK_UNAVAILABLE, Some(&error), deps)
+        }
+    }
 }
 
 async fn drive(
     mut engine: HealEngine,
     runner: Arc<dyn ActionRunner>,
+    lock: Arc<dyn IncidentLock>,
+    counts: Arc<LockCounts>,
     mut rx: mpsc::Receiver<Input>,
 ) {
     let deps = engine.run_deps(runner);
@@ -76,8 +149,10 @@ async fn drive(
                             in_flight += 1;
                             let deps = deps.clone();
                             let done_tx = done_tx.clone();
+                            let lock = Arc::clone(&lock);
+                            let counts = Arc::clone(&counts);
                             tokio::spawn(async move {
-                                let done = crate::run::run_incident(*plan, &deps).await;
+                                let done = run_locked(*plan, &deps, lock.as_ref(), &counts).await;
                                 let _ = done_tx.send(done);
                             });
                         }
@@ -139,5 +214,111 @@ mod tests {
         let incidents = journal.incidents();
         assert_eq!(incidents.len(), 1);
         assert_eq!(incidents[0].state, IncidentState::Resolved);
+    }
+
+    /// Two agents (engines) sharing one lock table and one target: each gets the same event
+    /// (a duplicate), twice; one action in all, the other agent records why it did not act.
+    #[tokio::test]
+    async fn agents_sharing_a_lock_act_once_per_key() {
+        use crate::incident::TrailKind;
+        use crate::lock::MemoryLock;
+        let yaml = "name: p\ntrigger: { type: t }\nmode: enforce\nguardrails: { cooldown: 10m }\nsteps: [ { exec: { command: [x] } } ]\n";
+        let set = PlaybookSet::from_yaml(yaml, "t").unwrap_or_else(|e| panic!("{e}"));
+        let lock = Arc::new(MemoryLock::new(Arc::new(SystemClock)));
+        let runner = Arc::new(RecordingRunner::default());
+        let e = Event::new("t", "/t", Some("s"), 0, serde_json::json!({}));
+        let mut journals = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..2 {
+            let journal = Arc::new(MemoryJournal::default());
+            let engine = HealEngine::new(
+                set.clone(),
+                Arc::new(SystemClock),
+                journal.clone(),
+                Arc::new(MemorySink::default()),
+                BTreeMap::new(),
+            );
+            let (handle, task) = spawn_with_lock(engine, runner.clone(), lock.clone());
+            journals.push(journal);
+            handles.push((handle, task));
+        }
+        // One after the other, so the order of the two agents is known.
+        for (handle, _) in &handles {
+            for _ in 0..2 {
+                handle
+                    .send(e.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            while handle.lock_counts().acquired.load(Ordering::SeqCst)
+                + handle.lock_counts().locked_elsewhere.load(Ordering::SeqCst)
+                == 0
+            {
+                tokio::task::yield_now().await;
+            }
+        }
+        let counts: Vec<(u64, u64)> = handles
+            .iter()
+            .map(|(h, _)| {
+                (
+                    h.lock_counts().acquired.load(Ordering::SeqCst),
+                    h.lock_counts().locked_elsewhere.load(Ordering::SeqCst),
+                )
+            })
+            .collect();
+        for (handle, task) in handles {
+            drop(handle);
+            task.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(runner.count(), 1);
+        assert_eq!(counts, vec![(1, 0), (0, 1)]);
+        let second = journals[1].incidents();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].state, IncidentState::Cancelled);
+        assert!(
+            journals[1]
+                .entries()
+                .iter()
+                .any(|t| t.kind == TrailKind::Suppressed && t.detail == LOCKED_BY_ANOTHER_AGENT)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_lock_means_no_action() {
+        use crate::incident::TrailKind;
+        use crate::lock::MemoryLock;
+        let yaml =
+            "name: p\ntrigger: { type: t }\nmode: enforce\nsteps: [ { exec: { command: [x] } } ]\n";
+        let set = PlaybookSet::from_yaml(yaml, "t").unwrap_or_else(|e| panic!("{e}"));
+        let lock = Arc::new(MemoryLock::new(Arc::new(SystemClock)));
+        lock.set_failing(true);
+        let journal = Arc::new(MemoryJournal::default());
+        let engine = HealEngine::new(
+            set,
+            Arc::new(SystemClock),
+            journal.clone(),
+            Arc::new(MemorySink::default()),
+            BTreeMap::new(),
+        );
+        let runner = Arc::new(RecordingRunner::default());
+        let (handle, task) = spawn_with_lock(engine, runner.clone(), lock);
+        let e = Event::new("t", "/t", Some("s"), 0, serde_json::json!({}));
+        handle.send(e).await.unwrap_or_else(|e| panic!("{e}"));
+        let counts = Arc::clone(&handle.locks);
+        drop(handle);
+        task.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(runner.count(), 0);
+        assert_eq!(counts.unavailable.load(Ordering::SeqCst), 1);
+        let entry = journal
+            .entries()
+            .into_iter()
+            .find(|t| t.kind == TrailKind::Suppressed)
+            .unwrap_or_else(|| panic!("no suppression recorded"));
+        assert_eq!(entry.detail, LOCK_UNAVAILABLE);
+        assert!(
+            entry.data["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("failing"))
+        );
     }
 }

@@ -12,6 +12,8 @@
 //! - [`action`]: the [`action::ActionRunner`] boundary and its implementations.
 //! - [`incident`]: incidents, trail entries, the [`incident::HealJournal`] trait, redaction.
 //! - [`driver`]: the loop as a tokio task fed events through a channel.
+//! - [`lock`]: [`lock::IncidentLock`], one agent acting per incident when several share a
+//!   stream.
 //! - [`simulate`]: what `opsloop heal test` shows, acting on nothing.
 //!
 //! The crate consumes and produces CloudEvents only; it imports no other loop.
@@ -21,6 +23,7 @@ pub mod driver;
 pub mod engine;
 pub mod expr;
 pub mod incident;
+pub mod lock;
 pub mod playbook;
 pub mod run;
 pub mod simulate;

