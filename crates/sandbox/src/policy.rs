@@ -48,7 +48,7 @@ impl UserSpec {
 pub struct Limits {
     /// Wall-clock time before the whole process tree is killed.
     pub timeout: Duration,
-    /// Address space per process (`RLIMIT_AS`), bytes.
+    /// Data memory per process (`RLIMIT_DATA`: heap and private writable mappings), bytes.
     pub memory_bytes: u64,
     /// CPU time per process (`RLIMIT_CPU`; SIGXCPU, then SIGKILL a second later).
     pub cpu_time: Duration,
@@ -235,7 +235,7 @@ impl SandboxPolicyBuilder {
         self
     }
 
-    /// Sets the address-space limit per process.
+    /// Sets the data-memory limit per process (`RLIMIT_DATA`).
     pub fn memory(mut self, bytes: u64) -> Self {
         self.policy.limits.memory_bytes = bytes;
         self

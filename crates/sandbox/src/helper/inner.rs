@@ -306,26 +306,6 @@ fn drop_capabilities() -> LayerReport {
     }
 }
 
-/// The command's address-space limit, set on it from here as soon as it runs (it holds
-/// only what its loader mapped by then; the limit binds every mapping after).
-fn limit_memory(child: nix::unistd::Pid, bytes: u64) -> Result<(), String> {
-    use rustix::process::{Pid, Resource as R, Rlimit, prlimit};
-    let pid = Pid::from_raw(child.as_raw()).ok_or_else(|| "no such process".to_string())?;
-    // The command inherited this helper's limit: never raise the hard one.
-    let (_, helper_hard) = getrlimit(Resource::RLIMIT_AS).map_err(|e| e.to_string())?;
-    let hard = helper_hard.min(bytes);
-    prlimit(
-        Some(pid),
-        R::As,
-        Rlimit {
-            current: Some(hard),
-            maximum: Some(hard),
-        },
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
-}
-
 /// Lowers a limit, never raising the hard one.
 fn lower(resource: Resource, soft: u64, hard: u64) -> Result<(), SetupError> {
     let (_, current_hard) = getrlimit(resource).map_err(setup_error("getrlimit"))?;
@@ -375,9 +355,15 @@ fn rlimits(plan: &Plan) -> Result<LayerReport, SetupError> {
         );
     }
     lower(Resource::RLIMIT_CORE, 0, 0)?;
-    // RLIMIT_AS is set on the command itself right after it starts (`limit_memory`): set
-    // here, it would count this helper's own image (the large opsloop binary), and starting
-    // the command (posix_spawn maps a stack) fails once that alone exceeds the limit.
+    // Memory is the data limit (heap and private writable mappings), inherited by the
+    // command: RLIMIT_AS would count this helper's own image (the large opsloop binary), and
+    // starting the command (posix_spawn maps a stack) failed once that alone exceeded it;
+    // setting it on the command after it starts would race with its first allocations.
+    lower(
+        Resource::RLIMIT_DATA,
+        limits.memory_bytes,
+        limits.memory_bytes,
+    )?;
     // SIGXCPU at the limit, SIGKILL a second later for a process that ignores it.
     lower(Resource::RLIMIT_CPU, cpu, cpu + 1)?;
     lower(Resource::RLIMIT_NPROC, procs, procs)?;
@@ -470,11 +456,6 @@ fn start_and_wait(
         }
         Err(e) => return Err(setup_failure(format!("starting {shown}"), e.desc())),
     };
-    if let Err(e) = limit_memory(child, plan.limits.memory_bytes) {
-        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        return Err(setup_failure(format!("limiting the memory of {shown}"), &e));
-    }
     loop {
         // As pid 1, reap every orphan; without a pid namespace only the command.
         let waited = if pid_ns {
