@@ -70,14 +70,18 @@ fn hooks_map_bodies_and_playbooks_reload_with_the_config() {
     assert!((200..300).contains(&status), "{status} {answer}");
     let (status, _) = http(api, "POST", "/api/v1/hooks/nope", body, None);
     assert_eq!(status, 404);
-    let (_, events) = http(
-        api,
-        "GET",
-        "/api/v1/events?type=com.example.deploy.failed",
-        "",
-        None,
-    );
-    let events: Value = serde_json::from_str(&events).unwrap();
+    // The event reaches the store through the bus, after the hook answered.
+    let events = wait_for("the hook's event", || {
+        let (_, events) = http(
+            api,
+            "GET",
+            "/api/v1/events?type=com.example.deploy.failed",
+            "",
+            None,
+        );
+        let events: Value = serde_json::from_str(&events).ok()?;
+        events["events"].get(0).is_some().then_some(events)
+    });
     let event = &events["events"][0];
     assert_eq!(event["subject"], "checkout", "{events}");
     assert_eq!(event["data"]["version"], "1.2.3", "{events}");
