@@ -200,6 +200,12 @@ def adversarial(opsloop, work):
             name = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8)).capitalize()
             line = f"Accepted password for {name} from 10.0.{i // 250}.{i % 250} port 22\n"
             f.write(line + line)
+    # Every line a new short template behind one shared prefix: every template is a candidate
+    # for every line, the case that made each line cost a pass over all of them.
+    shared_prefix = os.path.join(work, "adversarial-shared-prefix.log")
+    with open(shared_prefix, "w", encoding="utf-8") as f:
+        for i in range(100_000):
+            f.write(f"[task {i}] {rnd.choice(vocab)} {rnd.choice(vocab)}\n")
     print("## Adversarial input: `opsloop inspect --parser raw --emit assignments`\n")
     print("| input | s | peak RSS MiB |")
     print("|---|---|---|")
@@ -207,6 +213,8 @@ def adversarial(opsloop, work):
         ("100,000 lines of five random words from 5,000 (each line a new template)", new_each_line),
         ("20,000 lines of 1,100 random one-letter words (44 MB)", long_lines),
         ("12,000 sshd-like lines, 6,000 capitalised names each seen twice", names_twice),
+        ("100,000 lines `[task N] w1 w2` of random words (each a new template, one prefix)",
+         shared_prefix),
     ]:
         secs, rss, code = run_measured([opsloop, "inspect", "--parser", "raw", "--emit", "assignments", path])
         if code != 0:

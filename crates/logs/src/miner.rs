@@ -23,7 +23,7 @@
 //! [`MAX_TOKENS`] tokens therefore share a template (what tells events apart is at their start),
 //! and a message of exactly [`MAX_TOKENS`] tokens is told from a longer one by that `<*>`.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use xxhash_rust::xxh3::xxh3_64;
@@ -68,16 +68,12 @@ pub const MAX_TOKENS: usize = 256;
 const INDEXED: usize = 3;
 /// The index's token hash of a variable slot.
 const ANY_TOKEN: u64 = u64::MAX;
-/// Templates a new message is compared with at most (the oldest first).
-const MAX_CANDIDATES: usize = 2048;
-/// Slot comparisons one new message may cost at most: a message longer than 64 tokens is
-/// compared with fewer of the oldest candidates (at least [`MIN_CANDIDATES`]), so that lines
-/// sharing hundreds of leading tokens cannot make mining quadratic. The price: a long event
-/// whose template is younger than that many long templates sharing its first words is not
-/// found and starts another template.
-const COMPARE_BUDGET: usize = 131_072;
-/// Candidates a message is compared with however long it is.
-const MIN_CANDIDATES: usize = 512;
+/// Templates a new message is compared with at most (the oldest first). It bounds the cost
+/// of a message that starts a template (at most 512 × 256 slot comparisons), so input made
+/// of new templates sharing their first words cannot make mining quadratic. The price: an
+/// event whose template is younger than 512 templates of its length sharing its first words
+/// is not found and starts another template; no system's log comes near that.
+const MAX_CANDIDATES: usize = 512;
 
 fn slot_key(n: usize, pos: usize, token_hash: u64) -> u64 {
     let mut b = [0u8; 24];
@@ -101,6 +97,77 @@ fn collect_members(
                 .is_some_and(|t| t.live && valid(t))
         });
         out.extend_from_slice(list);
+    }
+}
+
+/// One list of the candidate index: (creation order, template index), sorted by creation
+/// order. Entries before `head` are dropped ones whose memory is reclaimed once they are half
+/// the list, so dropping the oldest (what eviction does) costs no move of the rest.
+#[derive(Clone, Debug, Default)]
+struct IndexList {
+    entries: Vec<(u64, u32)>,
+    head: usize,
+}
+
+impl IndexList {
+    fn entries(&self) -> &[(u64, u32)] {
+        self.entries.get(self.head..).unwrap_or(&[])
+    }
+
+    /// Files an entry where its creation order puts it (new templates go last).
+    fn insert(&mut self, entry: (u64, u32)) {
+        match self.entries.last() {
+            Some(&last) if last > entry => {
+                let at = self.entries().partition_point(|&e| e < entry);
+                self.entries.insert(self.head + at, entry);
+            }
+            _ => self.entries.push(entry),
+        }
+    }
+
+    fn drop_front(&mut self, k: usize) {
+        self.head = (self.head + k).min(self.entries.len());
+        if self.head * 2 > self.entries.len() {
+            self.entries.drain(..self.head);
+            self.head = 0;
+        }
+    }
+
+    /// Keeps the entries `keep` accepts, in order.
+    fn retain(&mut self, keep: impl FnMut(&(u64, u32)) -> bool) {
+        self.entries.drain(..self.head);
+        self.head = 0;
+        self.entries.retain(keep);
+        self.entries.dedup();
+    }
+
+    /// Moves the first `limit` live entries together at the front of the list, dropping the
+    /// stale ones met on the way; returns (live entries at the front, entries dropped).
+    fn live_prefix(&mut self, live: impl Fn(u64, u32) -> bool, limit: usize) -> (usize, usize) {
+        let list = self.entries();
+        let (mut read, mut found) = (0, 0);
+        while let Some(&(seq, i)) = list.get(read)
+            && found < limit
+        {
+            found += usize::from(live(seq, i));
+            read += 1;
+        }
+        let stale = read - found;
+        if stale > 0 {
+            // Slide the live ones back over the stale ones, keeping their order, and drop the
+            // stale ones now at the front.
+            let window = &mut self.entries[self.head..self.head + read];
+            let mut write = read;
+            for r in (0..read).rev() {
+                let (seq, i) = window[r];
+                if live(seq, i) {
+                    write -= 1;
+                    window[write] = window[r];
+                }
+            }
+            self.drop_front(stale);
+        }
+        (found, stale)
     }
 }
 
@@ -340,6 +407,9 @@ pub struct Template {
     hashes: Vec<u64>,
     /// Used since the eviction hand last passed (CLOCK).
     referenced: bool,
+    /// Constant slots, and constant slots that are words of running text ([`is_prose_word`]).
+    exact: u32,
+    prose: u32,
     /// Creation order (saved with the state): of several templates a message fits, the
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
     /// restored miner chooses as the one that saved it.
@@ -396,48 +466,33 @@ impl Template {
         {
             return false;
         }
+        // Only constant slots generalise, and at least half the slots stay constant.
+        let mut changing = 0;
+        for &p in positions {
+            match self.slots.get(p) {
+                Some(Slot::Exact(s)) => changing += usize::from(is_prose_word(s.as_bytes())),
+                _ => return false,
+            }
+        }
+        if (self.exact as usize).saturating_sub(positions.len()) * 2 < self.slots.len() {
+            return false;
+        }
         if tuning.keep_prose {
             // The plain words that would stay: none left means the message was all variables
             // but for its prefix, and the words that differ are what tell the events apart.
-            let prose = |i: usize, s: &Slot| match s {
-                Slot::Exact(s) => !positions.contains(&i) && is_prose_word(s.as_bytes()),
-                Slot::Any(_) => false,
-            };
-            let had = self
-                .slots
-                .iter()
-                .any(|s| matches!(s, Slot::Exact(s) if is_prose_word(s.as_bytes())));
-            let staying = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|&(i, s)| prose(i, s))
-                .count();
+            let had = self.prose > 0;
+            let staying = (self.prose as usize).saturating_sub(changing);
             if had && staying == 0 {
                 return false;
             }
             // Two or more words of running text changing at once (`worker <*>: upload
             // finished` / `cache warmed`) are another sentence, unless more text stays than
             // changes (`user John Smith logged in`).
-            let changing = positions
-                .iter()
-                .filter(|&&p| {
-                    matches!(self.slots.get(p), Some(Slot::Exact(s)) if is_prose_word(s.as_bytes()))
-                })
-                .count();
             if changing >= 2 && staying < changing {
                 return false;
             }
         }
-        let exact = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s, Slot::Exact(_)))
-            .count();
-        positions
-            .iter()
-            .all(|&p| matches!(self.slots.get(p), Some(Slot::Exact(_))))
-            && (exact - positions.len()) * 2 >= self.slots.len()
+        true
     }
 
     /// Records that a message differing only at `pos` had `value` there; true once `needed`
@@ -465,14 +520,22 @@ impl Template {
         entry.len() >= needed
     }
 
+    /// Renders the text and counts what [`Template::may_generalise_all`] asks of every
+    /// candidate (called whenever the slots change).
     fn render(&mut self) {
         self.text.clear();
+        self.exact = 0;
+        self.prose = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             if i > 0 {
                 self.text.push(' ');
             }
             match slot {
-                Slot::Exact(s) => self.text.push_str(s),
+                Slot::Exact(s) => {
+                    self.text.push_str(s);
+                    self.exact += 1;
+                    self.prose += u32::from(is_prose_word(s.as_bytes()));
+                }
                 Slot::Any(frame) => frame.render(&mut self.text),
             }
         }
@@ -500,8 +563,10 @@ pub struct TemplateMiner {
     live: usize,
     /// Templates by length (lazily cleaned: entries of retired templates are skipped).
     by_len: FxHashMap<usize, Vec<u32>>,
-    /// Templates by (length, position, token) of their first slots (lazily cleaned too).
-    index: FxHashMap<u64, Vec<u32>>,
+    /// Templates by (length, position, token) of their first slots, as (creation order,
+    /// template index) sorted by creation order, so the oldest candidates are a prefix of
+    /// each list (lazily cleaned too: an entry whose template moved on is dropped when met).
+    index: FxHashMap<u64, IndexList>,
     index_entries: usize,
     /// The CLOCK eviction hand.
     hand: usize,
@@ -522,6 +587,10 @@ pub struct TemplateMiner {
     token_hashes: Vec<u64>,
     /// Per token of the message in hand, whether it is a run of values ([`is_value_run`]).
     token_runs: Vec<bool>,
+    /// Candidate templates of the message in hand, and where it differs from each.
+    candidate_scratch: Vec<u32>,
+    diff_positions: Vec<usize>,
+    diff_ranges: Vec<Option<(u32, u32)>>,
 }
 
 impl Default for TemplateMiner {
@@ -554,6 +623,9 @@ impl TemplateMiner {
             masked: Vec::with_capacity(64),
             token_hashes: Vec::with_capacity(64),
             token_runs: Vec::with_capacity(64),
+            candidate_scratch: Vec::new(),
+            diff_positions: Vec::new(),
+            diff_ranges: Vec::new(),
         }
     }
 
@@ -733,27 +805,37 @@ impl TemplateMiner {
             self.token_hashes.push(xxh3_64(token));
             self.token_runs.push(is_value_run(token));
         }
-        let candidates = self.candidates(n);
+        let mut candidates = std::mem::take(&mut self.candidate_scratch);
+        self.candidates(n, &mut candidates);
         // 1. A template whose constant positions all agree takes the message as it is (the
         //    check stops at the first disagreement: most candidates fail at once).
-        let mut fit: Option<u32> = candidates.iter().copied().find(|&i| {
-            self.differing(&self.templates[i as usize], 0)
-                .is_some_and(|d| d.is_empty())
-        });
-        // Where the message disagrees with each candidate (`None`: in more than two words).
-        let diffs: Vec<Option<Vec<usize>>> = if fit.is_none() {
-            candidates
-                .iter()
-                .map(|&i| self.differing(&self.templates[i as usize], 2))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut fit: Option<u32> = candidates
+            .iter()
+            .copied()
+            .find(|&i| self.fits(&self.templates[i as usize]));
+        // Where the message disagrees with each candidate (`None`: in more than two words),
+        // as ranges of one buffer: no allocation per candidate.
+        let mut positions = std::mem::take(&mut self.diff_positions);
+        let mut diffs = std::mem::take(&mut self.diff_ranges);
+        positions.clear();
+        diffs.clear();
+        if fit.is_none() {
+            for &i in &candidates {
+                let start = positions.len();
+                let range = self
+                    .differing(&self.templates[i as usize], 2, &mut positions)
+                    .then_some((start as u32, positions.len() as u32));
+                if range.is_none() {
+                    positions.truncate(start);
+                }
+                diffs.push(range);
+            }
+        }
         // The evidence on each position where the message differs from templates in that one
         // position only: those templates and the message are one event but for the value
         // there, so how often each value occurs tells a parameter from a closed vocabulary.
         let siblings = if fit.is_none() {
-            self.sibling_counts(&candidates, &diffs)
+            self.sibling_counts(&candidates, &diffs, &positions)
         } else {
             Vec::new()
         };
@@ -769,9 +851,10 @@ impl TemplateMiner {
                 if !self.templates[index as usize].live {
                     continue;
                 }
-                let Some(diff) = diff else {
+                let Some((a, b)) = *diff else {
                     continue;
                 };
+                let diff = &positions[a as usize..b as usize];
                 let tuning = self.config.tuning;
                 if diff.is_empty()
                     || !self.templates[index as usize].may_generalise_all(diff, &tuning)
@@ -844,6 +927,9 @@ impl TemplateMiner {
                 }
             }
         }
+        self.candidate_scratch = candidates;
+        self.diff_positions = positions;
+        self.diff_ranges = diffs;
         let assignment = match fit {
             Some(index) => {
                 let tokens: Vec<String> = (0..n)
@@ -884,7 +970,12 @@ impl TemplateMiner {
 
     /// Per position, (distinct values, rare values) over the candidates that differ from the
     /// current message at that position only, the message's own (new, so rare) included.
-    fn sibling_counts(&self, candidates: &[u32], diffs: &[Option<Vec<usize>>]) -> Vec<Siblings> {
+    fn sibling_counts(
+        &self,
+        candidates: &[u32],
+        diffs: &[Option<(u32, u32)>],
+        positions: &[usize],
+    ) -> Vec<Siblings> {
         let mut counts = vec![
             Siblings {
                 values: 1,
@@ -894,7 +985,8 @@ impl TemplateMiner {
             self.spans.len()
         ];
         for (&c, diff) in candidates.iter().zip(diffs) {
-            if let (Some(t), Some([pos])) = (self.templates.get(c as usize), diff.as_deref())
+            let diff = diff.and_then(|(a, b)| positions.get(a as usize..b as usize));
+            if let (Some(t), Some([pos])) = (self.templates.get(c as usize), diff)
                 && t.live
                 && let Some(entry) = counts.get_mut(*pos)
             {
@@ -906,11 +998,19 @@ impl TemplateMiner {
         counts
     }
 
-    /// Positions where the current message disagrees with a constant slot of `t`, or `None`
-    /// when more than `max` of them are words (two spellings of a value do not count: they
-    /// are one variable on sight).
-    fn differing(&self, t: &Template, max: usize) -> Option<Vec<usize>> {
-        let mut out = Vec::new();
+    /// Whether the current message agrees with every constant slot of `t` as it is (two
+    /// spellings of a value differ here: the template must generalise first).
+    fn fits(&self, t: &Template) -> bool {
+        t.hashes
+            .iter()
+            .zip(&self.token_hashes)
+            .all(|(&h, &m)| h == ANY_TOKEN || h == m)
+    }
+
+    /// Appends to `out` the positions where the current message disagrees with a constant
+    /// slot of `t`; false when more than `max` of them are words (two spellings of a value
+    /// do not count: they are one variable on sight).
+    fn differing(&self, t: &Template, max: usize, out: &mut Vec<usize>) -> bool {
         let mut words = 0;
         for (i, (&h, &m)) in t.hashes.iter().zip(&self.token_hashes).enumerate() {
             if h == ANY_TOKEN || h == m {
@@ -921,13 +1021,13 @@ impl TemplateMiner {
             };
             if !self.token_runs.get(i).copied().unwrap_or(false) || !is_value_run(s.as_bytes()) {
                 if words == max {
-                    return None;
+                    return false;
                 }
                 words += 1;
             }
             out.push(i);
         }
-        Some(out)
+        true
     }
 
     /// Folds every other live template of the same length that now fits `into` into it; the
@@ -936,17 +1036,29 @@ impl TemplateMiner {
         let n = self.templates[into as usize].slots.len();
         // Only templates with the same constant at one of its first constant slots can fit.
         let mut list = Vec::new();
+        // Of its first constant slots, the one fewest templates share.
         let first_exact = (0..n.min(INDEXED))
-            .find(|&p| matches!(self.templates[into as usize].slots[p], Slot::Exact(_)));
+            .filter(|&p| matches!(self.templates[into as usize].slots[p], Slot::Exact(_)))
+            .min_by_key(|&p| {
+                let key = self.templates[into as usize].keys[p];
+                self.index.get(&key).map_or(0, |l| l.entries().len())
+            });
         match first_exact {
             Some(p) => {
                 let key = self.templates[into as usize].keys[p];
-                collect_members(
-                    self.index.get_mut(&key),
-                    &self.templates,
-                    |t| t.slots.len() == n && t.keys[p] == key,
-                    &mut list,
-                );
+                if let Some(entries) = self.index.get(&key) {
+                    list.extend(
+                        entries
+                            .entries()
+                            .iter()
+                            .filter(|&&(seq, i)| {
+                                self.templates.get(i as usize).is_some_and(|t| {
+                                    t.live && t.seq == seq && t.slots.len() == n && t.keys[p] == key
+                                })
+                            })
+                            .map(|&(_, i)| i),
+                    );
+                }
             }
             None => collect_members(
                 self.by_len.get_mut(&n),
@@ -966,11 +1078,16 @@ impl TemplateMiner {
                     &self.templates[into as usize],
                     &self.templates[other as usize],
                 );
-                a.slots.iter().zip(&b.slots).all(|(x, y)| match (x, y) {
-                    (Slot::Any(_), _) => true,
-                    (Slot::Exact(x), Slot::Exact(y)) => x == y,
-                    (Slot::Exact(_), Slot::Any(_)) => false,
-                })
+                // The hashes rule most out; equal hashes are confirmed on the text.
+                a.hashes
+                    .iter()
+                    .zip(&b.hashes)
+                    .all(|(&x, &y)| x == ANY_TOKEN || (y != ANY_TOKEN && x == y))
+                    && a.slots.iter().zip(&b.slots).all(|(x, y)| match (x, y) {
+                        (Slot::Any(_), _) => true,
+                        (Slot::Exact(x), Slot::Exact(y)) => x == y,
+                        (Slot::Exact(_), Slot::Any(_)) => false,
+                    })
             };
             if !fits {
                 continue;
@@ -1015,6 +1132,8 @@ impl TemplateMiner {
             hashes: Vec::new(),
             referenced: true,
             seq: self.next_seq,
+            exact: 0,
+            prose: 0,
         };
         self.next_seq = self.next_seq.saturating_add(1);
         t.hashes = slot_hashes(&t.slots);
@@ -1087,7 +1206,7 @@ impl TemplateMiner {
         };
         let key = slot_key(n, p, hash);
         t.keys[p] = key;
-        self.index.entry(key).or_default().push(index);
+        self.index.entry(key).or_default().insert((t.seq, index));
         self.index_entries += 1;
         if self.index_entries > 8 * self.live + 65_536 {
             self.compact_index();
@@ -1099,15 +1218,13 @@ impl TemplateMiner {
         let templates = &self.templates;
         let mut entries = 0;
         self.index.retain(|&key, list| {
-            list.retain(|&i| {
+            list.retain(|&(seq, i)| {
                 templates
                     .get(i as usize)
-                    .is_some_and(|t| t.live && t.keys.contains(&key))
+                    .is_some_and(|t| t.live && t.seq == seq && t.keys.contains(&key))
             });
-            list.sort_unstable();
-            list.dedup();
-            entries += list.len();
-            !list.is_empty()
+            entries += list.entries().len();
+            !list.entries().is_empty()
         });
         self.by_len.retain(|&n, list| {
             list.retain(|&i| {
@@ -1124,47 +1241,79 @@ impl TemplateMiner {
 
     /// Templates the current message may fit or be evidence for: those that agree with it at
     /// one of its first positions (or have a variable there), oldest first, at most
-    /// [`MAX_CANDIDATES`].
-    fn candidates(&mut self, n: usize) -> Vec<u32> {
-        let mut out = Vec::new();
+    /// [`MAX_CANDIDATES`], into `out`.
+    ///
+    /// Each index list is sorted by creation order, so the oldest are the first live entries
+    /// of each list, merged: the cost per message is bounded by the limit, not by how many
+    /// templates share its first words.
+    fn candidates(&mut self, n: usize, out: &mut Vec<u32>) {
+        out.clear();
         if n == 0 {
             collect_members(
                 self.by_len.get_mut(&0),
                 &self.templates,
                 |t| t.slots.is_empty(),
-                &mut out,
+                out,
             );
+            return;
         }
+        let limit = MAX_CANDIDATES;
+        let mut keys = [(0u64, 0usize); 2 * INDEXED];
+        let mut lists = 0;
         for p in 0..n.min(INDEXED) {
             // The message's token hashes were taken once for the whole slow path.
             let Some(&hash) = self.token_hashes.get(p) else {
                 break;
             };
             for key in [slot_key(n, p, hash), slot_key(n, p, ANY_TOKEN)] {
-                collect_members(
-                    self.index.get_mut(&key),
-                    &self.templates,
-                    |t| t.slots.len() == n && t.keys[p] == key,
-                    &mut out,
+                if keys[..lists].iter().any(|&(k, _)| k == key) {
+                    continue;
+                }
+                let Some(list) = self.index.get_mut(&key) else {
+                    continue;
+                };
+                let templates = &self.templates;
+                let live = list.live_prefix(
+                    |seq, i| {
+                        templates.get(i as usize).is_some_and(|t| {
+                            t.live && t.seq == seq && t.slots.len() == n && t.keys[p] == key
+                        })
+                    },
+                    limit,
                 );
+                self.index_entries = self.index_entries.saturating_sub(live.1);
+                keys[lists] = (key, live.0);
+                lists += 1;
             }
         }
-        // Oldest first: the first fitting candidate is the oldest, wherever it sits.
-        let templates = &self.templates;
-        let key = |&i: &u32| (templates.get(i as usize).map_or(u64::MAX, |t| t.seq), i);
-        let limit = MAX_CANDIDATES.min((COMPARE_BUDGET / n.max(1)).max(MIN_CANDIDATES));
-        // Only the oldest are sorted (a template is listed once per indexed position it
-        // matches, hence room for each): sorting every member of a crowded list for each
-        // message would be quadratic.
-        let room = INDEXED * limit;
-        if out.len() > room {
-            out.select_nth_unstable_by_key(room, key);
-            out.truncate(room);
+        // Merge the sorted prefixes, oldest first; a template listed under two keys comes
+        // up twice in a row and is taken once.
+        let mut prefixes: [&[(u64, u32)]; 2 * INDEXED] = [&[]; 2 * INDEXED];
+        for (prefix, &(key, len)) in prefixes.iter_mut().zip(&keys[..lists]) {
+            if let Some(list) = self.index.get(&key) {
+                let entries = list.entries();
+                *prefix = entries.get(..len).unwrap_or(entries);
+            }
         }
-        out.sort_unstable_by_key(key);
-        out.dedup();
-        out.truncate(limit);
-        out
+        let mut last = None;
+        while out.len() < limit {
+            let mut best: Option<(usize, u64, u32)> = None;
+            for (j, prefix) in prefixes[..lists].iter().enumerate() {
+                if let Some(&(seq, i)) = prefix.first()
+                    && best.is_none_or(|(_, s, b)| (seq, i) < (s, b))
+                {
+                    best = Some((j, seq, i));
+                }
+            }
+            let Some((j, seq, i)) = best else {
+                break;
+            };
+            prefixes[j] = prefixes[j].get(1..).unwrap_or(&[]);
+            if last != Some((seq, i)) {
+                out.push(i);
+                last = Some((seq, i));
+            }
+        }
     }
 
     /// Takes a template out of service (evicted or folded into another) and frees its slot.
@@ -1255,11 +1404,22 @@ impl TemplateMiner {
         let base = self.next_seq;
         let mut saved_templates = state.templates;
         saved_templates.truncate(room);
-        for (i, saved) in saved_templates.into_iter().enumerate() {
-            // A saved order past any real one (hostile input) would leave no room for the
-            // templates created after: such states keep the file's order.
-            let seq =
-                base.saturating_add(saved.seq.filter(|&q| q < MAX_SAVED_SEQ).unwrap_or(i as u64));
+        // A saved order past any real one (hostile input) would leave no room for the
+        // templates created after: such states keep the file's order.
+        // A repeated id keeps its first template in the file.
+        let mut ids = FxHashSet::default();
+        let mut saved_templates: Vec<(u64, SavedTemplate)> = saved_templates
+            .into_iter()
+            .enumerate()
+            .filter(|(_, saved)| ids.insert(saved.id.clone()))
+            .map(|(i, saved)| {
+                let seq = saved.seq.filter(|&q| q < MAX_SAVED_SEQ).unwrap_or(i as u64);
+                (base.saturating_add(seq), saved)
+            })
+            .collect();
+        // Oldest first, so each goes to the end of its index lists.
+        saved_templates.sort_by_key(|&(seq, _)| seq);
+        for (seq, saved) in saved_templates {
             let id = parse(&saved.id)?;
             if saved.slots.len() > max_slots
                 || self
@@ -1293,6 +1453,8 @@ impl TemplateMiner {
                 hashes: Vec::new(),
                 referenced: false,
                 seq,
+                exact: 0,
+                prose: 0,
             };
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
             t.hashes = slot_hashes(&t.slots);
@@ -2028,6 +2190,44 @@ mod tests {
         let (_, a) = mine(&lines);
         let (_, b) = mine(&lines);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn new_templates_sharing_a_prefix_keep_the_index_bounded_and_ordered() {
+        // Every line a new template behind one prefix, with eviction: the case that made each
+        // message cost a pass over every template sharing its first words.
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_templates: 1_500,
+            ..MinerConfig::default()
+        });
+        let mut x: u64 = 7;
+        let mut word = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (0..6)
+                .map(|k| (b'a' + ((x >> (8 * k + 20)) % 26) as u8) as char)
+                .collect::<String>()
+        };
+        for i in 0..4_000 {
+            let line = format!("[task {i}] {} {}", word(), word());
+            m.add(&line);
+        }
+        assert!(m.evicted() > 0);
+        assert!(m.len() <= 1_500);
+        for list in m.index.values() {
+            let entries = list.entries();
+            assert!(entries.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        }
+        // The candidates of one more message: bounded, oldest first, live, each once.
+        m.add("[task 1] zzzzzz yyyyyy");
+        let n = m.spans.len();
+        let mut out = Vec::new();
+        m.candidates(n, &mut out);
+        assert!(!out.is_empty() && out.len() <= MAX_CANDIDATES);
+        let seqs: Vec<u64> = out.iter().map(|&i| m.templates[i as usize].seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first, each once");
+        assert!(out.iter().all(|&i| m.templates[i as usize].live));
+        let oldest = m.templates().map(|t| t.seq).min();
+        assert_eq!(seqs.first().copied(), oldest);
     }
 
     #[test]
