@@ -227,6 +227,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         tokens,
         heal: Some(heal),
         protect_metrics: api.protect_metrics,
+        views: opsloop_server::ReadModels::default(),
         rules: Arc::new(move || {
             rules
                 .lock()

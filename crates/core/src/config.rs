@@ -64,6 +64,15 @@ pub struct Config {
     /// Generic webhooks (`POST /api/v1/hooks/{name}`): how a JSON body becomes an event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookConfig>,
+    /// Forecast jobs, as written (the forecast crate reads and checks them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forecasts: Vec<serde_json::Value>,
+    /// Metric anomaly jobs, as written (the detect crate reads and checks them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric_anomalies: Vec<serde_json::Value>,
+    /// Manifest audit jobs, as written (the audit crate reads and checks them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audits: Vec<serde_json::Value>,
 }
 
 /// One generic webhook: its body (`body` in CEL) becomes an event of type `type`.

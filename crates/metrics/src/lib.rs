@@ -9,7 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+pub use prometheus_client::registry::Registry;
 
 /// Labels naming a source.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -235,7 +235,20 @@ impl Default for AgentMetrics {
     }
 }
 
+/// Gauges per followed series, labelled with the series' own labels (the forecast and
+/// metric-anomaly jobs export these).
+pub type SeriesGauges =
+    Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
 impl AgentMetrics {
+    /// The agent's metrics plus what `extra` registers (under the same `opsloop_` prefix):
+    /// the loops' own families, which live in their crates.
+    pub fn with_extra(extra: impl FnOnce(&mut Registry)) -> Self {
+        let mut m = AgentMetrics::default();
+        extra(&mut m.registry);
+        m
+    }
+
     /// The exposition text (OpenMetrics), empty if encoding failed.
     pub fn encode(&self) -> String {
         let mut out = String::new();

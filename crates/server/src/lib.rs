@@ -42,12 +42,13 @@
 //! `application/json`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -81,6 +82,27 @@ pub struct RuleInfo {
     pub hits: u64,
 }
 
+/// What a loop shows at a read-only collection endpoint (`GET /api/v1/forecasts`, `GET
+/// /api/v1/forecasts/{name}`): the loop owns the JSON, the server only routes and guards.
+pub trait ReadModel: Send + Sync {
+    /// The whole collection, filtered by the request's query parameters.
+    fn list(&self, query: &BTreeMap<String, String>) -> serde_json::Value;
+    /// One member by name, `None` when there is no such member (404).
+    fn get(&self, name: &str) -> Option<serde_json::Value>;
+}
+
+/// The read models of the loops that run; a loop that does not run answers with an empty
+/// collection.
+#[derive(Clone, Default)]
+pub struct ReadModels {
+    /// `GET /api/v1/forecasts[/{job}]`.
+    pub forecasts: Option<Arc<dyn ReadModel>>,
+    /// `GET /api/v1/metric-anomalies`.
+    pub metric_anomalies: Option<Arc<dyn ReadModel>>,
+    /// `GET /api/v1/audit/findings`.
+    pub audit_findings: Option<Arc<dyn ReadModel>>,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -99,6 +121,8 @@ pub struct ApiState {
     pub heal: Option<Arc<dyn HealApi>>,
     /// With a token set, whether `/metrics` requires it too.
     pub protect_metrics: bool,
+    /// The read-only views of the forecast, metric-anomaly and audit loops.
+    pub views: ReadModels,
     /// The rules and their hits, as of now.
     pub rules: Arc<dyn Fn() -> Vec<RuleInfo> + Send + Sync>,
     /// Where ingested records go (bounded: a full pipeline slows senders down).
@@ -187,7 +211,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/incidents", get(heal::incidents))
         .route("/api/v1/incidents/{id}", get(heal::incident))
-        .route("/api/v1/audit-log", get(heal::audit_log));
+        .route("/api/v1/audit-log", get(heal::audit_log))
+        .route(
+            "/api/v1/forecasts",
+            get(|s: State<ApiState>, q| view_list(s.0.views.forecasts.clone(), "forecasts", q)),
+        )
+        .route(
+            "/api/v1/forecasts/{name}",
+            get(|s: State<ApiState>, n| view_get(s.0.views.forecasts.clone(), "forecast job", n)),
+        )
+        .route(
+            "/api/v1/metric-anomalies",
+            get(|s: State<ApiState>, q| {
+                view_list(s.0.views.metric_anomalies.clone(), "episodes", q)
+            }),
+        )
+        .route(
+            "/api/v1/audit/findings",
+            get(|s: State<ApiState>, q| {
+                view_list(s.0.views.audit_findings.clone(), "findings", q)
+            }),
+        );
     if state.protect_metrics {
         read = read.route("/metrics", get(metrics));
     } else {
@@ -314,6 +358,47 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+/// A loop's collection; an empty one (under `empty_key`) when the loop does not run.
+async fn view_list(
+    view: Option<Arc<dyn ReadModel>>,
+    empty_key: &'static str,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let body = match view {
+        Some(view) => tokio::task::spawn_blocking(move || view.list(&query))
+            .await
+            .map_err(|e| internal(e.to_string()))?,
+        None => json!({ empty_key: [] }),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// One member of a loop's collection, 404 when unknown or when the loop does not run.
+async fn view_get(
+    view: Option<Arc<dyn ReadModel>>,
+    what: &'static str,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let found = match view {
+        Some(view) => {
+            let key = name.clone();
+            tokio::task::spawn_blocking(move || view.get(&key))
+                .await
+                .map_err(|e| internal(e.to_string()))?
+        }
+        None => None,
+    };
+    match found {
+        Some(body) => Ok(axum::Json(body).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} named {name:?}"),
+        )),
+    }
 }
 
 fn query_error(r: QueryRejection) -> ApiError {

@@ -27,6 +27,7 @@ fn state(token: Option<&str>) -> (ApiState, mpsc::Receiver<IngestedRecord>) {
         ingest: tx,
         max_body_bytes: 1024,
         protect_metrics: false,
+        views: crate::ReadModels::default(),
         max_records_per_request: 1000,
         max_record_bytes: 1 << 20,
         max_concurrent_ingest: 4,
@@ -494,3 +495,53 @@ async fn ingest_beyond_the_concurrency_limit_is_refused_not_queued() {
 }
 
 mod heal;
+
+struct Jobs;
+
+impl ReadModel for Jobs {
+    fn list(&self, query: &BTreeMap<String, String>) -> serde_json::Value {
+        serde_json::json!({"forecasts": [{"job": "cpu", "filter": query.get("job")}]})
+    }
+    fn get(&self, name: &str) -> Option<serde_json::Value> {
+        (name == "cpu").then(|| serde_json::json!({"job": "cpu"}))
+    }
+}
+
+#[tokio::test]
+async fn loop_views_list_get_and_guard() {
+    let (mut s, _rx) = state(Some("t"));
+    // A loop that does not run: an empty collection, and no member.
+    let (status, body, _) = call(&s, get_with("/api/v1/metric-anomalies", "t")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"episodes": []}));
+    let (_, body, _) = call(&s, get_with("/api/v1/audit/findings", "t")).await;
+    assert_eq!(body, serde_json::json!({"findings": []}));
+    assert_json_error(
+        &s,
+        get_with("/api/v1/forecasts/cpu", "t"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    s.views.forecasts = Some(Arc::new(Jobs));
+    let (status, body, _) = call(&s, get_with("/api/v1/forecasts?job=cpu", "t")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["forecasts"][0]["filter"], "cpu");
+    let (_, body, _) = call(&s, get_with("/api/v1/forecasts/cpu", "t")).await;
+    assert_eq!(body["job"], "cpu");
+    assert_json_error(
+        &s,
+        get_with("/api/v1/forecasts/nope", "t"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    // Read-only, but behind the viewer role like every other read.
+    assert_json_error(
+        &s,
+        get("/api/v1/forecasts"),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+}
