@@ -114,6 +114,15 @@ pub fn run(args: ConfigArgs) -> Result<u8> {
                     message: e,
                 });
             }
+            // The loops' jobs, as `run` reads them.
+            if let Ok(config) = Config::from_yaml(&text) {
+                for (section, problem) in crate::run::job_problems(&config) {
+                    problems.push(ConfigProblem {
+                        path: section.into(),
+                        message: problem,
+                    });
+                }
+            }
             match args.output {
                 Output::Json => {
                     let doc = serde_json::json!({

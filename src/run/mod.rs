@@ -2,6 +2,9 @@
 //! the [`Agent`] and serves the HTTP API over it until a signal or a fatal task failure; the
 //! libraries do the work.
 
+mod anomaly_jobs;
+mod audit_jobs;
+mod forecast_jobs;
 mod heal;
 mod telemetry;
 
@@ -11,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use opsloop_agent::reload::load_config;
+use opsloop_agent::reload::{ReloadHook, load_config};
 use opsloop_agent::{Agent, AgentOptions};
 use opsloop_bus::jetstream::JetStreamOptions;
 use opsloop_core::config::{BusKind, Config, LogFormat, NatsConfig};
@@ -102,6 +105,22 @@ pub(crate) fn hooks_problems(config: &Config) -> std::result::Result<(), String>
         .map_err(|e| format!("{e:#}"))
 }
 
+/// Why the configuration's `forecasts:`, `metric_anomalies:` and `audits:` cannot run, per
+/// section.
+pub(crate) fn job_problems(config: &Config) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Err(e) = forecast_jobs::ForecastLoop::from_config(config) {
+        out.push(("forecasts", format!("{e:#}")));
+    }
+    if let Err(e) = anomaly_jobs::AnomalyLoop::from_config(config) {
+        out.push(("metric_anomalies", format!("{e:#}")));
+    }
+    if let Err(e) = audit_jobs::AuditLoop::from_config(config) {
+        out.push(("audits", format!("{e:#}")));
+    }
+    out
+}
+
 /// The named tokens of `api.tokens`, each from its environment variable or file (never logged).
 fn api_tokens(config: &Config) -> Result<Arc<[opsloop_server::ApiToken]>> {
     let mut out = Vec::new();
@@ -187,19 +206,32 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         (BusKind::Nats, Some(nats)) => Some(jetstream_options(nats)?),
         _ => None,
     };
-    let metrics = Arc::new(AgentMetrics::default());
     let api = config.api.clone();
-    // Checked before anything starts: a bad playbook keeps the agent from starting.
+    // Checked before anything starts: a bad playbook or job keeps the agent from starting.
     let playbooks = heal::playbooks(config_path.as_deref())?;
     let heal_loop = heal::LoopCell::default();
     let hooks = heal::hooks(&config.hooks)?;
+    let forecasts = forecast_jobs::ForecastLoop::from_config(&config)?;
+    let anomalies = anomaly_jobs::AnomalyLoop::from_config(&config)?;
+    let audits = audit_jobs::AuditLoop::from_config(&config)?;
+    let metrics = Arc::new(AgentMetrics::with_extra(|registry| {
+        forecasts.register(registry);
+        anomalies.register(registry);
+        audits.register(registry);
+    }));
+    let reload_hook = all_or_nothing(vec![
+        heal::reload_hook(Arc::clone(&heal_loop)),
+        forecasts.reload_hook(),
+        anomalies.reload_hook(),
+        audits.reload_hook(),
+    ]);
     let agent = Agent::start(
         AgentOptions {
             config,
             config_path,
             clock: Arc::new(SystemClock),
             jetstream: jetstream.clone(),
-            reload_hook: Some(heal::reload_hook(Arc::clone(&heal_loop))),
+            reload_hook: Some(reload_hook),
         },
         Arc::clone(&metrics),
     )
@@ -218,6 +250,19 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             return Err(e.context("starting the self-healing loop"));
         }
     };
+    let started = forecasts
+        .start(&agent)
+        .context("starting the forecast jobs")
+        .and_then(|()| {
+            anomalies
+                .start(&agent)
+                .context("starting the metric anomaly jobs")
+        })
+        .and_then(|()| audits.start(&agent).context("starting the audit jobs"));
+    if let Err(e) = started {
+        agent.shutdown().await;
+        return Err(e);
+    }
     let rules = Arc::clone(&agent.rules);
     let state = ApiState {
         store: Arc::clone(&agent.store),
@@ -227,7 +272,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         tokens,
         heal: Some(heal),
         protect_metrics: api.protect_metrics,
-        views: opsloop_server::ReadModels::default(),
+        views: opsloop_server::ReadModels {
+            forecasts: Some(forecasts.view()),
+            metric_anomalies: Some(anomalies.view()),
+            audit_findings: Some(audits.view()),
+        },
         rules: Arc::new(move || {
             rules
                 .lock()
@@ -268,6 +317,22 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         tracing::warn!("shutdown did not complete in time");
     }
     Ok(exit::OK)
+}
+
+/// One reload hook over several: the file is checked by all of them first, and the changes
+/// are committed only when every one accepts it (a bad section rejects the whole reload).
+fn all_or_nothing(hooks: Vec<ReloadHook>) -> ReloadHook {
+    Arc::new(move |path: &std::path::Path| {
+        let mut commits = Vec::with_capacity(hooks.len());
+        for hook in &hooks {
+            commits.push(hook(path)?);
+        }
+        Ok(Box::new(move || {
+            for commit in commits {
+                commit();
+            }
+        }) as Box<dyn FnOnce() + Send>)
+    })
 }
 
 /// Resolves on SIGINT/SIGTERM or when a task that stops the agent failed.

@@ -4,10 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod audit_agent;
 mod audit_log;
 mod config;
 mod detect;
+mod detect_agent;
 mod forecast;
+mod forecast_agent;
 mod hardening;
 mod heal;
 mod inspect;

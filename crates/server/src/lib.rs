@@ -54,7 +54,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use opsloop_core::ingest::IngestedRecord;
-pub use opsloop_metrics::{AgentMetrics, Counter, RuleLabel, SourceLabel, TaskLabel};
+pub use opsloop_metrics::{
+    AgentMetrics, Counter, Registry, RuleLabel, SeriesGauges, SourceLabel, TaskLabel,
+};
 use opsloop_store::{EventQuery, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
