@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
@@ -32,6 +33,9 @@ use opsloop_heal::expr::{Expr, Scope, from_json, to_json};
 use opsloop_heal::incident::{HealJournal, Incident, TrailEntry};
 use opsloop_heal::lock::{IncidentLock, LockFuture, LockUnavailable, NoLock, lock_name};
 use opsloop_heal::{HealEngine, PlaybookSet, driver};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use opsloop_sandbox::Helper;
 use opsloop_server::HealApi;
 use opsloop_store::Store;
@@ -90,6 +94,7 @@ pub async fn start(
     hooks: BTreeMap<String, Hook>,
     cell: &LoopCell,
     jetstream: Option<JetStreamOptions>,
+    metrics: Arc<HealMetrics>,
 ) -> Result<Arc<dyn HealApi>> {
     let runtime = tokio::runtime::Handle::current();
     let bus = agent.bus.clone();
@@ -97,10 +102,12 @@ pub async fn start(
     let journal = Arc::new(StoreJournal {
         store: Arc::clone(&agent.store),
         clock: Arc::clone(&clock),
+        metrics: Arc::clone(&metrics),
     });
     let sink = Arc::new(BusSink {
         bus: bus.clone(),
         runtime: runtime.clone(),
+        metrics: Arc::clone(&metrics),
     });
     // Playbooks read the agent's environment through `env`; secrets among it are redacted
     // by the engine wherever they would be recorded.
@@ -119,9 +126,25 @@ pub async fn start(
         }),
         None => Arc::new(NoLock),
     };
-    let (handle, _driver) = driver::spawn_with_lock(engine, runner, lock);
+    let (handle, engine_task) =
+        driver::spawn_counted(engine, runner, lock, Arc::clone(&metrics.locks));
     let handle = Arc::new(handle);
     let _ = cell.set(Arc::clone(&handle));
+    // The engine holds the incidents in flight, cooldowns and pending approvals: when it dies
+    // the loop cannot go on half alive, so the agent stops (non-zero exit) and is restarted
+    // by its service manager, rather than feeding a dead loop.
+    let engine_task = Arc::new(Mutex::new(Some(engine_task)));
+    let _engine = agent
+        .supervisor
+        .spawn("heal-engine", OnFailure::StopAgent, move |cancel| {
+            let task = engine_task.lock().ok().and_then(|mut t| t.take());
+            async move {
+                match task {
+                    Some(task) => watch_engine(task, cancel.cancelled()).await,
+                    None => Err(TaskError::new("heal engine: not running")),
+                }
+            }
+        });
     let feed_bus = bus.clone();
     let _feed = agent
         .supervisor
@@ -162,6 +185,69 @@ pub async fn start(
         runtime,
         hooks,
     }))
+}
+
+/// Waits for the engine's task: its end before `stop` is a failure (a panic says so).
+async fn watch_engine(
+    task: tokio::task::JoinHandle<()>,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::result::Result<(), TaskError> {
+    tokio::select! {
+        _ = stop => Ok(()),
+        end = task => Err(TaskError::new(match end {
+            Err(e) if e.is_panic() => "heal engine: panicked",
+            _ => "heal engine: stopped",
+        })),
+    }
+}
+
+/// The loop's own counters, exported in `/metrics`.
+#[derive(Debug, Default)]
+pub struct HealMetrics {
+    /// What the incident lock decided.
+    pub locks: Arc<driver::LockCounts>,
+    /// Trail records and incidents the store did not take.
+    pub journal_failures: AtomicU64,
+    /// Incident events the bus did not take.
+    pub publish_failures: AtomicU64,
+}
+
+impl Collector for HealMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let counters = [
+            (
+                "heal_lock_acquired",
+                "Enforced incidents whose lock this agent took (they ran)",
+                &self.locks.acquired,
+            ),
+            (
+                "heal_lock_held_elsewhere",
+                "Enforced incidents left to the agent holding their lock",
+                &self.locks.locked_elsewhere,
+            ),
+            (
+                "heal_lock_unavailable",
+                "Enforced incidents not run because the lock could not be asked for",
+                &self.locks.unavailable,
+            ),
+            (
+                "heal_journal_failures",
+                "Trail records and incidents the store did not take",
+                &self.journal_failures,
+            ),
+            (
+                "heal_publish_failures",
+                "Incident events the bus did not take",
+                &self.publish_failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 /// Hands every delivery of `sub` to the loop, acknowledging each batch once handed over.
@@ -286,6 +372,7 @@ fn millis(rfc3339: &str) -> i64 {
 struct StoreJournal {
     store: Arc<Mutex<Store>>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<HealMetrics>,
 }
 
 impl HealJournal for StoreJournal {
@@ -311,6 +398,7 @@ impl HealJournal for StoreJournal {
             .map_err(|_| "store lock poisoned".to_string())
             .and_then(|mut s| s.append_trail(&append, now).map_err(|e| e.to_string()));
         if let Err(e) = result {
+            self.metrics.journal_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "heal trail: record not written");
         }
     }
@@ -340,6 +428,7 @@ impl HealJournal for StoreJournal {
             .map_err(|_| "store lock poisoned".to_string())
             .and_then(|mut s| s.put_incident(&stored).map_err(|e| e.to_string()));
         if let Err(e) = result {
+            self.metrics.journal_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, incident = %incident.id, "heal incidents: not saved");
         }
     }
@@ -350,6 +439,7 @@ impl HealJournal for StoreJournal {
 struct BusSink {
     bus: EmbeddedBus,
     runtime: tokio::runtime::Handle,
+    metrics: Arc<HealMetrics>,
 }
 
 impl EventSink for BusSink {
@@ -361,6 +451,7 @@ impl EventSink for BusSink {
             Err(_) => publish(),
         };
         if let Err(e) = result {
+            self.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "heal: event not published");
         }
     }
@@ -411,5 +502,40 @@ impl HealApi for BusHealApi {
             opsloop_core::time::now_ms(),
             data,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_engine_that_dies_is_a_failure_and_a_stop_is_not() {
+        let panicked = tokio::spawn(async { panic!("engine bug") });
+        let e = watch_engine(panicked, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("panicked"), "{e}");
+        let ended = tokio::spawn(async {});
+        let e = watch_engine(ended, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{e}");
+        let running = tokio::spawn(std::future::pending::<()>());
+        assert!(watch_engine(running, async {}).await.is_ok());
+    }
+
+    #[test]
+    fn heal_counters_are_exported() {
+        let heal = Arc::new(HealMetrics::default());
+        heal.locks.acquired.fetch_add(2, Ordering::Relaxed);
+        heal.journal_failures.fetch_add(1, Ordering::Relaxed);
+        let metrics = opsloop_server::AgentMetrics::with_extra(|r| {
+            r.register_collector(Box::new(Arc::clone(&heal)));
+        });
+        let text = metrics.encode();
+        assert!(text.contains("opsloop_heal_lock_acquired_total 2"), "{text}");
+        assert!(text.contains("opsloop_heal_journal_failures_total 1"), "{text}");
+        assert!(text.contains("opsloop_heal_lock_unavailable_total 0"), "{text}");
     }
 }

@@ -214,7 +214,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
     let forecasts = forecast_jobs::ForecastLoop::from_config(&config)?;
     let anomalies = anomaly_jobs::AnomalyLoop::from_config(&config)?;
     let audits = audit_jobs::AuditLoop::from_config(&config)?;
+    let heal_metrics = Arc::new(heal::HealMetrics::default());
     let metrics = Arc::new(AgentMetrics::with_extra(|registry| {
+        registry.register_collector(Box::new(Arc::clone(&heal_metrics)));
         forecasts.register(registry);
         anomalies.register(registry);
         audits.register(registry);
@@ -243,7 +245,8 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             return Err(e).with_context(|| format!("listen {listen}"));
         }
     };
-    let heal = match heal::start(&agent, playbooks, hooks, &heal_loop, jetstream).await {
+    let heal = match heal::start(&agent, playbooks, hooks, &heal_loop, jetstream, heal_metrics).await
+    {
         Ok(h) => h,
         Err(e) => {
             agent.shutdown().await;

@@ -92,8 +92,18 @@ pub fn spawn_with_lock(
     runner: Arc<dyn ActionRunner>,
     lock: Arc<dyn IncidentLock>,
 ) -> (HealHandle, JoinHandle<()>) {
+    spawn_counted(engine, runner, lock, Arc::default())
+}
+
+/// Starts the loop like [`spawn_with_lock`], counting the lock's decisions in `locks` (shared
+/// with whoever exports them).
+pub fn spawn_counted(
+    engine: HealEngine,
+    runner: Arc<dyn ActionRunner>,
+    lock: Arc<dyn IncidentLock>,
+    locks: Arc<LockCounts>,
+) -> (HealHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    let locks = Arc::new(LockCounts::default());
     let task = tokio::spawn(drive(engine, runner, lock, Arc::clone(&locks), rx));
     (HealHandle { tx, locks }, task)
 }
