@@ -104,6 +104,9 @@ impl PrometheusClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
+        // HTTPS through the process's rustls provider (ring, as kube and NATS use); a
+        // provider already installed stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()

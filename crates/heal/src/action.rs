@@ -180,6 +180,9 @@ pub struct SystemRunner {
 impl SystemRunner {
     /// A runner whose sandbox starts `helper`.
     pub fn new(helper: Helper) -> Result<SystemRunner, ActionError> {
+        // HTTPS through the process's rustls provider (ring, as kube and NATS use); a
+        // provider already installed stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -453,5 +456,42 @@ impl ActionRunner for RecordingRunner {
         self.notify.notify_waiters();
         let result = (self.responder)(action, n);
         Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_urls_speak_tls() {
+        // A listener that answers a TLS hello with plain text: the request fails in the TLS
+        // handshake, which shows an https URL is spoken to over TLS (without TLS support the
+        // client refuses the scheme before connecting).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls").await;
+            }
+        });
+        let runner = SystemRunner::new(Helper::new("/nonexistent", ["x"])).unwrap();
+        let action = Action::Http {
+            method: "GET".into(),
+            url: format!("https://127.0.0.1:{port}/"),
+            headers: Vec::new(),
+            body: None,
+            expect_status: Vec::new(),
+        };
+        let e = runner.run(&action).await.unwrap_err().to_string();
+        assert!(!e.contains("scheme"), "{e}");
+        assert!(
+            e.to_lowercase().contains("tls")
+                || e.contains("corrupt")
+                || e.contains("handshake")
+                || e.contains("InvalidContentType"),
+            "{e}"
+        );
     }
 }
