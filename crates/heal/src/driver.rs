@@ -115,9 +115,12 @@ async fn run_locked(
     lock: &dyn IncidentLock,
     counts: &LockCounts,
 ) -> Incident {
-    // The lock outlives the run by the cooldown at most: the cooldown counts from the start.
+    // The lock holds for the cooldown and at least as long as the run can take (a run longer
+    // than the cooldown must not let another agent start the same remediation meanwhile).
     let cooldown = u64::try_from(plan.playbook.guardrails.cooldown_ms).unwrap_or(0);
-    let ttl = Duration::from_millis(cooldown).max(MIN_LOCK_TTL);
+    let ttl = Duration::from_millis(cooldown)
+        .max(crate::run::longest_run(&plan.playbook))
+        .max(MIN_LOCK_TTL);
     match lock
         .try_acquire(&plan.playbook.name, &plan.incident.key, ttl)
         .await

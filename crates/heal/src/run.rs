@@ -342,6 +342,33 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
+/// The longest one incident of `playbook` can run: every step and compensation step at all
+/// its attempts and backoffs, the verification to its deadline (plus one check), and every
+/// escalation. A bound, used to keep a scale-out lock at least as long as the run it guards.
+pub fn longest_run(playbook: &crate::playbook::Playbook) -> Duration {
+    let steps = |steps: &[crate::playbook::Step]| {
+        steps.iter().fold(Duration::ZERO, |total, step| {
+            let attempts = step.attempts.max(1);
+            let waits = (1..attempts).fold(Duration::ZERO, |w, a| {
+                w.saturating_add(backoff(step.backoff, a))
+            });
+            total
+                .saturating_add(step.timeout.saturating_mul(attempts))
+                .saturating_add(waits)
+        })
+    };
+    let verify = playbook.verify.as_ref().map_or(Duration::ZERO, |v| {
+        v.deadline
+            .saturating_add(CHECK_TIMEOUT.saturating_mul(v.checks.len().try_into().unwrap_or(u32::MAX)))
+    });
+    let escalations =
+        CHECK_TIMEOUT.saturating_mul(playbook.escalate.len().try_into().unwrap_or(u32::MAX));
+    steps(&playbook.steps)
+        .saturating_add(verify)
+        .saturating_add(steps(&playbook.compensation))
+        .saturating_add(escalations)
+}
+
 /// Runs one incident to its end; returns it in its final state. Call
 /// [`crate::HealEngine::finish`] with it afterwards.
 pub async fn run_incident(plan: RunPlan, deps: &RunDeps) -> Incident {
@@ -1022,6 +1049,33 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_run_counts_attempts_backoffs_verify_and_compensation() {
+        let yaml = r#"
+playbooks:
+  - name: slow
+    trigger: {type: io.opsloop.log.rule_matched}
+    steps:
+      - name: one
+        exec: {command: ["true"]}
+        timeout: 10s
+        retries: {attempts: 3, backoff: 1s}
+    verify:
+      deadline: 2m
+      checks:
+        - http: {url: "http://127.0.0.1:1/"}
+    on_failure:
+      steps:
+        - name: back
+          exec: {command: ["true"]}
+          timeout: 5s
+"#;
+        let set = crate::PlaybookSet::from_config_yaml(yaml, "t.yaml").unwrap();
+        let p = &set.playbooks()[0];
+        // 3 attempts of 10 s, backoffs 1 s + 2 s, verify 120 s + one 30 s check, 5 s back.
+        assert_eq!(longest_run(p), Duration::from_secs(30 + 3 + 150 + 5));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
