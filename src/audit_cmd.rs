@@ -1,5 +1,6 @@
-//! `opsloop audit`: flags, output and exit code of the Kubernetes manifest audit; reading,
-//! checking and rendering live in `opsloop-audit`.
+//! `opsloop audit`: flags, output and exit code of the Kubernetes manifest audit of files or
+//! of the current kubeconfig context's cluster (`--cluster`); reading, checking and
+//! rendering live in `opsloop-audit`.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -55,8 +56,16 @@ impl FailOn {
 pub struct AuditArgs {
     /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
     /// `-` reads stdin (`helm template` or `kustomize build` output).
-    #[arg(value_name = "PATH", required_unless_present = "list_checks")]
+    #[arg(value_name = "PATH", required_unless_present_any = ["list_checks", "cluster"])]
     paths: Vec<String>,
+    /// Audit the live cluster of the current kubeconfig context (or the in-cluster service
+    /// account) instead of files: workloads, Services, HPAs, PDBs, ServiceMonitors, and
+    /// ConfigMap and Secret names (never their values).
+    #[arg(long, conflicts_with = "paths")]
+    cluster: bool,
+    /// With --cluster: this namespace only (default: all namespaces).
+    #[arg(long, value_name = "NAMESPACE", requires = "cluster")]
+    namespace: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = AuditOutput::Text)]
     output: AuditOutput,
@@ -117,7 +126,21 @@ pub fn run(args: AuditArgs) -> Result<u8> {
         Err(e) => return Err(e),
     };
 
-    let sources = source::collect(&args.paths, &mut io::stdin().lock());
+    let sources = if args.cluster {
+        match cluster_sources(args.namespace.as_deref()) {
+            Ok(sources) => sources,
+            Err(e) if args.output == AuditOutput::Sarif => {
+                let message = format!("{e:#}");
+                render::sarif_failure(&message, env!("CARGO_PKG_VERSION"), &mut out)?;
+                out.flush()?;
+                eprintln!("opsloop: error: {message}");
+                return Ok(exit::ERROR);
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        source::collect(&args.paths, &mut io::stdin().lock())
+    };
     let bar = progress_bar(sources.len(), args.no_progress);
     let report = match &bar {
         Some(bar) => opsloop_audit::audit_with_progress(&sources, &options, &|| bar.inc(1)),
@@ -153,6 +176,24 @@ pub fn run(args: AuditArgs) -> Result<u8> {
         }
     }
     Ok(exit_code(&report, args.fail_on))
+}
+
+/// The objects of the current context's cluster as inputs (`cluster://ns/Kind/name`).
+fn cluster_sources(namespace: Option<&str>) -> Result<Vec<source::Source>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let read = runtime.block_on(async {
+        let client = opsloop_cluster::infer_kube_client()
+            .await?
+            .context("no cluster: set KUBECONFIG, create ~/.kube/config or run in a pod")?;
+        anyhow::Ok(opsloop_audit::cluster::read(&client, namespace).await)
+    })?;
+    for note in &read.notes {
+        eprintln!("opsloop: {note}");
+    }
+    Ok(read.sources)
 }
 
 fn options(args: &AuditArgs) -> Result<Options> {

@@ -320,9 +320,9 @@ fn hpa_usage_errors_exit_2() {
 }
 
 /// A Prometheus server started for one test, killed when dropped (also when the test fails).
-struct PrometheusServer {
+pub(crate) struct PrometheusServer {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for PrometheusServer {
@@ -332,7 +332,7 @@ impl Drop for PrometheusServer {
     }
 }
 
-fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
@@ -356,7 +356,7 @@ fn ready(addr: &str) -> bool {
 }
 
 /// Loads `openmetrics` into a TSDB with promtool and starts Prometheus on it.
-fn start_prometheus(dir: &std::path::Path, openmetrics: &str) -> PrometheusServer {
+pub(crate) fn start_prometheus(dir: &std::path::Path, openmetrics: &str) -> PrometheusServer {
     let input = dir.join("history.om");
     std::fs::write(&input, openmetrics).unwrap();
     let data = dir.join("data");

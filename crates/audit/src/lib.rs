@@ -14,7 +14,10 @@
 
 pub mod catalog;
 pub mod checks;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
+pub mod jobs;
 pub mod objects;
 pub mod quantity;
 pub mod render;
@@ -100,7 +103,7 @@ const KNOWN_KINDS: &[&str] = &[
 ];
 
 /// What to audit with.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// Check ids not to run (from the config file and flags).
     pub disabled: FxHashSet<&'static str>,
@@ -165,6 +168,11 @@ pub struct Finding {
     pub file_index: usize,
     /// 1-based line of the offending field.
     pub line: u32,
+    /// The offending field's path inside the object (`spec.template.spec.containers[web]
+    /// .resources.limits`), empty when the finding points at the object itself. Unlike the
+    /// line it survives edits elsewhere in the file, so it identifies a finding across runs.
+    #[serde(skip)]
+    pub field: String,
     /// The object.
     pub object: ObjectRef,
     /// The container, for container-level findings.
@@ -452,6 +460,7 @@ pub fn audit_with_progress(
                 .unwrap_or_default(),
             file_index: object.file,
             line: raw.line,
+            field: field_at(&object.node, raw.line),
             object: ObjectRef::of(object),
             container: raw.container,
             message: raw.message,
@@ -497,6 +506,56 @@ pub fn audit_with_progress(
         notices,
         files,
     }
+}
+
+/// The path of the deepest field of `node` whose key sits on `line` (the first in source
+/// order when several share it); empty when none does. Sequence items are named by their
+/// `name` when they have one (containers, ports, env), else by index.
+fn field_at(node: &yaml::Node<'_>, line: u32) -> String {
+    fn walk(node: &yaml::Node<'_>, line: u32, path: &mut Vec<String>, best: &mut Vec<String>) {
+        match &node.value {
+            yaml::Value::Map(entries) => {
+                for entry in entries {
+                    // Entries start in order: nothing at or after a key below `line` can
+                    // sit on it.
+                    if entry.key_line > line {
+                        break;
+                    }
+                    path.push(entry.key.to_string());
+                    if entry.key_line == line && path.len() > best.len() {
+                        best.clone_from(path);
+                    }
+                    walk(&entry.value, line, path, best);
+                    path.pop();
+                }
+            }
+            yaml::Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if item.line > line {
+                        break;
+                    }
+                    let segment = item
+                        .get("name")
+                        .and_then(yaml::Node::as_str)
+                        .map_or_else(|| format!("[{i}]"), |name| format!("[{name}]"));
+                    // The item's segment joins its sequence's key: `containers[web]`.
+                    let Some(last) = path.last_mut() else {
+                        continue;
+                    };
+                    let keep = last.len();
+                    last.push_str(&segment);
+                    walk(item, line, path, best);
+                    if let Some(last) = path.last_mut() {
+                        last.truncate(keep);
+                    }
+                }
+            }
+            yaml::Value::Scalar(..) => {}
+        }
+    }
+    let mut best = Vec::new();
+    walk(node, line, &mut Vec::new(), &mut best);
+    best.join(".")
 }
 
 /// An object's `opsloop.dev/ignore` annotation, parsed.
@@ -633,6 +692,25 @@ mod tests {
                 .findings
                 .iter()
                 .any(|f| f.check == "service-selects-nothing")
+        );
+    }
+
+    #[test]
+    fn findings_name_their_field_independently_of_the_line() {
+        let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      hostNetwork: true\n      containers:\n        - name: app\n          image: x:1\n";
+        let field = |text: &str, check: &str| {
+            let report = audit(&[source("d.yaml", text)], &Options::default());
+            let found = report.findings.iter().find(|f| f.check == check).unwrap();
+            (found.line, found.field.clone())
+        };
+        let (line, path) = field(deployment, "host-network");
+        assert_eq!(path, "spec.template.spec.hostNetwork");
+        let moved = field(&format!("# a comment\n\n{deployment}"), "host-network");
+        assert_eq!(moved, (line + 2, path));
+        let (_, image) = field(deployment, "privilege-escalation-allowed");
+        assert!(
+            image.starts_with("spec.template.spec.containers[app]"),
+            "{image}"
         );
     }
 

@@ -398,6 +398,12 @@ impl Detector {
         &self.config
     }
 
+    /// Sets the score at which an alarm starts an episode (a follower's threshold, changed on
+    /// reload); what the detector learnt stays.
+    pub fn set_alarm_level(&mut self, level: f64) {
+        self.config.alarm_level = level;
+    }
+
     /// Bytes this state holds once its buffers are full (the struct and its vectors).
     pub fn memory_bytes(&self) -> usize {
         let width = self.config.pattern_width.clamp(1, MAX_WINDOW);

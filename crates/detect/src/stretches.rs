@@ -43,6 +43,16 @@ impl StretchTracker {
         }
     }
 
+    /// The threshold points are flagged at.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// Changes the threshold (a reload); a stretch in progress goes on.
+    pub fn set_threshold(&mut self, threshold: f64) {
+        self.threshold = threshold;
+    }
+
     /// The stretch in progress, if any.
     pub fn open(&self) -> Option<&Stretch> {
         self.open.as_ref()
