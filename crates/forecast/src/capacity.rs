@@ -3,12 +3,12 @@
 //! crossing, the point forecast the expected one and the lower edge the latest one (mirrored
 //! for a lower threshold).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{ForecastPoint, rfc3339};
 
 /// Which side of the threshold is the problem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Reaching or exceeding the threshold is the problem (disk full, CPU budget).

@@ -2,7 +2,7 @@
 //! prepare them ([`prepare`]), choose a model per series by rolling-origin backtest
 //! ([`backtest`] over [`models`]), forecast with 80 % and 95 % bands ([`pipeline`]), warn about
 //! capacity ([`capacity`]), propose and simulate autoscalers ([`hpa`]), check past predictions
-//! ([`accuracy`]) and plot ([`plot`]).
+//! ([`accuracy`]), plot ([`plot`]) and run scheduled jobs inside the agent ([`jobs`]).
 //!
 //! Start with [`pipeline::forecast_series`]: one [`Series`] and [`ForecastOptions`] in, an
 //! [`Outcome`] (the prepared history and a [`SeriesForecast`]) out. An agent job is the same
@@ -14,6 +14,7 @@ pub mod backtest;
 pub mod capacity;
 pub mod hpa;
 pub mod input;
+pub mod jobs;
 pub mod models;
 pub mod pipeline;
 pub mod plot;
