@@ -33,14 +33,14 @@ use opsloop_heal::expr::{Expr, Scope, from_json, to_json};
 use opsloop_heal::incident::{HealJournal, Incident, TrailEntry};
 use opsloop_heal::lock::{IncidentLock, LockFuture, LockUnavailable, NoLock, lock_name};
 use opsloop_heal::{HealEngine, PlaybookSet, driver};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
 use opsloop_sandbox::Helper;
 use opsloop_server::HealApi;
 use opsloop_store::Store;
 use opsloop_store::incidents::StoredIncident;
 use opsloop_store::trail::TrailAppend;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 
 /// The durable consumer the loop reads the embedded bus with.
 const CONSUMER: &str = "heal";
@@ -398,7 +398,9 @@ impl HealJournal for StoreJournal {
             .map_err(|_| "store lock poisoned".to_string())
             .and_then(|mut s| s.append_trail(&append, now).map_err(|e| e.to_string()));
         if let Err(e) = result {
-            self.metrics.journal_failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .journal_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "heal trail: record not written");
         }
     }
@@ -428,7 +430,9 @@ impl HealJournal for StoreJournal {
             .map_err(|_| "store lock poisoned".to_string())
             .and_then(|mut s| s.put_incident(&stored).map_err(|e| e.to_string()));
         if let Err(e) = result {
-            self.metrics.journal_failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .journal_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, incident = %incident.id, "heal incidents: not saved");
         }
     }
@@ -451,7 +455,9 @@ impl EventSink for BusSink {
             Err(_) => publish(),
         };
         if let Err(e) = result {
-            self.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .publish_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "heal: event not published");
         }
     }
@@ -534,8 +540,17 @@ mod tests {
             r.register_collector(Box::new(Arc::clone(&heal)));
         });
         let text = metrics.encode();
-        assert!(text.contains("opsloop_heal_lock_acquired_total 2"), "{text}");
-        assert!(text.contains("opsloop_heal_journal_failures_total 1"), "{text}");
-        assert!(text.contains("opsloop_heal_lock_unavailable_total 0"), "{text}");
+        assert!(
+            text.contains("opsloop_heal_lock_acquired_total 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("opsloop_heal_journal_failures_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("opsloop_heal_lock_unavailable_total 0"),
+            "{text}"
+        );
     }
 }

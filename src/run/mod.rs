@@ -245,7 +245,15 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
             return Err(e).with_context(|| format!("listen {listen}"));
         }
     };
-    let heal = match heal::start(&agent, playbooks, hooks, &heal_loop, jetstream, heal_metrics).await
+    let heal = match heal::start(
+        &agent,
+        playbooks,
+        hooks,
+        &heal_loop,
+        jetstream,
+        heal_metrics,
+    )
+    .await
     {
         Ok(h) => h,
         Err(e) => {

@@ -280,7 +280,13 @@ fn the_disk_full_example_measures_then_acts_only_above_the_limit() {
     let incident = wait_for("the incident to settle or fail a check", || {
         let first = incidents(api)?.into_iter().next()?;
         let id = first["id"].as_str()?.to_string();
-        let (_, body) = http(api, "GET", &format!("/api/v1/incidents/{id}"), "", Some(TOKEN));
+        let (_, body) = http(
+            api,
+            "GET",
+            &format!("/api/v1/incidents/{id}"),
+            "",
+            Some(TOKEN),
+        );
         let incident: Value = serde_json::from_str(&body).ok()?;
         let state = incident["state"].as_str()?;
         let failed_check = incident["verification"]
@@ -314,7 +320,10 @@ fn the_disk_full_example_measures_then_acts_only_above_the_limit() {
         // A full disk here: the step ran, but the fresh log is not old enough to compress,
         // so the verification fails (and the loop escalates at its deadline).
         assert_eq!(step("compress")["state"], "succeeded", "{incident}");
-        assert!(matches!(state.as_str(), "verifying" | "escalated"), "{incident}");
+        assert!(
+            matches!(state.as_str(), "verifying" | "escalated"),
+            "{incident}"
+        );
     }
     assert!(logs.join("app.log").exists(), "the fresh log was touched");
     stop_agent(&mut agent);

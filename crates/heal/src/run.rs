@@ -358,8 +358,9 @@ pub fn longest_run(playbook: &crate::playbook::Playbook) -> Duration {
         })
     };
     let verify = playbook.verify.as_ref().map_or(Duration::ZERO, |v| {
-        v.deadline
-            .saturating_add(CHECK_TIMEOUT.saturating_mul(v.checks.len().try_into().unwrap_or(u32::MAX)))
+        v.deadline.saturating_add(
+            CHECK_TIMEOUT.saturating_mul(v.checks.len().try_into().unwrap_or(u32::MAX)),
+        )
     });
     let escalations =
         CHECK_TIMEOUT.saturating_mul(playbook.escalate.len().try_into().unwrap_or(u32::MAX));

@@ -2202,7 +2202,9 @@ mod tests {
         });
         let mut x: u64 = 7;
         let mut word = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (0..6)
                 .map(|k| (b'a' + ((x >> (8 * k + 20)) % 26) as u8) as char)
                 .collect::<String>()
@@ -2215,7 +2217,10 @@ mod tests {
         assert!(m.len() <= 1_500);
         for list in m.index.values() {
             let entries = list.entries();
-            assert!(entries.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+            assert!(
+                entries.windows(2).all(|w| w[0] < w[1]),
+                "sorted, no repeats"
+            );
         }
         // The candidates of one more message: bounded, oldest first, live, each once.
         m.add("[task 1] zzzzzz yyyyyy");
@@ -2224,7 +2229,10 @@ mod tests {
         m.candidates(n, &mut out);
         assert!(!out.is_empty() && out.len() <= MAX_CANDIDATES);
         let seqs: Vec<u64> = out.iter().map(|&i| m.templates[i as usize].seq).collect();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "oldest first, each once");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "oldest first, each once"
+        );
         assert!(out.iter().all(|&i| m.templates[i as usize].live));
         let oldest = m.templates().map(|t| t.seq).min();
         assert_eq!(seqs.first().copied(), oldest);

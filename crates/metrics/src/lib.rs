@@ -237,8 +237,7 @@ impl Default for AgentMetrics {
 
 /// Gauges per followed series, labelled with the series' own labels (the forecast and
 /// metric-anomaly jobs export these).
-pub type SeriesGauges =
-    Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>;
+pub type SeriesGauges = Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 impl AgentMetrics {
     /// The agent's metrics plus what `extra` registers (under the same `opsloop_` prefix):

@@ -41,8 +41,8 @@
 //! methods 405, bodies too large 413), is `{"error": {"code", "message"}}` as
 //! `application/json`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -230,9 +230,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/api/v1/audit/findings",
-            get(|s: State<ApiState>, q| {
-                view_list(s.0.views.audit_findings.clone(), "findings", q)
-            }),
+            get(|s: State<ApiState>, q| view_list(s.0.views.audit_findings.clone(), "findings", q)),
         );
     if state.protect_metrics {
         read = read.route("/metrics", get(metrics));
