@@ -114,12 +114,15 @@ impl IndexList {
         self.entries.get(self.head..).unwrap_or(&[])
     }
 
-    /// Files an entry where its creation order puts it (new templates go last).
+    /// Files an entry where its creation order puts it (new templates go last), once.
     fn insert(&mut self, entry: (u64, u32)) {
         match self.entries.last() {
+            Some(&last) if last == entry => {}
             Some(&last) if last > entry => {
                 let at = self.entries().partition_point(|&e| e < entry);
-                self.entries.insert(self.head + at, entry);
+                if self.entries().get(at) != Some(&entry) {
+                    self.entries.insert(self.head + at, entry);
+                }
             }
             _ => self.entries.push(entry),
         }
