@@ -85,6 +85,7 @@ pub fn assert_golden(name: &str, actual: &str) {
     }
 }
 mod heal_alertmanager;
+mod heal_oom;
 mod heal_reload;
 mod heal_run;
 mod heal_scaleout;
