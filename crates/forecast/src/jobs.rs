@@ -49,7 +49,7 @@ use thiserror::Error;
 use crate::accuracy;
 use crate::capacity::{self, Direction, Threshold};
 use crate::pipeline::{ForecastOptions, ForecastPoint, Horizon, MAX_HORIZON_STEPS};
-use crate::prometheus::{PrometheusClient, RangeQuery};
+use crate::prometheus::{PrometheusClient, RangeQuery, redact_url};
 use crate::series::{Labels, Series};
 
 /// The event types the jobs emit.
@@ -376,13 +376,29 @@ impl JobMetrics {
 }
 
 /// The labels of a series' gauges: `job` first, then the series' labels (without `__name__`;
-/// `job` and `ahead` renamed `exported_…`), then `ahead` when given.
+/// `job` and `ahead` renamed `exported_…`, prefixed again while the name is taken, as a series
+/// from a Pushgateway or a federation may already carry `exported_job`), then `ahead` when
+/// given. A label twice would make the whole exposition invalid.
 fn gauge_labels(job: &str, labels: &Labels, ahead: Option<&str>) -> Vec<(String, String)> {
+    let mut used: BTreeSet<String> = labels
+        .keys()
+        .filter(|k| k.as_str() != "__name__")
+        .cloned()
+        .collect();
+    used.insert("job".to_owned());
+    used.insert("ahead".to_owned());
     let mut out = vec![("job".to_owned(), job.to_owned())];
     for (k, v) in labels {
         let k = match k.as_str() {
             "__name__" => continue,
-            "job" | "ahead" => format!("exported_{k}"),
+            "job" | "ahead" => {
+                let mut renamed = format!("exported_{k}");
+                while used.contains(&renamed) {
+                    renamed.insert_str(0, "exported_");
+                }
+                used.insert(renamed.clone());
+                renamed
+            }
             _ => k.clone(),
         };
         out.push((k, v.clone()));
@@ -393,11 +409,123 @@ fn gauge_labels(job: &str, labels: &Labels, ahead: Option<&str>) -> Vec<(String,
     out
 }
 
+/// Numbers in state files: JSON has no NaN or infinity (serde_json writes them as `null`, and
+/// a `null` f64 fails the load), so non-finite values are written as the strings `NaN`,
+/// `+Inf` and `-Inf` (Prometheus' spelling); `null` reads as NaN.
+mod stored_f64 {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// One stored number.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Num(pub(super) f64);
+
+    impl Serialize for Num {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                v if v.is_finite() => s.serialize_f64(v),
+                v if v.is_nan() => s.serialize_str("NaN"),
+                v if v > 0.0 => s.serialize_str("+Inf"),
+                _ => s.serialize_str("-Inf"),
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Num {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Num, D::Error> {
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum Raw {
+                Number(f64),
+                Text(String),
+                Null(()),
+            }
+            Ok(Num(match Raw::deserialize(d)? {
+                Raw::Number(v) => v,
+                Raw::Text(t) => match t.as_str() {
+                    "+Inf" | "Inf" | "inf" => f64::INFINITY,
+                    "-Inf" | "-inf" => f64::NEG_INFINITY,
+                    _ => f64::NAN,
+                },
+                Raw::Null(()) => f64::NAN,
+            }))
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        Num(*v).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Num::deserialize(d).map(|n| n.0)
+    }
+
+    /// `Option<f64>`.
+    pub(super) mod opt {
+        use super::*;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            v: &Option<f64>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.map(Num).serialize(s)
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<f64>, D::Error> {
+            Ok(Option::<Num>::deserialize(d)?.map(|n| n.0))
+        }
+    }
+
+    /// `Option<(i64, f64)>`.
+    pub(super) mod opt_point {
+        use super::*;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            v: &Option<(i64, f64)>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            v.map(|(t, v)| (t, Num(v))).serialize(s)
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<(i64, f64)>, D::Error> {
+            Ok(Option::<(i64, Num)>::deserialize(d)?.map(|(t, n)| (t, n.0)))
+        }
+    }
+
+    /// `BTreeMap<i64, f64>`.
+    pub(super) mod map {
+        use super::*;
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            v: &BTreeMap<i64, f64>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_map(v.iter().map(|(t, v)| (t, Num(*v))))
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<BTreeMap<i64, f64>, D::Error> {
+            Ok(BTreeMap::<i64, Num>::deserialize(d)?
+                .into_iter()
+                .map(|(t, n)| (t, n.0))
+                .collect())
+        }
+    }
+}
+
 /// A prediction compared with its observation.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Check {
     time_ms: i64,
+    #[serde(with = "stored_f64")]
     predicted: f64,
+    #[serde(with = "stored_f64")]
     actual: f64,
 }
 
@@ -424,11 +552,14 @@ struct SeriesState {
     labels: Labels,
     model: Option<String>,
     error: Option<String>,
+    #[serde(with = "stored_f64::opt_point")]
     last_observation: Option<(i64, f64)>,
     /// Target time → the first prediction of it.
+    #[serde(with = "stored_f64::map")]
     pending: BTreeMap<i64, f64>,
     checked: VecDeque<Check>,
     /// Rolling MAPE as a fraction.
+    #[serde(with = "stored_f64::opt")]
     mape: Option<f64>,
     degraded: bool,
     breach: Option<OpenBreach>,
@@ -592,6 +723,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Deletes a state file that no job claims any more.
+fn remove_state_file(path: &Path) {
+    // A file that stays is harmless: the next start tries again.
+    let _ = std::fs::remove_file(path);
+}
+
 fn read_state(path: &Path) -> Result<Option<JobState>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -668,7 +805,8 @@ impl ForecastJobs {
 
     /// Saves state in `dir` from now on, and loads the saved state of every job that has not
     /// run yet. A state that cannot be read is reported (here and in the job's view) and the
-    /// job starts fresh.
+    /// job starts fresh. State files no job claims (jobs removed while the agent was down,
+    /// temporary files of an interrupted save) are deleted, so they do not linger forever.
     pub fn load_state(&self, dir: &Path) -> Vec<String> {
         let mut problems = Vec::new();
         let mut inner = self.lock();
@@ -676,6 +814,22 @@ impl ForecastJobs {
             problems.push(format!("{}: {e}", dir.display()));
         }
         inner.state_dir = Some(dir.to_path_buf());
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let file_name = entry.file_name();
+                let Some(file_name) = file_name.to_str() else {
+                    continue;
+                };
+                let job = file_name
+                    .strip_suffix(".json")
+                    .or_else(|| file_name.strip_suffix(".json.tmp"));
+                if let Some(job) = job
+                    && (file_name.ends_with(".tmp") || !inner.slots.contains_key(job))
+                {
+                    remove_state_file(&entry.path());
+                }
+            }
+        }
         for (name, slot) in inner.slots.iter_mut() {
             if slot.state.runs > 0 {
                 continue;
@@ -734,8 +888,16 @@ impl ForecastJobs {
             };
             inner.slots.insert(name, slot);
         }
-        for slot in old.values() {
+        for (name, slot) in &old {
             self.remove_gauges(&slot.job.config, &slot.state);
+            self.metrics
+                .failures
+                .remove(&vec![("job".to_owned(), name.clone())]);
+            // Under the lock: a run of the removed job completing now sees it gone and does
+            // not save (see `complete`).
+            if let Some(dir) = &dir {
+                remove_state_file(&state_path(dir, name));
+            }
         }
     }
 
@@ -794,20 +956,51 @@ impl ForecastJobs {
             .min()
     }
 
-    /// Claims the due runs and completes each (fitting on the blocking pool); returns their
-    /// events in order.
+    /// Claims the due runs and completes them concurrently (each its own fetch with the
+    /// job's timeout, then fitting on the blocking pool), so that one slow Prometheus delays
+    /// only its own jobs; returns their events in the order of the jobs' names.
     pub async fn run_due(self: &Arc<Self>) -> Vec<Event> {
-        let mut events = Vec::new();
-        for run in self.claim_due() {
-            let fetched = run.fetch().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        let runs = self.claim_due();
+        let names: Vec<String> = runs.iter().map(|r| r.name().to_owned()).collect();
+        let mut task_jobs = BTreeMap::new();
+        for (i, run) in runs.into_iter().enumerate() {
             let me = Arc::clone(self);
-            let name = run.name().to_owned();
-            match tokio::task::spawn_blocking(move || me.complete(&run, fetched)).await {
-                Ok(e) => events.extend(e),
-                Err(e) => self.record_failure(&name, format!("forecast task failed: {e}")),
+            let handle = tasks.spawn(async move {
+                // The client's timeout bounds each request; this bounds the whole fetch (a
+                // body trickling in), with a little slack so the client's error wins.
+                let limit = run.job.config.timeout.get() + Duration::from_secs(1);
+                let fetched = match tokio::time::timeout(limit, run.fetch()).await {
+                    Ok(fetched) => fetched,
+                    Err(_) => Err(format!(
+                        "{}: no answer within {limit:?}",
+                        redact_url(&run.job.config.prometheus)
+                    )),
+                };
+                let completed =
+                    tokio::task::spawn_blocking(move || me.complete(&run, fetched)).await;
+                (i, completed.map_err(|e| e.to_string()))
+            });
+            task_jobs.insert(handle.id(), i);
+        }
+        let mut done: Vec<(usize, Vec<Event>)> = Vec::with_capacity(names.len());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((i, Ok(events))) => done.push((i, events)),
+                Ok((i, Err(e))) => {
+                    if let Some(name) = names.get(i) {
+                        self.record_failure(name, format!("forecast task failed: {e}"));
+                    }
+                }
+                Err(e) => {
+                    if let Some(name) = task_jobs.get(&e.id()).and_then(|i| names.get(*i)) {
+                        self.record_failure(name, format!("forecast task failed: {e}"));
+                    }
+                }
             }
         }
-        events
+        done.sort_by_key(|(i, _)| *i);
+        done.into_iter().flat_map(|(_, events)| events).collect()
     }
 
     fn record_failure(&self, name: &str, message: String) {
@@ -847,10 +1040,14 @@ impl ForecastJobs {
                 .map_err(|e| e.to_string())
                 .and_then(|b| write_atomic(&path, &b).map_err(|e| e.to_string()));
             let mut inner = self.lock();
-            if let Some(slot) = inner.slots.get_mut(name) {
-                slot.state_error = result
-                    .err()
-                    .map(|e| format!("{}: state not saved: {e}", path.display()));
+            match inner.slots.get_mut(name) {
+                Some(slot) => {
+                    slot.state_error = result
+                        .err()
+                        .map(|e| format!("{}: state not saved: {e}", path.display()));
+                }
+                // Removed by a reload while the file was written: the file goes with it.
+                None => remove_state_file(&path),
             }
         }
         events
@@ -916,6 +1113,20 @@ impl ForecastJobs {
         events: &mut Vec<Event>,
     ) {
         let job = config.name.as_str();
+        // A clock stepped back leaves predictions and checks "from the future": they belong
+        // to another timeline (and would skew the MAPE, or wait until the clock catches up),
+        // so they go. A run predicts at most a horizon (and a step of alignment) ahead.
+        let latest_target = now
+            .saturating_add(config.horizon.as_millis_i64())
+            .saturating_add(config.step_ms());
+        s.pending.retain(|t, _| *t <= latest_target);
+        s.checked.retain(|c| c.time_ms <= now);
+        // The window stays open (no repeated event), but not "open since" a future time.
+        if let Some(b) = s.breach.as_mut()
+            && b.since_ms > now
+        {
+            b.since_ms = now;
+        }
         // Self-check: every prediction whose time has been observed is compared (or dropped
         // when Prometheus has no sample there).
         let last_seen = f.observed.last().map(|p| p.0);
@@ -1105,7 +1316,7 @@ impl ForecastJobs {
         let st = &slot.state;
         json!({
             "job": c.name,
-            "prometheus": c.prometheus,
+            "prometheus": redact_url(&c.prometheus),
             "query": c.query,
             "every": c.every,
             "horizon": c.horizon,
@@ -1588,5 +1799,242 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(got, want);
+    }
+
+    fn encode(jobs: &ForecastJobs) -> String {
+        let mut registry = Registry::with_prefix("opsloop");
+        jobs.metrics.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn gauge_labels_never_repeat_a_name() {
+        let labels: Labels = [
+            ("job", "api"),
+            ("exported_job", "push"),
+            ("exported_exported_job", "fed"),
+            ("ahead", "x"),
+            ("exported_ahead", "y"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for ahead in [Some("5m"), None] {
+            let got = gauge_labels("demand", &labels, ahead);
+            let names: BTreeSet<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(names.len(), got.len(), "{got:?}");
+            let value = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            assert_eq!(value("job"), Some("demand"));
+            assert_eq!(value("exported_job"), Some("push"));
+            assert_eq!(value("exported_exported_job"), Some("fed"));
+            assert_eq!(value("exported_exported_exported_job"), Some("api"));
+            assert_eq!(value("exported_exported_ahead"), Some("x"));
+            assert_eq!(value("ahead"), ahead);
+        }
+    }
+
+    #[test]
+    fn credentials_of_the_prometheus_url_are_never_shown() {
+        let url = json!("http://admin:s3cret@127.0.0.1:9");
+        let jobs = check(&[config(json!({"prometheus": url}))]).unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let jobs = ForecastJobs::new(
+            jobs,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            "/test",
+            JobMetrics::default(),
+        );
+        let view = jobs.list().to_string();
+        assert!(
+            !view.contains("s3cret") && view.contains("127.0.0.1:9"),
+            "{view}"
+        );
+        let err = check(&[config(json!({"prometheus": "ftp://admin:s3cret@h"}))])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_shows_no_credentials() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let clock = Arc::new(ManualClock::new(T0));
+        let url = format!("http://admin:s3cret@127.0.0.1:{port}");
+        let jobs = Arc::new(jobs_at(&clock, json!({"prometheus": url, "timeout": "5s"})));
+        jobs.run_due().await;
+        let view = jobs.get("demand").unwrap();
+        let error = view["error"].as_str().unwrap();
+        assert!(
+            !error.contains("s3cret") && !error.contains("admin"),
+            "{error}"
+        );
+        assert!(error.contains("127.0.0.1"), "{error}");
+    }
+
+    #[test]
+    fn non_finite_numbers_survive_a_save_and_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut series = SeriesState {
+            labels: labels(),
+            last_observation: Some((T0, f64::NAN)),
+            mape: Some(f64::INFINITY),
+            ..SeriesState::default()
+        };
+        series.pending.insert(T0 + MIN, f64::NEG_INFINITY);
+        series.pending.insert(T0 + 2 * MIN, 1.5);
+        series.checked.push_back(Check {
+            time_ms: T0,
+            predicted: f64::NAN,
+            actual: f64::INFINITY,
+        });
+        let state = JobState {
+            version: STATE_VERSION,
+            runs: 3,
+            series: [("s".to_owned(), series)].into_iter().collect(),
+            ..JobState::default()
+        };
+        let path = dir.path().join("demand.json");
+        write_atomic(&path, &serde_json::to_vec(&state).unwrap()).unwrap();
+        let back = read_state(&path).unwrap().unwrap();
+        assert_eq!(back.runs, 3);
+        let s = &back.series["s"];
+        assert!(s.last_observation.unwrap().1.is_nan());
+        assert_eq!(s.mape, Some(f64::INFINITY));
+        assert_eq!(s.pending[&(T0 + MIN)], f64::NEG_INFINITY);
+        assert_eq!(s.pending[&(T0 + 2 * MIN)], 1.5);
+        assert!(s.checked[0].predicted.is_nan());
+        assert_eq!(s.checked[0].actual, f64::INFINITY);
+        // A file an older version wrote with `null` for a NaN loads too.
+        let old = r#"{"version":1,"runs":1,"failures":0,"consecutive_failures":0,
+            "last_run_ms":null,"last_success_ms":null,"last_error":null,"series_dropped":0,
+            "series":{"s":{"labels":{},"model":null,"error":null,"last_observation":[1,null],
+            "pending":{"5":null},"checked":[{"time_ms":1,"predicted":null,"actual":2.0}],
+            "mape":null,"degraded":false,"breach":null}}}"#;
+        std::fs::write(&path, old).unwrap();
+        let back = read_state(&path).unwrap().unwrap();
+        assert!(back.series["s"].pending[&5].is_nan());
+    }
+
+    #[test]
+    fn a_clock_stepped_back_a_day_keeps_the_job_checking() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let jobs = jobs_at(&clock, json!({"threshold": 1000}));
+        let level = |t: i64| 100.0 + noise(t);
+        for _ in 0..6 {
+            assert_eq!(tick(&jobs, &level).1, 1);
+            clock.advance(Duration::from_secs(300));
+        }
+        let before = series_view(&jobs);
+        assert!(before["checks"].as_u64().unwrap() >= 20, "{before}");
+        clock.set(T0 - 86_400_000);
+        let now = clock.now_ms();
+        // Data of the day before is different: the checks must come from it alone.
+        let other = |t: i64| 300.0 + noise(t);
+        for _ in 0..3 {
+            assert_eq!(tick(&jobs, &other).1, 1);
+            let inner = jobs.lock();
+            let s = inner.slots["demand"].state.series.values().next().unwrap();
+            let latest = clock.now_ms() + 60 * MIN + MIN;
+            assert!(s.pending.keys().all(|t| *t <= latest), "{:?}", s.pending);
+            assert!(s.checked.iter().all(|c| c.time_ms <= clock.now_ms()));
+            assert!(s.checked.iter().all(|c| c.actual > 250.0));
+            drop(inner);
+            clock.advance(Duration::from_secs(300));
+        }
+        let s = series_view(&jobs);
+        assert!(s["checks"].as_u64().unwrap() >= 5, "{s}");
+        assert!(s["mape"].as_f64().unwrap() < 0.05, "{s}");
+        assert_eq!(s["degraded"], false);
+        assert!(clock.now_ms() > now);
+    }
+
+    #[test]
+    fn removed_jobs_lose_their_gauges_and_state_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let stray = dir.path().join("gone.json");
+        std::fs::write(&stray, b"{}").unwrap();
+        std::fs::write(dir.path().join("demand.json.tmp"), b"{").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"kept").unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let jobs = jobs_at(&clock, json!({}));
+        let problems = jobs.load_state(dir.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!stray.exists(), "a job removed while the agent was down");
+        assert!(!dir.path().join("demand.json.tmp").exists());
+        assert!(dir.path().join("notes.txt").exists());
+        tick(&jobs, &|t| 100.0 + noise(t));
+        jobs.record_failure("demand", "x".into());
+        let file = dir.path().join("demand.json");
+        assert!(file.exists());
+        assert!(encode(&jobs).contains("job=\"demand\""));
+        jobs.replace(check(&[config(json!({"name": "other"}))]).unwrap());
+        assert!(!file.exists(), "removed at runtime");
+        let text = encode(&jobs);
+        assert!(!text.contains("job=\"demand\""), "{text}");
+        // A run of the removed job finishing late does not bring the file back.
+        let clock2 = Arc::new(ManualClock::new(T0));
+        let old = jobs_at(&clock2, json!({}));
+        let run = old.claim_due().pop().unwrap();
+        assert!(
+            jobs.complete(&run, Ok(vec![history(T0, &|t| 100.0 + noise(t))]))
+                .is_empty()
+        );
+        assert!(!file.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_prometheus_does_not_hold_up_other_jobs() {
+        // Accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                if held.len() < 64 {
+                    held.push(socket);
+                }
+            }
+        });
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // "a-slow" sorts first: run one after the other, "b-fast" would wait for its timeout.
+        let jobs = check(&[
+            config(json!({"name": "a-slow", "prometheus": format!("http://{silent_addr}"), "timeout": "10m"})),
+            config(json!({"name": "b-fast", "prometheus": format!("http://127.0.0.1:{refused}"), "timeout": "10m"})),
+        ])
+        .unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let jobs = Arc::new(ForecastJobs::new(
+            jobs,
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            "/test",
+            JobMetrics::default(),
+        ));
+        let running = tokio::spawn({
+            let jobs = Arc::clone(&jobs);
+            async move { jobs.run_due().await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if jobs.get("b-fast").unwrap()["runs"] == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the fast job waits for the slow one"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(jobs.get("a-slow").unwrap()["runs"], 0);
+        running.abort();
     }
 }

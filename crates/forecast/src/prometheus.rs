@@ -1,7 +1,8 @@
 //! A Prometheus HTTP API client for `query_range`: one series per returned result, labels kept.
 //! Errors say what went wrong with which URL: Prometheus' own error message, an HTTP status,
 //! a timeout, or an answer larger than the configured bound (read in chunks, so an oversized
-//! answer is never held whole).
+//! answer is never held whole). URLs in errors never carry the credentials a base URL may hold
+//! (`http://user:pass@host`): they are shown by the API and written to logs.
 
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ impl PrometheusClient {
         max_bytes: usize,
     ) -> Result<PrometheusClient, PrometheusError> {
         let bad = |message: String| PrometheusError::BadUrl {
-            url: base_url.to_owned(),
+            url: redact_url(base_url),
             message,
         };
         let mut base = reqwest::Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
@@ -125,10 +126,10 @@ impl PrometheusClient {
             self.base
                 .join("api/v1/query_range")
                 .map_err(|e| PrometheusError::BadUrl {
-                    url: self.base.to_string(),
+                    url: redact_url(self.base.as_str()),
                     message: e.to_string(),
                 })?;
-        let shown = url.to_string();
+        let shown = redact_url(url.as_str());
         url.query_pairs_mut()
             .append_pair("query", &query.query)
             .append_pair("start", &seconds(query.start_ms))
@@ -141,9 +142,10 @@ impl PrometheusClient {
                     timeout: self.timeout,
                 }
             } else {
+                // reqwest's message names the full URL, credentials included.
                 PrometheusError::Http {
                     url: shown.clone(),
-                    message: error_chain(&e),
+                    message: error_chain(&e.without_url()),
                 }
             }
         };
@@ -185,6 +187,26 @@ impl PrometheusClient {
                 ),
             })),
         }
+    }
+}
+
+/// `url` without the user name and password of its authority (`http://u:p@h/x` →
+/// `http://h/x`); text that is not a URL is returned as it is.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = url.get(authority_start..).unwrap_or_default();
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = rest.get(..authority_len).unwrap_or_default();
+    match authority.rfind('@') {
+        Some(at) => format!(
+            "{}{}",
+            url.get(..authority_start).unwrap_or_default(),
+            rest.get(at + 1..).unwrap_or_default()
+        ),
+        None => url.to_owned(),
     }
 }
 
@@ -302,5 +324,56 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, PrometheusError::Http { .. }), "{err}");
+    }
+
+    #[test]
+    fn redact_url_drops_credentials_only() {
+        assert_eq!(
+            redact_url("https://user:s3cret@prom.example:9090/p?q=1"),
+            "https://prom.example:9090/p?q=1"
+        );
+        assert_eq!(redact_url("http://user@h/x"), "http://h/x");
+        assert_eq!(redact_url("http://h:9090/a@b"), "http://h:9090/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_credentials_of_the_url() {
+        let app = Router::new()
+            .route(
+                "/p/api/v1/query_range",
+                get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }),
+            )
+            .route(
+                "/slow/api/v1/query_range",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "{}"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        // Refused connection (reqwest names the URL), a status, a timeout, a bad URL.
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let urls = [
+            format!("http://admin:s3cret@127.0.0.1:{refused}"),
+            format!("http://admin:s3cret@{addr}/p"),
+            format!("http://admin:s3cret@{addr}/slow"),
+        ];
+        for url in &urls {
+            let client = PrometheusClient::new(url, Duration::from_millis(300), 1000).unwrap();
+            let err = client.query_range(&query()).await.unwrap_err().to_string();
+            assert!(!err.contains("s3cret") && !err.contains("admin"), "{err}");
+            assert!(err.contains("127.0.0.1"), "{err}");
+        }
+        let err = PrometheusClient::new("ftp://admin:s3cret@h", Duration::from_secs(1), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }
