@@ -103,11 +103,15 @@ impl AnomalyLoop {
                     let mut tick = tokio::time::interval(TICK);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
-                        tokio::select! {
-                            _ = cancel.cancelled() => return Ok(()),
-                            _ = tick.tick() => {}
-                        }
+                        let stopping = tokio::select! {
+                            _ = cancel.cancelled() => true,
+                            _ = tick.tick() => false,
+                        };
                         let mut set = set.lock().await;
+                        if stopping {
+                            save_at_shutdown(&mut set);
+                            return Ok(());
+                        }
                         let reloaded = slot.lock().ok().and_then(|mut s| s.take());
                         if let Some(jobs) = reloaded {
                             set.replace(jobs);
@@ -116,8 +120,12 @@ impl AnomalyLoop {
                         // Dropped at shutdown mid-query: the state is only changed once an
                         // answer is in, so nothing is half done.
                         let ran = tokio::select! {
-                            _ = cancel.cancelled() => return Ok(()),
-                            ran = set.run_due() => ran,
+                            _ = cancel.cancelled() => None,
+                            ran = set.run_due() => Some(ran),
+                        };
+                        let Some(ran) = ran else {
+                            save_at_shutdown(&mut set);
+                            return Ok(());
                         };
                         if ran == 0 && !set.has_events() {
                             continue;
@@ -131,7 +139,9 @@ impl AnomalyLoop {
                             }
                         }
                         // Saved after publishing: a crash before this replays the run from the
-                        // previous state and regenerates its events (same fingerprints).
+                        // previous state and regenerates its events (same fingerprints). Only
+                        // when events were made, else every few minutes: runs may be every
+                        // second and a state is tens of KiB per series.
                         let problems = tokio::task::block_in_place(|| set.save());
                         for problem in problems {
                             tracing::warn!(error = %problem, "metric anomaly state not saved");
@@ -145,6 +155,13 @@ impl AnomalyLoop {
     /// What `GET /api/v1/metric-anomalies` shows.
     pub(super) fn view(&self) -> Arc<dyn ReadModel> {
         Arc::new(EpisodesView(self.view.clone()))
+    }
+}
+
+/// Saves every job's state as the task stops, so a restart replays nothing.
+fn save_at_shutdown(set: &mut JobSet) {
+    for problem in tokio::task::block_in_place(|| set.save_now()) {
+        tracing::warn!(error = %problem, "metric anomaly state not saved at shutdown");
     }
 }
 

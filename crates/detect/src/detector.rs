@@ -160,12 +160,14 @@ const TAIL_STEP_Z: f64 = 0.5;
 /// Likelihood post-processing of one raw surprise.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 struct Likelihood {
+    #[serde(with = "crate::finite::seq")]
     recent: Vec<f64>,
     next: usize,
+    #[serde(with = "crate::finite::one")]
     sum: f64,
     long: EwMoments,
     /// Weighted rate of episodes whose short-term mean's z reached each tail level.
-    #[serde(default)]
+    #[serde(default, with = "crate::finite::array")]
     tail: [f64; TAIL_LEVELS],
     /// The tail level the previous z reached.
     #[serde(default)]
@@ -245,6 +247,7 @@ fn direct_score(z: f64) -> f64 {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 struct Patterns {
     /// Prototypes, `width` values each, flattened.
+    #[serde(with = "crate::finite::seq")]
     centres: Vec<f64>,
     /// Matches per prototype (capped), for the learning rate.
     counts: Vec<u32>,
@@ -313,11 +316,14 @@ pub struct Detector {
     /// Points scored.
     seen: u64,
     /// Smallest and largest value seen (none before the first).
+    #[serde(with = "crate::finite::opt_pair")]
     bounds: Option<(f64, f64)>,
+    #[serde(with = "crate::finite::opt")]
     previous: Option<f64>,
     level: EwStats,
     diff: EwStats,
     /// The last values, a ring of `history_len()` slots; `history_next` is the oldest.
+    #[serde(with = "crate::finite::seq")]
     history: Vec<f64>,
     history_next: usize,
     scales: Vec<Scale>,
@@ -697,6 +703,28 @@ pub struct Point {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_state_with_non_finite_moments_reads_back() {
+        let mut d = Detector::default();
+        for i in 0..50 {
+            d.push(f64::from(i % 7));
+        }
+        d.level.mean = f64::INFINITY;
+        d.diff.mad = f64::NAN;
+        d.level_likelihood.long.var = f64::NEG_INFINITY;
+        d.level_likelihood.sum = f64::NAN;
+        d.bounds = Some((f64::NEG_INFINITY, f64::INFINITY));
+        d.history[0] = f64::NAN;
+        let text = serde_json::to_string(&d).unwrap();
+        let back: Detector = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.level.mean, f64::INFINITY);
+        assert!(back.diff.mad.is_nan() && back.level_likelihood.sum.is_nan());
+        assert_eq!(back.level_likelihood.long.var, f64::NEG_INFINITY);
+        assert_eq!(back.bounds, d.bounds);
+        assert!(back.history[0].is_nan());
+        assert_eq!(back.seen(), d.seen());
+    }
     use super::*;
 
     #[test]

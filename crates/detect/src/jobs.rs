@@ -58,6 +58,10 @@ const MAX_ANSWER_BYTES: usize = 32 << 20;
 const DEFAULT_LOOKBACK_POINTS: i64 = 600;
 /// The most points a lookback may span.
 const MAX_LOOKBACK_POINTS: i64 = 100_000;
+/// Series a job may follow at most (`max_series`): each holds up to 64 KiB and is saved.
+pub const MAX_SERIES: usize = 10_000;
+/// A state without new events is saved at most this often (runs may be every second).
+const SAVE_EVERY_MS: i64 = 300_000;
 /// Version of the state file's layout.
 const STATE_VERSION: u32 = 1;
 
@@ -232,10 +236,10 @@ pub fn check(values: &[serde_json::Value]) -> Result<Vec<AnomalyJob>, JobError> 
         if job.forget_after_ms() < job.every_ms() {
             return Err(fail("forget_after", "shorter than `every`".into()));
         }
-        if !(1..=100_000).contains(&job.max_series) {
+        if !(1..=MAX_SERIES).contains(&job.max_series) {
             return Err(fail(
                 "max_series",
-                format!("{} is outside 1..=100000", job.max_series),
+                format!("{} is outside 1..={MAX_SERIES}", job.max_series),
             ));
         }
         if !(100..=600_000).contains(&job.timeout().as_millis()) {
@@ -305,10 +309,13 @@ pub struct Episode {
     /// When it started, Unix ms.
     pub start_ms: i64,
     /// The value that started it.
+    #[serde(with = "crate::finite::one")]
     pub value: f64,
     /// The score that started it.
+    #[serde(with = "crate::finite::one")]
     pub score: f64,
     /// The highest score so far.
+    #[serde(with = "crate::finite::one")]
     pub peak: f64,
     /// When the peak was, Unix ms.
     pub peak_ms: i64,
@@ -484,6 +491,7 @@ struct SeriesState {
     /// The newest point fed (non-finite ones included), Unix ms.
     last_ms: i64,
     /// The latest score before suppression (the gauge).
+    #[serde(with = "crate::finite::one")]
     score: f64,
     /// The episode going on.
     open: Option<Episode>,
@@ -579,10 +587,25 @@ pub fn series_key(labels: &BTreeMap<String, String>) -> String {
 /// renames clashing target labels).
 pub fn gauge_labels(job: &str, labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
     let mut out = vec![("job".to_string(), job.to_string())];
+    // Names taken: ours and the series' own, so a renamed label never duplicates one (a
+    // series from a Pushgateway or a federation often has `exported_job` already).
+    let used: std::collections::BTreeSet<&str> = labels
+        .keys()
+        .map(String::as_str)
+        .chain(["job", "metric_name"])
+        .collect();
+    let mut renamed: Vec<String> = Vec::new();
     for (k, v) in labels {
         let name = match k.as_str() {
             "__name__" => "metric_name".to_string(),
-            "job" | "metric_name" => format!("exported_{k}"),
+            "job" | "metric_name" => {
+                let mut name = format!("exported_{k}");
+                while used.contains(name.as_str()) || renamed.contains(&name) {
+                    name = format!("exported_{name}");
+                }
+                renamed.push(name.clone());
+                name
+            }
             _ => k.clone(),
         };
         out.push((name, v.clone()));
@@ -602,8 +625,15 @@ struct Runner {
     stats: JobStats,
     /// When the next run is due (`None`: now).
     next_run_ms: Option<i64>,
-    /// Steps per query after an answer was too large (halved each time).
+    /// Steps per query after an answer was too large (halved each time, doubled back after
+    /// each success).
     chunk_limit: i64,
+    /// Series of the last answer (`None` before the first: `max_series` is assumed).
+    answer_series: Option<usize>,
+    /// Events were made or returned since the last save: the next save must not wait.
+    save_due: bool,
+    /// When the state was last saved, by the clock.
+    saved_at_ms: Option<i64>,
 }
 
 fn client_of(job: &AnomalyJob) -> Result<PromClient, String> {
@@ -636,21 +666,34 @@ impl Runner {
             state: JobState::default(),
             next_run_ms: None,
             chunk_limit: MAX_STEPS_PER_QUERY,
+            answer_series: None,
+            save_due: false,
+            saved_at_ms: None,
         };
         if let Some(dir) = &ctx.state_dir {
             let path = state_path(dir, &runner.job.name);
             match std::fs::read(&path) {
                 Ok(bytes) => match serde_json::from_slice::<Saved>(&bytes) {
-                    Ok(saved) if saved.version != STATE_VERSION => {
-                        runner.stats.state_error = Some(format!(
-                            "{}: state version {} unknown, starting afresh",
-                            path.display(),
-                            saved.version
-                        ));
-                    }
                     Ok(saved)
-                        if saved.query != runner.job.query
-                            || saved.step_ms != runner.job.step_ms() => {}
+                        if saved.version != STATE_VERSION
+                            || saved.query != runner.job.query
+                            || saved.step_ms != runner.job.step_ms() =>
+                    {
+                        if saved.version != STATE_VERSION {
+                            runner.stats.state_error = Some(format!(
+                                "{}: state version {} unknown, starting afresh",
+                                path.display(),
+                                saved.version
+                            ));
+                        }
+                        // Another query, step or layout: the series start afresh, but the
+                        // events not published yet go out and the episodes going on end.
+                        runner.state = saved.state;
+                        for e in &saved.episodes {
+                            ctx.view.upsert(e);
+                        }
+                        runner.retire_all("job_changed", ctx);
+                    }
                     Ok(saved) => {
                         runner.state = saved.state;
                         for e in &saved.episodes {
@@ -724,11 +767,41 @@ impl Runner {
 
     /// Steps the next query may span.
     fn chunk_steps(&self) -> i64 {
-        let series = i64::try_from(self.state.series.len().max(1)).unwrap_or(i64::MAX);
+        // The last answer's series (all that may come at the first run), not the followed
+        // ones: at start none are followed, and a full lookback of every series would be
+        // refused as too large, then halved through failures.
+        let series = self
+            .answer_series
+            .unwrap_or(self.job.max_series)
+            .max(self.state.series.len())
+            .max(1);
+        let series = i64::try_from(series).unwrap_or(i64::MAX);
         (MAX_POINTS_PER_QUERY / series)
             .clamp(1, MAX_STEPS_PER_QUERY)
             .min(self.chunk_limit)
             .max(1)
+    }
+
+    /// The wall clock is before the cursor (stepped back, or a state from a host whose clock
+    /// ran ahead): the cursor and every series go back to `end`, so the job queries again at
+    /// once instead of waiting until the clock passes the cursor, and the points Prometheus
+    /// now has for the replayed range are fed (their detectors see that range again).
+    fn clock_went_back(&mut self, cursor: i64, end: i64) {
+        self.state.cursor_ms = Some(end);
+        self.save_due = true;
+        for series in self.state.series.values_mut() {
+            series.last_ms = series.last_ms.min(end);
+        }
+        self.stats.state_error = Some(format!(
+            "the clock ({}) is before the cursor ({}): the cursor was reset to the clock",
+            format_rfc3339(end),
+            format_rfc3339(cursor)
+        ));
+    }
+
+    /// Grows with every event made (kept or dropped).
+    fn events_made(&self) -> u64 {
+        self.state.pending.len() as u64 + self.stats.events_dropped
     }
 
     /// One run: the points after the cursor (at most one query's worth), scored.
@@ -737,6 +810,11 @@ impl Runner {
         let step = self.job.step_ms();
         self.stats.runs += 1;
         let end = now.div_euclid(step).saturating_mul(step);
+        if let Some(cursor) = self.state.cursor_ms
+            && cursor > end.saturating_add(step)
+        {
+            self.clock_went_back(cursor, end);
+        }
         let start = match self.state.cursor_ms {
             Some(cursor) => cursor.saturating_add(step),
             None => end.saturating_sub((self.job.lookback_ms() / step).saturating_mul(step)),
@@ -761,9 +839,15 @@ impl Runner {
             };
             match answer {
                 Ok(series) => {
+                    self.answer_series = Some(series.len());
+                    self.chunk_limit = self.chunk_limit.saturating_mul(2).min(MAX_STEPS_PER_QUERY);
+                    let made = self.events_made();
                     self.ingest(series, ctx);
                     self.state.cursor_ms = Some(chunk_end);
                     self.forget(chunk_end, now, ctx);
+                    if self.events_made() != made {
+                        self.save_due = true;
+                    }
                     self.stats.consecutive_failures = 0;
                     self.stats.last_success_at = Some(format_rfc3339(now));
                     behind = chunk_end < end;
@@ -968,6 +1052,8 @@ impl Runner {
         if !self.job.same_series(&job) {
             self.retire_all("job_changed", ctx);
             self.chunk_limit = MAX_STEPS_PER_QUERY;
+            self.answer_series = None;
+            self.save_due = true;
         }
         if self.job.prometheus != job.prometheus || self.job.timeout != job.timeout {
             self.client = client_of(&job);
@@ -1114,12 +1200,35 @@ impl JobSet {
         ran
     }
 
-    /// Saves every job's state; the problems (also shown in the jobs' statistics).
+    /// Saves the jobs' state when it matters: events were made or handed back since the last
+    /// save, or [`SAVE_EVERY_MS`] passed (a restart then replays at most that much, and
+    /// regenerates no event). The problems (also shown in the jobs' statistics).
     pub fn save(&mut self) -> Vec<JobError> {
+        self.save_where(false)
+    }
+
+    /// Saves every job's state now (at shutdown); the problems.
+    pub fn save_now(&mut self) -> Vec<JobError> {
+        self.save_where(true)
+    }
+
+    fn save_where(&mut self, all: bool) -> Vec<JobError> {
+        let now = self.ctx.clock.now_ms();
         let mut problems = Vec::new();
         for runner in &mut self.runners {
+            let due = all
+                || runner.save_due
+                || runner.saved_at_ms.is_none_or(|at| {
+                    // A clock stepped back saves too, rather than waiting for it.
+                    now < at || now.saturating_sub(at) >= SAVE_EVERY_MS
+                });
+            if !due {
+                continue;
+            }
             match runner.save(&self.ctx) {
                 Ok(()) => {
+                    runner.save_due = false;
+                    runner.saved_at_ms = Some(now);
                     if runner
                         .stats
                         .state_error
@@ -1177,6 +1286,7 @@ impl JobSet {
                 events.drain(..excess);
                 runner.stats.events_dropped += excess as u64;
                 runner.state.pending = events;
+                runner.save_due = true;
                 runner.publish_stats(&self.ctx);
             }
         }

@@ -4,6 +4,7 @@
 //! with it ([`jobs`], over the small client [`prom`]).
 
 pub mod detector;
+mod finite;
 pub mod input;
 pub mod jobs;
 pub mod prom;

@@ -90,7 +90,7 @@ impl PromClient {
     /// A client of the server at `base_url` (`http://host:9090`, a path prefix allowed).
     pub fn new(base_url: &str, timeout: Duration, max_bytes: usize) -> Result<Self, PromError> {
         let bad = |message: String| PromError::BadUrl {
-            url: base_url.to_owned(),
+            url: redact_text(base_url),
             message,
         };
         let mut base = reqwest::Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
@@ -128,10 +128,10 @@ impl PromClient {
             .base
             .join("api/v1/query_range")
             .map_err(|e| PromError::BadUrl {
-                url: self.base.to_string(),
+                url: redact(&self.base),
                 message: e.to_string(),
             })?;
-        let shown = url.to_string();
+        let shown = redact(&url);
         url.query_pairs_mut()
             .append_pair("query", query)
             .append_pair("start", &seconds(start_ms))
@@ -146,7 +146,8 @@ impl PromClient {
             } else {
                 PromError::Http {
                     url: shown.clone(),
-                    message: error_chain(&e),
+                    // Without the URL: it has the query and may have credentials.
+                    message: error_chain(&e.without_url()),
                 }
             }
         };
@@ -250,6 +251,32 @@ pub fn read_matrix(url: &str, doc: &serde_json::Value) -> Result<Vec<RawSeries>,
     Ok(out)
 }
 
+/// `url` as errors show it: without its user name and password (they would reach the
+/// API's `last_error` and the logs).
+fn redact(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() || !shown.username().is_empty() {
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+    }
+    shown.to_string()
+}
+
+/// A URL text that may not parse, its `user:password@` part removed.
+fn redact_text(url: &str) -> String {
+    if let Ok(parsed) = reqwest::Url::parse(url) {
+        return redact(&parsed);
+    }
+    let authority_at = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[authority_at..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_at + i);
+    match url[authority_at..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..authority_at], &url[authority_at + at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// The error and its causes on one line (reqwest's top message alone is often just
 /// "error sending request").
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -302,6 +329,36 @@ mod tests {
         assert_eq!(seconds(1_700_000_000_123), "1700000000.123");
         assert_eq!(seconds(-1500), "-1.500");
         assert_eq!(seconds(0), "0.000");
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_urls_credentials() {
+        // Nothing listens on port 9 of loopback: the request fails at once.
+        let client = PromClient::new(
+            "http://alice:s3cret@127.0.0.1:9/",
+            Duration::from_secs(5),
+            10,
+        )
+        .unwrap();
+        let err = client
+            .query_range("up", 0, 60_000, 15_000)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            !text.contains("s3cret") && !text.contains("alice"),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:9"), "{text}");
+        for bad in ["ftp://alice:s3cret@host/", "http://alice:s3cret@[::1/x"] {
+            let text = PromClient::new(bad, Duration::from_secs(1), 10)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !text.contains("s3cret") && !text.contains("alice"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

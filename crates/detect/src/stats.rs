@@ -32,8 +32,10 @@ pub struct EwStats {
     /// Points seen (saturating).
     pub n: u32,
     /// The weighted mean.
+    #[serde(with = "crate::finite::one")]
     pub mean: f64,
     /// The weighted mean absolute deviation from the mean.
+    #[serde(with = "crate::finite::one")]
     pub mad: f64,
 }
 
@@ -56,8 +58,10 @@ pub struct EwMoments {
     /// Points seen (saturating).
     pub n: u32,
     /// The weighted mean.
+    #[serde(with = "crate::finite::one")]
     pub mean: f64,
     /// The weighted variance.
+    #[serde(with = "crate::finite::one")]
     pub var: f64,
 }
 

@@ -16,6 +16,7 @@ pub struct Stretch {
     /// The last index whose surprise was at or above the threshold.
     pub end: usize,
     /// The highest surprise in the stretch.
+    #[serde(with = "crate::finite::one")]
     pub peak: f64,
     /// Where the peak was.
     pub peak_at: usize,
@@ -24,6 +25,7 @@ pub struct Stretch {
 /// Groups scored points into stretches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StretchTracker {
+    #[serde(with = "crate::finite::one")]
     threshold: f64,
     /// Points below the threshold that end a stretch.
     gap: usize,

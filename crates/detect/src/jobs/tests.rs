@@ -618,6 +618,8 @@ async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once()
     assert_eq!(down.cursor, None);
     let dir = tempfile::tempdir().unwrap();
     let _server = start_prometheus(dir.path(), &om, port);
+    // As if an answer had been too large before: the chunk grows back with each success.
+    set.runners[0].chunk_limit = 300;
     let end = civil_to_millis(2024, 1, 1, 6, 0, 0, 0).unwrap();
     let mut events = Vec::new();
     while clock.now_ms() <= end {
@@ -625,6 +627,7 @@ async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once()
         events.extend(set.take_events());
         clock.advance(Duration::from_secs(600));
     }
+    assert_eq!(set.runners[0].chunk_limit, MAX_STEPS_PER_QUERY);
     let stats = set.view().job("ny").unwrap();
     assert_eq!((stats.failures, stats.consecutive_failures), (3, 0));
     assert_eq!(stats.cursor.as_deref(), Some("2024-01-01T06:00:00.000Z"));
@@ -645,4 +648,181 @@ async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once()
         text.contains("opsloop_metric_anomaly_job_errors_total{job=\"ny\"} 3"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_clock_stepped_back_below_the_cursor_resets_it_and_points_are_fed_again() {
+    let now = civil_to_millis(2026, 1, 1, 0, 0, 0, 0).unwrap();
+    let clock = Arc::new(ManualClock::new(now));
+    let mut set = JobSet::new(vec![job("a", json!({}))], options(&clock, None));
+    let l = labels(&[("__name__", "load")]);
+    let key = series_key(&l);
+    // A year ahead (the clock ran ahead, then was corrected): cursor and series are there.
+    let ahead = now + 365 * 86_400_000;
+    ingest(&mut set, 0, &l, &series(100, ahead, &[]));
+    set.runners[0].state.cursor_ms = Some(ahead + 99 * MINUTE);
+    assert_eq!(set.run_due().await, 1);
+    let runner = &set.runners[0];
+    assert_eq!(runner.state.cursor_ms, Some(now));
+    assert_eq!(runner.state.series[&key].last_ms, now);
+    let stats = set.view().job("a").unwrap();
+    assert!(stats.state_error.unwrap().contains("before the cursor"));
+    // The answer for the next minutes is fed, not dropped as already seen.
+    ingest(&mut set, 0, &l, &series(5, now + MINUTE, &[]));
+    assert_eq!(seen(&set, 0, &key), 105);
+}
+
+#[test]
+fn renamed_gauge_labels_never_collide_with_the_series_own() {
+    let l = labels(&[
+        ("__name__", "up"),
+        ("job", "a"),
+        ("exported_job", "b"),
+        ("exported_exported_job", "c"),
+        ("metric_name", "d"),
+        ("exported_metric_name", "e"),
+    ]);
+    let out = gauge_labels("load", &l);
+    let names: std::collections::BTreeSet<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names.len(), out.len(), "{out:?}");
+    let value = |name: &str| out.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    assert_eq!(value("job"), Some("load"));
+    assert_eq!(value("metric_name"), Some("up"));
+    assert_eq!(value("exported_job"), Some("b"));
+    assert_eq!(value("exported_exported_exported_job"), Some("a"));
+    assert_eq!(value("exported_exported_metric_name"), Some("d"));
+    // And the scrape stays valid.
+    let metrics = JobMetrics::default();
+    metrics.scores.get_or_create(&out).set(0.5);
+    assert!(encode(&metrics).contains("exported_exported_exported_job=\"a\""));
+}
+
+#[test]
+fn non_finite_numbers_in_the_state_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let l = labels(&[("__name__", "load")]);
+    let key = series_key(&l);
+    let mut set = JobSet::new(
+        vec![job("load", json!({}))],
+        options(&clock, Some(dir.path())),
+    );
+    ingest(&mut set, 0, &l, &series(300, 0, &[(298, 80.0)]));
+    {
+        let series = set.runners[0].state.series.get_mut(&key).unwrap();
+        series.score = f64::NAN;
+        let open = series.open.as_mut().unwrap();
+        open.value = f64::INFINITY;
+        open.peak = f64::NEG_INFINITY;
+    }
+    let events = set.take_events();
+    set.return_events(events.clone());
+    assert!(set.save().is_empty());
+    let restored = JobSet::new(
+        vec![job("load", json!({}))],
+        options(&clock, Some(dir.path())),
+    );
+    assert_eq!(restored.view().job("load").unwrap().state_error, None);
+    let series = &restored.runners[0].state.series[&key];
+    assert!(series.score.is_nan());
+    let open = series.open.as_ref().unwrap();
+    assert_eq!((open.value, open.peak), (f64::INFINITY, f64::NEG_INFINITY));
+    assert_eq!(series.detector.seen(), 300);
+    let mut restored = restored;
+    assert_eq!(restored.take_events(), events, "pending events kept");
+}
+
+#[test]
+fn a_state_of_another_query_keeps_its_events_and_ends_its_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let l = labels(&[("__name__", "load")]);
+    let mut set = JobSet::new(
+        vec![job("load", json!({}))],
+        options(&clock, Some(dir.path())),
+    );
+    ingest(&mut set, 0, &l, &series(300, 0, &[(298, 80.0)]));
+    let events = set.take_events();
+    assert_eq!(of_type(&events, ANOMALY).len(), 1);
+    set.return_events(events.clone());
+    assert!(set.save().is_empty());
+    drop(set);
+
+    // Restarted with another query: the pending start goes out, then its end.
+    let mut changed = JobSet::new(
+        vec![job("load", json!({"query": "other"}))],
+        options(&clock, Some(dir.path())),
+    );
+    assert!(changed.runners[0].state.series.is_empty());
+    assert_eq!(changed.runners[0].state.cursor_ms, None);
+    let out = changed.take_events();
+    assert_eq!(out[0], events[0]);
+    let resolved = of_type(&out, ANOMALY_RESOLVED);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].data["reason"], "job_changed");
+    assert_eq!(resolved[0].data["episode"], events[0].id.as_str());
+    assert!(changed.view().episodes().iter().all(|e| !e.open));
+}
+
+#[test]
+fn the_state_is_saved_when_events_were_made_else_every_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(
+        civil_to_millis(2026, 12, 31, 23, 58, 0, 0).unwrap(),
+    ));
+    let path = dir.path().join("load.json");
+    let mut set = JobSet::new(
+        vec![job("load", json!({}))],
+        options(&clock, Some(dir.path())),
+    );
+    let l = labels(&[("__name__", "load")]);
+    assert!(set.save().is_empty());
+    assert!(path.is_file(), "the first save writes");
+    std::fs::remove_file(&path).unwrap();
+    clock.advance(Duration::from_secs(60));
+    assert!(set.save().is_empty());
+    assert!(
+        !path.exists(),
+        "nothing new: not rewritten within five minutes"
+    );
+    // Events handed back (the bus refused them) are saved at once.
+    set.return_events(vec![Event::new(
+        ANOMALY,
+        "/s",
+        Some("x"),
+        0,
+        json!({"job": "load"}),
+    )]);
+    assert!(set.save().is_empty());
+    assert!(path.is_file());
+    std::fs::remove_file(&path).unwrap();
+    ingest(&mut set, 0, &l, &series(10, 0, &[]));
+    clock.advance(Duration::from_secs(299));
+    assert!(set.save().is_empty());
+    assert!(!path.exists());
+    // Across New Year, five minutes after the last save.
+    clock.advance(Duration::from_secs(1));
+    assert!(set.save().is_empty());
+    assert!(path.is_file());
+    std::fs::remove_file(&path).unwrap();
+    // At shutdown, always.
+    assert!(set.save_now().is_empty());
+    assert!(path.is_file());
+    assert!(check(&[job_json("x", json!({"max_series": MAX_SERIES + 1}))]).is_err());
+}
+
+#[test]
+fn the_first_query_is_sized_for_max_series_and_the_chunk_grows_back() {
+    let clock = Arc::new(ManualClock::new(0));
+    let set = JobSet::new(
+        vec![job("a", json!({"max_series": 500}))],
+        options(&clock, None),
+    );
+    let mut runner = set.runners.into_iter().next().unwrap();
+    // No series followed yet: 500 series × steps within the points per query.
+    assert_eq!(runner.chunk_steps(), MAX_POINTS_PER_QUERY / 500);
+    runner.answer_series = Some(2);
+    assert_eq!(runner.chunk_steps(), MAX_STEPS_PER_QUERY);
+    runner.chunk_limit = 100;
+    assert_eq!(runner.chunk_steps(), 100);
 }
