@@ -410,9 +410,12 @@ pub struct Template {
     hashes: Vec<u64>,
     /// Used since the eviction hand last passed (CLOCK).
     referenced: bool,
-    /// Constant slots, and constant slots that are words of running text ([`is_prose_word`]).
+    /// Constant slots, and constant slots that are words of running text ([`is_prose_word`]),
+    /// with those of the first 64 slots as bits (so candidates are judged without reading
+    /// their text).
     exact: u32,
     prose: u32,
+    prose_bits: u64,
     /// Creation order (saved with the state): of several templates a message fits, the
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
     /// restored miner chooses as the one that saved it.
@@ -473,6 +476,9 @@ impl Template {
         let mut changing = 0;
         for &p in positions {
             match self.slots.get(p) {
+                Some(Slot::Exact(_)) if p < 64 => {
+                    changing += usize::from(self.prose_bits & (1 << p) != 0);
+                }
                 Some(Slot::Exact(s)) => changing += usize::from(is_prose_word(s.as_bytes())),
                 _ => return false,
             }
@@ -529,6 +535,7 @@ impl Template {
         self.text.clear();
         self.exact = 0;
         self.prose = 0;
+        self.prose_bits = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             if i > 0 {
                 self.text.push(' ');
@@ -537,7 +544,11 @@ impl Template {
                 Slot::Exact(s) => {
                     self.text.push_str(s);
                     self.exact += 1;
-                    self.prose += u32::from(is_prose_word(s.as_bytes()));
+                    let prose = is_prose_word(s.as_bytes());
+                    self.prose += u32::from(prose);
+                    if prose && i < 64 {
+                        self.prose_bits |= 1 << i;
+                    }
                 }
                 Slot::Any(frame) => frame.render(&mut self.text),
             }
@@ -1137,6 +1148,7 @@ impl TemplateMiner {
             seq: self.next_seq,
             exact: 0,
             prose: 0,
+            prose_bits: 0,
         };
         self.next_seq = self.next_seq.saturating_add(1);
         t.hashes = slot_hashes(&t.slots);
@@ -1458,6 +1470,7 @@ impl TemplateMiner {
                 seq,
                 exact: 0,
                 prose: 0,
+                prose_bits: 0,
             };
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
             t.hashes = slot_hashes(&t.slots);
