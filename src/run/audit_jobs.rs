@@ -27,6 +27,8 @@ pub(super) struct AuditLoop {
     jobs: watch::Sender<Vec<AuditJob>>,
     /// Where each job keeps its open findings (`data_dir/audit`).
     state_dir: PathBuf,
+    /// The agent's data directory: never audited nor watched (`paths: ["."]` includes it).
+    data_dir: PathBuf,
     view: View,
     counters: Counters,
 }
@@ -46,6 +48,7 @@ impl AuditLoop {
         Ok(Self {
             jobs: watch::Sender::new(jobs),
             state_dir: config.data_dir.join("audit"),
+            data_dir: config.data_dir.clone(),
             view: View::default(),
             counters: Counters::default(),
         })
@@ -92,6 +95,7 @@ impl AuditLoop {
     pub(super) fn start(&self, agent: &Agent) -> Result<()> {
         let sender = self.jobs.clone();
         let state_dir = self.state_dir.clone();
+        let data_dir = self.data_dir.clone();
         let view = self.view.clone();
         let sink: Arc<dyn EventSink> = Arc::new(BusSink {
             bus: agent.bus.clone(),
@@ -102,15 +106,21 @@ impl AuditLoop {
             .supervisor
             .spawn("audit", OnFailure::Restart, move |cancel| {
                 let jobs = sender.subscribe();
-                let runner = Runner::new(
-                    jobs.borrow().clone(),
-                    state_dir.clone(),
-                    &source,
-                    Arc::new(SystemClock),
-                )
-                .with_view(view.clone());
+                let specs = jobs.borrow().clone();
+                let state_dir = state_dir.clone();
+                let data_dir = data_dir.clone();
+                let source = source.clone();
+                let view = view.clone();
                 let sink = Arc::clone(&sink);
                 async move {
+                    // Reading the jobs' state files blocks.
+                    let runner = tokio::task::spawn_blocking(move || {
+                        Runner::new(specs, state_dir, &source, Arc::new(SystemClock))
+                            .ignoring(data_dir)
+                            .with_view(view)
+                    })
+                    .await
+                    .map_err(opsloop_agent::supervisor::TaskError::new)?;
                     jobs::drive(
                         runner,
                         sink,

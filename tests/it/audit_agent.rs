@@ -1,7 +1,8 @@
 //! The manifest audit jobs inside `opsloop run`, end to end: a job on a directory with a bad
 //! manifest, its finding event on the bus and in `GET /api/v1/audit/findings`, the file
 //! fixed and the resolved event seen through the file watcher, and a restart that does not
-//! report the open findings again.
+//! report the open findings again. The agent's data directory lies inside the audited one
+//! (as the default `data_dir` lies inside `paths: ["."]`): its files are not audited.
 
 use serde_json::Value;
 
@@ -52,7 +53,9 @@ fn an_agent_reports_a_finding_once_and_its_resolution() {
     let pod = manifests.join("pod.yaml");
     std::fs::write(&pod, BAD_POD).unwrap();
     let api = free_port();
-    let data = dir.path().join("data");
+    let data = manifests.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("leftover.yaml"), BAD_POD).unwrap();
     let config = dir.path().join("opsloop.yaml");
     // An hour's schedule: within the test only the start and the file change run it.
     std::fs::write(
@@ -84,7 +87,11 @@ fn an_agent_reports_a_finding_once_and_its_resolution() {
 
     let listed = findings(api, "?check=host-network").unwrap();
     let listed = listed["findings"].as_array().unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed.len(),
+        1,
+        "the data directory is not audited: {listed:?}"
+    );
     assert_eq!(listed[0]["file"], pod.display().to_string());
     assert_eq!(listed[0]["object"]["name"], "web");
     assert!(listed[0]["first_seen"].as_str().unwrap().ends_with('Z'));
@@ -94,6 +101,7 @@ fn an_agent_reports_a_finding_once_and_its_resolution() {
     let all = findings(api, "").unwrap();
     let open = all["findings"].as_array().unwrap().len();
     assert_eq!(all["jobs"][0]["errors"], 0, "{all}");
+    assert_eq!(all["jobs"][0]["input_errors_total"], 0, "{all}");
     assert_eq!(
         stored_events(api, "type=io.opsloop.audit.finding").len(),
         open,

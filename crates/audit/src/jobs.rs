@@ -45,6 +45,10 @@ const MAX_INPUT_ERRORS_SHOWN: usize = 20;
 const MAX_PENDING_CHANGES: usize = 1024;
 /// The shortest `every`: a shorter one would audit continuously.
 const MIN_EVERY: Duration = Duration::from_secs(1);
+/// Findings [`View::list`] shows when the query gives no `limit`.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+/// The largest `limit` [`View::list`] accepts.
+pub const MAX_LIST_LIMIT: usize = 10_000;
 /// Version of the state file layout.
 const STATE_VERSION: u32 = 1;
 
@@ -276,14 +280,15 @@ impl OpenFinding {
     }
 
     /// The event announcing it (`kind` [`FINDING`] or [`RESOLVED`]). Both kinds share one
-    /// fingerprint, so that a consumer pairs a resolution with its finding.
+    /// fingerprint, so that a consumer pairs a resolution with its finding; the job is part
+    /// of it, since two jobs over one file report the same finding independently.
     fn event(&self, kind: &str, job: &str, source: &str, now: i64) -> Event {
         let mut data = self.to_json(job);
         if let Some(map) = data.as_object_mut() {
             map.insert("key".into(), Value::from(self.key.clone()));
         }
         let mut event = Event::new(FINDING, source, Some(&self.file), now, data)
-            .with_fingerprint_key(&self.key);
+            .with_fingerprint_key(&format!("{job}\u{1f}{}", self.key));
         event.kind = kind.to_string();
         event
     }
@@ -359,13 +364,16 @@ pub struct Prepared {
     previous: BTreeMap<String, OpenFinding>,
     source: String,
     now_ms: i64,
+    ignored: Vec<PathBuf>,
 }
 
 impl Prepared {
     /// Reads the job's paths, audits them and compares with its open findings (blocking:
     /// it reads files and uses every core).
     pub fn audit(self) -> Pending {
-        let sources = source::collect(&self.spec.paths, &mut std::io::empty());
+        let mut sources = source::collect(&self.spec.paths, &mut std::io::empty());
+        // The agent's own files (state, database) are no manifests of the job.
+        sources.retain(|s| !is_ignored(&self.ignored, Path::new(&s.name)));
         let report = crate::audit(&sources, &self.spec.options);
         diff(
             &self.spec,
@@ -404,7 +412,14 @@ fn diff_capped(
     source: &str,
     cap: usize,
 ) -> Pending {
+    // An error names a file, or a root path or directory that could not be read: every
+    // finding under it is unknown this time, not fixed.
     let unreadable: BTreeSet<&str> = report.errors.iter().map(|e| e.file.as_str()).collect();
+    let under_unreadable = |file: &str| {
+        unreadable
+            .iter()
+            .any(|errored| *errored == file || Path::new(file).starts_with(errored))
+    };
     let reported: Vec<(String, &Finding)> = report
         .findings
         .iter()
@@ -423,10 +438,7 @@ fn diff_capped(
         }
     }
     for old in previous.values() {
-        if !open.contains_key(&old.key)
-            && unreadable.contains(old.file.as_str())
-            && open.len() < cap
-        {
+        if !open.contains_key(&old.key) && under_unreadable(&old.file) && open.len() < cap {
             open.insert(old.key.clone(), old.clone());
         }
     }
@@ -478,14 +490,23 @@ pub struct View(Arc<Mutex<Shown>>);
 type Shown = BTreeMap<String, (JobStatus, Vec<OpenFinding>)>;
 
 impl View {
-    /// `{"findings": [...], "jobs": [...]}`: open findings (filtered by the query's
-    /// `severity`, `check` and `job`, each an exact match) by job, file and line, and every
-    /// job's status.
+    /// `{"findings": [...], "jobs": [...], "omitted": n}`: open findings (filtered by the
+    /// query's `severity`, `check` and `job`, each an exact match) by job, file and line,
+    /// the first `limit` of them ([`DEFAULT_LIST_LIMIT`], at most [`MAX_LIST_LIMIT`]);
+    /// `omitted` counts the matching ones left out; and every job's status.
     pub fn list(&self, query: &BTreeMap<String, String>) -> Value {
         let severity = match query.get("severity").map(|s| parse_severity(s)) {
             Some(Err(e)) => return json!({ "findings": [], "jobs": [], "error": e }),
             Some(Ok(s)) => Some(s),
             None => None,
+        };
+        let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+            None => DEFAULT_LIST_LIMIT,
+            Some(Ok(n)) if n <= MAX_LIST_LIMIT => n,
+            Some(_) => {
+                let e = format!("limit: expected a number from 0 to {MAX_LIST_LIMIT}");
+                return json!({ "findings": [], "jobs": [], "error": e });
+            }
         };
         let check = query.get("check");
         let job = query.get("job");
@@ -502,8 +523,10 @@ impl View {
         findings.sort_by(|(ja, a), (jb, b)| {
             (ja, &a.file, a.line, &a.key).cmp(&(jb, &b.file, b.line, &b.key))
         });
+        let omitted = findings.len().saturating_sub(limit);
         json!({
-            "findings": findings.iter().map(|(job, f)| f.to_json(job)).collect::<Vec<_>>(),
+            "findings": findings.iter().take(limit).map(|(job, f)| f.to_json(job)).collect::<Vec<_>>(),
+            "omitted": omitted,
             "jobs": jobs.values().map(|(status, _)| status).collect::<Vec<_>>(),
         })
     }
@@ -548,6 +571,11 @@ fn parse_severity(text: &str) -> Result<Severity, String> {
 /// tests step it with a [`opsloop_core::time::ManualClock`].
 pub struct Runner {
     jobs: Vec<JobRun>,
+    /// Jobs removed by a reload whose open findings are still to be resolved; their
+    /// `next_due_ms` is when to try (again).
+    retired: Vec<JobRun>,
+    /// Directories of the agent's own files: neither audited nor a change.
+    ignored: Vec<PathBuf>,
     state_dir: PathBuf,
     source: String,
     clock: Arc<dyn Clock>,
@@ -566,9 +594,12 @@ impl Runner {
         event_source: &str,
         clock: Arc<dyn Clock>,
     ) -> Runner {
+        let state_dir = state_dir.into();
         let mut runner = Runner {
             jobs: Vec::new(),
-            state_dir: state_dir.into(),
+            retired: Vec::new(),
+            ignored: vec![state_dir.clone()],
+            state_dir,
             source: format!("{event_source}/audit"),
             clock,
             debounce_ms: duration_ms(DEFAULT_DEBOUNCE),
@@ -585,6 +616,13 @@ impl Runner {
         self
     }
 
+    /// Neither audits nor watches what lies under `dir` (the agent's data directory, which
+    /// the default `paths: ["."]` includes). The state directory is always ignored.
+    pub fn ignoring(mut self, dir: impl Into<PathBuf>) -> Runner {
+        self.ignored.push(dir.into());
+        self
+    }
+
     /// Waits `debounce` after a change before running.
     pub fn with_debounce(mut self, debounce: Duration) -> Runner {
         self.debounce_ms = duration_ms(debounce);
@@ -598,10 +636,30 @@ impl Runner {
 
     /// Swaps the job set in: a job keeping its name keeps its open findings (and runs at
     /// once if its spec changed); a new one loads its state file and runs at once; a
-    /// removed one is forgotten (its state file stays, for when it comes back).
+    /// removed one has its open findings resolved (reason `job_removed`, see
+    /// [`Runner::next_retirement`]) and then its state file deleted.
     pub fn set_jobs(&mut self, jobs: Vec<AuditJob>) {
+        self.swap_jobs(jobs, &mut BTreeMap::new());
+    }
+
+    /// The state files [`Runner::set_jobs`] would read for `jobs` (the new ones), so that
+    /// [`drive`] reads them off the async workers.
+    fn states_to_read(&self, jobs: &[AuditJob]) -> Vec<(String, PathBuf)> {
+        jobs.iter()
+            .filter(|spec| {
+                !self.jobs.iter().any(|r| r.spec.name == spec.name)
+                    && !self.retired.iter().any(|r| r.spec.name == spec.name)
+            })
+            .map(|spec| (spec.name.clone(), self.state_path(&spec.name)))
+            .collect()
+    }
+
+    /// [`Runner::set_jobs`] with state files already read (`read`, by job); one missing
+    /// there is read here.
+    fn swap_jobs(&mut self, jobs: Vec<AuditJob>, read: &mut BTreeMap<String, StateRead>) {
         let mut old: BTreeMap<String, JobRun> = std::mem::take(&mut self.jobs)
             .into_iter()
+            .chain(std::mem::take(&mut self.retired))
             .map(|run| (run.spec.name.clone(), run))
             .collect();
         for spec in jobs {
@@ -613,10 +671,23 @@ impl Runner {
                     run.spec = spec;
                     run
                 }
-                None => self.load(spec),
+                None => {
+                    let state = read
+                        .remove(&spec.name)
+                        .unwrap_or_else(|| read_state(&self.state_path(&spec.name)));
+                    job_run(spec, state)
+                }
             };
             self.jobs.push(run);
         }
+        // What is left was removed: resolve its findings as soon as possible.
+        self.retired = old
+            .into_values()
+            .map(|mut run| {
+                run.next_due_ms = i64::MIN;
+                run
+            })
+            .collect();
         self.view.set(&self.jobs);
     }
 
@@ -624,81 +695,66 @@ impl Runner {
         self.state_dir.join(format!("{job}.json"))
     }
 
-    fn load(&self, spec: AuditJob) -> JobRun {
-        let mut status = JobStatus {
-            name: spec.name.clone(),
-            ..JobStatus::default()
-        };
-        let path = self.state_path(&spec.name);
-        let open = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
-                Ok(state) if state.version == STATE_VERSION => state
-                    .findings
-                    .into_iter()
-                    .take(MAX_FINDINGS_PER_JOB)
-                    .map(|f| (f.key.clone(), f))
-                    .collect(),
-                Ok(state) => {
-                    fail_status(
-                        &mut status,
-                        format!(
-                            "state {}: version {} unknown, ignored",
-                            path.display(),
-                            state.version
-                        ),
-                    );
-                    BTreeMap::new()
+    /// A removed job whose findings are to be resolved now: publish its events, then
+    /// [`Retirement::remove_state`] and [`Runner::retired`]; or [`Runner::retirement_failed`].
+    pub fn next_retirement(&mut self) -> Option<Retirement> {
+        let now = self.clock.now_ms();
+        let run = self.retired.iter().find(|r| now >= r.next_due_ms)?;
+        let job = run.spec.name.as_str();
+        let events = run
+            .open
+            .values()
+            .map(|old| {
+                let mut event = old.event(RESOLVED, job, &self.source, now);
+                if let Some(map) = event.data.as_object_mut() {
+                    map.insert("reason".into(), Value::from("job_removed"));
                 }
-                Err(e) => {
-                    fail_status(
-                        &mut status,
-                        format!("state {}: unreadable, ignored: {e}", path.display()),
-                    );
-                    BTreeMap::new()
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                fail_status(
-                    &mut status,
-                    format!("state {}: unreadable, ignored: {e}", path.display()),
-                );
-                BTreeMap::new()
-            }
-        };
-        JobRun {
-            spec,
-            open,
-            next_due_ms: i64::MIN,
-            last_attempt_ms: None,
-            changed_ms: None,
-            status,
+                event
+            })
+            .collect();
+        Some(Retirement {
+            job: job.to_string(),
+            events,
+            state: self.state_path(job),
+        })
+    }
+
+    /// A removed job's resolutions are published (and its state file removed): it is gone.
+    pub fn retired(&mut self, job: &str) {
+        self.retired.retain(|r| r.spec.name != job);
+    }
+
+    /// A removed job's resolutions were not published: tried again within a minute.
+    pub fn retirement_failed(&mut self, job: &str, error: &str) {
+        let retry = self.clock.now_ms().saturating_add(RETRY_MS);
+        tracing::warn!(job = %job, error = %error, "audit job removed; its resolutions not published, retrying later");
+        for run in self.retired.iter_mut().filter(|r| r.spec.name == job) {
+            run.next_due_ms = retry;
         }
     }
 
     /// Files and directories to watch: directories recursively, a file through its
     /// directory (editors replace files by renaming).
+    /// (Blocking: it looks at the file system.)
     pub fn watch_targets(&self) -> Vec<(PathBuf, bool)> {
-        let mut targets = BTreeSet::new();
-        for run in &self.jobs {
-            for path in &run.spec.paths {
-                let path = Path::new(path);
-                if path.is_dir() {
-                    targets.insert((path.to_path_buf(), true));
-                } else {
-                    let parent = path
-                        .parent()
-                        .filter(|p| !p.as_os_str().is_empty())
-                        .unwrap_or(Path::new("."));
-                    targets.insert((parent.to_path_buf(), false));
-                }
-            }
-        }
-        targets.into_iter().collect()
+        watch_targets(&self.watched_paths())
+    }
+
+    /// Every job's paths.
+    fn watched_paths(&self) -> Vec<String> {
+        self.jobs
+            .iter()
+            .flat_map(|run| run.spec.paths.iter().cloned())
+            .collect()
     }
 
     /// Something changed at `path`: the jobs auditing it run once the changes settle.
     pub fn changed(&mut self, path: &Path) {
+        // The agent's own writes (state files, their temporary files, the database) would
+        // otherwise run the jobs again after every run, forever.
+        if is_ignored(&self.ignored, path) {
+            return;
+        }
         let now = self.clock.now_ms();
         for run in &mut self.jobs {
             if run.spec.paths.iter().any(|p| covers(Path::new(p), path)) {
@@ -744,16 +800,25 @@ impl Runner {
             previous: run.open.clone(),
             source: self.source.clone(),
             now_ms: now,
+            ignored: self.ignored.clone(),
         })
     }
 
     /// Applies a run whose events are published: its findings become the job's open ones,
     /// saved to its state file.
     pub fn commit(&mut self, pending: Pending) {
+        let job = pending.job.clone();
+        if let Some(write) = self.apply(pending) {
+            let written = write.write();
+            self.saved(&job, &write.path, written);
+        }
+    }
+
+    /// [`Runner::commit`] in memory; the state file is written by the caller with
+    /// [`StateWrite::write`] (blocking) and the outcome given to [`Runner::saved`].
+    fn apply(&mut self, pending: Pending) -> Option<StateWrite> {
         let path = self.state_path(&pending.job);
-        let Some(run) = self.jobs.iter_mut().find(|r| r.spec.name == pending.job) else {
-            return;
-        };
+        let run = self.jobs.iter_mut().find(|r| r.spec.name == pending.job)?;
         run.open = pending.open;
         run.next_due_ms = pending.now_ms.saturating_add(duration_ms(run.spec.every));
         run.status.runs += 1;
@@ -761,11 +826,29 @@ impl Runner {
         run.status.over_cap = pending.over_cap;
         run.status.input_errors = pending.input_errors;
         run.status.input_errors_total = pending.input_errors_total;
-        if let Err(e) = save(&path, &run.spec.name, &run.open) {
-            let message = format!("state {}: not written: {e}", path.display());
-            tracing::warn!(job = %run.spec.name, error = %message, "audit job");
-            fail_status(&mut run.status, message);
-        }
+        let state = StateFile {
+            version: STATE_VERSION,
+            job: run.spec.name.clone(),
+            findings: run.open.values().cloned().collect(),
+        };
+        self.view.set(&self.jobs);
+        Some(StateWrite {
+            bytes: serde_json::to_vec(&state).map_err(std::io::Error::other),
+            path,
+        })
+    }
+
+    /// Records whether a job's state file was written.
+    fn saved(&mut self, job: &str, path: &Path, written: std::io::Result<()>) {
+        let Err(e) = written else {
+            return;
+        };
+        let Some(run) = self.jobs.iter_mut().find(|r| r.spec.name == job) else {
+            return;
+        };
+        let message = format!("state {}: not written: {e}", path.display());
+        tracing::warn!(job = %job, error = %message, "audit job");
+        fail_status(&mut run.status, message);
         self.view.set(&self.jobs);
     }
 
@@ -790,6 +873,17 @@ impl Runner {
         &mut self,
         publish: &mut dyn FnMut(&[Event]) -> Result<(), String>,
     ) -> usize {
+        while let Some(retirement) = self.next_retirement() {
+            match publish(&retirement.events) {
+                Ok(()) => {
+                    if let Err(e) = retirement.remove_state() {
+                        tracing::warn!(job = %retirement.job, error = %e, "audit job removed; state file not deleted");
+                    }
+                    self.retired(&retirement.job);
+                }
+                Err(e) => self.retirement_failed(&retirement.job, &e),
+            }
+        }
         let due = self.due();
         for job in &due {
             let Some(prepared) = self.prepare(job) else {
@@ -810,6 +904,86 @@ fn fail_status(status: &mut JobStatus, message: String) {
     status.last_error = Some(message);
 }
 
+/// A job's state file as read: its open findings, or why none were kept.
+type StateRead = (BTreeMap<String, OpenFinding>, Option<String>);
+
+/// Reads a job's state file (blocking). A missing file is no error.
+fn read_state(path: &Path) -> StateRead {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Some(format!(
+            "state {}: unreadable, ignored: {e}",
+            path.display()
+        ))
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
+            Ok(state) if state.version == STATE_VERSION => (
+                state
+                    .findings
+                    .into_iter()
+                    .take(MAX_FINDINGS_PER_JOB)
+                    .map(|f| (f.key.clone(), f))
+                    .collect(),
+                None,
+            ),
+            Ok(state) => (
+                BTreeMap::new(),
+                Some(format!(
+                    "state {}: version {} unknown, ignored",
+                    path.display(),
+                    state.version
+                )),
+            ),
+            Err(e) => (BTreeMap::new(), unreadable(&e)),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (BTreeMap::new(), None),
+        Err(e) => (BTreeMap::new(), unreadable(&e)),
+    }
+}
+
+/// A job starting with the state read for it, due at once.
+fn job_run(spec: AuditJob, (open, error): StateRead) -> JobRun {
+    let mut status = JobStatus {
+        name: spec.name.clone(),
+        ..JobStatus::default()
+    };
+    if let Some(error) = error {
+        fail_status(&mut status, error);
+    }
+    JobRun {
+        spec,
+        open,
+        next_due_ms: i64::MIN,
+        last_attempt_ms: None,
+        changed_ms: None,
+        status,
+    }
+}
+
+/// A removed job's resolved events, from [`Runner::next_retirement`].
+pub struct Retirement {
+    /// The removed job.
+    pub job: String,
+    /// One [`RESOLVED`] event (`reason: job_removed`) per finding it had open.
+    pub events: Vec<Event>,
+    state: PathBuf,
+}
+
+impl Retirement {
+    /// Deletes the job's state file (blocking), once its events are published.
+    pub fn remove_state(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.state) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `path` lies under one of the `ignored` directories.
+fn is_ignored(ignored: &[PathBuf], path: &Path) -> bool {
+    ignored.iter().any(|dir| covers(dir, path))
+}
+
 /// Whether a change at `changed` concerns the job path `path` (it, or something under it).
 fn covers(path: &Path, changed: &Path) -> bool {
     if changed.starts_with(path) {
@@ -826,21 +1000,49 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Writes the state through a temporary file and a rename: a crash leaves the old or the
-/// new file, never half of one.
-fn save(path: &Path, job: &str, open: &BTreeMap<String, OpenFinding>) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// See [`Runner::watch_targets`] (blocking).
+fn watch_targets(paths: &[String]) -> Vec<(PathBuf, bool)> {
+    let mut targets = BTreeSet::new();
+    for path in paths {
+        let path = Path::new(path);
+        if path.is_dir() {
+            targets.insert((path.to_path_buf(), true));
+        } else {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            targets.insert((parent.to_path_buf(), false));
+        }
     }
-    let state = StateFile {
-        version: STATE_VERSION,
-        job: job.to_string(),
-        findings: open.values().cloned().collect(),
-    };
-    let bytes = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    targets.into_iter().collect()
+}
+
+/// A job's state file to write.
+struct StateWrite {
+    path: PathBuf,
+    bytes: std::io::Result<Vec<u8>>,
+}
+
+impl StateWrite {
+    /// Writes the state through a synced temporary file and a rename (blocking): a crash
+    /// leaves the old or the new file, never half of one.
+    fn write(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        let bytes = self
+            .bytes
+            .as_ref()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)
+    }
 }
 
 /// Where a run's events go (the agent's bus).
@@ -915,14 +1117,21 @@ fn watch(
     (Some(watcher), problems)
 }
 
-/// Watches the runner's targets; what cannot be watched is logged the first time only
-/// (`logged`), since the schedule covers it anyway.
-fn rewatch(
+/// Watches the runner's targets off the async workers (a recursive watch walks the tree);
+/// what cannot be watched is logged the first time only (`logged`), since the schedule
+/// covers it anyway.
+async fn rewatch(
     runner: &Runner,
     changes: &Arc<Changes>,
     logged: &mut bool,
 ) -> Option<notify::RecommendedWatcher> {
-    let (watcher, problems) = watch(&runner.watch_targets(), changes);
+    let paths = runner.watched_paths();
+    let changes = Arc::clone(changes);
+    let (watcher, problems) =
+        match tokio::task::spawn_blocking(move || watch(&watch_targets(&paths), &changes)).await {
+            Ok(watched) => watched,
+            Err(e) => (None, vec![format!("watcher task lost: {e}")]),
+        };
     if !problems.is_empty() && !*logged {
         *logged = true;
         tracing::warn!(
@@ -964,12 +1173,32 @@ pub async fn drive(
     let mut stop = std::pin::pin!(stop);
     let changes = Arc::new(Changes::default());
     let mut logged = false;
-    let mut watcher = options
-        .watch
-        .then(|| rewatch(&runner, &changes, &mut logged))
-        .flatten();
+    let mut watcher = match options.watch {
+        true => rewatch(&runner, &changes, &mut logged).await,
+        false => None,
+    };
     let mut jobs_open = true;
     loop {
+        while let Some(retirement) = runner.next_retirement() {
+            let published = if retirement.events.is_empty() {
+                Ok(())
+            } else {
+                sink.publish(retirement.events.clone()).await
+            };
+            if let Err(e) = published {
+                runner.retirement_failed(&retirement.job, &e);
+                continue;
+            }
+            let job = retirement.job.clone();
+            let removed = tokio::task::spawn_blocking(move || retirement.remove_state()).await;
+            if let Err(e) = removed
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
+                tracing::warn!(job = %job, error = %e, "audit job removed; state file not deleted");
+            }
+            runner.retired(&job);
+        }
         for job in runner.due() {
             let Some(prepared) = runner.prepare(&job) else {
                 continue;
@@ -988,7 +1217,16 @@ pub async fn drive(
                 sink.publish(events).await
             };
             match published {
-                Ok(()) => runner.commit(pending),
+                Ok(()) => {
+                    let Some(write) = runner.apply(pending) else {
+                        continue;
+                    };
+                    let path = write.path.clone();
+                    let written = tokio::task::spawn_blocking(move || write.write())
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                    runner.saved(&job, &path, written);
+                }
                 Err(e) => runner.fail(&job, format!("events not published: {e}")),
             }
         }
@@ -1010,10 +1248,19 @@ pub async fn drive(
                     continue;
                 }
                 let next = jobs.borrow_and_update().clone();
-                runner.set_jobs(next);
+                let wanted = runner.states_to_read(&next);
+                let mut read = tokio::task::spawn_blocking(move || {
+                    wanted
+                        .into_iter()
+                        .map(|(job, path)| (job, read_state(&path)))
+                        .collect::<BTreeMap<_, _>>()
+                })
+                .await
+                .unwrap_or_default();
+                runner.swap_jobs(next, &mut read);
                 if options.watch {
                     drop(watcher.take());
-                    watcher = rewatch(&runner, &changes, &mut logged);
+                    watcher = rewatch(&runner, &changes, &mut logged).await;
                 }
             }
             () = tokio::time::sleep(options.tick) => {}

@@ -435,3 +435,233 @@ impl EventSink for Collect {
         Box::pin(async { Ok(()) })
     }
 }
+
+#[test]
+fn the_data_dir_inside_the_paths_is_neither_audited_nor_a_change() {
+    let f = Fixture::new();
+    let data = f.dir.path().join("manifests/data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A manifest-looking file of the agent's own (a cache, a state file of an old layout).
+    std::fs::write(data.join("cache.yaml"), BAD_POD).unwrap();
+    let mut runner = Runner::new(
+        vec![f.job()],
+        data.join("audit"),
+        "/opsloop/agent/test",
+        f.clock.clone(),
+    )
+    .ignoring(&data)
+    .with_debounce(Duration::from_secs(1));
+    let first = run(&mut runner);
+    assert_eq!(of_check(&first, FINDING, "host-network").len(), 1);
+    assert!(data.join("audit/site.json").is_file());
+    assert!(
+        first
+            .iter()
+            .all(|e| !e.data["file"].as_str().unwrap().contains("/data/")),
+        "{first:?}"
+    );
+    // The agent's own writes: the state file, its temporary file, the database.
+    runner.changed(&data.join("audit/site.json"));
+    runner.changed(&data.join("audit/site.json.tmp"));
+    runner.changed(&data.join("events.db-wal"));
+    f.clock.advance(Duration::from_secs(2));
+    assert!(runner.due().is_empty(), "its own writes do not run the job");
+    // A real change still does.
+    runner.changed(&f.dir.path().join("manifests/pod.yaml"));
+    f.clock.advance(Duration::from_secs(2));
+    assert_eq!(runner.due(), vec!["site".to_string()]);
+    assert!(run(&mut runner).is_empty(), "its state file is no manifest");
+    let status = &runner.view().statuses()[0];
+    assert_eq!(status.input_errors_total, 0, "{status:?}");
+}
+
+#[test]
+fn the_state_dir_is_ignored_without_being_told() {
+    let f = Fixture::new();
+    let state = f.dir.path().join("manifests/state");
+    let mut runner = Runner::new(vec![f.job()], &state, "/s", f.clock.clone())
+        .with_debounce(Duration::from_secs(1));
+    run(&mut runner);
+    runner.changed(&state.join("site.json"));
+    f.clock.advance(Duration::from_secs(2));
+    assert!(runner.due().is_empty());
+    f.clock.advance(Duration::from_secs(601));
+    assert!(run(&mut runner).is_empty());
+}
+
+#[test]
+fn findings_under_a_missing_root_stay_open() {
+    let f = Fixture::new();
+    let mut runner = f.runner();
+    let first = run(&mut runner);
+    let manifests = f.dir.path().join("manifests");
+    let moved = f.dir.path().join("moved");
+    std::fs::rename(&manifests, &moved).unwrap();
+    f.clock.advance(Duration::from_secs(601));
+    assert!(run(&mut runner).is_empty(), "nothing is known to be fixed");
+    let status = &runner.view().statuses()[0];
+    assert_eq!(status.input_errors_total, 1, "{status:?}");
+    assert_eq!(status.open_findings, first.len());
+    std::fs::rename(&moved, &manifests).unwrap();
+    f.clock.advance(Duration::from_secs(601));
+    assert!(run(&mut runner).is_empty(), "nothing is reported again");
+}
+
+#[test]
+fn diff_keeps_findings_under_an_unreadable_directory() {
+    let f = Fixture::new();
+    let sources = source::collect(&[f.manifests()], &mut std::io::empty());
+    let report = crate::audit(&sources, &Options::default());
+    let first = diff(&f.job(), &report, &BTreeMap::new(), 1, "/s");
+    // The directory itself unreadable this time: one error naming it, no findings.
+    let unreadable = source::Source {
+        name: f.manifests(),
+        bytes: Err("permission denied".into()),
+    };
+    let report = crate::audit(&[unreadable], &Options::default());
+    assert_eq!(report.errors.len(), 1);
+    let again = diff(&f.job(), &report, &first.open, 2, "/s");
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.open, first.open);
+    // A sibling whose name only starts the same is not under it.
+    let mut job = f.job();
+    job.name = "other".into();
+    let sibling = source::Source {
+        name: format!("{}-old", f.manifests()),
+        bytes: Err("gone".into()),
+    };
+    let report = crate::audit(&[sibling], &Options::default());
+    let resolved = diff(&job, &report, &first.open, 3, "/s");
+    assert_eq!(resolved.events.len(), first.open.len());
+}
+
+#[test]
+fn a_removed_job_resolves_its_findings_and_forgets_its_state() {
+    let f = Fixture::new();
+    let mut runner = f.runner();
+    let first = run(&mut runner);
+    let state = f.dir.path().join("state/site.json");
+    assert!(state.is_file());
+    // Removed and back before anything ran: nothing happened.
+    runner.set_jobs(Vec::new());
+    runner.set_jobs(vec![f.job()]);
+    assert!(run(&mut runner).is_empty());
+    // Renamed: the old name's findings resolve, the new one's are new.
+    let mut renamed = f.job();
+    renamed.name = "shop".into();
+    runner.set_jobs(vec![renamed]);
+    // The bus refuses first: retried later, the state file kept.
+    let mut refused = 0;
+    runner.run_due_blocking(&mut |events| {
+        if events.iter().any(|e| e.kind == RESOLVED) {
+            refused += 1;
+            return Err("bus down".into());
+        }
+        Ok(())
+    });
+    assert_eq!(refused, 1);
+    assert!(state.is_file());
+    f.clock.advance(Duration::from_secs(61));
+    let events = run(&mut runner);
+    let resolved: Vec<_> = events.iter().filter(|e| e.kind == RESOLVED).collect();
+    assert_eq!(resolved.len(), first.len());
+    assert!(
+        resolved
+            .iter()
+            .all(|e| e.data["job"] == "site" && e.data["reason"] == "job_removed")
+    );
+    let paired: BTreeSet<_> = first.iter().map(|e| &e.fingerprint).collect();
+    assert!(resolved.iter().all(|e| paired.contains(&e.fingerprint)));
+    assert!(!state.is_file(), "its state file is deleted");
+    f.clock.advance(Duration::from_secs(601));
+    assert!(run(&mut runner).is_empty(), "resolved once only");
+}
+
+#[test]
+fn two_jobs_over_one_file_have_their_own_fingerprints() {
+    let f = Fixture::new();
+    let jobs = check(&[
+        json!({"name": "a", "paths": [f.manifests()]}),
+        json!({"name": "b", "paths": [f.manifests()]}),
+    ])
+    .unwrap();
+    let mut runner = Runner::new(jobs, f.dir.path().join("state"), "/s", f.clock.clone());
+    let events = run(&mut runner);
+    let host = of_check(&events, FINDING, "host-network");
+    assert_eq!(host.len(), 2);
+    assert_ne!(host[0].fingerprint, host[1].fingerprint);
+}
+
+#[test]
+fn view_lists_at_most_limit_findings_and_counts_the_rest() {
+    let f = Fixture::new();
+    let mut runner = f.runner();
+    let all = run(&mut runner).len();
+    assert!(all > 1);
+    let view = runner.view();
+    let query = |limit: Option<&str>| {
+        let mut q = BTreeMap::new();
+        if let Some(limit) = limit {
+            q.insert("limit".to_string(), limit.to_string());
+        }
+        view.list(&q)
+    };
+    let default = query(None);
+    assert_eq!(default["findings"].as_array().unwrap().len(), all);
+    assert_eq!(default["omitted"], 0);
+    let one = query(Some("1"));
+    assert_eq!(one["findings"].as_array().unwrap().len(), 1);
+    assert_eq!(one["omitted"], all - 1);
+    assert!(query(Some("10001"))["error"].is_string());
+    assert!(query(Some("many"))["error"].is_string());
+    assert_eq!(
+        query(Some("10000"))["findings"].as_array().unwrap().len(),
+        all
+    );
+}
+
+/// A job removed by a reload on the agent: its findings resolve, its state file goes.
+#[test]
+fn drive_resolves_the_findings_of_a_removed_job() {
+    let f = Fixture::new();
+    let runner = Runner::new(
+        vec![f.job()],
+        f.dir.path().join("state"),
+        "/s",
+        f.clock.clone(),
+    );
+    let view = runner.view();
+    let sink = Arc::new(Collect::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (jobs_tx, jobs_rx) = tokio::sync::watch::channel(vec![f.job()]);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let driver = runtime.spawn({
+        let sink: Arc<dyn EventSink> = sink.clone();
+        let stop = Arc::clone(&stop);
+        drive(
+            runner,
+            sink,
+            jobs_rx,
+            DriveOptions {
+                tick: Duration::from_millis(20),
+                watch: true,
+            },
+            async move { stop.notified().await },
+        )
+    });
+    wait_until("the first run", || view.statuses()[0].runs == 1);
+    let state = f.dir.path().join("state/site.json");
+    assert!(state.is_file());
+    jobs_tx.send_replace(Vec::new());
+    wait_until("the resolution", || {
+        sink.count(RESOLVED, "host-network") == 1
+    });
+    wait_until("the state file gone", || !state.exists());
+    assert!(view.statuses().is_empty());
+    stop.notify_one();
+    runtime.block_on(driver).unwrap();
+}
