@@ -50,10 +50,11 @@ fn kube_api(answer: &'static str) -> (u16, Seen) {
             let mut parts = first.split_whitespace();
             let method = parts.next().unwrap_or_default().to_string();
             let path = parts.next().unwrap_or_default().to_string();
-            record
-                .lock()
-                .unwrap()
-                .push((method, path, String::from_utf8_lossy(&body).into_owned()));
+            record.lock().unwrap().push((
+                method,
+                path,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
@@ -111,7 +112,13 @@ fn the_oom_example_restarts_the_deployment_after_approval() {
             r#"{{"message": "Memory cgroup out of memory: Killed process 4242 (java)", "namespace": "shop", "deployment": "checkout", "pod": "{pod}"}}"#
         )
     };
-    let (status, body) = http(api, "POST", "/api/v1/logs", &line("checkout-1"), Some(TOKEN));
+    let (status, body) = http(
+        api,
+        "POST",
+        "/api/v1/logs",
+        &line("checkout-1"),
+        Some(TOKEN),
+    );
     assert_eq!(status, 202, "{body}");
     wait_for("the first rule match", || {
         let (_, body) = http(
@@ -124,7 +131,13 @@ fn the_oom_example_restarts_the_deployment_after_approval() {
         body.contains("oom-kill").then_some(())
     });
     assert!(incidents(api).is_empty());
-    let (status, body) = http(api, "POST", "/api/v1/logs", &line("checkout-2"), Some(TOKEN));
+    let (status, body) = http(
+        api,
+        "POST",
+        "/api/v1/logs",
+        &line("checkout-2"),
+        Some(TOKEN),
+    );
     assert_eq!(status, 202, "{body}");
     let id = wait_for("the incident awaiting approval", || {
         let list = incidents(api);
@@ -141,8 +154,11 @@ fn the_oom_example_restarts_the_deployment_after_approval() {
     let incident = wait_for("the incident to resolve", || {
         let list = incidents(api);
         let first = list.first()?.clone();
-        matches!(first["state"].as_str(), Some("resolved" | "failed" | "escalated"))
-            .then_some(first)
+        matches!(
+            first["state"].as_str(),
+            Some("resolved" | "failed" | "escalated")
+        )
+        .then_some(first)
     });
     assert_eq!(incident["state"], "resolved", "{incident}");
     let requests = seen.lock().unwrap().clone();
