@@ -333,6 +333,14 @@ pub fn hooks(config: &[HookConfig]) -> Result<BTreeMap<String, Hook>> {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("hooks[{i}].{field}: {e}"))
         };
+        // The loop's own decisions (approvals among them, which need an operator token)
+        // cannot be forged through a hook.
+        if h.kind.starts_with(opsloop_heal::run::INCIDENT_PREFIX) {
+            anyhow::bail!(
+                "hooks[{i}].type: {:?} is the heal loop's own event type",
+                h.kind
+            );
+        }
         let hook = Hook {
             kind: h.kind.clone(),
             subject: compile("subject", &h.subject)?,
@@ -552,5 +560,25 @@ mod tests {
             text.contains("opsloop_heal_lock_unavailable_total 0"),
             "{text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_cannot_forge_the_loops_own_events() {
+        let hook = HookConfig {
+            name: "x".into(),
+            kind: "io.opsloop.incident.approve".into(),
+            subject: None,
+            data: None,
+        };
+        let Err(e) = hooks(&[hook]) else {
+            panic!("a hook of type io.opsloop.incident.approve was accepted");
+        };
+        let e = e.to_string();
+        assert!(e.contains("hooks[0].type"), "{e}");
     }
 }

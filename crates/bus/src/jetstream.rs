@@ -261,7 +261,7 @@ pub struct KvLocks {
 }
 
 impl KvLocks {
-    /// Creates `key` with `value`, expiring after `ttl` (whole seconds, at least one):
+    /// Creates `key` with `value`, expiring after `ttl` (whole seconds rounded up, at least one):
     /// `Ok(true)` if this call created it, `Ok(false)` if it exists, an error if the server
     /// could not say.
     pub async fn try_create(
@@ -270,7 +270,11 @@ impl KvLocks {
         value: bytes::Bytes,
         ttl: Duration,
     ) -> Result<bool, BusError> {
-        let ttl = Duration::from_secs(ttl.as_secs().max(1));
+        // Rounded up: a lock must never expire before the time asked for.
+        let secs = ttl
+            .as_secs()
+            .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+        let ttl = Duration::from_secs(secs.max(1));
         match self.store.create_with_ttl(key, value, ttl).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),

@@ -1116,6 +1116,14 @@ impl HealEngine {
             });
             return;
         };
+        // Expired approvals are swept once a minute; one that expired since is not taken.
+        if now.saturating_sub(p.since_ms) >= self.limits.approval_timeout_ms {
+            out.push(Decision::ApprovalIgnored {
+                incident_id: id,
+                reason: "the approval window has expired".into(),
+            });
+            return;
+        }
         let i = p.playbook;
         let Some(pb) = self.set.playbooks().get(i).cloned() else {
             return;

@@ -1073,6 +1073,13 @@ impl Checker<'_> {
             if e.kind.trim().is_empty() {
                 self.problem(line, &format!("{p}.type"), "empty event type");
             }
+            if e.kind.starts_with(crate::run::INCIDENT_PREFIX) {
+                self.problem(
+                    line,
+                    &format!("{p}.type"),
+                    "io.opsloop.incident.* events are the heal loop's own (approvals need an operator token)",
+                );
+            }
             let data =
                 match JsonTemplate::parse(e.data.as_ref().unwrap_or(&serde_json::Value::Null)) {
                     Ok(t) => t,

@@ -27,6 +27,8 @@ use crate::playbook::{
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Per-request timeout of checks and escalations.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The heal loop's own event types (transitions, approvals): no playbook or hook emits them.
+pub const INCIDENT_PREFIX: &str = "io.opsloop.incident.";
 
 /// What runs share with the engine.
 #[derive(Clone)]
@@ -195,8 +197,14 @@ pub fn render_action(
                 .map(|t| absolute(t.render(scope)?))
                 .collect::<Result<_, _>>()?,
             network: x.network,
-            timeout_ms: u64::try_from(x.timeout.unwrap_or(step.timeout).as_millis())
-                .unwrap_or(u64::MAX),
+            // Never longer than the step: a command outliving its step's timeout would run
+            // beside the retry or the compensation that follows.
+            timeout_ms: u64::try_from(
+                x.timeout
+                    .map_or(step.timeout, |t| t.min(step.timeout))
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             env: x.env.clone(),
             user: x.user.clone(),
         },
@@ -253,6 +261,10 @@ pub fn render_action(
             data,
         } => {
             let kind = kind.render(scope)?;
+            // Approvals and the loop's own transitions cannot come from a playbook.
+            if kind.starts_with(INCIDENT_PREFIX) {
+                return Err(format!("event type {kind:?} is the heal loop's own"));
+            }
             let subject = subject.as_ref().map(|s| s.render(scope)).transpose()?;
             let data = render_json(data, scope)?;
             Action::Event {
@@ -709,7 +721,7 @@ async fn check_round(
                             let needle = match body_contains.as_ref().map(|b| b.render(scope)) {
                                 Some(Ok(n)) => Some(n),
                                 Some(Err(e)) => {
-                                    out.push(result(check, false, e, &at));
+                                    out.push(result(check, false, deps.redactor.redact(&e), &at));
                                     continue;
                                 }
                                 None => None,
@@ -806,7 +818,8 @@ async fn check_round(
                 }
             }
         };
-        out.push(result(check, passed, detail, &at));
+        // Details quote URLs and answers that may hold interpolated secrets.
+        out.push(result(check, passed, deps.redactor.redact(&detail), &at));
     }
     out
 }

@@ -418,6 +418,24 @@ fn approvals_expire() {
 }
 
 #[test]
+fn an_approval_after_the_window_is_ignored_before_the_sweep() {
+    let mut r = rig(&playbook("approve", ""));
+    let d = r.engine.handle(&alert("DiskFull", "a", true));
+    let Some(Decision::AwaitingApproval(inc)) = d.into_iter().next() else {
+        panic!("expected an approval");
+    };
+    // The sweep runs just before the window ends; the approval comes just after it.
+    r.clock.advance(Duration::from_secs(24 * 3600 - 30));
+    r.engine.handle(&alert("HighCpu", "z", true));
+    r.clock.advance(Duration::from_secs(40));
+    let d = r.engine.handle(&approval(true, &inc.id, "alice"));
+    assert!(
+        matches!(&d[..], [Decision::ApprovalIgnored { reason, .. }] if reason.contains("expired")),
+        "{d:?}"
+    );
+}
+
+#[test]
 fn dry_run_records_interpolated_steps_and_runs_nothing() {
     let mut r = rig(&playbook("dry-run", ""));
     let d = r.engine.handle(&alert("DiskFull", "db-7", true));

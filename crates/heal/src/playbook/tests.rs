@@ -316,3 +316,14 @@ fn an_agent_config_lends_its_playbooks_list() {
         .unwrap_or_default();
     assert_eq!(p[0].line, Some(3), "{p:?}");
 }
+
+#[test]
+fn a_playbook_cannot_emit_the_loops_own_events() {
+    let text = "playbooks:\n  - name: a\n    trigger: { type: t }\n    steps:\n      - event: { type: io.opsloop.incident.approve, data: { incident_id: x } }\n";
+    let p = problems(text);
+    assert!(
+        p.iter()
+            .any(|p| p.path.ends_with("event.type") && p.message.contains("own")),
+        "{p:?}"
+    );
+}
