@@ -148,7 +148,7 @@ async fn drive(
     counts: Arc<LockCounts>,
     mut rx: mpsc::Receiver<Input>,
 ) {
-    let deps = engine.run_deps(runner);
+    let mut deps = engine.run_deps(runner);
     // Finished incidents come back here; at most the concurrency guardrail are in flight.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Incident>();
     let mut in_flight = 0usize;
@@ -171,7 +171,11 @@ async fn drive(
                         }
                     }
                 }
-                Some(Input::Reload(set)) => engine.replace_playbooks(set),
+                Some(Input::Reload(set)) => {
+                    engine.replace_playbooks(set);
+                    // Runs started from now on redact the secrets the new set names.
+                    deps = engine.run_deps(Arc::clone(&deps.runner));
+                }
                 None => open = false,
             },
             Some(done) = done_rx.recv() => {
@@ -227,6 +231,45 @@ mod tests {
         let incidents = journal.incidents();
         assert_eq!(incidents.len(), 1);
         assert_eq!(incidents[0].state, IncidentState::Resolved);
+    }
+
+    /// A secret named only by the reloaded set is redacted from runs started after the reload.
+    #[tokio::test]
+    async fn secrets_of_a_reloaded_set_are_redacted_from_its_runs() {
+        let first =
+            "name: p\ntrigger: { type: t }\nmode: enforce\nsteps: [ { exec: { command: [x] } } ]\n";
+        let second = "name: q\ntrigger: { type: u }\nmode: enforce\nsteps:\n  - http:\n      url: 'http://127.0.0.1:9/hook'\n      headers: { Authorization: { secret_env: HOOK_TOKEN } }\n      body: 'token ${{ env.HOOK_TOKEN }}'\n";
+        let first = PlaybookSet::from_yaml(first, "t").unwrap_or_else(|e| panic!("{e}"));
+        let second = PlaybookSet::from_yaml(second, "t").unwrap_or_else(|e| panic!("{e}"));
+        let journal = Arc::new(MemoryJournal::default());
+        let env: BTreeMap<String, String> =
+            [("HOOK_TOKEN".to_string(), "hunter2-very-secret".to_string())].into();
+        let engine = HealEngine::new(
+            first,
+            Arc::new(SystemClock),
+            journal.clone(),
+            Arc::new(MemorySink::default()),
+            env,
+        );
+        let runner = Arc::new(RecordingRunner::default());
+        let (handle, task) = spawn(engine, runner.clone());
+        handle
+            .reload(second)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let e = Event::new("u", "/t", Some("s"), 0, serde_json::json!({}));
+        handle.send(e).await.unwrap_or_else(|e| panic!("{e}"));
+        drop(handle);
+        task.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(runner.count(), 1);
+        // Everything recorded: the incident and every trail entry of the run.
+        let text = format!(
+            "{}{}",
+            serde_json::to_string(&journal.incidents()).unwrap_or_default(),
+            serde_json::to_string(&journal.entries()).unwrap_or_default()
+        );
+        assert!(text.contains("token"), "{text}");
+        assert!(!text.contains("hunter2-very-secret"), "{text}");
     }
 
     /// Two agents (engines) sharing one lock table and one target: each gets the same event
