@@ -120,6 +120,9 @@ pub enum SuppressReason {
     BlastRadius,
     /// Too many incidents await approval.
     PendingApprovalsFull,
+    /// The playbook tracks as many keys as it may, all open or cooling down: a new key is
+    /// not acted on (memory stays bounded, and no cooldown is forgotten to make room).
+    KeysFull,
 }
 
 impl SuppressReason {
@@ -132,6 +135,7 @@ impl SuppressReason {
             SuppressReason::Concurrency => "concurrency",
             SuppressReason::BlastRadius => "blast_radius",
             SuppressReason::PendingApprovalsFull => "pending_approvals_full",
+            SuppressReason::KeysFull => "keys_full",
         }
     }
 }
@@ -759,6 +763,20 @@ impl HealEngine {
         };
         if !st.keys.contains_key(&key) && st.keys.len() >= limits.max_keys_per_playbook {
             evict_keys(&mut st.keys, limits.max_keys_per_playbook, pb, now);
+            // Keys that are open or cooling down stay; past twice the limit, new keys wait.
+            if st.keys.len() >= limits.max_keys_per_playbook.saturating_mul(2) {
+                let reason = SuppressReason::KeysFull;
+                out.push(Decision::Suppressed {
+                    playbook: pb.name.clone(),
+                    key: key.clone(),
+                    reason,
+                });
+                return Verdict::Suppressed {
+                    key,
+                    target,
+                    reason,
+                };
+            }
         }
         let ks = st.keys.entry(key.clone()).or_default();
         ks.touched_ms = now;
@@ -1236,16 +1254,23 @@ fn idle_after(pb: &Playbook) -> i64 {
 }
 
 /// Makes room among a playbook's keys: idle keys first, then the least recently touched
-/// tenth; keys with an open incident stay.
+/// tenth; keys with an open incident or in their cooldown stay (evicting those would let a
+/// flood of new keys undo the cooldown of the ones that ran).
 fn evict_keys(keys: &mut FxHashMap<String, KeyState>, limit: usize, pb: &Playbook, now: i64) {
     let idle = idle_after(pb);
-    keys.retain(|_, k| k.open.is_some() || now.saturating_sub(k.touched_ms) < idle);
+    let cooldown = pb.guardrails.cooldown_ms;
+    let protected = |k: &KeyState| {
+        k.open.is_some()
+            || k.last_run_ms
+                .is_some_and(|t| now.saturating_sub(t) < cooldown || t > now)
+    };
+    keys.retain(|_, k| protected(k) || now.saturating_sub(k.touched_ms) < idle);
     if keys.len() < limit {
         return;
     }
     let mut times: Vec<i64> = keys
         .values()
-        .filter(|k| k.open.is_none())
+        .filter(|k| !protected(k))
         .map(|k| k.touched_ms)
         .collect();
     if times.is_empty() {
@@ -1253,7 +1278,7 @@ fn evict_keys(keys: &mut FxHashMap<String, KeyState>, limit: usize, pb: &Playboo
     }
     let k = (times.len() / 10).max(1) - 1;
     let (_, &mut threshold, _) = times.select_nth_unstable(k);
-    keys.retain(|_, s| s.open.is_some() || s.touched_ms > threshold);
+    keys.retain(|_, s| protected(s) || s.touched_ms > threshold);
 }
 
 /// The redactor of a set: `secret_env` values, `secret_file` contents, and variables with

@@ -525,6 +525,55 @@ fn keys_are_bounded() {
     assert_eq!(r.engine.tracked_keys(), 0);
 }
 
+#[test]
+fn a_flood_of_new_keys_does_not_undo_a_cooldown() {
+    let mut r = rig(&playbook(
+        "enforce",
+        "    guardrails: { cooldown: 30m, blast_radius: { max_targets: 100000, within: 1h } }",
+    ));
+    r.engine = std::mem::replace(
+        &mut r.engine,
+        HealEngine::new(
+            PlaybookSet::empty(),
+            r.clock.clone(),
+            r.journal.clone(),
+            r.sink.clone(),
+            BTreeMap::new(),
+        ),
+    )
+    .with_limits(EngineLimits {
+        max_keys_per_playbook: 100,
+        ..EngineLimits::default()
+    });
+    for p in plans(r.engine.handle(&alert("DiskFull", "a", true))) {
+        r.engine.finish(&p.incident);
+    }
+    // Thousands of other keys within the cooldown (each one runs and finishes too).
+    for i in 0..5_000 {
+        for p in plans(
+            r.engine
+                .handle(&alert("DiskFull", &format!("flood-{i}"), true)),
+        ) {
+            r.engine.finish(&p.incident);
+        }
+    }
+    r.clock.advance(Duration::from_secs(60));
+    assert!(
+        remediations(&r.engine.handle(&alert("DiskFull", "a", true))) == 0,
+        "the cooldown of a was forgotten"
+    );
+    // Memory stays bounded: past twice the limit, new keys are not acted on.
+    assert!(
+        r.engine.tracked_keys() <= 200,
+        "{}",
+        r.engine.tracked_keys()
+    );
+    assert_eq!(
+        suppressed(&r.engine.handle(&alert("DiskFull", "late", true))),
+        [SuppressReason::KeysFull]
+    );
+}
+
 fn failing_verify_playbook() -> String {
     r#"
 playbooks:
