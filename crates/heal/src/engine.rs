@@ -810,14 +810,15 @@ impl HealEngine {
             });
             return Verdict::ThresholdNotReached { key, count, needed };
         }
-        // Guardrails, in order.
+        // Guardrails, in order. A wall clock stepped back leaves times "in the future": they
+        // count as now (the guardrail holds, from now on) rather than as gone.
         let g = pb.guardrails;
+        if ks.last_run_ms.is_some_and(|t| t > now) {
+            ks.last_run_ms = Some(now);
+        }
         let reason = if ks.open.is_some() {
             Some(SuppressReason::IncidentOpen)
-        } else if ks
-            .last_run_ms
-            .is_some_and(|t| now >= t && now - t < g.cooldown_ms)
-        {
+        } else if ks.last_run_ms.is_some_and(|t| now - t < g.cooldown_ms) {
             Some(SuppressReason::Cooldown)
         } else {
             let hour_ago = now.saturating_sub(3_600_000);
@@ -825,15 +826,25 @@ impl HealEngine {
                 .runs_by_target
                 .get_mut(&target)
                 .map(|q| {
-                    while q.front().is_some_and(|&t| t <= hour_ago || t > now) {
+                    if q.back().is_some_and(|&t| t > now) {
+                        for t in q.iter_mut() {
+                            *t = (*t).min(now);
+                        }
+                    }
+                    while q.front().is_some_and(|&t| t <= hour_ago) {
                         q.pop_front();
                     }
                     q.len()
                 })
                 .unwrap_or(0);
             let blast_cutoff = now.saturating_sub(g.blast_within_ms);
+            if st.acted.back().is_some_and(|(t, _)| *t > now) {
+                for (t, _) in st.acted.iter_mut() {
+                    *t = (*t).min(now);
+                }
+            }
             while let Some((t, _)) = st.acted.front()
-                && (*t <= blast_cutoff || *t > now)
+                && *t <= blast_cutoff
             {
                 if let Some((_, gone)) = st.acted.pop_front()
                     && let Some(n) = st.acted_targets.get_mut(&gone)

@@ -574,6 +574,33 @@ fn a_flood_of_new_keys_does_not_undo_a_cooldown() {
     );
 }
 
+#[test]
+fn a_clock_stepped_back_keeps_the_guardrails() {
+    let mut r = rig(&playbook(
+        "enforce",
+        "    guardrails: { cooldown: 30m, blast_radius: { max_targets: 1, within: 1h } }",
+    ));
+    for p in plans(r.engine.handle(&alert("DiskFull", "a", true))) {
+        r.engine.finish(&p.incident);
+    }
+    // NTP steps the wall clock back a day: the run now looks a day in the future.
+    r.clock.set(1_700_000_000_000 - 86_400_000);
+    assert_eq!(
+        suppressed(&r.engine.handle(&alert("DiskFull", "a", true))),
+        [SuppressReason::Cooldown]
+    );
+    assert_eq!(
+        suppressed(&r.engine.handle(&alert("DiskFull", "b", true))),
+        [SuppressReason::BlastRadius]
+    );
+    // The guardrails count from the stepped-back time on, and end.
+    r.clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(
+        remediations(&r.engine.handle(&alert("DiskFull", "a", true))),
+        1
+    );
+}
+
 fn failing_verify_playbook() -> String {
     r#"
 playbooks:
