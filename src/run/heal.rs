@@ -68,22 +68,42 @@ pub type LoopCell = Arc<OnceLock<Arc<HealHandle>>>;
 /// A reload hook: the new file's playbooks are checked with the rest of it, and swapped in
 /// (state of playbooks that keep their name kept) when the whole file is good.
 pub fn reload_hook(cell: LoopCell) -> ReloadHook {
+    // Each accepted file gets a generation; a set reaches the loop only if no newer one
+    // got there first, so two quick reloads never end with the older set in force.
+    let issued = Arc::new(AtomicU64::new(0));
+    let applied = Arc::new(tokio::sync::Mutex::new(0u64));
     Arc::new(move |path: &Path| {
         let set = playbooks(Some(path)).map_err(|e| format!("{e:#}"))?;
         let cell = Arc::clone(&cell);
+        let generation = issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let applied = Arc::clone(&applied);
         Ok(Box::new(move || {
             if let Some(handle) = cell.get() {
                 let handle = Arc::clone(handle);
-                tokio::spawn(async move {
-                    if handle.reload(set).await.is_err() {
-                        tracing::warn!("playbooks not reloaded: the heal loop has stopped");
-                    } else {
-                        tracing::info!("playbooks reloaded");
-                    }
-                });
+                tokio::spawn(reload_in_order(handle, set, generation, applied));
             }
         }) as Box<dyn FnOnce() + Send>)
     })
+}
+
+/// Hands `set` (of `generation`) to the loop unless a newer set was handed over already.
+async fn reload_in_order(
+    handle: Arc<HealHandle>,
+    set: PlaybookSet,
+    generation: u64,
+    applied: Arc<tokio::sync::Mutex<u64>>,
+) -> bool {
+    let mut last = applied.lock().await;
+    if *last > generation {
+        return false;
+    }
+    if handle.reload(set).await.is_err() {
+        tracing::warn!("playbooks not reloaded: the heal loop has stopped");
+        return false;
+    }
+    *last = generation;
+    tracing::info!("playbooks reloaded");
+    true
 }
 
 /// Starts the loop over `agent` (its handle goes into `cell`): returns what the API
@@ -566,6 +586,41 @@ mod tests {
 #[cfg(test)]
 mod hook_tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_older_reload_never_lands_after_a_newer_one() {
+        let engine = HealEngine::new(
+            PlaybookSet::empty(),
+            Arc::new(SystemClock),
+            Arc::new(opsloop_heal::incident::MemoryJournal::default()),
+            Arc::new(opsloop_heal::engine::MemorySink::default()),
+            BTreeMap::new(),
+        );
+        let runner = Arc::new(opsloop_heal::action::RecordingRunner::default());
+        let (handle, _task) = driver::spawn(engine, runner);
+        let handle = Arc::new(handle);
+        let applied = Arc::new(tokio::sync::Mutex::new(0u64));
+        // The newer set (2) gets there first; the older one (1) is then dropped.
+        assert!(
+            reload_in_order(
+                Arc::clone(&handle),
+                PlaybookSet::empty(),
+                2,
+                Arc::clone(&applied)
+            )
+            .await
+        );
+        assert!(
+            !reload_in_order(
+                Arc::clone(&handle),
+                PlaybookSet::empty(),
+                1,
+                Arc::clone(&applied)
+            )
+            .await
+        );
+        assert!(reload_in_order(handle, PlaybookSet::empty(), 3, applied).await);
+    }
 
     #[test]
     fn a_hook_cannot_forge_the_loops_own_events() {
