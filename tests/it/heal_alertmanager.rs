@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use opsloop_bus::testing::free_port;
 use serde_json::Value;
 
-use crate::run::{Agent, http, stop_agent, wait_for};
+use crate::heal_run::start_example;
+use crate::run::{http, stop_agent, wait_for};
 
 const TOKEN: &str = "alertmanager-test-token";
 
@@ -154,23 +155,13 @@ fn a_real_alertmanager_triggers_the_example_once_per_group() {
 
     let api = free_port();
     let data = dir.path().join("data");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alert-exec.yaml");
-    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
-        .args(["run", "--config"])
-        .arg(&example)
-        .args(["--listen", &format!("127.0.0.1:{api}"), "--data-dir"])
-        .arg(&data)
-        .env("OPSLOOP_EXAMPLE_DIR", &out)
-        .env("OPSLOOP_API_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent(child);
-    wait_for("agent readiness", || {
-        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
-    });
+    let mut agent = start_example(
+        "alert-exec.yaml",
+        api,
+        &data,
+        &[("OPSLOOP_EXAMPLE_DIR", out.as_os_str())],
+        TOKEN,
+    );
 
     let (_am, am_port) = start_alertmanager(dir.path(), api);
     post_alert(am_port, None);

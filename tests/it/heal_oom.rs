@@ -6,14 +6,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use opsloop_bus::testing::free_port;
 use serde_json::Value;
 
-use crate::run::{Agent, http, stop_agent, wait_for};
+use crate::heal_run::start_example;
+use crate::run::{http, stop_agent, wait_for};
 
 const TOKEN: &str = "heal-oom-test-token";
 
@@ -88,23 +87,13 @@ fn the_oom_example_restarts_the_deployment_after_approval() {
     .unwrap();
 
     let api = free_port();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/log-oom-restart.yaml");
-    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
-        .args(["run", "--config"])
-        .arg(&example)
-        .args(["--listen", &format!("127.0.0.1:{api}"), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("KUBECONFIG", &kubeconfig)
-        .env("OPSLOOP_API_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent(child);
-    wait_for("agent readiness", || {
-        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
-    });
+    let mut agent = start_example(
+        "log-oom-restart.yaml",
+        api,
+        &dir.path().join("data"),
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+        TOKEN,
+    );
 
     // One OOM line is below the playbook's threshold (two within ten minutes).
     let line = |pod: &str| {

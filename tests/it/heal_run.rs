@@ -79,6 +79,37 @@ fn notify(api: u16, name: &str) {
     assert!((200..300).contains(&status), "{name}: {status} {answer}");
 }
 
+/// Starts `opsloop run` on a shipped example (`examples/NAME`) with the API on `api`, its data
+/// in `data`, `env` set and the API token in `OPSLOOP_API_TOKEN`; returns once it is ready.
+pub(crate) fn start_example(
+    name: &str,
+    api: u16,
+    data: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    token: &str,
+) -> Agent {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args(["run", "--config"])
+        .arg(&example)
+        .args(["--listen", &format!("127.0.0.1:{api}"), "--data-dir"])
+        .arg(data)
+        .envs(env.iter().copied())
+        .env("OPSLOOP_API_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Agent(child);
+    wait_for("agent readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    agent
+}
+
 #[test]
 fn the_alert_exec_example_acts_once_per_group_and_never_on_resolve() {
     let dir = tempfile::tempdir().unwrap();
@@ -91,23 +122,13 @@ fn the_alert_exec_example_acts_once_per_group_and_never_on_resolve() {
 
     let api = free_port();
     let data = dir.path().join("data");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/alert-exec.yaml");
-    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
-        .args(["run", "--config"])
-        .arg(&example)
-        .args(["--listen", &format!("127.0.0.1:{api}"), "--data-dir"])
-        .arg(&data)
-        .env("OPSLOOP_EXAMPLE_DIR", &out)
-        .env("OPSLOOP_API_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent(child);
-    wait_for("agent readiness", || {
-        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
-    });
+    let mut agent = start_example(
+        "alert-exec.yaml",
+        api,
+        &data,
+        &[("OPSLOOP_EXAMPLE_DIR", out.as_os_str())],
+        TOKEN,
+    );
 
     // Without the token the receiver refuses (and nothing reaches the bus).
     let body = std::fs::read_to_string(fixture("heal_run/firing.json")).unwrap();
@@ -257,23 +278,13 @@ fn the_disk_full_example_measures_then_acts_only_above_the_limit() {
 
     let api = free_port();
     let data = dir.path().join("data");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/disk-full.yaml");
-    let child = Command::new(env!("CARGO_BIN_EXE_opsloop"))
-        .args(["run", "--config"])
-        .arg(&example)
-        .args(["--listen", &format!("127.0.0.1:{api}"), "--data-dir"])
-        .arg(&data)
-        .env("OPSLOOP_LOG_DIR", &logs)
-        .env("OPSLOOP_API_TOKEN", TOKEN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut agent = Agent(child);
-    wait_for("agent readiness", || {
-        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
-    });
+    let mut agent = start_example(
+        "disk-full.yaml",
+        api,
+        &data,
+        &[("OPSLOOP_LOG_DIR", logs.as_os_str())],
+        TOKEN,
+    );
     notify(api, "firing.json");
     // Settled, or (on a disk over the limit) verifying with a first failed check: the
     // verification then goes on for its two minutes before escalating.
