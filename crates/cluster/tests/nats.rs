@@ -8,6 +8,10 @@ use opsloop_bus::testing::NatsServer;
 use opsloop_cluster::ClusterRunner;
 use opsloop_heal::action::{Action, ActionError, ActionRunner};
 
+/// One nats-server at a time: two servers started at once could be handed the same free
+/// port, and one test would then talk to the other's server until it stopped.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn server_binary_present() -> bool {
     let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
     let present = std::process::Command::new(&binary)
@@ -25,6 +29,7 @@ async fn publish_reaches_a_subscriber() {
     if !server_binary_present() {
         return;
     }
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let client = async_nats::connect(server.url()).await.unwrap();
@@ -55,6 +60,7 @@ async fn an_invalid_subject_is_an_error_naming_it() {
     if !server_binary_present() {
         return;
     }
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path());
     let client = async_nats::connect(server.url()).await.unwrap();
