@@ -48,6 +48,20 @@ fn incidents_of(api: u16, playbook: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits for a `reload_failed` event whose text mentions `needle`.
+fn wait_for_rejected_reload(api: u16, needle: &str) {
+    wait_for("the rejected reload", || {
+        let (_, body) = http(
+            api,
+            "GET",
+            "/api/v1/events?type=io.opsloop.config.reload_failed",
+            "",
+            None,
+        );
+        body.contains(needle).then_some(())
+    });
+}
+
 #[test]
 fn hooks_map_bodies_and_playbooks_reload_with_the_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,16 +108,7 @@ fn hooks_map_bodies_and_playbooks_reload_with_the_config() {
     let mut bad = config(api, &data, "second", r#"event.data.service == "#);
     bad.push('\n');
     std::fs::write(&path, bad).unwrap();
-    wait_for("the rejected reload", || {
-        let (_, body) = http(
-            api,
-            "GET",
-            "/api/v1/events?type=io.opsloop.config.reload_failed",
-            "",
-            None,
-        );
-        body.contains("condition").then_some(())
-    });
+    wait_for_rejected_reload(api, "condition");
     // The first playbook still matches (its key is in cooldown after the dry run, so the
     // trail records the match as suppressed).
     let body = r#"{"service": "checkout", "version": "1.2.4"}"#;
@@ -135,6 +140,78 @@ fn hooks_map_bodies_and_playbooks_reload_with_the_config() {
             None,
         );
         (incidents_of(api, "second") >= 1).then_some(())
+    });
+    stop_agent(&mut agent);
+}
+
+fn playbook_file(name: &str, service: &str) -> String {
+    format!(
+        r#"name: {name}
+trigger:
+  type: com.example.deploy.failed
+  condition: 'event.data.service == "{service}"'
+key: event.subject
+mode: dry-run
+steps:
+  - name: note
+    event: {{ type: com.example.noted }}
+"#
+    )
+}
+
+#[test]
+fn playbooks_in_a_named_directory_load_and_reload_when_a_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let data = dir.path().join("data");
+    let books = dir.path().join("playbooks.d");
+    std::fs::create_dir(&books).unwrap();
+    std::fs::write(books.join("a.yaml"), playbook_file("from-dir", "checkout")).unwrap();
+    let path = dir.path().join("opsloop.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:{api}\ndata_dir: {}\nhooks:\n  - name: deploy\n    type: com.example.deploy.failed\n    subject: body.service\nplaybooks:\n  - {}\n",
+            data.display(),
+            books.display()
+        ),
+    )
+    .unwrap();
+    let mut agent = start_agent(&path);
+    wait_for("readiness", || {
+        (http(api, "GET", "/readyz", "", None).0 == 200).then_some(())
+    });
+    http(
+        api,
+        "POST",
+        "/api/v1/hooks/deploy",
+        r#"{"service": "checkout"}"#,
+        None,
+    );
+    wait_for("the directory's playbook", || {
+        (incidents_of(api, "from-dir") == 1).then_some(())
+    });
+
+    // A bad file dropped into the directory: rejected, naming the file; the set stays.
+    std::fs::write(
+        books.join("b.yaml"),
+        "name: broken\ntrigger: { type: t }\nsteps: []\n",
+    )
+    .unwrap();
+    wait_for_rejected_reload(api, "b.yaml");
+    std::fs::remove_file(books.join("b.yaml")).unwrap();
+
+    // Only the playbook file changes (the config does not): the new version takes over.
+    std::fs::write(books.join("a.yaml"), playbook_file("renamed", "payments")).unwrap();
+    wait_for("the edited file's playbook", || {
+        http(
+            api,
+            "POST",
+            "/api/v1/hooks/deploy",
+            r#"{"service": "payments"}"#,
+            None,
+        );
+        (incidents_of(api, "renamed") >= 1).then_some(())
     });
     stop_agent(&mut agent);
 }

@@ -101,8 +101,10 @@ pub async fn reload_loop(
 ) -> Result<(), TaskError> {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&target.path);
+    let mut seen = {
+        let config = target.current.lock().await;
+        watched_stamp(&target.path, &config)
+    };
     let mut tick = tokio::time::interval(CHECK_EVERY);
     loop {
         #[cfg(unix)]
@@ -119,7 +121,10 @@ pub async fn reload_loop(
         let why = tokio::select! {
             _ = signalled => "SIGHUP",
             _ = tick.tick() => {
-                let now = modified(&target.path);
+                let now = {
+                    let config = target.current.lock().await;
+                    watched_stamp(&target.path, &config)
+                };
                 if now == seen {
                     continue;
                 }
@@ -152,6 +157,37 @@ pub async fn reload_loop(
             }
         }
     }
+}
+
+/// Most entries of one watched directory looked at (a directory of thousands of files is
+/// still watched, by its own modification time and its first entries).
+const MAX_WATCHED_ENTRIES: usize = 1024;
+
+/// Modification times of the file and of what it names that a reload reads again: its rule
+/// files and the playbook files or directories (string entries of `playbooks:`). A change in
+/// any of them reloads, so editing a playbook file is picked up like editing the config.
+fn watched_stamp(path: &Path, config: &Config) -> Vec<Option<std::time::SystemTime>> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let named = config.rules.paths.iter().map(PathBuf::as_path).chain(
+        config
+            .playbooks
+            .iter()
+            .filter_map(|entry| entry.as_str().map(Path::new)),
+    );
+    let mut stamp = vec![modified(path)];
+    for p in named {
+        stamp.push(modified(p));
+        if let Ok(entries) = std::fs::read_dir(p) {
+            let mut times: Vec<_> = entries
+                .flatten()
+                .take(MAX_WATCHED_ENTRIES)
+                .map(|e| (e.file_name(), modified(&e.path())))
+                .collect();
+            times.sort();
+            stamp.extend(times.into_iter().map(|(_, t)| t));
+        }
+    }
+    stamp
 }
 
 /// One reload: read, validate, swap rules, reconcile sources. `None` when the pipeline is gone;

@@ -480,58 +480,62 @@ impl PlaybookSet {
     /// (names unique across files). Every problem of every file is reported.
     pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<PlaybookSet, LoadError> {
         let mut problems = Vec::new();
-        let mut texts = Vec::new();
-        for path in paths {
-            let path = path.as_ref();
-            for file in expand(path, &mut problems) {
-                let name = file.display().to_string();
-                match read_bounded(&file) {
-                    Ok(text) => texts.push((text, name)),
-                    Err(message) => problems.push(Problem {
-                        file: name,
-                        line: None,
-                        path: String::new(),
-                        message,
-                    }),
-                }
-            }
-        }
         let mut specs = Vec::new();
-        for (text, origin) in &texts {
-            match parse_specs(text, origin) {
-                Ok(list) => specs.extend(list.into_iter().map(|s| (s, origin.clone()))),
-                Err(p) => problems.push(p),
-            }
+        for path in paths {
+            read_files(path.as_ref(), &mut specs, &mut problems);
         }
-        match compile_on_big_stack(specs) {
-            Ok(set) if problems.is_empty() => Ok(set),
-            Ok(_) => Err(LoadError { problems }),
-            Err(e) => {
-                problems.extend(e.problems);
-                Err(LoadError { problems })
-            }
-        }
+        finish(specs, problems)
     }
 
     /// Compiles the playbooks in `text` (a list under `playbooks:` or one playbook);
     /// `origin` names it in problems.
     pub fn from_yaml(text: &str, origin: &str) -> Result<PlaybookSet, LoadError> {
         let specs = parse_specs(text, origin).map_err(|p| LoadError { problems: vec![p] })?;
-        compile_on_big_stack(specs.into_iter().map(|s| (s, origin.to_string())).collect())
+        compile_on_big_stack(
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (s, origin.to_string(), i))
+                .collect(),
+        )
     }
 
     /// Compiles the `playbooks:` list of an agent configuration file, ignoring its other
     /// keys (the agent's own config validates those); problems carry the file's real lines.
+    /// An entry that is a string names a playbook file or directory (`*.yaml`/`*.yml`, not
+    /// recursive); relative paths are read from the working directory, as every other path
+    /// of the configuration.
     pub fn from_config_yaml(text: &str, origin: &str) -> Result<PlaybookSet, LoadError> {
         let config: spec::ConfigPlaybooks =
             deserialize(text, origin).map_err(|p| LoadError { problems: vec![p] })?;
-        compile_on_big_stack(
-            config
-                .playbooks
-                .into_iter()
-                .map(|s| (s, origin.to_string()))
-                .collect(),
-        )
+        let mut problems = Vec::new();
+        let mut specs = Vec::new();
+        for (index, entry) in config.playbooks.into_iter().enumerate() {
+            match entry.value {
+                spec::ConfigPlaybook::Inline(spec) => {
+                    let spanned = Spanned {
+                        value: *spec,
+                        referenced: entry.referenced,
+                        defined: entry.defined,
+                    };
+                    specs.push((spanned, origin.to_string(), index));
+                }
+                spec::ConfigPlaybook::Path(path) => {
+                    let path = Path::new(&path);
+                    if !path.exists() {
+                        problems.push(Problem {
+                            file: origin.to_string(),
+                            line: Some(entry.referenced.line()).filter(|&l| l > 0),
+                            path: format!("playbooks[{index}]"),
+                            message: format!("{}: no such file or directory", path.display()),
+                        });
+                        continue;
+                    }
+                    read_files(path, &mut specs, &mut problems);
+                }
+            }
+        }
+        finish(specs, problems)
     }
 
     /// The playbooks, in file order.
@@ -575,6 +579,46 @@ impl PlaybookSet {
     /// Files referenced by `secret_file`.
     pub fn secret_files(&self) -> &BTreeSet<PathBuf> {
         &self.secret_files
+    }
+}
+
+/// A compiled set, or every problem: those found reading plus those of compiling.
+fn finish(specs: Vec<SourcedSpec>, mut problems: Vec<Problem>) -> Result<PlaybookSet, LoadError> {
+    match compile_on_big_stack(specs) {
+        Ok(set) if problems.is_empty() => Ok(set),
+        Ok(_) => Err(LoadError { problems }),
+        Err(e) => {
+            problems.extend(e.problems);
+            Err(LoadError { problems })
+        }
+    }
+}
+
+/// Reads the playbooks of a file, or of the `*.yaml`/`*.yml` files of a directory, into
+/// `specs`; what cannot be read or parsed goes to `problems`.
+fn read_files(path: &Path, specs: &mut Vec<SourcedSpec>, problems: &mut Vec<Problem>) {
+    for file in expand(path, problems) {
+        let name = file.display().to_string();
+        let text = match read_bounded(&file) {
+            Ok(text) => text,
+            Err(message) => {
+                problems.push(Problem {
+                    file: name,
+                    line: None,
+                    path: String::new(),
+                    message,
+                });
+                continue;
+            }
+        };
+        match parse_specs(&text, &name) {
+            Ok(list) => specs.extend(
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, s)| (s, name.clone(), i)),
+            ),
+            Err(p) => problems.push(p),
+        }
     }
 }
 
@@ -678,9 +722,10 @@ fn parse_specs(text: &str, origin: &str) -> Result<Vec<Spanned<PlaybookSpec>>, P
     }
 }
 
-fn compile_on_big_stack(
-    specs: Vec<(Spanned<PlaybookSpec>, String)>,
-) -> Result<PlaybookSet, LoadError> {
+/// A playbook as written, the file it came from and its index in that file's list.
+type SourcedSpec = (Spanned<PlaybookSpec>, String, usize);
+
+fn compile_on_big_stack(specs: Vec<SourcedSpec>) -> Result<PlaybookSet, LoadError> {
     let spawned = std::thread::Builder::new()
         .name("heal-compile".into())
         .stack_size(COMPILE_STACK)
@@ -1484,15 +1529,12 @@ fn reference_problems(p: &Playbook, at: &str) -> Vec<(u64, String, String)> {
     out
 }
 
-fn compile(specs: &[(Spanned<PlaybookSpec>, String)]) -> Result<PlaybookSet, LoadError> {
+fn compile(specs: &[SourcedSpec]) -> Result<PlaybookSet, LoadError> {
     let mut set = PlaybookSet::default();
     let mut problems = Vec::new();
     let mut seen: BTreeMap<String, (String, u64)> = BTreeMap::new();
-    let mut index_in_file: BTreeMap<&str, usize> = BTreeMap::new();
-    for (spec, origin) in specs {
-        let n = index_in_file.entry(origin.as_str()).or_insert(0);
-        let at = format!("playbooks[{n}]");
-        *n += 1;
+    for (spec, origin, index) in specs {
+        let at = format!("playbooks[{index}]");
         let mut checker = Checker {
             file: origin,
             problems: Vec::new(),

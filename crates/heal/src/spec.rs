@@ -24,7 +24,46 @@ pub struct PlaybookFile {
 pub struct ConfigPlaybooks {
     /// The playbooks (none when the key is absent).
     #[serde(default)]
-    pub playbooks: Vec<Spanned<PlaybookSpec>>,
+    pub playbooks: Vec<Spanned<ConfigPlaybook>>,
+}
+
+/// One entry of an agent configuration's `playbooks:` list: a playbook written inline, or
+/// the path of a playbook file or of a directory of them (relative to the configuration
+/// file's directory).
+#[derive(Debug)]
+pub enum ConfigPlaybook {
+    /// A file or directory of playbooks.
+    Path(String),
+    /// A playbook written inline.
+    Inline(Box<PlaybookSpec>),
+}
+
+impl<'de> Deserialize<'de> for ConfigPlaybook {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // By hand rather than `untagged`: an inline playbook keeps the field path and the
+        // message of its first error instead of "did not match any variant".
+        struct EntryVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = ConfigPlaybook;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a playbook, or the path of a playbook file or directory")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigPlaybook, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom("an empty playbook path"));
+                }
+                Ok(ConfigPlaybook::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ConfigPlaybook, A::Error> {
+                PlaybookSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|spec| ConfigPlaybook::Inline(Box::new(spec)))
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
 }
 
 /// Only the top-level keys: tells a list file from a single-playbook file.

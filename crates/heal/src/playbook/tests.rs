@@ -327,3 +327,67 @@ fn a_playbook_cannot_emit_the_loops_own_events() {
         "{p:?}"
     );
 }
+
+#[test]
+fn an_agent_config_names_playbook_files_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = "name: from-file\ntrigger: { type: t }\nsteps: [ { event: { type: x } } ]\n";
+    std::fs::write(dir.path().join("one.yaml"), one).unwrap();
+    let sub = dir.path().join("more");
+    std::fs::create_dir(&sub).unwrap();
+    let list = "playbooks:\n  - name: from-dir-a\n    trigger: { type: t }\n    steps: [ { event: { type: x } } ]\n  - name: from-dir-b\n    trigger: { type: u }\n    steps: [ { event: { type: x } } ]\n";
+    std::fs::write(sub.join("list.yml"), list).unwrap();
+    std::fs::write(sub.join("notes.txt"), "not a playbook").unwrap();
+    let text = format!(
+        "listen: x\nplaybooks:\n  - {}\n  - name: inline\n    trigger: {{ type: t }}\n    steps: [ {{ event: {{ type: x }} }} ]\n  - {}\n",
+        dir.path().join("one.yaml").display(),
+        sub.display()
+    );
+    let set = PlaybookSet::from_config_yaml(&text, "agent.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = set.playbooks().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["from-file", "inline", "from-dir-a", "from-dir-b"]);
+    // The inline playbook keeps its own line and its index in the config's list.
+    assert_eq!(set.playbooks()[1].line, 4);
+
+    // A bad file in a named directory rejects the whole set, naming that file and line;
+    // a missing path names the configuration's line.
+    std::fs::write(
+        sub.join("bad.yaml"),
+        "name: bad\ntrigger: { type: t }\nsteps: []\n",
+    )
+    .unwrap();
+    let text = format!(
+        "listen: x\nplaybooks:\n  - {}\n  - does/not/exist\n",
+        sub.display()
+    );
+    let p = PlaybookSet::from_config_yaml(&text, "agent.yaml")
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+    assert!(
+        p.iter()
+            .any(|x| x.file.ends_with("bad.yaml") && x.line.is_some()),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|x| x.file == "agent.yaml"
+            && x.line == Some(4)
+            && x.path == "playbooks[1]"
+            && x.message.contains("no such file")),
+        "{p:?}"
+    );
+    // Duplicate names across the config and a file are one problem.
+    let text = format!(
+        "playbooks:\n  - {}\n  - name: from-file\n    trigger: {{ type: t }}\n    steps: [ {{ event: {{ type: x }} }} ]\n",
+        dir.path().join("one.yaml").display()
+    );
+    let p = PlaybookSet::from_config_yaml(&text, "agent.yaml")
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+    assert!(
+        p.iter()
+            .any(|x| x.message.contains("duplicate playbook name")),
+        "{p:?}"
+    );
+}
