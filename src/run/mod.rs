@@ -309,6 +309,7 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<u8> {
         max_records_per_request: api.max_records_per_request,
         max_record_bytes: api.max_record_bytes,
         max_concurrent_ingest: api.max_concurrent_ingest,
+        settling: Default::default(),
     };
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     agent.supervisor.set_started();

@@ -5,7 +5,9 @@
 //! go out through [`HealApi::publish`] (the bus), and the engine reacts to them like to any
 //! other event; incidents and the trail are read from the store the engine writes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -31,6 +33,62 @@ pub const AWAITING_APPROVAL: &str = "awaiting_approval";
 pub const API_EVENT_SOURCE: &str = "/opsloop/api";
 /// Longest approval or rejection comment, in characters.
 pub const MAX_COMMENT_CHARS: usize = 4096;
+
+/// How long a published decision blocks another one on the same incident. The engine takes
+/// a decision within milliseconds and the incident then leaves `awaiting_approval`; the
+/// window only covers that gap (a double click, two operators at once). An approval the
+/// engine leaves waiting (no concurrency slot) may be given again after it.
+pub const DECISION_SETTLE: Duration = Duration::from_secs(30);
+/// Most decisions remembered at once; past it the oldest are forgotten (they are older than
+/// any double click).
+pub(crate) const MAX_SETTLING: usize = 4096;
+
+/// Decisions published and not yet visible in the incident's state, by incident: a second
+/// approve or reject of one incident within [`DECISION_SETTLE`] answers 409 instead of
+/// reaching the engine and the trail twice.
+#[derive(Debug, Default)]
+pub struct SettlingDecisions {
+    pub(crate) by_incident: Mutex<HashMap<String, (Instant, &'static str)>>,
+}
+
+impl SettlingDecisions {
+    /// Claims `incident` for `decision` at `now`; the decision already settling otherwise.
+    pub(crate) fn claim(
+        &self,
+        incident: &str,
+        decision: &'static str,
+        now: Instant,
+    ) -> Result<(), &'static str> {
+        let mut map = self
+            .by_incident
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, earlier)) = map.get(incident)
+            && now.saturating_duration_since(*at) < DECISION_SETTLE
+        {
+            return Err(earlier);
+        }
+        map.retain(|_, (at, _)| now.saturating_duration_since(*at) < DECISION_SETTLE);
+        if map.len() >= MAX_SETTLING
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(incident.to_string(), (now, decision));
+        Ok(())
+    }
+
+    /// Forgets a claim whose decision was not published (it may be given again).
+    pub(crate) fn release(&self, incident: &str) {
+        self.by_incident
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(incident);
+    }
+}
 
 /// What the API needs from the self-healing loop (implemented over the heal engine and the
 /// bus by the binary). Calls may block (the embedded bus writes the store): the server makes
@@ -277,6 +335,15 @@ pub(crate) async fn decide(
             ),
         ));
     }
+    // Claimed before publishing, so that of two decisions racing here only one goes out.
+    let kind = decision.trail_kind();
+    if let Err(earlier) = s.settling.claim(&id, kind, Instant::now()) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("incident {id:?} was {earlier} moments ago; the decision is being acted on"),
+        ));
+    }
     let now = opsloop_core::time::now_ms();
     let data = json!({
         "incident_id": id,
@@ -293,11 +360,13 @@ pub(crate) async fn decide(
     let event_id = event.id.clone();
     // Published before it is recorded: the trail never shows a decision the engine did not
     // get. The store is not held meanwhile (the embedded bus writes it).
-    publish(heal, vec![event]).await?;
+    if let Err(e) = publish(heal, vec![event]).await {
+        s.settling.release(&id);
+        return Err(e);
+    }
     let trail_data = json!({"comment": comment, "event_id": event_id});
     let approver = principal.name.clone();
     let incident_id = id.clone();
-    let kind = decision.trail_kind();
     let record = with_store(&s, move |st| {
         st.append_trail(
             &TrailAppend {

@@ -65,8 +65,8 @@ use tracing::Instrument;
 
 pub use auth::{ANONYMOUS, ApiToken, LEGACY_TOKEN_NAME, Principal, Role};
 pub use heal::{
-    API_EVENT_SOURCE, AWAITING_APPROVAL, HealApi, INCIDENT_APPROVE, INCIDENT_REJECT,
-    MAX_COMMENT_CHARS,
+    API_EVENT_SOURCE, AWAITING_APPROVAL, DECISION_SETTLE, HealApi, INCIDENT_APPROVE,
+    INCIDENT_REJECT, MAX_COMMENT_CHARS, SettlingDecisions,
 };
 
 /// A rule as the API lists it.
@@ -140,6 +140,8 @@ pub struct ApiState {
     /// Most ingest requests handled at once (0 counts as 1); more are refused with 503 and
     /// `Retry-After: 1` rather than queued.
     pub max_concurrent_ingest: usize,
+    /// Approvals and rejections published and not yet acted on (a second one is refused).
+    pub settling: Arc<heal::SettlingDecisions>,
 }
 
 /// An API error: status, code, message. Rendered as the documented JSON error.

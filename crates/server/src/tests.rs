@@ -31,6 +31,7 @@ fn state(token: Option<&str>) -> (ApiState, mpsc::Receiver<IngestedRecord>) {
         max_records_per_request: 1000,
         max_record_bytes: 1 << 20,
         max_concurrent_ingest: 4,
+        settling: Default::default(),
     };
     (s, rx)
 }

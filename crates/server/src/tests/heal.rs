@@ -382,6 +382,23 @@ async fn approve_and_reject_answer_404_409_and_202() {
     );
     assert_eq!(body["event_id"], e.id.as_str());
 
+    // The incident still reads awaiting_approval until the engine acts: a second approval
+    // or a rejection meanwhile is refused, and nothing more is published or recorded.
+    for path in [
+        "/api/v1/incidents/waiting/approve",
+        "/api/v1/incidents/waiting/reject",
+    ] {
+        let (status, body, _) = call(&s, post(path, "", Some("op-secret"))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("approved")),
+            "{body}"
+        );
+    }
+    assert!(heal.taken().is_empty(), "a second decision was published");
+
     // Rejected without a body, by the legacy admin token.
     let (status, body, text) = call(
         &s,
@@ -431,6 +448,29 @@ async fn approve_and_reject_answer_404_409_and_202() {
     )
     .await;
     assert_eq!(s.store.lock().unwrap().trail(0, 10).unwrap().len(), 2);
+    // The decision that could not go out does not block the next attempt.
+    heal.fail_publish.store(false, Ordering::Release);
+    let (status, _, text) = call(
+        &s,
+        post("/api/v1/incidents/third/approve", "", Some("op-secret")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+}
+
+#[test]
+fn a_settled_decision_frees_the_incident_and_the_memory_stays_bounded() {
+    let gate = SettlingDecisions::default();
+    let t0 = std::time::Instant::now();
+    assert!(gate.claim("a", "approved", t0).is_ok());
+    assert_eq!(gate.claim("a", "rejected", t0), Err("approved"));
+    // After the window (an approval the engine left waiting), it may be given again.
+    let later = t0 + DECISION_SETTLE;
+    assert!(gate.claim("a", "approved", later).is_ok());
+    for i in 0..(crate::heal::MAX_SETTLING + 10) {
+        assert!(gate.claim(&format!("i{i}"), "approved", later).is_ok());
+    }
+    assert!(gate.by_incident.lock().unwrap().len() <= crate::heal::MAX_SETTLING);
 }
 
 #[tokio::test]
