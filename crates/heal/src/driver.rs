@@ -284,18 +284,21 @@ mod tests {
         let runner = Arc::new(RecordingRunner::default());
         let e = Event::new("t", "/t", Some("s"), 0, serde_json::json!({}));
         let mut journals = Vec::new();
+        let mut sinks = Vec::new();
         let mut handles = Vec::new();
         for _ in 0..2 {
             let journal = Arc::new(MemoryJournal::default());
+            let sink = Arc::new(MemorySink::default());
             let engine = HealEngine::new(
                 set.clone(),
                 Arc::new(SystemClock),
                 journal.clone(),
-                Arc::new(MemorySink::default()),
+                sink.clone(),
                 BTreeMap::new(),
             );
             let (handle, task) = spawn_with_lock(engine, runner.clone(), lock.clone());
             journals.push(journal);
+            sinks.push(sink);
             handles.push((handle, task));
         }
         // One after the other, so the order of the two agents is known.
@@ -336,6 +339,18 @@ mod tests {
                 .entries()
                 .iter()
                 .any(|t| t.kind == TrailKind::Suppressed && t.detail == LOCKED_BY_ANOTHER_AGENT)
+        );
+        // The agent that lost the lock never announced a remediation.
+        let announced = |i: usize| -> Vec<String> {
+            sinks[i].events().iter().map(|e| e.kind.clone()).collect()
+        };
+        assert!(announced(0).contains(&"io.opsloop.incident.remediating".to_string()));
+        assert_eq!(
+            announced(1),
+            [
+                "io.opsloop.incident.detected",
+                "io.opsloop.incident.cancelled"
+            ]
         );
     }
 

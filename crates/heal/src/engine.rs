@@ -1032,7 +1032,9 @@ impl HealEngine {
             },
         );
         incident.steps.clear();
-        self.transition(&mut incident, IncidentState::Remediating, now, None);
+        // `remediating` is recorded by the run itself, once it may act: under scale-out an
+        // agent that loses the incident's lock ends it `cancelled` without ever having
+        // announced a remediation.
         RunPlan {
             incident,
             playbook: pb,

@@ -390,6 +390,7 @@ pub async fn run_incident(plan: RunPlan, deps: &RunDeps) -> Incident {
         playbook: pb,
         trigger,
     } = plan;
+    transition(&mut incident, IncidentState::Remediating, None, deps);
     let (mut scope, vars_error) = StepScope::new(&trigger, &pb, &deps.env);
     let mut failure = vars_error;
     if failure.is_none() {

@@ -113,18 +113,13 @@ fn only_matching_type_and_condition_act() {
     let plan = plans(d).remove(0);
     assert_eq!(plan.incident.key, "a");
     assert_eq!(plan.incident.target, "a");
-    assert_eq!(plan.incident.state, IncidentState::Remediating);
+    // `remediating` is the run's to record, once it may act (after the scale-out lock).
+    assert_eq!(plan.incident.state, IncidentState::Detected);
     // Not-matched events leave no trace; the match does.
     let kinds: Vec<TrailKind> = r.journal.entries().iter().map(|e| e.kind).collect();
     assert_eq!(kinds[0], TrailKind::Matched);
     let types: Vec<String> = r.sink.events().iter().map(|e| e.kind.clone()).collect();
-    assert_eq!(
-        types,
-        [
-            "io.opsloop.incident.detected",
-            "io.opsloop.incident.remediating"
-        ]
-    );
+    assert_eq!(types, ["io.opsloop.incident.detected"]);
 }
 
 #[test]
@@ -372,7 +367,6 @@ fn approve_and_reject_flow() {
             "io.opsloop.incident.detected",
             "io.opsloop.incident.awaiting_approval",
             "io.opsloop.incident.approved",
-            "io.opsloop.incident.remediating",
         ]
     );
     assert!(
