@@ -295,10 +295,61 @@ struct PlaybookState {
     acted_targets: FxHashMap<String, usize>,
 }
 
+impl PlaybookState {
+    /// Drops runs that left the hour and the blast-radius window (a time "in the future",
+    /// after the clock stepped back, counts as now) and returns the runs on `target` within
+    /// the last hour.
+    fn runs_in_windows(&mut self, target: &str, now: i64, blast_within_ms: i64) -> usize {
+        let hour_ago = now.saturating_sub(3_600_000);
+        let runs = self
+            .runs_by_target
+            .get_mut(target)
+            .map(|q| {
+                if q.back().is_some_and(|&t| t > now) {
+                    for t in q.iter_mut() {
+                        *t = (*t).min(now);
+                    }
+                }
+                while q.front().is_some_and(|&t| t <= hour_ago) {
+                    q.pop_front();
+                }
+                q.len()
+            })
+            .unwrap_or(0);
+        let blast_cutoff = now.saturating_sub(blast_within_ms);
+        if self.acted.back().is_some_and(|(t, _)| *t > now) {
+            for (t, _) in self.acted.iter_mut() {
+                *t = (*t).min(now);
+            }
+        }
+        while let Some((t, _)) = self.acted.front()
+            && *t <= blast_cutoff
+        {
+            if let Some((_, gone)) = self.acted.pop_front()
+                && let Some(n) = self.acted_targets.get_mut(&gone)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.acted_targets.remove(&gone);
+                }
+            }
+        }
+        runs
+    }
+
+    /// Whether acting on `target` would take one more distinct target than `g` allows.
+    fn widens_blast_radius(&self, target: &str, g: &crate::playbook::Guardrails) -> bool {
+        !self.acted_targets.contains_key(target) && self.acted_targets.len() >= g.blast_max_targets
+    }
+}
+
 /// An incident waiting for approval.
 #[derive(Debug)]
 struct Pending {
     playbook: usize,
+    /// The playbook as it was when approval was asked: what the approver saw is what runs,
+    /// even if a reload changed it meanwhile.
+    version: Arc<Playbook>,
     incident: Incident,
     trigger: Arc<Event>,
     since_ms: i64,
@@ -821,47 +872,12 @@ impl HealEngine {
         } else if ks.last_run_ms.is_some_and(|t| now - t < g.cooldown_ms) {
             Some(SuppressReason::Cooldown)
         } else {
-            let hour_ago = now.saturating_sub(3_600_000);
-            let runs = st
-                .runs_by_target
-                .get_mut(&target)
-                .map(|q| {
-                    if q.back().is_some_and(|&t| t > now) {
-                        for t in q.iter_mut() {
-                            *t = (*t).min(now);
-                        }
-                    }
-                    while q.front().is_some_and(|&t| t <= hour_ago) {
-                        q.pop_front();
-                    }
-                    q.len()
-                })
-                .unwrap_or(0);
-            let blast_cutoff = now.saturating_sub(g.blast_within_ms);
-            if st.acted.back().is_some_and(|(t, _)| *t > now) {
-                for (t, _) in st.acted.iter_mut() {
-                    *t = (*t).min(now);
-                }
-            }
-            while let Some((t, _)) = st.acted.front()
-                && *t <= blast_cutoff
-            {
-                if let Some((_, gone)) = st.acted.pop_front()
-                    && let Some(n) = st.acted_targets.get_mut(&gone)
-                {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        st.acted_targets.remove(&gone);
-                    }
-                }
-            }
+            let runs = st.runs_in_windows(&target, now, g.blast_within_ms);
             if runs >= g.max_runs_per_hour as usize {
                 Some(SuppressReason::MaxRunsPerHour)
             } else if pb.mode == Mode::Enforce && running_now >= g.concurrency {
                 Some(SuppressReason::Concurrency)
-            } else if !st.acted_targets.contains_key(&target)
-                && st.acted_targets.len() >= g.blast_max_targets
-            {
+            } else if st.widens_blast_radius(&target, &g) {
                 Some(SuppressReason::BlastRadius)
             } else if pb.mode == Mode::Approve && self.pending.len() >= limits.max_pending_approvals
             {
@@ -969,6 +985,7 @@ impl HealEngine {
                     incident.id.clone(),
                     Pending {
                         playbook: i,
+                        version: Arc::clone(pb),
                         incident: incident.clone(),
                         trigger: trigger.clone(),
                         since_ms: now,
@@ -1156,16 +1173,38 @@ impl HealEngine {
             return;
         }
         let i = p.playbook;
-        let Some(pb) = self.set.playbooks().get(i).cloned() else {
-            return;
-        };
+        let pb = Arc::clone(&p.version);
         let kind = if approve {
             TrailKind::Approved
         } else {
             TrailKind::Rejected
         };
-        if approve && self.running.len() >= pb.guardrails.concurrency {
-            // Left waiting: the approver may approve again when a slot is free.
+        // The guardrails are checked again as of now: other incidents may have run since
+        // the approval was asked (two approvals on distinct targets must not exceed the blast
+        // radius between them).
+        let g = pb.guardrails;
+        let target = p.incident.target.clone();
+        let held = if !approve {
+            None
+        } else if self.running.len() >= g.concurrency {
+            Some(SuppressReason::Concurrency)
+        } else {
+            match self.states.get_mut(i) {
+                Some(st) => {
+                    let runs = st.runs_in_windows(&target, now, g.blast_within_ms);
+                    if runs >= g.max_runs_per_hour as usize {
+                        Some(SuppressReason::MaxRunsPerHour)
+                    } else if st.widens_blast_radius(&target, &g) {
+                        Some(SuppressReason::BlastRadius)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            }
+        };
+        if let Some(reason) = held {
+            // Left waiting: the approver may approve again once the guardrail allows it.
             self.journal.record(&TrailEntry {
                 at: format_rfc3339(now),
                 kind: TrailKind::Suppressed,
@@ -1173,13 +1212,13 @@ impl HealEngine {
                 key: p.incident.key.clone(),
                 incident_id: Some(id.clone()),
                 event_id: Some(event.id.clone()),
-                detail: SuppressReason::Concurrency.as_str().into(),
+                detail: reason.as_str().into(),
                 data: serde_json::json!({ "approver": approver }),
             });
             out.push(Decision::Suppressed {
                 playbook: pb.name.clone(),
                 key: p.incident.key.clone(),
-                reason: SuppressReason::Concurrency,
+                reason,
             });
             return;
         }

@@ -977,3 +977,73 @@ steps:
     assert!(text.contains("plain visible"), "{text}");
     assert_eq!(inc.steps[0].rendered["headers"][0]["value"], "[REDACTED]");
 }
+
+fn awaiting(d: Vec<Decision>) -> Incident {
+    match d.into_iter().next() {
+        Some(Decision::AwaitingApproval(inc)) => *inc,
+        other => panic!("expected an approval, got {other:?}"),
+    }
+}
+
+#[test]
+fn approvals_are_held_to_the_blast_radius_and_runs_per_hour_as_of_the_approval() {
+    // Two targets may each wait for approval, but only one may be acted on per window.
+    let mut r = rig(&playbook(
+        "approve",
+        "    guardrails: { blast_radius: { max_targets: 1, within: 1h }, concurrency: 5 }",
+    ));
+    let a = awaiting(r.engine.handle(&alert("DiskFull", "a", true)));
+    let b = awaiting(r.engine.handle(&alert("DiskFull", "b", true)));
+    let plan = plans(r.engine.handle(&approval(true, &a.id, "alice"))).remove(0);
+    assert_eq!(plan.incident.target, "a");
+    assert_eq!(
+        suppressed(&r.engine.handle(&approval(true, &b.id, "alice"))),
+        [SuppressReason::BlastRadius]
+    );
+    // Left waiting, not lost: once the blast-radius window has passed, it acts.
+    assert_eq!(r.engine.awaiting_approval(), 1);
+    r.engine.finish(&plan.incident);
+    r.clock.advance(Duration::from_secs(3_601));
+    let plan = plans(r.engine.handle(&approval(true, &b.id, "alice"))).remove(0);
+    assert_eq!(plan.incident.target, "b");
+    assert_eq!(r.engine.awaiting_approval(), 0);
+
+    // Runs per hour on one target: a run that happened after the approval was asked counts.
+    let mut r = rig(&playbook(
+        "approve",
+        "    target: '\"host-1\"'\n    guardrails: { cooldown: 1s, max_runs_per_hour: 1, concurrency: 5 }",
+    ));
+    let a = awaiting(r.engine.handle(&alert("DiskFull", "a", true)));
+    let b = awaiting(r.engine.handle(&alert("DiskFull", "b", true)));
+    let plan = plans(r.engine.handle(&approval(true, &a.id, "alice"))).remove(0);
+    r.engine.finish(&plan.incident);
+    assert_eq!(
+        suppressed(&r.engine.handle(&approval(true, &b.id, "alice"))),
+        [SuppressReason::MaxRunsPerHour]
+    );
+    // A rejection is never held back by a guardrail.
+    assert!(matches!(
+        r.engine.handle(&approval(false, &b.id, "bob"))[..],
+        [Decision::Rejected(_)]
+    ));
+}
+
+#[test]
+fn an_approval_runs_the_playbook_the_approver_saw() {
+    let mut r = rig(&playbook("approve", ""));
+    let inc = awaiting(r.engine.handle(&alert("DiskFull", "a", true)));
+    assert_eq!(inc.steps[0].rendered["command"][0], "rotate");
+    // A reload changes the steps while the incident waits.
+    let changed = playbook("approve", "").replace("command: [rotate,", "command: [wipe,");
+    r.engine.replace_playbooks(
+        PlaybookSet::from_yaml(&changed, "t.yaml").unwrap_or_else(|e| panic!("{e}")),
+    );
+    let plan = plans(r.engine.handle(&approval(true, &inc.id, "alice"))).remove(0);
+    let step = format!("{:?}", plan.playbook.steps[0]);
+    assert!(step.contains("rotate") && !step.contains("wipe"), "{step}");
+    // New incidents get the new version.
+    r.engine.finish(&plan.incident);
+    r.clock.advance(Duration::from_secs(3_600));
+    let inc = awaiting(r.engine.handle(&alert("DiskFull", "b", true)));
+    assert_eq!(inc.steps[0].rendered["command"][0], "wipe");
+}
