@@ -35,6 +35,7 @@ use opsloop_heal::lock::{IncidentLock, LockFuture, LockUnavailable, NoLock, lock
 use opsloop_heal::{HealEngine, PlaybookSet, driver};
 use opsloop_sandbox::Helper;
 use opsloop_server::HealApi;
+use opsloop_store::IncidentQuery;
 use opsloop_store::Store;
 use opsloop_store::incidents::StoredIncident;
 use opsloop_store::trail::TrailAppend;
@@ -132,7 +133,8 @@ pub async fn start(
     // Playbooks read the agent's environment through `env`; secrets among it are redacted
     // by the engine wherever they would be recorded.
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let engine = HealEngine::new(set, clock, journal, sink, env);
+    let mut engine = HealEngine::new(set, clock.clone(), journal, sink, env);
+    restore(&mut engine, &agent.store, clock.now_ms()).await;
     let runner = runner().await?;
     let locks: Arc<OnceLock<KvLocks>> = Arc::default();
     let lock: Arc<dyn IncidentLock> = match jetstream {
@@ -205,6 +207,98 @@ pub async fn start(
         runtime,
         hooks,
     }))
+}
+
+/// Most incidents of a previous run read back at start.
+const MAX_RESTORED: usize = 10_000;
+/// The states an incident can be left in when the agent stops.
+const OPEN_STATES: [&str; 5] = [
+    "detected",
+    "awaiting_approval",
+    "approved",
+    "remediating",
+    "verifying",
+];
+
+/// Hands the engine what the previous run left in the store: the incidents within its
+/// memory (cooldowns, runs per hour, blast radius) and any older one that never ended, with
+/// the trigger events of those awaiting approval. A store that cannot be read is logged and
+/// the loop starts without them.
+async fn restore(engine: &mut HealEngine, store: &Arc<Mutex<Store>>, now_ms: i64) {
+    let since = now_ms.saturating_sub(engine.memory_ms());
+    let store = Arc::clone(store);
+    let read = tokio::task::spawn_blocking(move || {
+        let store = store
+            .lock()
+            .map_err(|_| "store lock poisoned".to_string())?;
+        read_history(&store, since).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("reading the previous incidents failed: {e}")));
+    let (history, mut triggers) = match read {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "heal: the previous run's incidents could not be read; cooldowns and approvals start empty");
+            return;
+        }
+    };
+    let restored = engine.restore(history, &mut |id| triggers.remove(id));
+    tracing::info!(
+        runs = restored.runs,
+        awaiting_approval = restored.awaiting,
+        interrupted = restored.interrupted,
+        cancelled = restored.cancelled,
+        "heal: state of the previous run restored"
+    );
+}
+
+/// The incidents created since `since_ms` and the open ones before it, oldest first (at
+/// most [`MAX_RESTORED`], the newest kept), with the trigger events of those awaiting
+/// approval.
+fn read_history(
+    store: &Store,
+    since_ms: i64,
+) -> std::result::Result<(Vec<Incident>, BTreeMap<String, Event>), opsloop_store::StoreError> {
+    let mut rows: Vec<StoredIncident> = Vec::new();
+    let mut queries = vec![IncidentQuery {
+        since_ms: Some(since_ms),
+        ..IncidentQuery::default()
+    }];
+    queries.extend(OPEN_STATES.iter().map(|state| IncidentQuery {
+        state: Some((*state).to_string()),
+        until_ms: Some(since_ms),
+        ..IncidentQuery::default()
+    }));
+    for mut query in queries {
+        query.limit = Some(1000);
+        while rows.len() < MAX_RESTORED {
+            let page = store.incidents(&query)?;
+            rows.extend(page.items);
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+    }
+    rows.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    let mut history = Vec::with_capacity(rows.len());
+    let mut triggers = BTreeMap::new();
+    for row in rows {
+        match serde_json::from_value::<Incident>(row.data) {
+            Ok(incident) => {
+                if row.state == "awaiting_approval"
+                    && let Some(event) = store.event_by_id(&incident.trigger_event_id)?
+                {
+                    triggers.insert(incident.trigger_event_id.clone(), event);
+                }
+                history.push(incident);
+            }
+            Err(e) => {
+                tracing::warn!(incident = %row.id, error = %e, "heal: a stored incident is unreadable; skipped")
+            }
+        }
+    }
+    Ok((history, triggers))
 }
 
 /// Waits for the engine's task: its end before `stop` is a failure (a panic says so).
@@ -292,8 +386,13 @@ async fn feed<S: Subscription>(
                 .await
                 .map_err(|e| TaskError::new(format!("heal loop: {e}")))?;
         }
-        // Acknowledged once handed over: a restart resumes after it, and what a crash
-        // replays is suppressed as already handled (incident open, cooldown, lock).
+        // Acknowledged once the engine has handled the batch (its decisions recorded): an
+        // event still queued when the agent stops is delivered again, and what a crash
+        // replays is suppressed as already handled (the restored incident, cooldown, lock).
+        handle
+            .handled()
+            .await
+            .map_err(|e| TaskError::new(format!("heal loop: {e}")))?;
         sub.ack(last)
             .await
             .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;

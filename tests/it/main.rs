@@ -87,5 +87,6 @@ pub fn assert_golden(name: &str, actual: &str) {
 mod heal_alertmanager;
 mod heal_oom;
 mod heal_reload;
+mod heal_restart;
 mod heal_run;
 mod heal_scaleout;

@@ -46,6 +46,8 @@ pub const EVENT_QUEUE: usize = 4096;
 enum Input {
     Event(Box<Event>),
     Reload(PlaybookSet),
+    /// Answered once every input before it was handled.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The sending side of a running loop. Dropping every handle stops the loop once the
@@ -68,6 +70,18 @@ impl HealHandle {
             .send(Input::Event(Box::new(event)))
             .await
             .map_err(|_| Stopped)
+    }
+
+    /// Returns once the engine has handled every event sent before (its decisions made and
+    /// recorded; runs may still be going on): what a consumer acknowledges after, so that
+    /// an event queued but not yet handled when the agent stops is delivered again.
+    pub async fn handled(&self) -> Result<(), Stopped> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Input::Barrier(tx))
+            .await
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
     }
 
     /// Replaces the playbooks (validated already); state of same-named playbooks is kept.
@@ -175,6 +189,9 @@ async fn drive(
                     engine.replace_playbooks(set);
                     // Runs started from now on redact the secrets the new set names.
                     deps = engine.run_deps(Arc::clone(&deps.runner));
+                }
+                Some(Input::Barrier(done)) => {
+                    let _ = done.send(());
                 }
                 None => open = false,
             },

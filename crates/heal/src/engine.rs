@@ -343,6 +343,19 @@ impl PlaybookState {
     }
 }
 
+/// What [`HealEngine::restore`] took back from a previous run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Finished runs (cooldowns, runs per hour and blast radius count them).
+    pub runs: usize,
+    /// Incidents waiting for approval again.
+    pub awaiting: usize,
+    /// Runs under way when the agent stopped, now `failed`.
+    pub interrupted: usize,
+    /// Incidents that never ran, now `cancelled`.
+    pub cancelled: usize,
+}
+
 /// An incident waiting for approval.
 #[derive(Debug)]
 struct Pending {
@@ -630,6 +643,153 @@ impl HealEngine {
         let mut verdicts = Vec::new();
         let decisions = self.process(event, Some(&mut verdicts));
         (decisions, verdicts)
+    }
+
+    /// How far back [`HealEngine::restore`] needs the incidents of a previous run: the
+    /// longest of the hour of `max_runs_per_hour`, the approval timeout, and every
+    /// playbook's cooldown and blast-radius window.
+    pub fn memory_ms(&self) -> i64 {
+        self.set
+            .playbooks()
+            .iter()
+            .map(|pb| pb.guardrails.cooldown_ms.max(pb.guardrails.blast_within_ms))
+            .fold(self.limits.approval_timeout_ms.max(3_600_000), i64::max)
+    }
+
+    /// Takes back what a previous run of the agent left (its incidents, oldest first; those
+    /// older than [`HealEngine::memory_ms`] only matter if they never ended): finished runs
+    /// restore cooldowns, runs per hour and blast radius; an incident awaiting approval
+    /// waits again, with its trigger event as `trigger` finds it by id; a run that was under
+    /// way when the agent stopped ends `failed` (its actions may have run in part: it is
+    /// neither retried nor forgotten, and its key cools down from now); one that had not
+    /// started ends `cancelled`. Call before the first event.
+    pub fn restore(
+        &mut self,
+        history: Vec<Incident>,
+        trigger: &mut dyn FnMut(&str) -> Option<Event>,
+    ) -> Restored {
+        let now = self.clock.now_ms();
+        let mut restored = Restored::default();
+        let at = |rfc3339: &str| {
+            opsloop_core::time::parse_iso8601(rfc3339.as_bytes()).map_or(now, |(ms, _)| ms.min(now))
+        };
+        for mut incident in history {
+            let index = self
+                .set
+                .playbooks()
+                .iter()
+                .position(|pb| pb.name == incident.playbook);
+            let state = incident.state;
+            let open = matches!(
+                state,
+                IncidentState::Detected
+                    | IncidentState::AwaitingApproval
+                    | IncidentState::Approved
+                    | IncidentState::Remediating
+                    | IncidentState::Verifying
+            );
+            let Some(i) = index else {
+                if open {
+                    self.transition(
+                        &mut incident,
+                        IncidentState::Cancelled,
+                        now,
+                        Some("the agent restarted and the playbook is no longer configured".into()),
+                    );
+                    restored.cancelled += 1;
+                }
+                continue;
+            };
+            let created = at(&incident.created);
+            let target = incident.target.clone();
+            match state {
+                IncidentState::AwaitingApproval => {
+                    let expired = now.saturating_sub(created) >= self.limits.approval_timeout_ms;
+                    let found = if expired {
+                        None
+                    } else {
+                        trigger(&incident.trigger_event_id)
+                    };
+                    let Some(event) = found else {
+                        let reason = if expired {
+                            "no approval within the approval timeout"
+                        } else {
+                            "the agent restarted and the trigger event is no longer stored"
+                        };
+                        self.transition(
+                            &mut incident,
+                            IncidentState::Cancelled,
+                            now,
+                            Some(reason.into()),
+                        );
+                        restored.cancelled += 1;
+                        continue;
+                    };
+                    let Some(pb) = self.set.playbooks().get(i).cloned() else {
+                        continue;
+                    };
+                    if let Some(st) = self.states.get_mut(i) {
+                        let ks = st.keys.entry(incident.key.clone()).or_default();
+                        ks.open = Some(incident.id.clone());
+                        ks.touched_ms = now;
+                    }
+                    self.pending.insert(
+                        incident.id.clone(),
+                        Pending {
+                            playbook: i,
+                            version: pb,
+                            incident,
+                            trigger: Arc::new(event),
+                            since_ms: created,
+                        },
+                    );
+                    restored.awaiting += 1;
+                }
+                IncidentState::Detected | IncidentState::Approved => {
+                    self.transition(
+                        &mut incident,
+                        IncidentState::Cancelled,
+                        now,
+                        Some("the agent restarted before the run began".into()),
+                    );
+                    restored.cancelled += 1;
+                }
+                IncidentState::Remediating | IncidentState::Verifying => {
+                    self.count_run(i, &target, created);
+                    self.cool_down(i, &incident.key, now);
+                    self.transition(
+                        &mut incident,
+                        IncidentState::Failed,
+                        now,
+                        Some(
+                            "interrupted: the agent stopped during the run; its actions may \
+                             have run in part"
+                                .into(),
+                        ),
+                    );
+                    restored.interrupted += 1;
+                }
+                IncidentState::Resolved
+                | IncidentState::Failed
+                | IncidentState::Escalated
+                | IncidentState::DryRun => {
+                    self.count_run(i, &target, created);
+                    self.cool_down(i, &incident.key, at(&incident.updated));
+                    restored.runs += 1;
+                }
+                IncidentState::Rejected | IncidentState::Cancelled => {}
+            }
+        }
+        restored
+    }
+
+    /// Starts `key`'s cooldown at `from` unless a later one is known.
+    fn cool_down(&mut self, i: usize, key: &str, from: i64) {
+        if let Some(st) = self.states.get_mut(i) {
+            let ks = st.keys.entry(key.to_string()).or_default();
+            ks.last_run_ms = Some(ks.last_run_ms.map_or(from, |t| t.max(from)));
+            ks.touched_ms = ks.touched_ms.max(from);
+        }
     }
 
     /// Takes back a finished run: frees its concurrency slot and its key; the cooldown runs

@@ -334,6 +334,19 @@ impl Store {
         })
     }
 
+    /// The stored event with this id, if any.
+    pub fn event_by_id(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT seq, body FROM events WHERE id = ?1")?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(seq, body)| {
+            serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { seq, source })
+        })
+        .transpose()
+    }
+
     /// Events with a sequence number above `after`, oldest first, at most `limit`, each with its
     /// sequence number (the outbox read of the embedded bus).
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, Event)>, StoreError> {

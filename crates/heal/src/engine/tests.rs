@@ -1047,3 +1047,102 @@ fn an_approval_runs_the_playbook_the_approver_saw() {
     let inc = awaiting(r.engine.handle(&alert("DiskFull", "b", true)));
     assert_eq!(inc.steps[0].rendered["command"][0], "wipe");
 }
+
+#[test]
+fn a_restart_takes_back_cooldowns_approvals_and_interrupted_runs() {
+    let yaml = playbook(
+        "enforce",
+        "    guardrails: { cooldown: 10m, concurrency: 5 }",
+    );
+    let mut first = rig(&yaml);
+    // The previous run: a on `a` finished, one on `b` was under way when it stopped.
+    let done = plans(first.engine.handle(&alert("DiskFull", "a", true))).remove(0);
+    let mut done = done.incident;
+    done.transition(IncidentState::Resolved, first.clock.now_ms());
+    let mut cut = plans(first.engine.handle(&alert("DiskFull", "b", true)))
+        .remove(0)
+        .incident;
+    cut.transition(IncidentState::Remediating, first.clock.now_ms());
+    // And, from an approve-mode version of it, one waiting with its trigger, one whose
+    // trigger is gone, and one of a playbook that no longer exists.
+    let mut approve = rig(&playbook("approve", ""));
+    let trigger_c = alert("DiskFull", "c", true);
+    let waiting = awaiting(approve.engine.handle(&trigger_c));
+    let lost = awaiting(approve.engine.handle(&alert("DiskFull", "d", true)));
+    let mut orphan = waiting.clone();
+    orphan.id = "orphan".into();
+    orphan.playbook = "gone".into();
+
+    let mut r = rig_at(&yaml, &[], first.clock.now_ms() + 60_000);
+    assert!(r.engine.memory_ms() >= 24 * 3_600_000);
+    let mut lookups = Vec::new();
+    let restored = r.engine.restore(
+        vec![done, cut.clone(), waiting.clone(), lost.clone(), orphan],
+        &mut |id: &str| {
+            lookups.push(id.to_string());
+            (id == trigger_c.id).then(|| trigger_c.clone())
+        },
+    );
+    assert_eq!(
+        restored,
+        Restored {
+            runs: 1,
+            awaiting: 1,
+            interrupted: 1,
+            cancelled: 2
+        }
+    );
+    // Cooldowns hold across the restart, for the finished and the interrupted run.
+    for key in ["a", "b"] {
+        assert_eq!(
+            suppressed(&r.engine.handle(&alert("DiskFull", key, true))),
+            [SuppressReason::Cooldown],
+            "{key}"
+        );
+    }
+    // The interrupted run ended failed, saying why; the lost approval and the orphan ended
+    // cancelled; each transition is recorded.
+    let state_of = |id: &str| r.journal.incident(id).map(|i| (i.state, i.reason));
+    let (state, reason) = state_of(&cut.id).unwrap_or_else(|| panic!("not recorded"));
+    assert_eq!(state, IncidentState::Failed);
+    assert!(reason.is_some_and(|r| r.contains("interrupted")));
+    assert_eq!(
+        state_of(&lost.id).map(|s| s.0),
+        Some(IncidentState::Cancelled)
+    );
+    assert_eq!(
+        state_of("orphan").map(|s| s.0),
+        Some(IncidentState::Cancelled)
+    );
+    // The waiting incident can be approved after the restart and runs its steps.
+    assert_eq!(r.engine.awaiting_approval(), 1);
+    let plan = plans(r.engine.handle(&approval(true, &waiting.id, "alice"))).remove(0);
+    assert_eq!(plan.incident.id, waiting.id);
+    assert_eq!(plan.trigger.id, trigger_c.id);
+    // A new alert for the waiting key does not open a second incident meanwhile.
+    assert_eq!(
+        suppressed(&r.engine.handle(&alert("DiskFull", "c", true))),
+        [SuppressReason::IncidentOpen]
+    );
+}
+
+#[test]
+fn a_restart_after_the_approval_window_cancels_the_wait() {
+    let mut before = rig(&playbook("approve", ""));
+    let trigger = alert("DiskFull", "a", true);
+    let waiting = awaiting(before.engine.handle(&trigger));
+    let mut r = rig_at(
+        &playbook("approve", ""),
+        &[],
+        before.clock.now_ms() + 25 * 3_600_000,
+    );
+    let restored = r
+        .engine
+        .restore(vec![waiting.clone()], &mut |_| Some(trigger.clone()));
+    assert_eq!(restored.cancelled, 1);
+    assert_eq!(r.engine.awaiting_approval(), 0);
+    assert_eq!(
+        r.journal.incident(&waiting.id).map(|i| i.state),
+        Some(IncidentState::Cancelled)
+    );
+}
