@@ -26,20 +26,20 @@ use opsloop_bus::jetstream::{JetStreamBus, JetStreamOptions, KvLocks};
 use opsloop_bus::{EmbeddedBus, EventBus, Subscription};
 use opsloop_core::config::HookConfig;
 use opsloop_core::event::Event;
-use opsloop_core::time::{Clock, SystemClock, parse_iso8601};
+use opsloop_core::time::{Clock, SystemClock};
 use opsloop_heal::action::{ActionRunner, SystemRunner};
 use opsloop_heal::driver::HealHandle;
 use opsloop_heal::engine::EventSink;
 use opsloop_heal::expr::{Expr, Scope, from_json, to_json};
-use opsloop_heal::incident::{HealJournal, Incident, TrailEntry};
+use opsloop_heal::incident::Incident;
 use opsloop_heal::lock::{IncidentLock, LockFuture, LockUnavailable, NoLock, lock_name};
+use opsloop_heal::store_journal::StoreJournal;
 use opsloop_heal::{HealEngine, PlaybookSet, driver};
 use opsloop_sandbox::Helper;
 use opsloop_server::HealApi;
 use opsloop_store::IncidentQuery;
 use opsloop_store::Store;
 use opsloop_store::incidents::StoredIncident;
-use opsloop_store::trail::TrailAppend;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -121,11 +121,11 @@ pub async fn start(
     let runtime = tokio::runtime::Handle::current();
     let bus = agent.bus.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let journal = Arc::new(StoreJournal {
-        store: Arc::clone(&agent.store),
-        clock: Arc::clone(&clock),
-        metrics: Arc::clone(&metrics),
-    });
+    let journal = Arc::new(StoreJournal::new(
+        Arc::clone(&agent.store),
+        Arc::clone(&clock),
+        Arc::clone(&metrics.journal_failures),
+    ));
     let sink = Arc::new(BusSink {
         bus: bus.clone(),
         runtime: runtime.clone(),
@@ -325,7 +325,7 @@ pub struct HealMetrics {
     /// What the incident lock decided.
     pub locks: Arc<driver::LockCounts>,
     /// Trail records and incidents the store did not take.
-    pub journal_failures: AtomicU64,
+    pub journal_failures: Arc<AtomicU64>,
     /// Incident events the bus did not take.
     pub publish_failures: AtomicU64,
 }
@@ -503,83 +503,6 @@ async fn runner() -> Result<Arc<dyn ActionRunner>> {
         Err(e) => tracing::warn!(error = %e, "kubernetes actions unavailable"),
     }
     Ok(Arc::new(system.with_cluster(Arc::new(cluster))))
-}
-
-/// Unix ms of an RFC 3339 time the engine wrote (0 if it is not one).
-fn millis(rfc3339: &str) -> i64 {
-    parse_iso8601(rfc3339.as_bytes()).map_or(0, |(ms, _)| ms)
-}
-
-/// The engine's journal over the store: decisions to the trail, incidents to their table.
-/// A write that fails is logged (the engine goes on: refusing to act because the trail is
-/// down would turn a storage problem into an outage).
-struct StoreJournal {
-    store: Arc<Mutex<Store>>,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<HealMetrics>,
-}
-
-impl HealJournal for StoreJournal {
-    fn record(&self, entry: &TrailEntry) {
-        let data = match serde_json::to_value(entry) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "heal trail: entry not serialisable");
-                return;
-            }
-        };
-        let kind = data["kind"].as_str().unwrap_or("decision").to_string();
-        let append = TrailAppend {
-            kind: &kind,
-            incident_id: entry.incident_id.as_deref(),
-            actor: Some("opsloop"),
-            data: &data,
-        };
-        let now = self.clock.now_ms();
-        let result = self
-            .store
-            .lock()
-            .map_err(|_| "store lock poisoned".to_string())
-            .and_then(|mut s| s.append_trail(&append, now).map_err(|e| e.to_string()));
-        if let Err(e) = result {
-            self.metrics
-                .journal_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, "heal trail: record not written");
-        }
-    }
-
-    fn save_incident(&self, incident: &Incident) {
-        let data = match serde_json::to_value(incident) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "heal incidents: not serialisable");
-                return;
-            }
-        };
-        let stored = StoredIncident {
-            id: incident.id.clone(),
-            playbook: incident.playbook.clone(),
-            key: incident.key.clone(),
-            target: Some(incident.target.clone()),
-            state: incident.state.as_str().to_string(),
-            mode: incident.mode.as_str().to_string(),
-            created_ms: millis(&incident.created),
-            updated_ms: millis(&incident.updated),
-            data,
-        };
-        let result = self
-            .store
-            .lock()
-            .map_err(|_| "store lock poisoned".to_string())
-            .and_then(|mut s| s.put_incident(&stored).map_err(|e| e.to_string()));
-        if let Err(e) = result {
-            self.metrics
-                .journal_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, incident = %incident.id, "heal incidents: not saved");
-        }
-    }
 }
 
 /// The engine's events (`io.opsloop.incident.*`) on the bus, in order. Publishing waits for

@@ -15,6 +15,7 @@
 //! - [`lock`]: [`lock::IncidentLock`], one agent acting per incident when several share a
 //!   stream.
 //! - [`simulate`]: what `opsloop heal test` shows, acting on nothing.
+//! - [`store_journal`]: the journal over the store (trail and incidents tables).
 //!
 //! The crate consumes and produces CloudEvents only; it imports no other loop.
 
@@ -28,6 +29,7 @@ pub mod playbook;
 pub mod run;
 pub mod simulate;
 pub mod spec;
+pub mod store_journal;
 
 pub use engine::HealEngine;
 pub use playbook::PlaybookSet;

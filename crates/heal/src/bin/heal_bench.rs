@@ -5,25 +5,47 @@
 //!    types and for the worst case of every playbook on one type;
 //! 2. latency: event → first step started, in-process (a recording runner), p50/p99/max.
 //!
-//! Run: `cargo run --release -p opsloop-heal --bin heal_bench [-- --events N --playbooks N]`
+//! With `--store`, decisions and incidents go where the agent writes them: the audit trail
+//! and incidents tables of a file store (WAL, one transaction per record), and the incident
+//! events into its event log; without it, to a null journal (the engine alone).
+//!
+//! Run: `cargo run --release -p opsloop-heal --bin heal_bench [-- --store --events N --playbooks N]`
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use opsloop_core::Event;
 use opsloop_core::time::ManualClock;
 use opsloop_heal::action::RecordingRunner;
 use opsloop_heal::engine::{Decision, EventSink};
-use opsloop_heal::incident::NullJournal;
+use opsloop_heal::incident::{HealJournal, NullJournal};
 use opsloop_heal::run::run_incident;
+use opsloop_heal::store_journal::StoreJournal;
 use opsloop_heal::{HealEngine, PlaybookSet};
+use opsloop_store::Store;
 
 struct NullSink;
 
 impl EventSink for NullSink {
     fn publish(&self, _event: Event) {}
 }
+
+/// The incident events into the store's event log, as the embedded bus writes them.
+struct StoreSink(Arc<Mutex<Store>>);
+
+impl EventSink for StoreSink {
+    fn publish(&self, event: Event) {
+        if let Ok(mut store) = self.0.lock() {
+            // Stored "now" on the bench clock's epoch; retention never runs here.
+            let _ = store.append_events(std::slice::from_ref(&event), 1_700_000_000_000);
+        }
+    }
+}
+
+/// The store every engine of the run writes to, when `--store` was given.
+static STORE: OnceLock<Arc<Mutex<Store>>> = OnceLock::new();
 
 /// `n` playbooks; playbook `i` triggers on `type_of(i)` with a condition on the alert name.
 fn playbooks(n: usize, types: usize, threshold: u32) -> String {
@@ -63,13 +85,18 @@ fn event(kind: &str, alert: &str, instance: &str) -> Event {
 
 fn new_engine(yaml: &str, clock: Arc<ManualClock>) -> Result<HealEngine, String> {
     let set = PlaybookSet::from_yaml(yaml, "bench").map_err(|e| e.to_string())?;
-    Ok(HealEngine::new(
-        set,
-        clock,
-        Arc::new(NullJournal),
-        Arc::new(NullSink),
-        BTreeMap::new(),
-    ))
+    let (journal, sink): (Arc<dyn HealJournal>, Arc<dyn EventSink>) = match STORE.get() {
+        Some(store) => (
+            Arc::new(StoreJournal::new(
+                Arc::clone(store),
+                clock.clone(),
+                Arc::new(AtomicU64::new(0)),
+            )),
+            Arc::new(StoreSink(Arc::clone(store))),
+        ),
+        None => (Arc::new(NullJournal), Arc::new(NullSink)),
+    };
+    Ok(HealEngine::new(set, clock, journal, sink, BTreeMap::new()))
 }
 
 /// Events/s through `handle`; every incident is finished at once so guardrails stay live.
@@ -119,6 +146,30 @@ fn arg(name: &str, default: usize) -> usize {
 fn main() -> Result<(), String> {
     let n_events = arg("--events", 200_000);
     let n_playbooks = arg("--playbooks", 100);
+    let store_dir = std::env::temp_dir().join(format!("heal-bench-{}", std::process::id()));
+    if std::env::args().any(|a| a == "--store") {
+        std::fs::create_dir_all(&store_dir).map_err(|e| e.to_string())?;
+        let store = Store::open(&store_dir).map_err(|e| e.to_string())?;
+        let _ = STORE.set(Arc::new(Mutex::new(store)));
+        println!(
+            "journal: file store in {} (trail, incidents, events)",
+            store_dir.display()
+        );
+    } else {
+        println!("journal: none (the engine alone; --store for the agent's path)");
+    }
+    let result = run(n_events, n_playbooks);
+    if let Some(store) = STORE.get()
+        && let Ok(store) = store.lock()
+    {
+        let records = store.trail_head().ok().flatten().map_or(0, |(seq, _)| seq);
+        println!("trail records written: {records}");
+    }
+    let _ = std::fs::remove_dir_all(&store_dir);
+    result
+}
+
+fn run(n_events: usize, n_playbooks: usize) -> Result<(), String> {
     let load_start = Instant::now();
     let spread_yaml = playbooks(n_playbooks, 50, 3);
     let _ = new_engine(&spread_yaml, Arc::new(ManualClock::new(0)))?;
