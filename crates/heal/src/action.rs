@@ -63,6 +63,15 @@ pub enum Action {
         /// User.
         #[serde(skip_serializing_if = "Option::is_none")]
         user: Option<String>,
+        /// Memory limit per process, bytes (the sandbox's default when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_bytes: Option<u64>,
+        /// CPU time limit, ms (the sandbox's default when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu_time_ms: Option<u64>,
+        /// Most processes at once (the sandbox's default when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_procs: Option<u64>,
     },
     /// An HTTP request.
     Http {
@@ -209,6 +218,9 @@ impl SystemRunner {
             timeout_ms,
             env,
             user,
+            memory_bytes,
+            cpu_time_ms,
+            max_procs,
         } = action
         else {
             return Err(ActionError::Other("not an exec action".into()));
@@ -236,6 +248,15 @@ impl SystemRunner {
         }
         if let Some(u) = user {
             b = b.user(UserSpec::parse(u));
+        }
+        if let Some(bytes) = memory_bytes {
+            b = b.memory(*bytes);
+        }
+        if let Some(ms) = cpu_time_ms {
+            b = b.cpu_time(Duration::from_millis(*ms));
+        }
+        if let Some(n) = max_procs {
+            b = b.max_procs(*n);
         }
         let policy = b.build().map_err(|e| ActionError::Sandbox(e.to_string()))?;
         let Some((program, args)) = command.split_first() else {

@@ -185,6 +185,12 @@ pub struct ExecTemplate {
     pub env: Vec<String>,
     /// User.
     pub user: Option<String>,
+    /// Memory limit per process, bytes.
+    pub memory: Option<u64>,
+    /// CPU time limit.
+    pub cpu_time: Option<Duration>,
+    /// Most processes at once.
+    pub max_procs: Option<u64>,
 }
 
 /// An HTTP request, before interpolation.
@@ -790,6 +796,43 @@ impl Checker<'_> {
         }
     }
 
+    /// What the sandbox would refuse at run time (exit 125), refused at load instead: a root
+    /// user, and a literal allow-list path holding the sandbox's scratch root (the temporary
+    /// directory, where every sandbox's scratch and control files live).
+    fn sandbox_refusals(&mut self, x: &spec::ExecSpec, line: u64, p: &str) {
+        if let Some(user) = &x.user {
+            let user = user.trim();
+            if user == "root" || user.parse::<u32>() == Ok(0) {
+                self.problem(
+                    line,
+                    &format!("{p}.user"),
+                    "the sandbox never runs a command as root",
+                );
+            }
+        }
+        let scratch_root = std::env::temp_dir();
+        for (field, paths) in [
+            ("allow_read", &x.allow_read),
+            ("allow_write", &x.allow_write),
+        ] {
+            for path in paths.iter().filter(|p| !p.contains("${{")) {
+                let path = Path::new(path);
+                if path.is_absolute() && scratch_root.starts_with(path) {
+                    self.problem(
+                        line,
+                        &format!("{p}.{field}"),
+                        format!(
+                            "{} holds {}, the sandboxes' scratch root: it would expose other \
+                             commands' scratch",
+                            path.display(),
+                            scratch_root.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     fn path_template(&mut self, text: &str, line: u64, path: &str) -> Template {
         let t = self.template(text, line, path);
         if !t.is_dynamic() && !text.starts_with('/') {
@@ -961,6 +1004,28 @@ impl Checker<'_> {
                 .map(|c| self.path_template(c, line, &format!("{p}.allow_write")))
                 .collect();
             self.env_names(&x.env, line, &format!("{p}.env"));
+            self.sandbox_refusals(x, line, &p);
+            let memory = x
+                .memory
+                .as_deref()
+                .and_then(|m| match opsloop_sandbox::parse_bytes(m) {
+                    Ok(0) => {
+                        self.problem(line, &format!("{p}.memory"), "a limit of zero");
+                        None
+                    }
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        self.problem(line, &format!("{p}.memory"), e.to_string());
+                        None
+                    }
+                });
+            let cpu_time = x.cpu_time.map(|d| d.get());
+            if cpu_time.is_some_and(|d| d.is_zero()) {
+                self.problem(line, &format!("{p}.cpu_time"), "a limit of zero");
+            }
+            if x.max_procs == Some(0) {
+                self.problem(line, &format!("{p}.max_procs"), "a limit of zero");
+            }
             return Some(ActionTemplate::Exec(ExecTemplate {
                 command,
                 allow_read,
@@ -969,6 +1034,9 @@ impl Checker<'_> {
                 timeout: x.timeout.map(|d| d.get()),
                 env: x.env.clone(),
                 user: x.user.clone(),
+                memory,
+                cpu_time,
+                max_procs: x.max_procs,
             }));
         }
         if let Some(h) = &s.http {

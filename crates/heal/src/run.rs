@@ -207,6 +207,11 @@ pub fn render_action(
             .unwrap_or(u64::MAX),
             env: x.env.clone(),
             user: x.user.clone(),
+            memory_bytes: x.memory,
+            cpu_time_ms: x
+                .cpu_time
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            max_procs: x.max_procs,
         },
         ActionTemplate::Http(h) => Action::Http {
             method: h.method.clone(),
@@ -497,11 +502,21 @@ fn trail(
 }
 
 /// Performs one action with a timeout.
+/// How much longer than its sandbox's own timeout an `exec` is waited for: the sandbox kills
+/// the command's whole process tree at its timeout and reports 124, and that result (not a
+/// timer that fires first and leaves the tree to die a moment later, beside a retry) is what
+/// the step records.
+const EXEC_TIMER_MARGIN: Duration = Duration::from_secs(5);
+
 async fn perform(
     deps: &RunDeps,
     action: &Action,
     timeout: Duration,
 ) -> Result<ActionOutput, ActionError> {
+    let timeout = match action {
+        Action::Exec { .. } => timeout.saturating_add(EXEC_TIMER_MARGIN),
+        _ => timeout,
+    };
     match tokio::time::timeout(timeout, deps.runner.run(action)).await {
         Ok(r) => r,
         Err(_) => Err(ActionError::Other(format!("timed out after {timeout:?}"))),
@@ -796,6 +811,9 @@ async fn check_round(
                             timeout_ms: u64::try_from(CHECK_TIMEOUT.as_millis()).unwrap_or(30_000),
                             env: env.clone(),
                             user: None,
+                            memory_bytes: None,
+                            cpu_time_ms: None,
+                            max_procs: None,
                         };
                         match perform(deps, &action, CHECK_TIMEOUT).await {
                             Ok(o) => {

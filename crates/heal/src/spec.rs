@@ -366,6 +366,15 @@ pub struct ExecSpec {
     /// Run as this user (default nobody).
     #[serde(default)]
     pub user: Option<String>,
+    /// Memory limit per process, with a unit (`256MiB`; the sandbox's default otherwise).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// CPU time limit (`10s`; the sandbox's default otherwise).
+    #[serde(default)]
+    pub cpu_time: Option<ConfigDuration>,
+    /// Most processes at once (the sandbox's default otherwise).
+    #[serde(default)]
+    pub max_procs: Option<u64>,
 }
 
 /// A header value: text, or a secret read at run time.

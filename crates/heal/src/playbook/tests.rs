@@ -391,3 +391,60 @@ fn an_agent_config_names_playbook_files_and_directories() {
         "{p:?}"
     );
 }
+
+fn exec_playbook(exec: &str) -> String {
+    format!("name: a\ntrigger: {{ type: t }}\nsteps:\n  - exec: {{ command: [/bin/true], {exec} }}\n")
+}
+
+#[test]
+fn exec_steps_take_the_sandbox_limits() {
+    let text = exec_playbook("memory: 64MiB, cpu_time: 2s, max_procs: 8");
+    let set = PlaybookSet::from_yaml(&text, "f.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let ActionTemplate::Exec(x) = &set.playbooks()[0].steps[0].action else {
+        panic!("not an exec step");
+    };
+    assert_eq!(x.memory, Some(64 << 20));
+    assert_eq!(x.cpu_time, Some(Duration::from_secs(2)));
+    assert_eq!(x.max_procs, Some(8));
+    for (exec, field) in [
+        ("memory: lots", "memory"),
+        ("memory: 0", "memory"),
+        ("cpu_time: 0s", "cpu_time"),
+        ("max_procs: 0", "max_procs"),
+    ] {
+        let p = problems(&exec_playbook(exec));
+        assert!(
+            p.iter().any(|x| x.path.ends_with(&format!("exec.{field}"))),
+            "{exec}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn what_the_sandbox_would_refuse_is_refused_at_load() {
+    let scratch_root = std::env::temp_dir();
+    for (exec, field) in [
+        ("user: root", "user"),
+        ("user: '0'", "user"),
+        ("allow_write: ['/']", "allow_write"),
+        (
+            &*format!("allow_read: ['{}']", scratch_root.display()),
+            "allow_read",
+        ),
+    ] {
+        let p = problems(&exec_playbook(exec));
+        assert!(
+            p.iter().any(|x| x.path.ends_with(&format!("exec.{field}"))),
+            "{exec}: {p:?}"
+        );
+    }
+    // A path beside the scratch root, another user, or a template (decided at run time)
+    // are fine.
+    for exec in [
+        "allow_write: ['/var/log/app']",
+        "user: daemon",
+        "allow_write: ['${{ env.DIR }}']",
+    ] {
+        assert_eq!(problems(&exec_playbook(exec)), Vec::new(), "{exec}");
+    }
+}
