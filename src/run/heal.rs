@@ -171,6 +171,14 @@ pub async fn start(
             }
         });
     let feed_bus = bus.clone();
+    // This agent's own consumer of resolved events (every agent gets every one): a resolved
+    // alert must cancel the incident waiting for approval or the threshold window of
+    // whichever agent holds it, not only those of the agent the shared consumer picked.
+    let resolved_consumer = format!(
+        "opsloop-heal-resolved-{}-{}",
+        consumer_safe(&opsloop_agent::agent::host_name()),
+        std::process::id()
+    );
     let _feed = agent
         .supervisor
         .spawn("heal", OnFailure::Restart, move |cancel| {
@@ -178,10 +186,11 @@ pub async fn start(
             let handle = Arc::clone(&handle);
             let jetstream = jetstream.clone();
             let locks = Arc::clone(&locks);
+            let resolved_consumer = resolved_consumer.clone();
             async move {
                 let Some(options) = jetstream else {
                     let sub = bus
-                        .subscribe(CONSUMER)
+                        .subscribe_new(CONSUMER)
                         .await
                         .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
                     return feed(sub, &handle, false, cancel.cancelled()).await;
@@ -199,10 +208,18 @@ pub async fn start(
                     let _ = locks.set(kv);
                 }
                 let sub = shared
-                    .subscribe(SHARED_CONSUMER)
+                    .subscribe_new(SHARED_CONSUMER)
                     .await
                     .map_err(|e| TaskError::new(format!("heal consumer: {e}")))?;
-                feed(sub, &handle, true, cancel.cancelled()).await
+                let resolved = shared
+                    .subscribe_suffix(&resolved_consumer, "resolved", RESOLVED_CONSUMER_IDLE)
+                    .await
+                    .map_err(|e| TaskError::new(format!("heal resolved consumer: {e}")))?;
+                tokio::try_join!(
+                    feed(sub, &handle, true, cancel.cancelled()),
+                    feed(resolved, &handle, false, cancel.cancelled()),
+                )
+                .map(|_| ())
             }
         });
     Ok(Arc::new(BusHealApi {
@@ -256,38 +273,48 @@ async fn restore(engine: &mut HealEngine, store: &Arc<Mutex<Store>>, now_ms: i64
     );
 }
 
-/// The incidents created since `since_ms` and the open ones before it, oldest first (at
-/// most [`MAX_RESTORED`], the newest kept), with the trigger events of those awaiting
-/// approval.
+/// Every incident that never ended (at most [`MAX_RESTORED`]) and the incidents created
+/// since `since_ms` (the newest [`MAX_RESTORED`]), oldest first, with the trigger events of
+/// those awaiting approval found in the store.
 fn read_history(
     store: &Store,
     since_ms: i64,
 ) -> std::result::Result<(Vec<Incident>, BTreeMap<String, Event>), opsloop_store::StoreError> {
-    let mut rows: Vec<StoredIncident> = Vec::new();
-    let mut queries = vec![IncidentQuery {
+    let mut rows: BTreeMap<String, StoredIncident> = BTreeMap::new();
+    // Open ones first, at any age and uncapped by the finished ones: they are bounded by
+    // the pending approvals and the concurrency guardrail.
+    let mut queries: Vec<IncidentQuery> = OPEN_STATES
+        .iter()
+        .map(|state| IncidentQuery {
+            state: Some((*state).to_string()),
+            ..IncidentQuery::default()
+        })
+        .collect();
+    queries.push(IncidentQuery {
         since_ms: Some(since_ms),
         ..IncidentQuery::default()
-    }];
-    queries.extend(OPEN_STATES.iter().map(|state| IncidentQuery {
-        state: Some((*state).to_string()),
-        until_ms: Some(since_ms),
-        ..IncidentQuery::default()
-    }));
-    for mut query in queries {
+    });
+    for (n, mut query) in queries.into_iter().enumerate() {
         query.limit = Some(1000);
-        while rows.len() < MAX_RESTORED {
+        let cap = if n < OPEN_STATES.len() {
+            MAX_RESTORED
+        } else {
+            rows.len().saturating_add(MAX_RESTORED)
+        };
+        while rows.len() < cap {
             let page = store.incidents(&query)?;
-            rows.extend(page.items);
+            for row in page.items {
+                rows.entry(row.id.clone()).or_insert(row);
+            }
             match page.next_cursor {
                 Some(cursor) => query.cursor = Some(cursor),
                 None => break,
             }
         }
     }
-    rows.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
     let mut history = Vec::with_capacity(rows.len());
     let mut triggers = BTreeMap::new();
-    for row in rows {
+    for row in rows.into_values() {
         match serde_json::from_value::<Incident>(row.data) {
             Ok(incident) => {
                 if row.state == "awaiting_approval"
@@ -370,6 +397,22 @@ impl Collector for HealMetrics {
 
 /// Hands every delivery of `sub` to the loop, acknowledging each batch once handed over.
 /// Ends when `stop` resolves.
+/// How long the server keeps an agent's resolved-events consumer without the agent.
+const RESOLVED_CONSUMER_IDLE: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// `text` as a JetStream consumer name may have it (no dots, wildcards or spaces).
+fn consumer_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// Whether `event` is an approval or a rejection.
 fn is_decision(event: &Event) -> bool {
     event.kind == opsloop_heal::engine::APPROVE_TYPE
@@ -377,8 +420,9 @@ fn is_decision(event: &Event) -> bool {
 }
 
 /// Hands the consumer's events to the loop, acknowledging each batch once handled. On the
-/// shared JetStream consumer (`shared`), approvals and rejections are skipped: the agent
-/// whose API took them handed them to its own loop.
+/// shared JetStream consumer (`shared`), approvals and rejections are skipped (the agent
+/// whose API took them handed them to its own loop), and so are events whose type ends in
+/// `.resolved` (each agent reads those through a consumer of its own).
 async fn feed<S: Subscription>(
     mut sub: S,
     handle: &HealHandle,
@@ -395,7 +439,11 @@ async fn feed<S: Subscription>(
             continue;
         };
         for delivery in batch {
-            if shared && is_decision(&delivery.event) {
+            // On the shared consumer: decisions went to the deciding agent's loop, and
+            // resolved events reach every agent through its own consumer.
+            if shared
+                && (is_decision(&delivery.event) || delivery.event.kind.ends_with(".resolved"))
+            {
                 continue;
             }
             handle
@@ -518,8 +566,11 @@ impl EventSink for BusSink {
         let events: Arc<[Event]> = Arc::from(vec![event]);
         let publish = || self.runtime.block_on(self.bus.publish(events));
         let result = match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(publish),
-            Err(_) => publish(),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(publish)
+            }
+            // The agent's runtime is multi-threaded; elsewhere (no runtime) block directly.
+            _ => publish(),
         };
         if let Err(e) = result {
             self.metrics

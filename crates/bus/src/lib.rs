@@ -69,6 +69,11 @@ pub trait EventBus: Send + Sync {
     -> impl Future<Output = Result<usize, BusError>> + Send;
     /// Subscribes as the durable consumer `name`, resuming after its last acknowledgement.
     fn subscribe(&self, name: &str) -> impl Future<Output = Result<Self::Sub, BusError>> + Send;
+    /// Like [`EventBus::subscribe`], except that a consumer `name` that does not exist yet
+    /// starts at the bus's current head instead of its first event: a consumer that acts on
+    /// what it reads (the heal loop) must not act on the history it was added to.
+    fn subscribe_new(&self, name: &str)
+    -> impl Future<Output = Result<Self::Sub, BusError>> + Send;
 }
 
 /// A clock: the current time as Unix milliseconds.
@@ -152,12 +157,29 @@ impl EventBus for EmbeddedBus {
     }
 
     async fn subscribe(&self, name: &str) -> Result<EmbeddedSubscription, BusError> {
+        self.subscribe_at(name, false).await
+    }
+
+    async fn subscribe_new(&self, name: &str) -> Result<EmbeddedSubscription, BusError> {
+        self.subscribe_at(name, true).await
+    }
+}
+
+impl EmbeddedBus {
+    /// Subscribes `name`; a new consumer starts at the first event, or at the head when
+    /// `from_head`.
+    async fn subscribe_at(
+        &self,
+        name: &str,
+        from_head: bool,
+    ) -> Result<EmbeddedSubscription, BusError> {
         let owned = name.to_string();
         let now = self.now_ms();
         let acked = self
             .with_store(move |s| {
                 // Known from now on, so that its lag counts before it acknowledges anything.
-                s.register_consumer(&owned, now)?;
+                let start = if from_head { s.last_seq()? } else { 0 };
+                s.register_consumer_at(&owned, start, now)?;
                 s.consumer_acked(&owned)
             })
             .await?;

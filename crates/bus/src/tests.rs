@@ -37,6 +37,32 @@ async fn published_events_reach_a_waiting_consumer() {
 }
 
 #[tokio::test]
+async fn a_new_consumer_from_now_skips_the_history_and_then_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus_at(dir.path());
+    bus.publish(vec![event(1), event(2)].into()).await.unwrap();
+    let mut sub = bus.subscribe_new("heal").await.unwrap();
+    bus.publish(vec![event(3)].into()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), sub.next(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|d| d.event.time.clone()).collect::<Vec<_>>(),
+        [event(3).time]
+    );
+    // Not acknowledged: a known consumer resumes where it was, it does not jump to the head.
+    drop(sub);
+    bus.publish(vec![event(4)].into()).await.unwrap();
+    let mut again = bus.subscribe_new("heal").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), again.next(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+}
+
+#[tokio::test]
 async fn duplicates_are_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let bus = bus_at(dir.path());
@@ -213,6 +239,24 @@ mod relay_supervision {
             ids.dedup();
         }
         ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_jetstream_consumer_from_now_skips_the_stream_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = NatsServer::start(&dir.path().join("nats"));
+        let bus = JetStreamBus::connect(&options(&server)).await.unwrap();
+        bus.publish(vec![event(1), event(2)].into()).await.unwrap();
+        let mut sub = bus.subscribe_new("fresh").await.unwrap();
+        bus.publish(vec![event(3)].into()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), sub.next(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|d| d.event.time.clone()).collect::<Vec<_>>(),
+            [event(3).time]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

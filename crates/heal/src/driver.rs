@@ -26,8 +26,13 @@ use crate::playbook::PlaybookSet;
 pub const LOCKED_BY_ANOTHER_AGENT: &str = "locked_by_another_agent";
 /// Trail reason: the lock could not be asked for; not acting is the safe side.
 pub const LOCK_UNAVAILABLE: &str = "lock_unavailable";
-/// Shortest lock: a KV time to live is whole seconds, at least one.
-const MIN_LOCK_TTL: Duration = Duration::from_secs(1);
+/// How often the loop expires approvals and idle keys when no event does it.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Shortest lock: at least JetStream's acknowledgement wait (30 s by default). An event whose
+/// agent froze before acknowledging it is redelivered to another agent after that wait; a
+/// lock that had expired by then would let the redelivery act a second time.
+const MIN_LOCK_TTL: Duration = Duration::from_secs(30);
 
 /// What the lock decided, counted since the loop started.
 #[derive(Debug, Default)]
@@ -167,8 +172,14 @@ async fn drive(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Incident>();
     let mut in_flight = 0usize;
     let mut open = true;
+    // Approvals expire on time even when no event arrives.
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while open || in_flight > 0 {
         tokio::select! {
+            _ = sweep.tick(), if open => {
+                let _ = engine.tick();
+            }
             input = rx.recv(), if open => match input {
                 Some(Input::Event(event)) => {
                     for d in engine.handle(&event) {

@@ -281,6 +281,9 @@ struct KeyState {
     /// Last suppression recorded: reason and time, and how many were not recorded since.
     last_suppression: Option<(SuppressReason, i64)>,
     unrecorded_suppressions: u64,
+    /// Last below-threshold match recorded, and how many were not recorded since.
+    last_threshold_record_ms: Option<i64>,
+    unrecorded_threshold_matches: u64,
 }
 
 /// Per playbook state.
@@ -561,6 +564,16 @@ impl HealEngine {
         self.running.len()
     }
 
+    /// Expires approvals waited for too long and evicts idle keys, as every event does once
+    /// a minute: the loop calls it on a timer too, so that a quiet bus does not leave an
+    /// incident `awaiting_approval` past its window.
+    pub fn tick(&mut self) -> Vec<Decision> {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        self.sweep(now, &mut out);
+        out
+    }
+
     /// Incidents awaiting approval now.
     pub fn awaiting_approval(&self) -> usize {
         self.pending.len()
@@ -645,19 +658,28 @@ impl HealEngine {
         (decisions, verdicts)
     }
 
-    /// How far back [`HealEngine::restore`] needs the incidents of a previous run: the
-    /// longest of the hour of `max_runs_per_hour`, the approval timeout, and every
-    /// playbook's cooldown and blast-radius window.
+    /// A copy of `event` with the secret values this engine knows masked (what is kept in
+    /// an incident record).
+    fn redacted_event(&self, event: &Event) -> Event {
+        let mut copy = event.clone();
+        self.redactor.redact_json(&mut copy.data);
+        copy.subject = copy.subject.map(|s| self.redactor.redact(&s));
+        copy
+    }
+
+    /// How far back [`HealEngine::restore`] needs the finished runs of a previous run: the
+    /// longest of the hour of `max_runs_per_hour` and every playbook's cooldown and
+    /// blast-radius window. (Incidents that never ended matter at any age.)
     pub fn memory_ms(&self) -> i64 {
         self.set
             .playbooks()
             .iter()
             .map(|pb| pb.guardrails.cooldown_ms.max(pb.guardrails.blast_within_ms))
-            .fold(self.limits.approval_timeout_ms.max(3_600_000), i64::max)
+            .fold(3_600_000, i64::max)
     }
 
-    /// Takes back what a previous run of the agent left (its incidents, oldest first; those
-    /// older than [`HealEngine::memory_ms`] only matter if they never ended): finished runs
+    /// Takes back what a previous run of the agent left (its incidents, oldest first: those
+    /// that never ended, and the finished runs of the last [`HealEngine::memory_ms`]): finished runs
     /// restore cooldowns, runs per hour and blast radius; an incident awaiting approval
     /// waits again, with its trigger event as `trigger` finds it by id; a run that was under
     /// way when the agent stopped ends `failed` (its actions may have run in part: it is
@@ -673,6 +695,9 @@ impl HealEngine {
         let at = |rfc3339: &str| {
             opsloop_core::time::parse_iso8601(rfc3339.as_bytes()).map_or(now, |(ms, _)| ms.min(now))
         };
+        // Runs are counted in the order they ran (the guardrails' windows expect it).
+        let mut history = history;
+        history.sort_by_key(|i| at(&i.updated));
         for mut incident in history {
             let index = self
                 .set
@@ -709,6 +734,7 @@ impl HealEngine {
                         None
                     } else {
                         trigger(&incident.trigger_event_id)
+                            .or_else(|| incident.trigger.take().map(|e| *e))
                     };
                     let Some(event) = found else {
                         let reason = if expired {
@@ -755,7 +781,9 @@ impl HealEngine {
                     restored.cancelled += 1;
                 }
                 IncidentState::Remediating | IncidentState::Verifying => {
-                    self.count_run(i, &target, created);
+                    // Counted when it last moved (its run), not when it was opened: an
+                    // approval may have come hours after.
+                    self.count_run(i, &target, at(&incident.updated));
                     self.cool_down(i, &incident.key, now);
                     self.transition(
                         &mut incident,
@@ -773,7 +801,7 @@ impl HealEngine {
                 | IncidentState::Failed
                 | IncidentState::Escalated
                 | IncidentState::DryRun => {
-                    self.count_run(i, &target, created);
+                    self.count_run(i, &target, at(&incident.updated));
                     self.cool_down(i, &incident.key, at(&incident.updated));
                     restored.runs += 1;
                 }
@@ -1003,16 +1031,27 @@ impl HealEngine {
         }
         let count = u32::try_from(ks.window.len()).unwrap_or(u32::MAX);
         if count < needed {
-            self.journal.record(&TrailEntry {
-                at: format_rfc3339(now),
-                kind: TrailKind::ThresholdPending,
-                playbook: pb.name.clone(),
-                key: key.clone(),
-                incident_id: None,
-                event_id: Some(trigger.id.clone()),
-                detail: format!("{count} of {needed} within {}ms", pb.threshold.within_ms),
-                data: serde_json::Value::Null,
+            // Like suppressions, one record per key and interval: a steady trickle that never
+            // reaches the threshold must not add a trail row per event forever.
+            let due = ks.last_threshold_record_ms.is_none_or(|at| {
+                now.saturating_sub(at) >= limits.suppression_record_interval_ms || at > now
             });
+            if due {
+                let skipped = std::mem::take(&mut ks.unrecorded_threshold_matches);
+                ks.last_threshold_record_ms = Some(now);
+                self.journal.record(&TrailEntry {
+                    at: format_rfc3339(now),
+                    kind: TrailKind::ThresholdPending,
+                    playbook: pb.name.clone(),
+                    key: key.clone(),
+                    incident_id: None,
+                    event_id: Some(trigger.id.clone()),
+                    detail: format!("{count} of {needed} within {}ms", pb.threshold.within_ms),
+                    data: serde_json::json!({ "matches_since_last_record": skipped }),
+                });
+            } else {
+                ks.unrecorded_threshold_matches += 1;
+            }
             out.push(Decision::ThresholdPending {
                 playbook: pb.name.clone(),
                 key: key.clone(),
@@ -1107,6 +1146,7 @@ impl HealEngine {
             verification: Vec::new(),
             approver: None,
             reason: None,
+            trigger: None,
         };
         self.journal.record(&TrailEntry {
             at: format_rfc3339(now),
@@ -1140,6 +1180,7 @@ impl HealEngine {
                     ks.open = Some(incident.id.clone());
                 }
                 incident.steps = self.preview(pb, trigger);
+                incident.trigger = Some(Box::new(self.redacted_event(trigger)));
                 self.transition(&mut incident, IncidentState::AwaitingApproval, now, None);
                 self.pending.insert(
                     incident.id.clone(),
@@ -1209,6 +1250,7 @@ impl HealEngine {
             },
         );
         incident.steps.clear();
+        incident.trigger = None;
         // `remediating` is recorded by the run itself, once it may act: under scale-out an
         // agent that loses the incident's lock ends it `cancelled` without ever having
         // announced a remediation.

@@ -179,6 +179,11 @@ pub struct Incident {
     /// Why it ended as it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The triggering event, kept while the incident waits for approval: what the approver
+    /// decides on, and what the run interpolates after a restart even when the event is no
+    /// longer in this agent's store (under scale-out it may never have been).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Box<Event>>,
 }
 
 impl Incident {

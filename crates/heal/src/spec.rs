@@ -28,8 +28,8 @@ pub struct ConfigPlaybooks {
 }
 
 /// One entry of an agent configuration's `playbooks:` list: a playbook written inline, or
-/// the path of a playbook file or of a directory of them (relative to the configuration
-/// file's directory).
+/// the path of a playbook file or of a directory of them (a relative path is read from the
+/// working directory, as every path of the configuration).
 #[derive(Debug)]
 pub enum ConfigPlaybook {
     /// A file or directory of playbooks.

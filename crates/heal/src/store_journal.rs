@@ -11,6 +11,18 @@ use opsloop_store::trail::TrailAppend;
 
 use crate::incident::{HealJournal, Incident, TrailEntry};
 
+/// Runs a store write: on a multi-threaded runtime's worker it tells the runtime first, so
+/// that other tasks move to other workers while SQLite commits (the store's lock is shared
+/// with the API's queries and the bus).
+fn blocking<T>(write: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(write)
+        }
+        _ => write(),
+    }
+}
+
 /// Unix ms of an RFC 3339 time the engine wrote (0 if it is not one).
 fn millis(rfc3339: &str) -> i64 {
     parse_iso8601(rfc3339.as_bytes()).map_or(0, |(ms, _)| ms)
@@ -58,11 +70,12 @@ impl HealJournal for StoreJournal {
             data: &data,
         };
         let now = self.clock.now_ms();
-        let result = self
-            .store
-            .lock()
-            .map_err(|_| "store lock poisoned".to_string())
-            .and_then(|mut s| s.append_trail(&append, now).map_err(|e| e.to_string()));
+        let result = blocking(|| {
+            self.store
+                .lock()
+                .map_err(|_| "store lock poisoned".to_string())
+                .and_then(|mut s| s.append_trail(&append, now).map_err(|e| e.to_string()))
+        });
         if let Err(e) = result {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "heal trail: record not written");
@@ -88,11 +101,12 @@ impl HealJournal for StoreJournal {
             updated_ms: millis(&incident.updated),
             data,
         };
-        let result = self
-            .store
-            .lock()
-            .map_err(|_| "store lock poisoned".to_string())
-            .and_then(|mut s| s.put_incident(&stored).map_err(|e| e.to_string()));
+        let result = blocking(|| {
+            self.store
+                .lock()
+                .map_err(|_| "store lock poisoned".to_string())
+                .and_then(|mut s| s.put_incident(&stored).map_err(|e| e.to_string()))
+        });
         if let Err(e) = result {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, incident = %incident.id, "heal incidents: not saved");

@@ -389,9 +389,20 @@ impl Store {
     /// Registers the durable consumer `name` at position 0 if it is not known yet, so that it
     /// counts in [`Store::min_consumer_acked`] before its first acknowledgement.
     pub fn register_consumer(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.register_consumer_at(name, 0, now_ms)
+    }
+
+    /// Registers the durable consumer `name` as having acknowledged `seq` if it is not known
+    /// yet (a known one keeps its position).
+    pub fn register_consumer_at(
+        &mut self,
+        name: &str,
+        seq: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT OR IGNORE INTO consumers (name, acked_seq, updated_ms) VALUES (?1, 0, ?2)",
-            params![name, now_ms],
+            "INSERT OR IGNORE INTO consumers (name, acked_seq, updated_ms) VALUES (?1, ?2, ?3)",
+            params![name, seq, now_ms],
         )?;
         Ok(())
     }

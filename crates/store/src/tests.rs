@@ -472,7 +472,9 @@ fn migration_4_adds_an_empty_trail_and_keeps_what_was_there() {
 fn an_event_is_found_by_its_id() {
     let mut store = Store::in_memory().unwrap();
     let e = event("t", "s", 5);
-    store.append_events(&[e.clone(), event("u", "s", 6)], 1).unwrap();
+    store
+        .append_events(&[e.clone(), event("u", "s", 6)], 1)
+        .unwrap();
     assert_eq!(store.event_by_id(&e.id).unwrap(), Some(e));
     assert_eq!(store.event_by_id("nope").unwrap(), None);
 }

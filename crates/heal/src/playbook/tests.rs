@@ -393,7 +393,9 @@ fn an_agent_config_names_playbook_files_and_directories() {
 }
 
 fn exec_playbook(exec: &str) -> String {
-    format!("name: a\ntrigger: {{ type: t }}\nsteps:\n  - exec: {{ command: [/bin/true], {exec} }}\n")
+    format!(
+        "name: a\ntrigger: {{ type: t }}\nsteps:\n  - exec: {{ command: [/bin/true], {exec} }}\n"
+    )
 }
 
 #[test]
