@@ -214,17 +214,20 @@ fn options(args: &AuditArgs) -> Result<Options> {
     Ok(Options::from_config(&config))
 }
 
+/// Unreadable inputs (2) before unparsable files (3) before findings (1): a run that could
+/// not read all its input is incomplete, and its exit code says so even when what it did
+/// read has findings (those are printed all the same).
 fn exit_code(report: &Report, fail_on: FailOn) -> u8 {
     if report.has_read_errors() {
         return exit::ERROR;
+    }
+    if !report.errors.is_empty() {
+        return exit::INPUT_PROBLEMS;
     }
     if let (Some(threshold), Some(worst)) = (fail_on.threshold(), report.worst())
         && worst >= threshold
     {
         return exit::RULE_FIRED;
-    }
-    if !report.errors.is_empty() {
-        return exit::INPUT_PROBLEMS;
     }
     exit::OK
 }

@@ -104,9 +104,9 @@ macro_rules! checks {
 checks! {
     GOMAXPROCS_ABOVE_CPU_LIMIT {
         "gomaxprocs-above-cpu-limit", Error, "runtime",
-        "GOMAXPROCS is above the container's CPU limit",
+        "GOMAXPROCS is above the container's CPU limit (rounded up to whole cores)",
         "The Go scheduler runs GOMAXPROCS threads in parallel; above the CFS quota the process burns its quota early in each period and is throttled, which shows as latency spikes.",
-        "Set GOMAXPROCS to the CPU limit rounded up (valueFrom.resourceFieldRef limits.cpu), or drop it on Go 1.25+ which reads the limit itself.",
+        "Set GOMAXPROCS to the CPU limit rounded up (valueFrom.resourceFieldRef limits.cpu), or drop it on Go 1.25+ which reads the limit itself. Allowed: up to ceil(limit in cores), so 2 passes a 1500m limit and 3 does not.",
         "none"
     }
     GOMEMLIMIT_NOT_BELOW_MEMORY_LIMIT {
@@ -132,8 +132,8 @@ checks! {
     }
     GRACE_PERIOD_SHORTER_THAN_PRESTOP {
         "grace-period-shorter-than-prestop", Error, "runtime",
-        "terminationGracePeriodSeconds does not outlast the preStop sleep",
-        "The grace period counts from the start of the preStop hook; when the sleep uses it up, the container is killed without a graceful shutdown and in-flight requests fail.",
+        "terminationGracePeriodSeconds is not longer than the preStop sleep",
+        "The grace period counts from the start of the preStop hook; when the sleep uses it up, the container is killed without a graceful shutdown and in-flight requests fail. Equal counts too (the id says shorter, the check is not longer): the kubelet kills the container the moment the sleep ends.",
         "Set terminationGracePeriodSeconds to the preStop sleep plus the time the application needs to drain.",
         "none"
     }
@@ -153,15 +153,15 @@ checks! {
     }
     LIVENESS_IDENTICAL_TO_READINESS {
         "liveness-identical-to-readiness", Warning, "probes",
-        "The liveness probe is identical to the readiness probe",
-        "A dependency outage that should only take pods out of the Service then restarts every pod at once; liveness should only test the process itself.",
+        "The liveness probe tests the same endpoint as the readiness probe",
+        "A dependency outage that should only take pods out of the Service then restarts every pod at once; liveness should only test the process itself. Only the handler is compared (httpGet path, port, scheme and host; tcpSocket port; exec command; grpc port and service, with the API's defaults): different timing does not make a different probe.",
         "Point liveness at a cheap endpoint that checks only the process, with a longer failure window than readiness.",
         "kube-score pod-probes-identical"
     }
     PROBE_PORT_NOT_DECLARED {
         "probe-port-not-declared", Warning, "probes",
         "A probe targets a port the container does not declare",
-        "A probe on a named port that does not exist fails every time; a number missing from the ports list is often a typo or a stale port.",
+        "A probe on a named port that does not exist fails every time; a number missing from the ports list is often a typo or a stale port. A numeric port on a container that declares no ports at all is not reported: the ports list is optional and many containers leave it out, so there is nothing to compare with.",
         "Probe a port listed in the container's ports (by name or number).",
         "kube-linter liveness-port, readiness-port, startup-port"
     }
@@ -217,7 +217,7 @@ checks! {
     SERVICE_TARGET_PORT_MISSING {
         "service-target-port-missing", Error, "network",
         "Service targetPort names a port no selected container declares",
-        "A named targetPort that no selected container declares gives the Service no usable endpoints.",
+        "A named targetPort that no selected container declares gives the Service no usable endpoints. A numeric targetPort (or a port without targetPort, which defaults to it) is reported when every selected container lists its ports and none is that number: traffic then goes to a port nothing listens on. A container that lists no ports may listen on any, so it is not reported then.",
         "Use a port name (or number) that the selected containers declare in their ports.",
         "kube-score service-targets-pod (related)"
     }
@@ -450,7 +450,7 @@ checks! {
         "Container behind a Service has no readiness probe",
         "Without a readiness probe the Service sends traffic to pods as soon as they start, before they can serve, and to pods that stopped serving.",
         "Add a readinessProbe.",
-        "kube-linter no-readiness-probe, Polaris readinessProbeMissing, kube-score pod-probes, Checkov CKV_K8S_9"
+        "kube-score pod-probes (same scope: pods behind a Service); related, on every container: kube-linter no-readiness-probe, Polaris readinessProbeMissing, Checkov CKV_K8S_9"
     }
     RBAC_WILDCARD {
         "rbac-wildcard", Warning, "rbac",

@@ -108,6 +108,7 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> ClusterRead
             Err(ListError::Failed(message)) => out.sources.push(Source {
                 name: location(namespace, kind, "*"),
                 bytes: Err(format!("listing {plural}: {message}")),
+                names_only: false,
             }),
         }
     }
@@ -219,6 +220,7 @@ fn to_source(mut item: Value, resource: &ApiResource, how: Read) -> Option<Sourc
     Some(Source {
         name: source_name,
         bytes,
+        names_only: how == Read::NamesOnly,
     })
 }
 

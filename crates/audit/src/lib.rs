@@ -423,7 +423,10 @@ pub fn audit_with_progress(
             parsed: read_error.is_none() && parsed.errors.is_empty(),
             read_error,
         });
-        objects.extend(parsed.objects);
+        objects.extend(parsed.objects.into_iter().map(|mut object| {
+            object.names_only = source.names_only;
+            object
+        }));
     }
     summary.objects = objects.len();
     for object in &objects {
@@ -626,6 +629,7 @@ mod tests {
         Source {
             name: name.to_string(),
             bytes: Ok(text.as_bytes().to_vec()),
+            names_only: false,
         }
     }
 
@@ -639,6 +643,7 @@ mod tests {
             Source {
                 name: "gone.yaml".to_string(),
                 bytes: Err("No such file".to_string()),
+                names_only: false,
             },
         ];
         let report = audit(&sources, &Options::default());

@@ -21,6 +21,9 @@ pub struct Object<'a> {
     pub namespace: Option<String>,
     /// The whole object.
     pub node: Node<'a>,
+    /// Read without its values (see [`crate::source::Source::names_only`]): only its
+    /// identity can be checked.
+    pub names_only: bool,
 }
 
 /// What a document turned out to be.
@@ -85,6 +88,7 @@ pub fn extract(file: usize, document: Node<'_>) -> Extracted<'_> {
         name,
         namespace,
         node: document,
+        names_only: false,
     }])
 }
 

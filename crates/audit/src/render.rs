@@ -101,11 +101,23 @@ pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     out.write_all(b"\n")
 }
 
+/// Scheme of the inputs `--cluster` reads (`cluster://namespace/Kind/name`).
+const CLUSTER_SCHEME: &str = "cluster://";
+
 /// A path as a SARIF `artifactLocation.uri`: the path as given, `/`-separated, with the
-/// characters URIs reserve percent-encoded.
+/// characters URIs reserve percent-encoded; `stdin` for standard input (`-`), and a
+/// cluster object's `cluster://` location with its scheme kept readable.
 pub fn uri_of(path: &str) -> String {
+    if path == "-" {
+        return "stdin".to_string();
+    }
+    let (scheme, rest) = match path.strip_prefix(CLUSTER_SCHEME) {
+        Some(rest) => (CLUSTER_SCHEME, rest),
+        None => ("", path),
+    };
     let mut uri = String::with_capacity(path.len());
-    for byte in path.replace('\\', "/").bytes() {
+    uri.push_str(scheme);
+    for byte in rest.replace('\\', "/").bytes() {
         match byte {
             b'A'..=b'Z'
             | b'a'..=b'z'
@@ -462,10 +474,12 @@ mod tests {
             Source {
                 name: "dir/pod one.yaml".to_string(),
                 bytes: Ok(b"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostPID: true\n  containers: [{name: c, image: x:1}]\n".to_vec()),
+                names_only: false,
             },
             Source {
                 name: "broken.yaml".to_string(),
                 bytes: Ok(b"a: 1\na: 2\n".to_vec()),
+                names_only: false,
             },
         ];
         audit(&sources, &Options::default())
@@ -480,6 +494,13 @@ mod tests {
         assert_eq!(log["version"], "2.1.0");
         assert_eq!(run["artifacts"].as_array().unwrap().len(), 2);
         assert_eq!(run["artifacts"][0]["location"]["uri"], "dir/pod%20one.yaml");
+        assert_eq!(uri_of("-"), "stdin");
+        assert_eq!(
+            uri_of("cluster://shop/Deployment/api"),
+            "cluster://shop/Deployment/api"
+        );
+        assert_eq!(uri_of("cluster://DaemonSet/*"), "cluster://DaemonSet/%2A");
+        assert_eq!(uri_of("a:b.yaml"), "a%3Ab.yaml");
         let results = run["results"].as_array().unwrap();
         let host_pid = results.iter().find(|r| r["ruleId"] == "host-pid").unwrap();
         assert_eq!(

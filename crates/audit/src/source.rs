@@ -20,6 +20,10 @@ pub struct Source {
     pub name: String,
     /// The bytes, or why they could not be read.
     pub bytes: Result<Vec<u8>, String>,
+    /// The objects were read without their values (a cluster's ConfigMaps and Secrets,
+    /// listed as metadata only): checks that look inside them (an env reference's key)
+    /// must not take a missing value for a missing key.
+    pub names_only: bool,
 }
 
 /// An input found but not read yet, or one already settled.
@@ -48,6 +52,7 @@ pub fn collect(paths: &[String], stdin: &mut dyn Read) -> Vec<Source> {
             slots.push(Slot::Ready(Source {
                 name: "-".to_string(),
                 bytes: result,
+                names_only: false,
             }));
             continue;
         }
@@ -58,6 +63,7 @@ pub fn collect(paths: &[String], stdin: &mut dyn Read) -> Vec<Source> {
             Err(e) => slots.push(Slot::Ready(Source {
                 name: path.clone(),
                 bytes: Err(e.to_string()),
+                names_only: false,
             })),
         }
     }
@@ -115,7 +121,11 @@ fn read_file(path: &Path, name: String) -> Source {
         })
         .map_err(|e| e.to_string())
         .and_then(within_limit);
-    Source { name, bytes }
+    Source {
+        name,
+        bytes,
+        names_only: false,
+    }
 }
 
 /// Adds the manifests under `dir` in name order (stable output). Hidden directories
@@ -127,6 +137,7 @@ fn walk(dir: &Path, name: &str, sources: &mut Vec<Slot>) {
             sources.push(Slot::Ready(Source {
                 name: name.to_string(),
                 bytes: Err(e.to_string()),
+                names_only: false,
             }));
             return;
         }

@@ -271,6 +271,11 @@ enum Open<'a> {
         pending_key: Option<(Cow<'a, str>, u32)>,
         /// Keys seen, once the map is too big for a linear scan.
         seen: Option<FxHashSet<Cow<'a, str>>>,
+        /// Values of merge keys (`<<: *base`), expanded when the map ends: keys written in
+        /// the map win over merged ones wherever they stand.
+        merges: Vec<Node<'a>>,
+        /// Whether the pending key is a merge key (a plain `<<`).
+        pending_merge: bool,
     },
 }
 
@@ -318,6 +323,8 @@ impl<'a> Builder<'a> {
                 entries: Vec::new(),
                 pending_key: None,
                 seen: None,
+                merges: Vec::new(),
+                pending_merge: false,
             }),
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
@@ -335,15 +342,19 @@ impl<'a> Builder<'a> {
                     Some(Open::Map {
                         line,
                         anchor,
-                        entries,
+                        mut entries,
+                        merges,
                         ..
-                    }) => (
-                        Node {
-                            line,
-                            value: Value::Map(entries),
-                        },
-                        anchor,
-                    ),
+                    }) => {
+                        self.merge(&mut entries, merges, span)?;
+                        (
+                            Node {
+                                line,
+                                value: Value::Map(entries),
+                            },
+                            anchor,
+                        )
+                    }
                     None => return Ok(None),
                 };
                 self.complete(node, anchor, span)?;
@@ -390,11 +401,16 @@ impl<'a> Builder<'a> {
                 entries,
                 pending_key,
                 seen,
+                merges,
+                pending_merge,
                 ..
             }) => match pending_key.take() {
                 None => {
                     let key = match node.value {
-                        Value::Scalar(text, _) => text,
+                        Value::Scalar(text, plain) => {
+                            *pending_merge = plain && text == "<<";
+                            text
+                        }
                         _ => Cow::Borrowed("<complex key>"),
                     };
                     let duplicate = if key == "<<" || key == "<complex key>" {
@@ -420,6 +436,7 @@ impl<'a> Builder<'a> {
                     }
                     *pending_key = Some((key, node.line));
                 }
+                Some((_, _)) if std::mem::take(pending_merge) => merges.push(node),
                 Some((key, key_line)) => entries.push(Entry {
                     key,
                     key_line,
@@ -428,6 +445,55 @@ impl<'a> Builder<'a> {
             },
         }
         Ok(())
+    }
+
+    /// Expands a map's merge keys into its entries the way YAML 1.1 (and so `kubectl`)
+    /// does: a key already in the map wins, and among merged maps the first one listed
+    /// wins. The copies count toward the document's node cap like aliases do.
+    fn merge(
+        &mut self,
+        entries: &mut Vec<Entry<'a>>,
+        merges: Vec<Node<'a>>,
+        span: &Span,
+    ) -> Result<(), ParseError> {
+        if merges.is_empty() {
+            return Ok(());
+        }
+        let mut present: FxHashSet<Cow<'a, str>> = entries.iter().map(|e| e.key.clone()).collect();
+        for merge in merges {
+            let sources = match merge.value {
+                Value::Map(_) => vec![merge],
+                Value::Seq(items) => items,
+                Value::Scalar(..) => {
+                    return Err(not_mergeable(merge.line, span));
+                }
+            };
+            for source in sources {
+                let Value::Map(merged) = source.value else {
+                    return Err(not_mergeable(source.line, span));
+                };
+                for entry in merged {
+                    if present.contains(&entry.key) {
+                        continue;
+                    }
+                    self.nodes = self.nodes.saturating_add(1 + count_nodes(&entry.value));
+                    if self.nodes > MAX_NODES_PER_DOCUMENT {
+                        return Err(too_many_nodes(span));
+                    }
+                    present.insert(entry.key.clone());
+                    entries.push(entry);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_mergeable(line: u32, span: &Span) -> ParseError {
+    ParseError {
+        line,
+        column: to_u32(span.start.col() + 1),
+        message: "a merge key (`<<`) needs a mapping or a list of mappings".to_string(),
     }
 }
 
@@ -549,6 +615,41 @@ mod tests {
         let parsed = parse("a: &x {b: 1}\nc: *x\n");
         let doc = &parsed.documents[0];
         assert_eq!(doc.path(&["c", "b"]).unwrap().as_i64(), Some(1));
+    }
+
+    #[test]
+    fn merge_keys_expand_and_written_keys_win() {
+        let parsed = parse(
+            "base: &b {name: app, image: x:1, env: [{name: A}]}\nother: &o {image: y:2, port: 80}\nc:\n  name: side\n  <<: [*b, *o]\n\"<<\": quoted\n",
+        );
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let doc = &parsed.documents[0];
+        let c = doc.get("c").unwrap();
+        assert_eq!(c.get("name").unwrap().as_str(), Some("side"));
+        // The first merged map wins over the second.
+        assert_eq!(c.get("image").unwrap().as_str(), Some("x:1"));
+        assert_eq!(c.get("port").unwrap().as_i64(), Some(80));
+        assert_eq!(c.path(&["env"]).unwrap().items().len(), 1);
+        assert!(c.get("<<").is_none());
+        // A quoted `<<` is an ordinary key.
+        assert_eq!(doc.get("<<").unwrap().as_str(), Some("quoted"));
+        let bad = parse("a: 1\nb:\n  <<: 3\n");
+        assert_eq!(bad.errors.len(), 1);
+        assert_eq!(bad.errors[0].line, 3);
+    }
+
+    #[test]
+    fn merge_bomb_is_stopped() {
+        let mut text =
+            String::from("a0: &a0 {k0: x, k1: x, k2: x, k3: x, k4: x, k5: x, k6: x, k7: x}\n");
+        for i in 1..9 {
+            let p = i - 1;
+            text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        text.push_str("m: {<<: *a0, x: *a8}\n");
+        let parsed = parse(&text);
+        assert_eq!(parsed.errors.len(), 1);
+        assert!(parsed.errors[0].message.contains("alias bomb"));
     }
 
     #[test]

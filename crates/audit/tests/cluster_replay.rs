@@ -186,3 +186,32 @@ fn the_checks_run_over_cluster_objects() {
         .unwrap();
     assert!(host.line > 1);
 }
+
+#[test]
+fn key_references_into_names_only_objects_are_not_missing() {
+    let (read, _) = read_all();
+    let names_only: Vec<&str> = read
+        .sources
+        .iter()
+        .filter(|s| s.names_only)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        names_only,
+        vec![
+            "cluster://default/ConfigMap/web-config",
+            "cluster://default/Secret/db-password"
+        ]
+    );
+    let report = audit(&read.sources, &Options::default());
+    let missing: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.check == "env-reference-missing")
+        .map(|f| f.message.as_str())
+        .collect();
+    // The secretKeyRef and configMapKeyRef name keys of objects whose values were never
+    // read: not findings. The Secret that does not exist at all still is one.
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(missing[0].contains("no-such-secret"), "{missing:?}");
+}

@@ -1,6 +1,8 @@
 //! The checks, run over every object of one run at once so cross-resource checks see all
-//! inputs. [`Context`] is the run's index (workloads, kinds, HPA targets); each submodule
-//! owns one family of checks and reports through a [`Sink`].
+//! inputs. [`Context`] is the run's index (workloads, kinds, names, pod and Service labels,
+//! HPA targets), so resolving a reference or a selector costs the objects it may match,
+//! not every object of the run; each submodule owns one family of checks and reports
+//! through a [`Sink`].
 //!
 //! - [`runtime`]: Go and JVM knobs against limits, grace period against preStop.
 //! - [`probes`]: probe timing, identical probes, probe ports, readiness behind a Service.
@@ -23,10 +25,12 @@ mod fixture_tests;
 
 use std::borrow::Cow;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::catalog::Check;
-use crate::objects::{Container, Object, PodTemplate, same_namespace};
+use crate::objects::{
+    Container, Object, PodTemplate, label_selector_matches, map_selector_matches, same_namespace,
+};
 use crate::yaml::{Entry, Node, Value};
 
 /// A finding before suppression: the object is an index into the run's objects.
@@ -82,6 +86,52 @@ impl Sink {
     }
 }
 
+/// A pod selector as the selecting kind writes it.
+#[derive(Clone, Copy)]
+pub enum PodSelector<'n, 'a> {
+    /// A plain label map (Service, ReplicationController): empty selects nothing.
+    Map(&'n Node<'a>),
+    /// A `LabelSelector` (`matchLabels` + `matchExpressions`): empty selects everything.
+    Label(&'n Node<'a>),
+}
+
+impl<'n, 'a> PodSelector<'n, 'a> {
+    fn matches(self, labels: Option<&Node<'_>>) -> bool {
+        match self {
+            PodSelector::Map(selector) => map_selector_matches(selector, labels),
+            PodSelector::Label(selector) => label_selector_matches(selector, labels),
+        }
+    }
+
+    /// A `key=value` every matching label set must carry, to look candidates up by.
+    fn required_label(self) -> Option<(&'n str, &'n str)> {
+        let entries = match self {
+            PodSelector::Map(selector) => selector.entries(),
+            PodSelector::Label(selector) => selector
+                .get("matchLabels")
+                .map(Node::entries)
+                .unwrap_or_default(),
+        };
+        entries
+            .iter()
+            .find_map(|e| e.value.as_str().map(|v| (e.key.as_ref(), v)))
+    }
+}
+
+/// `label key, label value` → positions (ascending) of what carries that label.
+type LabelIndex = FxHashMap<(String, String), Vec<usize>>;
+
+fn index_labels(index: &mut LabelIndex, position: usize, labels: Option<&Node<'_>>) {
+    for entry in labels.map(Node::entries).unwrap_or_default() {
+        if let Some(value) = entry.value.as_str() {
+            index
+                .entry((entry.key.to_string(), value.to_string()))
+                .or_default()
+                .push(position);
+        }
+    }
+}
+
 /// The run's objects and the lookups the checks share.
 pub struct Context<'r, 'a> {
     /// Every object of the run.
@@ -89,38 +139,72 @@ pub struct Context<'r, 'a> {
     /// Objects with a pod template.
     pub workloads: Vec<usize>,
     by_kind: FxHashMap<&'r str, Vec<usize>>,
+    /// `(kind, name)` → objects, in input order (namespaces are checked on lookup).
+    by_name: FxHashMap<(&'r str, &'r str), Vec<usize>>,
     /// Workload index → the HPA that targets it.
     hpa_of: FxHashMap<usize, usize>,
     /// Objects whose pods carry labels, with those labels: workloads (their template's
     /// labels) and operator resources that make pods (Prometheus, Alertmanager, …).
     pod_labels: Vec<(usize, Node<'a>)>,
+    /// Pod labels → positions in `pod_labels`.
+    pod_label_index: LabelIndex,
+    /// Core Services, in input order.
+    services: Vec<usize>,
+    /// Service `metadata.labels` → positions in `services`.
+    service_label_index: LabelIndex,
+    /// Namespaces that hold at least one core Service.
+    service_namespaces: FxHashSet<&'r str>,
 }
 
 impl<'r, 'a> Context<'r, 'a> {
     /// Indexes the run's objects.
     pub fn new(objects: &'r [Object<'a>]) -> Self {
         let mut by_kind: FxHashMap<&'r str, Vec<usize>> = FxHashMap::default();
+        let mut by_name: FxHashMap<(&'r str, &'r str), Vec<usize>> = FxHashMap::default();
         let mut workloads = Vec::new();
         let mut pod_labels = Vec::new();
+        let mut pod_label_index = LabelIndex::default();
+        let mut services = Vec::new();
+        let mut service_label_index = LabelIndex::default();
+        let mut service_namespaces = FxHashSet::default();
         for (i, object) in objects.iter().enumerate() {
             by_kind.entry(object.kind.as_str()).or_default().push(i);
-            if let Some(template) = object.pod_template() {
+            by_name
+                .entry((object.kind.as_str(), object.name.as_str()))
+                .or_default()
+                .push(i);
+            let labels = if let Some(template) = object.pod_template() {
                 workloads.push(i);
-                let labels = template.labels().cloned().unwrap_or(Node {
+                Some(template.labels().cloned().unwrap_or(Node {
                     line: object.line,
                     value: Value::Map(Vec::new()),
-                });
+                }))
+            } else {
+                operator_pod_labels(object)
+            };
+            if let Some(labels) = labels {
+                index_labels(&mut pod_label_index, pod_labels.len(), Some(&labels));
                 pod_labels.push((i, labels));
-            } else if let Some(labels) = operator_pod_labels(object) {
-                pod_labels.push((i, labels));
+            }
+            if object.kind == "Service" && object.group().is_empty() {
+                index_labels(&mut service_label_index, services.len(), object.labels());
+                services.push(i);
+                if let Some(namespace) = &object.namespace {
+                    service_namespaces.insert(namespace.as_str());
+                }
             }
         }
         let mut context = Context {
             objects,
             workloads,
             by_kind,
+            by_name,
             hpa_of: FxHashMap::default(),
             pod_labels,
+            pod_label_index,
+            services,
+            service_label_index,
+            service_namespaces,
         };
         let mut hpa_of = FxHashMap::default();
         for (hpa, object) in context.of_kind("HorizontalPodAutoscaler") {
@@ -143,11 +227,20 @@ impl<'r, 'a> Context<'r, 'a> {
             .filter_map(move |&i| objects.get(i).map(|o| (i, o)))
     }
 
-    /// The object of `kind` named `name` visible from namespace `namespace`.
+    /// The object of `kind` named `name` visible from namespace `namespace` (the first in
+    /// input order).
     pub fn find(&self, kind: &str, name: &str, namespace: Option<&str>) -> Option<usize> {
-        self.of_kind(kind)
-            .find(|(_, o)| o.name == name && same_namespace(o.namespace.as_deref(), namespace))
-            .map(|(i, _)| i)
+        self.by_name
+            .get(&(kind, name))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .copied()
+            .find(|&i| {
+                self.objects
+                    .get(i)
+                    .is_some_and(|o| same_namespace(o.namespace.as_deref(), namespace))
+            })
     }
 
     /// The workload an HPA's scaleTargetRef names, when it is among the inputs.
@@ -163,23 +256,68 @@ impl<'r, 'a> Context<'r, 'a> {
         self.hpa_of.get(&workload).copied()
     }
 
-    /// Objects making pods in a namespace visible from `namespace` whose pod labels satisfy
-    /// `matches`: workloads, and operator resources such as Prometheus (which have no
-    /// pod template: callers needing containers skip those).
+    /// Objects making pods in a namespace visible from `namespace` whose pod labels
+    /// `selector` matches, in input order: workloads, and operator resources such as
+    /// Prometheus (which have no pod template: callers needing containers skip those).
     pub fn workloads_matching(
         &self,
         namespace: Option<&str>,
-        matches: impl Fn(Option<&Node<'_>>) -> bool,
+        selector: PodSelector<'_, '_>,
     ) -> Vec<usize> {
-        self.pod_labels
-            .iter()
-            .filter(|(i, labels)| {
-                self.objects.get(*i).is_some_and(|o| {
-                    same_namespace(o.namespace.as_deref(), namespace) && matches(Some(labels))
-                })
+        let matches = |&(i, ref labels): &(usize, Node<'a>)| {
+            self.objects.get(i).is_some_and(|o| {
+                same_namespace(o.namespace.as_deref(), namespace) && selector.matches(Some(labels))
             })
-            .map(|(i, _)| *i)
-            .collect()
+        };
+        match selector.required_label() {
+            Some((key, value)) => self
+                .pod_label_index
+                .get(&(key.to_string(), value.to_string()))
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|&p| self.pod_labels.get(p))
+                .filter(|entry| matches(entry))
+                .map(|(i, _)| *i)
+                .collect(),
+            None => self
+                .pod_labels
+                .iter()
+                .filter(|entry| matches(entry))
+                .map(|(i, _)| *i)
+                .collect(),
+        }
+    }
+
+    /// Core Services whose `metadata.labels` the `LabelSelector` `selector` matches and
+    /// that `in_scope` accepts, in input order.
+    pub fn services_matching(
+        &self,
+        selector: &Node<'_>,
+        in_scope: impl Fn(&Object<'_>) -> bool,
+    ) -> Vec<usize> {
+        let keep = |&i: &usize| {
+            self.objects
+                .get(i)
+                .is_some_and(|s| in_scope(s) && label_selector_matches(selector, s.labels()))
+        };
+        match PodSelector::Label(selector).required_label() {
+            Some((key, value)) => self
+                .service_label_index
+                .get(&(key.to_string(), value.to_string()))
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|&p| self.services.get(p).copied())
+                .filter(keep)
+                .collect(),
+            None => self.services.iter().copied().filter(keep).collect(),
+        }
+    }
+
+    /// Whether the inputs hold a core Service in `namespace`.
+    pub fn has_service_in(&self, namespace: &str) -> bool {
+        self.service_namespaces.contains(namespace)
     }
 
     /// The object at an index (always present for indexes the context handed out).

@@ -3,12 +3,12 @@
 //! retries that cannot fit in their route's timeout.
 
 use super::probes::service_selector;
-use super::{Context, Sink};
+use super::{Context, PodSelector, Sink};
 use crate::catalog::{
     ISTIO_RETRIES_EXCEED_TIMEOUT, SERVICE_SELECTS_NOTHING, SERVICE_TARGET_PORT_MISSING,
     SERVICEMONITOR_PORT_MISSING, SERVICEMONITOR_SELECTS_NOTHING,
 };
-use crate::objects::{Object, label_selector_matches, map_selector_matches, same_namespace};
+use crate::objects::{Object, label_selector_matches, same_namespace};
 use crate::quantity::duration_seconds;
 use crate::yaml::{self, Node};
 
@@ -34,9 +34,8 @@ fn check_service(context: &Context<'_, '_>, index: usize, service: &Object<'_>, 
     let Some(selector) = service_selector(service) else {
         return;
     };
-    let matched = context.workloads_matching(service.namespace.as_deref(), |labels| {
-        map_selector_matches(selector, labels)
-    });
+    let matched =
+        context.workloads_matching(service.namespace.as_deref(), PodSelector::Map(selector));
     if matched.is_empty() {
         sink.object(
             &SERVICE_SELECTS_NOTHING,
@@ -53,11 +52,21 @@ fn check_service(context: &Context<'_, '_>, index: usize, service: &Object<'_>, 
         .map(Node::items)
         .unwrap_or_default();
     for port in ports {
-        let Some(target) = port.entry("targetPort") else {
+        // targetPort defaults to port.
+        let Some(target) = port.entry("targetPort").or_else(|| port.entry("port")) else {
             continue;
         };
-        // Numbers always reach the pod; only a name has to be declared.
-        if target.value.as_i64().is_some() {
+        if let Some(number) = target.value.as_i64() {
+            if !numeric_target_declared(context, &matched, &target.value) {
+                sink.object(
+                    &SERVICE_TARGET_PORT_MISSING,
+                    index,
+                    target.key_line,
+                    format!(
+                        "targetPort {number}: the selected containers declare their ports, and none is {number}"
+                    ),
+                );
+            }
             continue;
         }
         let Some(name) = target.value.as_str() else {
@@ -79,6 +88,21 @@ fn check_service(context: &Context<'_, '_>, index: usize, service: &Object<'_>, 
             );
         }
     }
+}
+
+/// Whether a numeric targetPort may reach a selected container. A container that lists no
+/// ports may listen on any (the list is optional), and operator-made pods have ports this
+/// audit cannot see: either makes the port count as declared. Only when every selected
+/// container lists its ports and none is the number is it a defect.
+fn numeric_target_declared(context: &Context<'_, '_>, matched: &[usize], port: &Node<'_>) -> bool {
+    matched.iter().any(|&w| {
+        let Some(template) = context.object(w).and_then(Object::pod_template) else {
+            return true;
+        };
+        template.app_containers().any(|c| {
+            c.node.get("ports").is_none_or(|p| p.items().is_empty()) || c.declares_port(port)
+        })
+    })
 }
 
 fn check_service_monitor(
@@ -107,12 +131,7 @@ fn check_service_monitor(
         .collect();
     // When the inputs hold no Service at all in the namespaces named (kube-system's,
     // created by the cluster installer), the targets are outside what this run can resolve.
-    if !any_namespace
-        && !names.is_empty()
-        && !context
-            .of_kind("Service")
-            .any(|(_, s)| s.namespace.as_deref().is_some_and(|ns| names.contains(&ns)))
-    {
+    if !any_namespace && !names.is_empty() && !names.iter().any(|ns| context.has_service_in(ns)) {
         return;
     }
     let in_scope = |service: &Object<'_>| {
@@ -127,10 +146,9 @@ fn check_service_monitor(
             .any(|n| same_namespace(service.namespace.as_deref(), Some(n)))
     };
     let services: Vec<&Object<'_>> = context
-        .of_kind("Service")
-        .map(|(_, s)| s)
-        .filter(|s| s.group().is_empty() && in_scope(s))
-        .filter(|s| label_selector_matches(&selector.value, s.labels()))
+        .services_matching(&selector.value, in_scope)
+        .into_iter()
+        .filter_map(|i| context.object(i))
         .collect();
     if services.is_empty() {
         // The API server creates the `kubernetes` Service in `default` itself.
@@ -264,6 +282,33 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn service_numeric_target_port_missing() {
+        // targetPort 8081 where the container lists 8080 and 9090.
+        let bad = format!(
+            "{DEPLOYMENT}{}",
+            SERVICE.replace("targetPort: http", "targetPort: 8081")
+        );
+        assert_eq!(lines_of(&bad, "service-target-port-missing"), vec![28]);
+        let declared = bad.replace("targetPort: 8081", "targetPort: 8080");
+        assert!(lines_of(&declared, "service-target-port-missing").is_empty());
+        // Without targetPort the port itself is the target: 9091 is not listed.
+        let defaulted = format!(
+            "{DEPLOYMENT}{}",
+            SERVICE.replace("port: 9090", "port: 9091")
+        );
+        assert_eq!(
+            lines_of(&defaulted, "service-target-port-missing"),
+            vec![30]
+        );
+        // A container that lists no ports may listen on anything.
+        let unlisted = bad.replace(
+            "        ports: [{name: http, containerPort: 8080}, {name: metrics, containerPort: 9090}]\n",
+            "",
+        );
+        assert!(lines_of(&unlisted, "service-target-port-missing").is_empty());
     }
 
     const MONITOR: &str = "---\napiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  selector:\n    matchLabels: {app: web}\n  endpoints:\n  - port: metrics\n";

@@ -2,12 +2,12 @@
 //! liveness identical to readiness, probes on undeclared ports, and containers behind a
 //! Service without a readiness probe.
 
-use super::{Context, Pod, Sink};
+use super::{Context, Pod, PodSelector, Sink};
 use crate::catalog::{
     LIVENESS_IDENTICAL_TO_READINESS, LIVENESS_KILLS_SLOW_START, PROBE_PORT_NOT_DECLARED,
     PROBE_TIMEOUT_NOT_BELOW_PERIOD, READINESS_PROBE_MISSING,
 };
-use crate::objects::{Object, map_selector_matches};
+use crate::objects::Object;
 use crate::yaml::Node;
 
 /// The probe kinds, as fields of a container.
@@ -45,6 +45,59 @@ impl Timing {
     fn failure_window(&self) -> i64 {
         self.initial_delay
             .saturating_add(self.failure_threshold.saturating_mul(self.period))
+    }
+}
+
+/// What a probe tests, with the API's defaults filled in; its timing is left out: a
+/// liveness probe that hits the readiness endpoint less often still restarts every pod
+/// when a dependency of that endpoint fails.
+#[derive(Debug, PartialEq, Eq)]
+enum Handler<'n> {
+    Http {
+        path: &'n str,
+        port: Option<&'n str>,
+        scheme: &'n str,
+        host: Option<&'n str>,
+    },
+    Tcp {
+        port: Option<&'n str>,
+        host: Option<&'n str>,
+    },
+    Exec(Vec<&'n str>),
+    Grpc {
+        port: Option<&'n str>,
+        service: &'n str,
+    },
+}
+
+impl<'n> Handler<'n> {
+    fn of(probe: &'n Node<'_>) -> Option<Handler<'n>> {
+        let text = |node: &'n Node<'_>, key: &str| node.get(key).and_then(Node::as_str);
+        if let Some(http) = probe.get("httpGet") {
+            return Some(Handler::Http {
+                path: text(http, "path").unwrap_or("/"),
+                port: text(http, "port"),
+                scheme: text(http, "scheme").unwrap_or("HTTP"),
+                host: text(http, "host"),
+            });
+        }
+        if let Some(tcp) = probe.get("tcpSocket") {
+            return Some(Handler::Tcp {
+                port: text(tcp, "port"),
+                host: text(tcp, "host"),
+            });
+        }
+        if let Some(exec) = probe.get("exec") {
+            let command = exec.get("command").map(Node::items).unwrap_or_default();
+            return Some(Handler::Exec(
+                command.iter().filter_map(Node::as_str).collect(),
+            ));
+        }
+        let grpc = probe.get("grpc")?;
+        Some(Handler::Grpc {
+            port: text(grpc, "port"),
+            service: text(grpc, "service").unwrap_or(""),
+        })
     }
 }
 
@@ -98,14 +151,15 @@ pub fn check_pod(pod: &Pod<'_, '_>, sink: &mut Sink) {
         let liveness = container.node.entry("livenessProbe");
         let readiness = container.node.get("readinessProbe");
         if let (Some(liveness), Some(readiness)) = (liveness, readiness)
-            && liveness.value.same_content(readiness)
+            && let Some(handler) = Handler::of(&liveness.value)
+            && Handler::of(readiness) == Some(handler)
         {
             sink.container(
                 &LIVENESS_IDENTICAL_TO_READINESS,
                 pod.index,
                 &container,
                 liveness.key_line,
-                "livenessProbe is identical to readinessProbe".to_string(),
+                "livenessProbe tests the same endpoint as readinessProbe".to_string(),
             );
         }
 
@@ -140,9 +194,9 @@ pub fn check_behind_services(context: &Context<'_, '_>, sink: &mut Sink) {
         let Some(selector) = service_selector(service) else {
             continue;
         };
-        for workload in context.workloads_matching(service.namespace.as_deref(), |labels| {
-            map_selector_matches(selector, labels)
-        }) {
+        for workload in
+            context.workloads_matching(service.namespace.as_deref(), PodSelector::Map(selector))
+        {
             if let Some(flag) = behind_service.get_mut(workload) {
                 *flag = true;
             }
@@ -224,6 +278,34 @@ mod tests {
         assert_eq!(lines_of(&bad, "liveness-identical-to-readiness"), vec![15]);
         let good = bad.replacen("/health", "/live", 1);
         assert!(lines_of(&good, "liveness-identical-to-readiness").is_empty());
+        // Only the timing differs (the reviewer's repro): still the same endpoint.
+        let timed = bad.replacen(
+            "port: http}\n",
+            "port: http}\n          initialDelaySeconds: 10\n          periodSeconds: 20\n",
+            1,
+        );
+        assert_eq!(
+            lines_of(&timed, "liveness-identical-to-readiness"),
+            vec![15]
+        );
+        // Defaults count: no path is `/`, no scheme is HTTP.
+        let defaults = format!(
+            "{HEAD}        livenessProbe:\n          httpGet: {{port: http}}\n        readinessProbe:\n          httpGet: {{path: /, port: http, scheme: HTTP}}\n          failureThreshold: 1\n"
+        );
+        assert_eq!(
+            lines_of(&defaults, "liveness-identical-to-readiness"),
+            vec![15]
+        );
+        let other_port = defaults.replacen("port: http}", "port: 9090}", 1);
+        assert!(lines_of(&other_port, "liveness-identical-to-readiness").is_empty());
+        let exec = format!(
+            "{HEAD}        livenessProbe:\n          exec: {{command: [check, live]}}\n          periodSeconds: 30\n        readinessProbe:\n          exec: {{command: [check, live]}}\n"
+        );
+        assert_eq!(lines_of(&exec, "liveness-identical-to-readiness"), vec![15]);
+        let grpc = format!(
+            "{HEAD}        livenessProbe:\n          grpc: {{port: 9000}}\n        readinessProbe:\n          grpc: {{port: 9000, service: ready}}\n"
+        );
+        assert!(lines_of(&grpc, "liveness-identical-to-readiness").is_empty());
     }
 
     #[test]

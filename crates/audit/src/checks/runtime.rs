@@ -241,7 +241,7 @@ fn grace_period(pod: &Pod<'_, '_>, sink: &mut Sink) {
                 &container,
                 line,
                 format!(
-                    "{source} is {grace}s but the preStop hook sleeps {sleep}s: no time is left for a graceful shutdown"
+                    "{source} is {grace}s, not longer than the preStop hook's {sleep}s sleep: no time is left for a graceful shutdown"
                 ),
             );
         }
@@ -319,6 +319,19 @@ mod tests {
     }
 
     #[test]
+    fn merge_keys_give_the_merged_container_its_base_fields() {
+        // A second container built from the first with `<<: *base` (the reviewer's repro).
+        let text = deployment(
+            "      containers:\n      - &base\n        name: app\n        image: x:1\n        resources: &res\n          requests: {cpu: 100m, memory: 64Mi}\n          limits: {cpu: 1, memory: 64Mi}\n        env:\n        - {name: GOMAXPROCS, value: \"4\"}\n      - <<: *base\n        name: side\n",
+        );
+        let parsed = parse(&text);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        // Both containers: the merged one reports at the base's line it inherited.
+        assert_eq!(lines_of(&text, "gomaxprocs-above-cpu-limit"), vec![20, 20]);
+        assert!(lines_of(&text, "cpu-request-missing").is_empty());
+    }
+
+    #[test]
     fn gomaxprocs_within_rounded_up_limit_is_silent() {
         let text = deployment(
             "      containers:\n      - name: app\n        image: x:1\n        env:\n        - name: GOMAXPROCS\n          value: \"2\"\n        resources:\n          limits: {cpu: 1500m}\n",
@@ -391,6 +404,14 @@ mod tests {
         );
         let good = bad.replace("Seconds: 10", "Seconds: 45");
         assert!(lines_of(&good, "grace-period-shorter-than-prestop").is_empty());
+        // Equal is not longer: the kubelet kills the container as the sleep ends.
+        let equal = bad.replace("Seconds: 10", "Seconds: 20");
+        assert_eq!(
+            lines_of(&equal, "grace-period-shorter-than-prestop"),
+            vec![12]
+        );
+        let one_more = bad.replace("Seconds: 10", "Seconds: 21");
+        assert!(lines_of(&one_more, "grace-period-shorter-than-prestop").is_empty());
     }
 
     #[test]

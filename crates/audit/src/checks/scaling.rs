@@ -2,13 +2,13 @@
 //! HPA bounds and targets, PDBs that select nothing or block every eviction, single
 //! replicas under a PDB, and the Knative target against containerConcurrency.
 
-use super::{Context, Sink};
+use super::{Context, PodSelector, Sink};
 use crate::catalog::{
     HPA_MIN_ABOVE_MAX, HPA_TARGET_MISSING, HPA_UTILIZATION_WITHOUT_REQUESTS,
     KNATIVE_TARGET_ABOVE_CONCURRENCY, PDB_MAX_UNAVAILABLE_ZERO, PDB_MIN_AVAILABLE_TOO_HIGH,
     PDB_SELECTS_NOTHING, SINGLE_REPLICA_UNDER_PDB,
 };
-use crate::objects::{Object, label_selector_matches};
+use crate::objects::Object;
 use crate::yaml::Node;
 
 /// Runs the scaling checks.
@@ -214,9 +214,8 @@ fn check_pdb(
         return;
     };
     let selector = &selector_entry.value;
-    let matched = context.workloads_matching(pdb.namespace.as_deref(), |labels| {
-        label_selector_matches(selector, labels)
-    });
+    let matched =
+        context.workloads_matching(pdb.namespace.as_deref(), PodSelector::Label(selector));
     if matched.is_empty() {
         sink.object(
             &PDB_SELECTS_NOTHING,
@@ -250,7 +249,12 @@ fn check_pdb(
     // Kinds without a replica count (DaemonSets, Jobs) make the total unknown.
     let counts: Option<Vec<i64>> = matched.iter().map(|&w| context.min_pods(w)).collect();
     let Some(counts) = counts else { return };
-    let pods: i64 = counts.iter().sum();
+    // Counts come from input: a negative one (rejected by the API) adds nothing, and huge
+    // ones saturate instead of overflowing.
+    let pods: i64 = counts
+        .iter()
+        .filter(|&&n| n > 0)
+        .fold(0i64, |total, &n| total.saturating_add(n));
     let Some(text) = entry.value.as_str() else {
         return;
     };
@@ -321,6 +325,25 @@ mod tests {
     const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: app\n        image: x:1\n        resources:\n          requests: {memory: 64Mi}\n";
 
     const HPA: &str = "---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 2\n  maxReplicas: 5\n  metrics:\n  - type: Resource\n    resource:\n      name: cpu\n      target: {type: Utilization, averageUtilization: 70}\n";
+
+    /// Two workloads at `i64::MAX` replicas under one PDB (the reviewer's repro).
+    const OVERFLOW: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec:\n  replicas: 9223372036854775807\n  selector: {matchLabels: {app: x}}\n  template:\n    metadata: {labels: {app: x}}\n    spec: {containers: [{name: c, image: x:1}]}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\nspec:\n  replicas: 9223372036854775807\n  selector: {matchLabels: {app: x}}\n  template:\n    metadata: {labels: {app: x}}\n    spec: {containers: [{name: c, image: x:1}]}\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: p}\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: x}}\n";
+
+    #[test]
+    fn pdb_pod_counts_saturate_and_ignore_negative_replicas() {
+        // Debug builds panic on overflow: this must simply not fire.
+        assert!(lines_of(OVERFLOW, "pdb-min-available-too-high").is_empty());
+        let percent = OVERFLOW.replace("minAvailable: 1", "minAvailable: 100%");
+        assert_eq!(lines_of(&percent, "pdb-min-available-too-high"), vec![25]);
+        // -5 replicas add nothing: 3 pods, minAvailable 2 leaves one evictable.
+        let negative = OVERFLOW
+            .replacen("9223372036854775807", "-5", 1)
+            .replacen("9223372036854775807", "3", 1)
+            .replace("minAvailable: 1", "minAvailable: 2");
+        assert!(lines_of(&negative, "pdb-min-available-too-high").is_empty());
+        let tight = negative.replace("minAvailable: 2", "minAvailable: 3");
+        assert_eq!(lines_of(&tight, "pdb-min-available-too-high"), vec![25]);
+    }
 
     #[test]
     fn hpa_on_cpu_without_cpu_requests() {

@@ -14,7 +14,7 @@ use crate::catalog::{
     SECRET_IN_ENV_LITERAL, SELECTOR_MISMATCH, WRITABLE_ROOT_FILESYSTEM,
 };
 use crate::objects::{Container, Object, label_selector_matches, map_selector_matches};
-use crate::quantity::quantity;
+use crate::quantity::{duration_seconds, quantity};
 use crate::yaml::Node;
 
 /// Capabilities that may be added without a finding: binding ports below 1024.
@@ -43,6 +43,38 @@ const SECRET_REFERENCE_SUFFIXES: [&str; 7] = [
     "_ENDPOINT",
     "_URL",
 ];
+
+/// Words of an env var's name (split at `_`, `-`, `.`) that make it a setting about a
+/// secret, not the secret: `TOKEN_TTL_SECONDS`, `ENABLE_TOKEN_AUTH`, `PASSWORD_MIN_LENGTH`,
+/// `DB_PASSWORD_FILE` (a path to the secret).
+const SECRET_SETTING_WORDS: [&str; 22] = [
+    "TTL",
+    "LENGTH",
+    "LEN",
+    "ENABLE",
+    "ENABLED",
+    "DISABLE",
+    "DISABLED",
+    "TIMEOUT",
+    "EXPIRY",
+    "EXPIRATION",
+    "EXPIRES",
+    "LIFETIME",
+    "SECONDS",
+    "INTERVAL",
+    "ROTATION",
+    "FILE",
+    "PATH",
+    "DIR",
+    "MOUNT",
+    "ALGORITHM",
+    "HEADER",
+    "PROVIDER",
+];
+
+/// Digits a number may have and still be a setting (a length, a TTL in seconds, a port),
+/// not a numeric secret.
+const SETTING_NUMBER_DIGITS: usize = 6;
 
 /// Runs the per-pod hygiene checks.
 pub fn check_pod(context: &Context<'_, '_>, pod: &Pod<'_, '_>, sink: &mut Sink) {
@@ -309,13 +341,37 @@ fn security(pod: &Pod<'_, '_>, container: &Container<'_, '_>, sink: &mut Sink) {
     }
 }
 
-/// Whether an env var's name says it holds a secret.
+/// Whether an env var's name says it holds a secret (not a setting about one).
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
         && !SECRET_REFERENCE_SUFFIXES
             .iter()
             .any(|suffix| upper.ends_with(suffix))
+        && !upper
+            .split(['_', '-', '.'])
+            .any(|word| SECRET_SETTING_WORDS.contains(&word))
+}
+
+/// Whether a literal value cannot be a secret: empty, a boolean, a small integer, a
+/// duration (`30s`, `1h`).
+pub fn is_setting_value(text: &str) -> bool {
+    let text = text.trim();
+    if text.is_empty() {
+        return true;
+    }
+    let lower = text.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "true" | "false" | "yes" | "no" | "on" | "off"
+    ) {
+        return true;
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.bytes().all(|b| b.is_ascii_digit()) {
+        return digits.len() <= SETTING_NUMBER_DIGITS;
+    }
+    text.bytes().any(|b| b.is_ascii_alphabetic()) && duration_seconds(text).is_some()
 }
 
 fn env(
@@ -344,7 +400,7 @@ fn env(
         }
         if let Some(value) = entry.entry("value")
             && let Some(text) = value.value.as_str()
-            && !text.is_empty()
+            && !is_setting_value(text)
             && looks_secret(name)
             && !text.contains("$(")
         {
@@ -424,6 +480,11 @@ fn missing_reference(
     else {
         return Some(format!("{kind} {name} is not among the inputs"));
     };
+    // A cluster's Secrets and ConfigMaps are listed without their values: their keys are
+    // unknown, not missing.
+    if object.names_only {
+        return None;
+    }
     let key = key?;
     let has_key = ["data", "stringData", "binaryData"]
         .iter()
@@ -724,6 +785,26 @@ mod tests {
         assert_eq!(lines_of(&wrong_key, "env-reference-missing"), vec![31]);
         assert!(looks_secret("AWS_SECRET_ACCESS_KEY"));
         assert!(!looks_secret("VAULT_TOKEN_PATH"));
+    }
+
+    #[test]
+    fn settings_about_secrets_are_not_secrets() {
+        let with_env = |vars: &str| format!("{}        env:\n{vars}", clean());
+        // The reviewer's repro: names about secrets, values that cannot be secrets.
+        let settings = with_env(
+            "        - {name: TOKEN_TTL_SECONDS, value: \"3600\"}\n        - {name: ENABLE_TOKEN_AUTH, value: \"true\"}\n        - {name: PASSWORD_MIN_LENGTH, value: \"8\"}\n        - {name: DB_PASSWORD_FILE, value: /run/secrets/db}\n        - {name: SESSION_TOKEN_TIMEOUT, value: 30m}\n        - {name: API_TOKEN, value: \"\"}\n        - {name: API_TOKEN_REQUIRED, value: \"yes\"}\n",
+        );
+        assert!(lines_of(&settings, "secret-in-env-literal").is_empty());
+        // Real-looking secrets are still reported, a long number included.
+        let secrets = with_env(
+            "        - {name: API_TOKEN, value: ghp_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e}\n        - {name: DB_PASSWORD, value: hunter2}\n        - {name: PIN_SECRET, value: \"8204719355\"}\n        - {name: PASSWORD, value: 10m-of-chars}\n",
+        );
+        assert_eq!(
+            lines_of(&secrets, "secret-in-env-literal"),
+            vec![25, 26, 27, 28]
+        );
+        assert!(is_setting_value("45s") && is_setting_value("1h30m") && is_setting_value("Off"));
+        assert!(!is_setting_value("s3cr3t") && !is_setting_value("1234567"));
     }
 
     #[test]

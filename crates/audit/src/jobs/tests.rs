@@ -517,6 +517,7 @@ fn diff_keeps_findings_under_an_unreadable_directory() {
     let unreadable = source::Source {
         name: f.manifests(),
         bytes: Err("permission denied".into()),
+        names_only: false,
     };
     let report = crate::audit(&[unreadable], &Options::default());
     assert_eq!(report.errors.len(), 1);
@@ -529,6 +530,7 @@ fn diff_keeps_findings_under_an_unreadable_directory() {
     let sibling = source::Source {
         name: format!("{}-old", f.manifests()),
         bytes: Err("gone".into()),
+        names_only: false,
     };
     let report = crate::audit(&[sibling], &Options::default());
     let resolved = diff(&job, &report, &first.open, 3, "/s");
@@ -655,7 +657,8 @@ fn drive_resolves_the_findings_of_a_removed_job() {
     });
     wait_until("the first run", || view.statuses()[0].runs == 1);
     let state = f.dir.path().join("state/site.json");
-    assert!(state.is_file());
+    // The status counts the run before the state file is written off the runner's lock.
+    wait_until("the state file written", || state.is_file());
     jobs_tx.send_replace(Vec::new());
     wait_until("the resolution", || {
         sink.count(RESOLVED, "host-network") == 1
