@@ -320,8 +320,48 @@ fn short(v: f64) -> String {
     }
 }
 
+/// Whether `e` is a write to a closed pipe (`opsloop forecast … | head`): the reader has
+/// what it wanted, which is a clean end, not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A line on stderr; a closed stderr is not worth a panic (`eprintln!` would panic).
+fn warn(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// The first row problems (position and reason) for an error message, and how many more.
+fn problems_summary(problems: &[RowProblem]) -> String {
+    const SHOWN: usize = 5;
+    let mut text: Vec<String> = problems
+        .iter()
+        .take(SHOWN)
+        .map(|p| format!("{}: {}", p.position, p.message))
+        .collect();
+    if problems.len() > SHOWN {
+        text.push(format!("and {} more", problems.len() - SHOWN));
+    }
+    text.join("; ")
+}
+
 /// Runs `opsloop forecast hpa`.
 fn run_hpa(args: &HpaArgs) -> Result<u8> {
+    match run_hpa_writing(args) {
+        Err(e) if is_broken_pipe(&e) => Ok(exit::OK),
+        other => other,
+    }
+}
+
+fn run_hpa_writing(args: &HpaArgs) -> Result<u8> {
     let (capacity, metric) = match (args.per_pod_capacity, args.cpu_per_pod) {
         (Some(n), _) => (
             n,
@@ -342,6 +382,11 @@ fn run_hpa(args: &HpaArgs) -> Result<u8> {
         );
     }
     let ahead_ms = duration_ms("--ahead", &args.ahead)?;
+    if ahead_ms <= 0 {
+        bail!("--ahead must be positive");
+    }
+    // Spelled as the agent's gauge label is (`60m` → `1h`), or the HPA would select nothing.
+    let ahead = hpa::ahead_label(ahead_ms);
     let options = HpaOptions {
         capacity_per_pod: capacity,
         target_utilization: args.target_utilization,
@@ -379,7 +424,7 @@ fn run_hpa(args: &HpaArgs) -> Result<u8> {
         metric,
         external: args.external.then(|| ExternalMetric {
             job: job.clone(),
-            ahead: args.ahead.clone(),
+            ahead: ahead.clone(),
             target_per_pod: proposal.target_per_pod,
         }),
         target,
@@ -389,7 +434,7 @@ fn run_hpa(args: &HpaArgs) -> Result<u8> {
         windows: proposal.windows.clone(),
     };
     let yaml = hpa::hpa_yaml(&spec);
-    let rule = args.external.then(|| hpa::adapter_rule(&job, &args.ahead));
+    let rule = args.external.then(|| hpa::adapter_rule(&job, &ahead));
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match args.output {
@@ -446,10 +491,10 @@ fn run_hpa(args: &HpaArgs) -> Result<u8> {
     }
     out.flush()?;
     for problem in &problems {
-        eprintln!(
+        warn(format_args!(
             "opsloop: {}: {} (row skipped)",
             problem.position, problem.message
-        );
+        ));
     }
     Ok(if problems.is_empty() {
         exit::OK
@@ -463,12 +508,19 @@ pub fn run(args: ForecastArgs) -> Result<u8> {
     if let Some(ForecastCommand::Hpa(hpa)) = &args.command {
         return run_hpa(hpa);
     }
-    let (options, threshold) = options(&args)?;
+    match run_forecast(&args) {
+        Err(e) if is_broken_pipe(&e) => Ok(exit::OK),
+        other => other,
+    }
+}
+
+fn run_forecast(args: &ForecastArgs) -> Result<u8> {
+    let (options, threshold) = options(args)?;
     let mut series = Vec::new();
     let mut problems = Vec::new();
     read_files(&args.inputs, &mut series, &mut problems)?;
     if let (Some(url), Some(query)) = (&args.prometheus, &args.query) {
-        let (found, trouble) = query_prometheus(&args, url, query)?;
+        let (found, trouble) = query_prometheus(args, url, query)?;
         if found.is_empty() {
             bail!("{url}: the query returned no series: {query}");
         }
@@ -478,7 +530,11 @@ pub fn run(args: ForecastArgs) -> Result<u8> {
         bail!("nothing to forecast: give --input FILE (or -) or --prometheus URL --query PROMQL");
     }
     if series.is_empty() {
-        bail!("no series in the input ({} row problem(s))", problems.len());
+        bail!(
+            "no series in the input ({} row problem(s): {})",
+            problems.len(),
+            problems_summary(&problems)
+        );
     }
 
     let bar = progress_bar(series.len());
@@ -600,15 +656,18 @@ pub fn run(args: ForecastArgs) -> Result<u8> {
     }
     out.flush()?;
     for problem in &problems {
-        eprintln!(
+        warn(format_args!(
             "opsloop: {}: {} (row skipped)",
             problem.position, problem.message
-        );
+        ));
     }
     for failure in &failures {
-        eprintln!("opsloop: cannot forecast {}", failure.error);
+        warn(format_args!("opsloop: cannot forecast {}", failure.error));
     }
-    Ok(if failures.is_empty() && problems.is_empty() {
+    Ok(if outcomes.is_empty() {
+        // Not one series could be forecast: nothing usable came out (3 is for a partial run).
+        exit::ERROR
+    } else if failures.is_empty() && problems.is_empty() {
         exit::OK
     } else {
         exit::INPUT_PROBLEMS

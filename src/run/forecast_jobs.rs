@@ -84,20 +84,22 @@ impl ForecastLoop {
                 let bus = bus.clone();
                 let unpublished = Arc::clone(&unpublished);
                 async move {
-                    loop {
-                        let events = tokio::select! {
-                            _ = cancel.cancelled() => return Ok(()),
-                            e = jobs.run_due() => e,
-                        };
-                        let mut queue = unpublished.lock().await;
-                        queue.extend(events);
-                        publish(&bus, &mut queue).await;
-                        drop(queue);
-                        tokio::select! {
-                            _ = cancel.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(jobs.wait(MAX_SLEEP).max(Duration::from_millis(50))) => {}
+                    // Each job runs on its own schedule, one task per run: a slow Prometheus
+                    // holds only its own job (see `ForecastJobs::drive`).
+                    let publish_events = |events: Vec<Event>| {
+                        let bus = bus.clone();
+                        let unpublished = Arc::clone(&unpublished);
+                        async move {
+                            let mut queue = unpublished.lock().await;
+                            queue.extend(events);
+                            publish(&bus, &mut queue).await;
                         }
+                    };
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = jobs.drive(MAX_SLEEP, publish_events) => {}
                     }
+                    Ok(())
                 }
             });
         Ok(())

@@ -105,6 +105,61 @@ fn a_series_that_cannot_be_forecast_exits_3_and_the_rest_is_kept() {
 }
 
 #[test]
+fn no_series_forecast_exits_2_and_unreadable_rows_are_named() {
+    // Every series too short: nothing usable came out, exit 2 (3 is a partial run).
+    let out = run_with_stdin(
+        &["forecast", "--input", "-", "--output", "json"],
+        b"timestamp,value,series\n1700000000,1,a\n1700000300,2,a\n1700000000,5,b\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot forecast a") && stderr.contains("cannot forecast b"),
+        "{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["failed"].as_array().unwrap().len(), 2, "{doc}");
+    // No row readable at all: the error names the first problems, line and reason.
+    let out = run_with_stdin(
+        &["forecast", "--input", "-"],
+        b"timestamp,value\nyesterday,1\n1700000000,lots\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("2 row problem(s)")
+            && stderr.contains("line 2: timestamp \"yesterday\"")
+            && stderr.contains("line 3: value \"lots\" is not a number"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_is_a_clean_end() {
+    // `opsloop forecast … | head -c 0`: the reader goes away before the output is written.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args([
+            "forecast",
+            "--input",
+            "tests/fixtures/forecast/hourly.csv",
+            "--output",
+            "json",
+            "--horizon",
+            "500",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
 fn threshold_warning_reads_the_bands() {
     let (doc, code, _) = json(&[
         "forecast",
@@ -271,12 +326,41 @@ fn hpa_prints_a_validated_autoscaling_v2_hpa() {
         "json",
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(doc["hpa"].as_str().unwrap().contains("type: External"));
+    let hpa = doc["hpa"].as_str().unwrap();
+    assert!(hpa.contains("type: External"));
+    assert!(
+        hpa.contains("name: opsloop_forecast_api_demand_5m\n"),
+        "{hpa}"
+    );
+    let rule = doc["adapter_rule"].as_str().unwrap();
+    assert!(
+        rule.contains("<<.Series>>{job=\"api-demand\",ahead=\"5m\"}")
+            && rule.contains("<<.Series>>{exported_job=\"api-demand\",ahead=\"5m\"}"),
+        "{rule}"
+    );
+    // `--ahead 60m` is the gauge's spelling of the lead, `1h`.
+    let (doc, code, stderr) = json(&[
+        "forecast",
+        "hpa",
+        "--demand",
+        "tests/fixtures/forecast/hourly.csv",
+        "--per-pod-capacity",
+        "0.1",
+        "--external",
+        "--job",
+        "api-demand",
+        "--ahead",
+        "60m",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(doc["spec"]["external"]["ahead"], "1h");
     assert!(
         doc["adapter_rule"]
             .as_str()
             .unwrap()
-            .contains("opsloop_forecast_value{job=\"api-demand\",ahead=\"5m\"}")
+            .contains("seriesQuery: 'opsloop_forecast_value{ahead=\"1h\"}'")
     );
     for form in ["reactive", "proposal"] {
         let r = &doc["validation"][form];
@@ -337,6 +421,20 @@ pub(crate) fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// Whether `prometheus` and `promtool` can run here. Without them a test is skipped, except
+/// in CI (`CI` set), where scripts/test.sh installs them and skipping would hide a failure.
+pub(crate) fn prometheus_available() -> bool {
+    if on_path("prometheus") && on_path("promtool") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no prometheus/promtool in CI (scripts/test.sh installs the Debian package `prometheus`)"
+    );
+    println!("skipped: prometheus and promtool are not on PATH (Debian package `prometheus`)");
+    false
+}
+
 /// Whether `GET /-/ready` answers 200.
 fn ready(addr: &str) -> bool {
     use std::io::{Read, Write};
@@ -371,8 +469,22 @@ pub(crate) fn start_prometheus(dir: &std::path::Path, openmetrics: &str) -> Prom
         "promtool: {}",
         String::from_utf8_lossy(&created.stderr)
     );
+    spawn_prometheus(dir, &data, "global:\n  scrape_interval: 1m\n")
+}
+
+/// Starts Prometheus on an empty TSDB with `config` (scrape jobs, say).
+pub(crate) fn start_scraping_prometheus(dir: &std::path::Path, config: &str) -> PrometheusServer {
+    spawn_prometheus(dir, &dir.join("data"), config)
+}
+
+/// Starts Prometheus on the TSDB `data` with the configuration `config`; ready when returned.
+fn spawn_prometheus(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    config_text: &str,
+) -> PrometheusServer {
     let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -409,8 +521,7 @@ pub(crate) fn start_prometheus(dir: &std::path::Path, openmetrics: &str) -> Prom
 
 #[test]
 fn forecast_from_a_real_prometheus() {
-    if !on_path("prometheus") || !on_path("promtool") {
-        println!("skipped: prometheus and promtool are not on PATH (Debian package `prometheus`)");
+    if !prometheus_available() {
         return;
     }
     // Three days of a daily cycle at 5 min at a fixed time (the server keeps it: retention
@@ -485,5 +596,96 @@ fn forecast_from_a_real_prometheus() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!out.stderr.is_empty());
+    drop(server);
+}
+
+#[test]
+fn a_range_beyond_prometheus_resolution_limit_is_read_in_parts() {
+    use opsloop_forecast::prometheus::{MAX_POINTS_PER_QUERY, PrometheusClient, RangeQuery};
+    if !prometheus_available() {
+        return;
+    }
+    // Three days at 5 min, read at a 20 s step: 12,961 points per series, over the 11,000
+    // Prometheus answers in one request.
+    let end = 1_700_000_000 - 1_700_000_000 % 300;
+    let mut om = String::from("# HELP demand Requests per second.\n# TYPE demand gauge\n");
+    for i in 0..3 * 288 {
+        let t = end - (3 * 288 - 1 - i) * 300;
+        om.push_str(&format!("demand{{job=\"api\"}} {} {t}\n", 100 + i % 13));
+    }
+    om.push_str("# EOF\n");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_prometheus(dir.path(), &om);
+    let query = RangeQuery {
+        query: "demand".into(),
+        start_ms: (end - 3 * 86_400) * 1000,
+        end_ms: end * 1000,
+        step_ms: 20_000,
+    };
+    let expected = (query.end_ms - query.start_ms) / query.step_ms + 1;
+    assert!(expected > MAX_POINTS_PER_QUERY);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Prometheus itself refuses the range in one request.
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let (status, body) = crate::run::http(
+        port,
+        "GET",
+        &format!(
+            "/api/v1/query_range?query=demand&start={}&end={}&step=20",
+            end - 3 * 86_400,
+            end
+        ),
+        "",
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("11,000") || body.contains("resolution"),
+        "{body}"
+    );
+    let client =
+        PrometheusClient::new(&server.url, std::time::Duration::from_secs(30), 64 << 20).unwrap();
+    let read = runtime.block_on(client.query_range(&query)).unwrap();
+    assert!(read.problems.is_empty(), "{:?}", read.problems);
+    assert_eq!(read.series.len(), 1);
+    let points = &read.series[0].points;
+    // The first samples of the range lie before the loaded history (lookback of 5 min).
+    assert!(points.len() as i64 >= expected - 20, "{}", points.len());
+    assert!(
+        points.windows(2).all(|w| w[1].0 - w[0].0 == 20_000),
+        "gaps or repeats"
+    );
+    assert_eq!(points.last().unwrap().0, query.end_ms);
+    // The CLI reads the same range (and forecasts it).
+    let end_arg = end.to_string();
+    let (doc, code, stderr) = json(&[
+        "forecast",
+        "--prometheus",
+        &server.url,
+        "--query",
+        "demand",
+        "--range",
+        "3d",
+        "--step",
+        "20s",
+        "--end",
+        &end_arg,
+        "--horizon",
+        "10",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        doc["series"][0]["prepared"]["grid_points"]
+            .as_u64()
+            .unwrap() as i64
+            >= expected - 20,
+        "{}",
+        doc["series"][0]["prepared"]
+    );
     drop(server);
 }

@@ -11,8 +11,116 @@ use serde_json::Value;
 
 use opsloop_bus::testing::free_port;
 
-use crate::forecast::{on_path, start_prometheus};
+use crate::forecast::{prometheus_available, start_prometheus, start_scraping_prometheus};
 use crate::run::{http, start_agent, stop_agent, stored_events, wait_for};
+
+/// Percent-encodes a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The single-quoted YAML value of `key:` in `rule`.
+fn yaml_quoted(rule: &str, key: &str) -> String {
+    let line = rule
+        .lines()
+        .find_map(|l| l.trim_start_matches(['-', ' ']).strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {rule}"));
+    line.trim()
+        .trim_start_matches('\'')
+        .trim_end_matches('\'')
+        .replace("''", "'")
+}
+
+/// Scrapes the agent's `/metrics` with a real Prometheus twice, with the default
+/// `honor_labels: false` (the gauge's `job` becomes `exported_job`) and with `honor_labels:
+/// true`, and checks that the adapter rule printed by `forecast hpa --external` finds the
+/// forecast job's gauge under both: its seriesQuery lists the series, its metricsQuery (as
+/// the adapter runs it) returns a value.
+fn adapter_rule_serves_the_gauge(dir: &std::path::Path, api: u16) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_opsloop"))
+        .args([
+            "forecast",
+            "hpa",
+            "--demand",
+            "tests/fixtures/forecast/hourly.csv",
+            "--per-pod-capacity",
+            "0.1",
+            "--external",
+            "--job",
+            "demand",
+            "--ahead",
+            "5000ms",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rule = doc["adapter_rule"].as_str().unwrap();
+    let hpa = doc["hpa"].as_str().unwrap();
+    let name = yaml_quoted(rule, "as:");
+    assert!(hpa.contains(&format!("name: {name}\n")), "{hpa}\n{rule}");
+    let series_query = yaml_quoted(rule, "seriesQuery:");
+    let metrics_query = yaml_quoted(rule, "metricsQuery:");
+    // `5000ms` is spelled as the agent's label (`ahead: [5s]`).
+    assert!(series_query.contains("ahead=\"5s\""), "{rule}");
+
+    let scrape_dir = dir.join("scraper");
+    std::fs::create_dir(&scrape_dir).unwrap();
+    let scraper = start_scraping_prometheus(
+        &scrape_dir,
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n\
+             - job_name: opsloop-agent\n  static_configs:\n  - targets: ['127.0.0.1:{api}']\n    labels: {{via: plain}}\n\
+             - job_name: opsloop-agent-honoured\n  honor_labels: true\n  static_configs:\n  - targets: ['127.0.0.1:{api}']\n    labels: {{via: honoured}}\n"
+        ),
+    );
+    let port: u16 = scraper.url.rsplit(':').next().unwrap().parse().unwrap();
+    let get = |path: String| -> Value {
+        let (status, body) = http(port, "GET", &path, "", None);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    for via in ["plain", "honoured"] {
+        // The rule's queries, restricted to one scrape job (as if it were the only one).
+        let series = series_query.replace('{', &format!("{{via=\"{via}\","));
+        let metrics = metrics_query.replace(
+            "<<.Series>>{",
+            &format!("opsloop_forecast_value{{via=\"{via}\","),
+        );
+        let (listed, value) = wait_for(&format!("the {via} scrape through the rule"), || {
+            let listed = get(format!("/api/v1/series?match[]={}", encode(&series)));
+            let listed = listed["data"].as_array().filter(|a| !a.is_empty())?.clone();
+            let result = get(format!("/api/v1/query?query={}", encode(&metrics)));
+            let value = result["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()?;
+            Some((listed, value))
+        });
+        assert!(value.is_finite(), "{via}: {value}");
+        let labels = &listed[0];
+        if via == "plain" {
+            assert_eq!(labels["exported_job"], "demand", "{labels}");
+            assert_eq!(labels["job"], "opsloop-agent", "{labels}");
+        } else {
+            assert_eq!(labels["job"], "demand", "{labels}");
+        }
+    }
+    drop(scraper);
+}
 
 /// The value of the first exported sample of `family` (`opsloop_forecast_value`).
 fn gauge(api: u16, family: &str) -> Option<f64> {
@@ -30,8 +138,7 @@ fn job_view(api: u16) -> Option<Value> {
 
 #[test]
 fn agent_predicts_a_breach_once_and_falls_back_when_its_model_goes_wrong() {
-    if !on_path("prometheus") || !on_path("promtool") {
-        println!("skipped: prometheus and promtool are not on PATH (Debian package `prometheus`)");
+    if !prometheus_available() {
         return;
     }
     // Ten minutes of a ramp up to now (0.1 per second: the threshold 175 is crossed within
@@ -106,6 +213,10 @@ fn agent_predicts_a_breach_once_and_falls_back_when_its_model_goes_wrong() {
     let list: Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list["forecasts"][0]["job"], "demand");
     assert_eq!(http(api, "GET", "/api/v1/forecasts/nope", "", None).0, 404);
+
+    // The adapter rule `forecast hpa --external` prints serves the gauge whichever way
+    // Prometheus scrapes the agent.
+    adapter_rule_serves_the_gauge(dir.path(), api);
 
     // The swings: degraded, and the gauge shows the latest observation, not the forecast.
     let (observed, view) = wait_for("the gauge to fall back to the observation", || {

@@ -213,6 +213,15 @@ pub fn run(
                 smape: None,
                 status: "unavailable: no observed points after the origins".into(),
             }),
+            // Errors too large to add up (values near ±1e308): no score, so not chosen.
+            None if !(abs_sum / count as f64 / scale).is_finite() => {
+                candidates.push(CandidateScore {
+                    model: kind,
+                    mase: None,
+                    smape: None,
+                    status: "rejected: its errors are too large to score (not finite)".into(),
+                })
+            }
             None => {
                 let mase = abs_sum / count as f64 / scale;
                 candidates.push(CandidateScore {

@@ -538,9 +538,12 @@ pub fn hpa_yaml(spec: &HpaSpec) -> String {
         target_per_pod,
     }) = &spec.external
     {
+        // The adapter rule (`adapter_rule`) picks the job's series itself, under either label
+        // a scrape gives it: the HPA names the metric only, no selector.
         let _ = write!(
             y,
-            "  - type: External\n    external:\n      metric:\n        name: opsloop_forecast_value\n        selector:\n          matchLabels:\n            job: {job:?}\n            ahead: {ahead:?}\n      target:\n        type: AverageValue\n        averageValue: \"{}\"\n",
+            "  - type: External\n    external:\n      metric:\n        name: {}\n      target:\n        type: AverageValue\n        averageValue: \"{}\"\n",
+            external_metric_name(job, ahead),
             quantity(*target_per_pod)
         );
     }
@@ -552,11 +555,76 @@ pub fn hpa_yaml(spec: &HpaSpec) -> String {
     y
 }
 
-/// The Prometheus Adapter rule that serves the forecast gauge as an External metric (no
-/// namespace label on the gauge, hence `namespaced: false`).
+/// The `ahead` label of a lead, as the agent's gauges write it: the largest whole unit of
+/// `d`, `h`, `m`, `s` (else `ms`), as the configuration prints durations (`60m` → `1h`), so the
+/// label `forecast hpa --external --ahead 60m` selects is the one the agent exports.
+pub fn ahead_label(ahead_ms: i64) -> String {
+    let ms = ahead_ms.max(0);
+    let (n, unit) = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ]
+    .into_iter()
+    .find(|(u, _)| ms > 0 && ms % u == 0)
+    .map_or((ms, "ms"), |(u, unit)| (ms / u, unit));
+    format!("{n}{unit}")
+}
+
+/// The External metric's name for forecast job `job` at lead `ahead` (an `ahead_label`):
+/// `opsloop_forecast_<job>_<ahead>`, other characters than letters, digits and `_` as `_`.
+/// One name per job and lead, so several predictive HPAs can be served side by side.
+pub fn external_metric_name(job: &str, ahead: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    format!("opsloop_forecast_{}_{}", clean(job), clean(ahead))
+}
+
+/// A PromQL string literal inside a single-quoted YAML scalar.
+fn promql_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            '\'' => quoted.push_str("''"),
+            '\n' => quoted.push_str("\\n"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// The Prometheus Adapter rule that serves forecast job `job`'s gauge at lead `ahead` (an
+/// `ahead_label`) as the External metric [`external_metric_name`] (no namespace label on the
+/// gauge, hence `namespaced: false`).
+///
+/// The gauge carries the forecast job as `job`. A Prometheus scrape with the default
+/// `honor_labels: false` renames that label `exported_job` (its own `job` is the scrape's), a
+/// scrape with `honor_labels: true` keeps it: the rule's query takes the series under either
+/// name, so it serves the metric whichever way the agent is scraped.
 pub fn adapter_rule(job: &str, ahead: &str) -> String {
+    let job_q = promql_string(job);
+    let ahead_q = promql_string(ahead);
     format!(
-        "# Prometheus Adapter (config.yaml): serves opsloop's forecast gauge as an External metric.\nexternalRules:\n- seriesQuery: 'opsloop_forecast_value{{job={job:?},ahead={ahead:?}}}'\n  resources:\n    namespaced: false\n  name:\n    as: opsloop_forecast_value\n  metricsQuery: 'max(<<.Series>>{{<<.LabelMatchers>>}})'\n"
+        "# Prometheus Adapter (config.yaml): serves opsloop's forecast gauge as an External metric.\n\
+         # The forecast job is the gauge's `job` label, or `exported_job` when Prometheus scrapes\n\
+         # the agent with the default honor_labels: false; the query takes either. (With\n\
+         # honor_labels: false, do not name the agent's scrape job like a forecast job.)\n\
+         externalRules:\n\
+         - seriesQuery: 'opsloop_forecast_value{{ahead={ahead_q}}}'\n  \
+         resources:\n    namespaced: false\n  \
+         name:\n    matches: ^opsloop_forecast_value$\n    as: {name}\n  \
+         metricsQuery: 'max(<<.Series>>{{job={job_q},ahead={ahead_q}}} or <<.Series>>{{exported_job={job_q},ahead={ahead_q}}})'\n",
+        name = external_metric_name(job, ahead),
     )
 }
 
@@ -1172,10 +1240,31 @@ mod tests {
         let y = hpa_yaml(&spec);
         assert!(y.contains("apiVersion: autoscaling/v2"));
         assert!(y.contains("averageValue: \"80500m\""));
-        assert!(y.contains("ahead: \"5m\""));
+        assert!(y.contains("name: opsloop_forecast_api_rps_5m\n"), "{y}");
         assert!(y.contains("stabilizationWindowSeconds: 300"));
         let rule = adapter_rule("api-rps", "5m");
-        assert!(rule.contains("opsloop_forecast_value{job=\"api-rps\",ahead=\"5m\"}"));
+        assert!(rule.contains("seriesQuery: 'opsloop_forecast_value{ahead=\"5m\"}'"));
+        assert!(rule.contains("as: opsloop_forecast_api_rps_5m\n"), "{rule}");
+        assert!(
+            rule.contains(
+                "metricsQuery: 'max(<<.Series>>{job=\"api-rps\",ahead=\"5m\"} or <<.Series>>{exported_job=\"api-rps\",ahead=\"5m\"})'"
+            ),
+            "{rule}"
+        );
+        // Quotes cannot break out of the PromQL string nor the YAML scalar.
+        let odd = adapter_rule("it's \"x\"", "5m");
+        assert!(odd.contains("job=\"it''s \\\"x\\\"\""), "{odd}");
         assert_eq!(quantity(80.0), "80");
+    }
+
+    #[test]
+    fn ahead_labels_match_the_configuration_spelling() {
+        use opsloop_core::config::ConfigDuration;
+        for text in ["60m", "1h", "5m", "90s", "1500ms", "2d", "48h", "30s"] {
+            let d: ConfigDuration = text.parse().unwrap();
+            assert_eq!(ahead_label(d.as_millis_i64()), d.to_string(), "{text}");
+        }
+        assert_eq!(ahead_label(3_600_000), "1h");
+        assert_eq!(ahead_label(90_000), "90s");
     }
 }

@@ -75,6 +75,8 @@ pub const MAX_PENDING: usize = 4096;
 pub const MAX_CHECKED: usize = 4096;
 /// The largest grid a job may ask Prometheus for (`range / step`).
 pub const MAX_QUERY_POINTS: i64 = 200_000;
+/// The longest `timeout` a job may give Prometheus.
+pub const MAX_TIMEOUT: ConfigDuration = ConfigDuration::minutes(10);
 /// The largest Prometheus answer a job reads.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// The version written into state files.
@@ -230,10 +232,15 @@ pub fn check(values: &[Value]) -> Result<Vec<ForecastJob>, JobError> {
             },
             message,
         };
-        let config: JobConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut config: JobConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             invalid(&path, e.into_inner().to_string())
         })?;
+        // The default timeout (a minute) never outlasts a shorter interval; a written one
+        // that does is an error (below).
+        if value.get("timeout").is_none() && config.timeout.get() > config.every.get() {
+            config.timeout = config.every;
+        }
         check_fields(&config).map_err(|(field, message)| invalid(field, message))?;
         if !names.insert(config.name.clone()) {
             return Err(invalid(
@@ -281,6 +288,24 @@ fn check_fields(c: &JobConfig) -> Result<(), (&'static str, String)> {
     }
     if c.timeout.as_millis_i64() < 1 {
         return Err(("timeout", "must be positive".into()));
+    }
+    if c.timeout.get() > MAX_TIMEOUT.get() {
+        return Err((
+            "timeout",
+            format!(
+                "{} is above the maximum of {MAX_TIMEOUT}: a Prometheus that slow holds the job's runs",
+                c.timeout
+            ),
+        ));
+    }
+    if c.timeout.get() > c.every.get() {
+        return Err((
+            "timeout",
+            format!(
+                "{} is longer than `every` ({}): a run must end before the next one is due",
+                c.timeout, c.every
+            ),
+        ));
     }
     let range = c.range.as_millis_i64();
     if range < 2 * step || range / step > MAX_QUERY_POINTS {
@@ -588,11 +613,16 @@ struct Slot {
     /// `None`: at once.
     next_run_ms: Option<i64>,
     state_error: Option<String>,
+    /// The id of the run in flight: a job never runs twice at once (a run that outlasts its
+    /// interval delays its own next run, nobody else's).
+    running: Option<u64>,
 }
 
 struct Inner {
     slots: BTreeMap<String, Slot>,
     state_dir: Option<PathBuf>,
+    /// The id of the next claimed run.
+    next_run_id: u64,
 }
 
 /// The jobs of `forecasts:`: their schedule, state, gauges and view.
@@ -609,6 +639,22 @@ pub struct DueRun {
     job: ForecastJob,
     /// When the run was due (the query's end and the events' time).
     pub now_ms: i64,
+    /// Which claim this is (its job is not claimed again until this run completes).
+    run_id: u64,
+}
+
+/// Releases a claimed run when the task running it ends in any way (completed, panicked or
+/// aborted with the agent's task), so that its job can be claimed again.
+struct RunGuard {
+    jobs: Arc<ForecastJobs>,
+    name: String,
+    run_id: u64,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.jobs.release(&self.name, self.run_id);
+    }
 }
 
 impl DueRun {
@@ -716,11 +762,25 @@ fn state_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
 }
 
-/// Writes through a temporary file and a rename: a crash leaves the old state or the new one.
+/// Writes through a temporary file, synced, and a rename, then syncs the directory: a crash
+/// (or a power loss) leaves the old state or the new one, never an empty file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // The rename is durable once the directory is; a directory that cannot be opened
+        // for syncing (some filesystems) still has the renamed file.
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a state file that no job claims any more.
@@ -783,6 +843,7 @@ impl ForecastJobs {
                         },
                         next_run_ms: None,
                         state_error: None,
+                        running: None,
                     },
                 )
             })
@@ -794,6 +855,7 @@ impl ForecastJobs {
             inner: Mutex::new(Inner {
                 slots,
                 state_dir: None,
+                next_run_id: 0,
             }),
         }
     }
@@ -875,6 +937,7 @@ impl ForecastJobs {
                         },
                         next_run_ms: None,
                         state_error: None,
+                        running: None,
                     };
                     if let Some(dir) = &dir {
                         match read_state(&state_path(dir, &name)) {
@@ -909,7 +972,8 @@ impl ForecastJobs {
 
     fn remove_series_gauges(&self, config: &JobConfig, labels: &Labels) {
         for ahead in &config.ahead {
-            let labels = gauge_labels(&config.name, labels, Some(&ahead.to_string()));
+            let label = crate::hpa::ahead_label(ahead.as_millis_i64());
+            let labels = gauge_labels(&config.name, labels, Some(&label));
             self.metrics.values.remove(&labels);
         }
         self.metrics
@@ -923,13 +987,21 @@ impl ForecastJobs {
     }
 
     /// The runs due now, each job at most once per interval (a clock stepped back by more
-    /// than an interval makes a job due again rather than silent until the clock catches up).
-    /// Claiming schedules the job's next run.
+    /// than an interval makes a job due again rather than silent until the clock catches up)
+    /// and never while its previous run is in flight. Claiming schedules the job's next run;
+    /// a claimed run must be given to [`ForecastJobs::complete`] (or released by the task
+    /// running it ending), or its job is not claimed again.
     pub fn claim_due(&self) -> Vec<DueRun> {
         let now = self.clock.now_ms();
         let mut inner = self.lock();
+        let Inner {
+            slots, next_run_id, ..
+        } = &mut *inner;
         let mut due = Vec::new();
-        for slot in inner.slots.values_mut() {
+        for slot in slots.values_mut() {
+            if slot.running.is_some() {
+                continue;
+            }
             let every = slot.job.config.every_ms();
             let is_due = match slot.next_run_ms {
                 None => true,
@@ -937,13 +1009,27 @@ impl ForecastJobs {
             };
             if is_due {
                 slot.next_run_ms = Some(now.saturating_add(every));
+                let run_id = *next_run_id;
+                *next_run_id = next_run_id.wrapping_add(1);
+                slot.running = Some(run_id);
                 due.push(DueRun {
                     job: slot.job.clone(),
                     now_ms: now,
+                    run_id,
                 });
             }
         }
         due
+    }
+
+    /// Ends the claim of run `run_id` of job `name` (nothing when it already ended).
+    fn release(&self, name: &str, run_id: u64) {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.slots.get_mut(name)
+            && slot.running == Some(run_id)
+        {
+            slot.running = None;
+        }
     }
 
     /// When the next run is due (`None`: no jobs).
@@ -956,17 +1042,26 @@ impl ForecastJobs {
             .min()
     }
 
-    /// Claims the due runs and completes them concurrently (each its own fetch with the
-    /// job's timeout, then fitting on the blocking pool), so that one slow Prometheus delays
-    /// only its own jobs; returns their events in the order of the jobs' names.
-    pub async fn run_due(self: &Arc<Self>) -> Vec<Event> {
-        let mut tasks = tokio::task::JoinSet::new();
+    /// Claims the due runs and starts each as its own task on `tasks` (fetch with the job's
+    /// timeout, then fitting on the blocking pool); each task yields its job's name and events.
+    /// Nothing here waits for a run: one slow Prometheus delays only its own job. Returns how
+    /// many runs were started. A task that fails (a panic while fitting) is counted as a
+    /// failed run of its job; a task dropped unfinished releases its job.
+    pub fn spawn_due(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<(String, Vec<Event>)>,
+    ) -> usize {
         let runs = self.claim_due();
-        let names: Vec<String> = runs.iter().map(|r| r.name().to_owned()).collect();
-        let mut task_jobs = BTreeMap::new();
-        for (i, run) in runs.into_iter().enumerate() {
+        let started = runs.len();
+        for run in runs {
             let me = Arc::clone(self);
-            let handle = tasks.spawn(async move {
+            tasks.spawn(async move {
+                let name = run.name().to_owned();
+                let _guard = RunGuard {
+                    jobs: Arc::clone(&me),
+                    name: name.clone(),
+                    run_id: run.run_id,
+                };
                 // The client's timeout bounds each request; this bounds the whole fetch (a
                 // body trickling in), with a little slack so the client's error wins.
                 let limit = run.job.config.timeout.get() + Duration::from_secs(1);
@@ -977,30 +1072,65 @@ impl ForecastJobs {
                         redact_url(&run.job.config.prometheus)
                     )),
                 };
-                let completed =
-                    tokio::task::spawn_blocking(move || me.complete(&run, fetched)).await;
-                (i, completed.map_err(|e| e.to_string()))
+                let completer = Arc::clone(&me);
+                let events =
+                    match tokio::task::spawn_blocking(move || completer.complete(&run, fetched))
+                        .await
+                    {
+                        Ok(events) => events,
+                        Err(e) => {
+                            me.record_failure(&name, format!("forecast task failed: {e}"));
+                            Vec::new()
+                        }
+                    };
+                (name, events)
             });
-            task_jobs.insert(handle.id(), i);
         }
-        let mut done: Vec<(usize, Vec<Event>)> = Vec::with_capacity(names.len());
+        started
+    }
+
+    /// Claims the due runs, runs them concurrently and waits for all of them; their events
+    /// in the order of the jobs' names. (The agent uses [`ForecastJobs::drive`], which does
+    /// not wait for one run before claiming the next.)
+    pub async fn run_due(self: &Arc<Self>) -> Vec<Event> {
+        let mut tasks = tokio::task::JoinSet::new();
+        self.spawn_due(&mut tasks);
+        let mut done: Vec<(String, Vec<Event>)> = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((i, Ok(events))) => done.push((i, events)),
-                Ok((i, Err(e))) => {
-                    if let Some(name) = names.get(i) {
-                        self.record_failure(name, format!("forecast task failed: {e}"));
-                    }
-                }
-                Err(e) => {
-                    if let Some(name) = task_jobs.get(&e.id()).and_then(|i| names.get(*i)) {
-                        self.record_failure(name, format!("forecast task failed: {e}"));
-                    }
-                }
+            // A task's own panic is counted by it (see `spawn_due`); a join error here is a
+            // cancelled runtime.
+            if let Ok(result) = joined {
+                done.push(result);
             }
         }
-        done.sort_by_key(|(i, _)| *i);
+        done.sort_by(|a, b| a.0.cmp(&b.0));
         done.into_iter().flat_map(|(_, events)| events).collect()
+    }
+
+    /// Runs the jobs until the returned future is dropped: every job on its own schedule,
+    /// each run a task of its own (at most one per job, so at most as many tasks as jobs),
+    /// and `publish` called with the events of each run as it completes. Looks at the
+    /// schedule at least every `max_sleep` (reloads and clock steps are seen within it).
+    pub async fn drive<F, Fut>(self: Arc<Self>, max_sleep: Duration, mut publish: F)
+    where
+        F: FnMut(Vec<Event>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            self.spawn_due(&mut tasks);
+            let sleep = self.wait(max_sleep).max(Duration::from_millis(50));
+            tokio::select! {
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok((_, events)) = joined
+                        && !events.is_empty()
+                    {
+                        publish(events).await;
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
     }
 
     fn record_failure(&self, name: &str, message: String) {
@@ -1020,6 +1150,13 @@ impl ForecastJobs {
     /// the saved state. Returns the events to publish. A run whose job was removed or changed
     /// meanwhile is dropped (the changed job runs on its own).
     pub fn complete(&self, run: &DueRun, fetched: Result<Vec<Series>, String>) -> Vec<Event> {
+        let events = self.complete_claimed(run, fetched);
+        // After the state is saved: the job's next run never races this one's save.
+        self.release(run.name(), run.run_id);
+        events
+    }
+
+    fn complete_claimed(&self, run: &DueRun, fetched: Result<Vec<Series>, String>) -> Vec<Event> {
         let fitted = fetched.map(|series| fit(&run.job.config, series));
         let name = run.name();
         let (events, save) = {
@@ -1250,7 +1387,7 @@ impl ForecastJobs {
         s.view.gauges.clear();
         let observed = s.last_observation;
         for ahead in &config.ahead {
-            let label = ahead.to_string();
+            let label = crate::hpa::ahead_label(ahead.as_millis_i64());
             let from_forecast = match (&f.forecast, s.degraded) {
                 (Ok(fit), false) => {
                     point_at(&fit.points, fit.last_grid_ms, ahead.as_millis_i64()).map(|p| p.value)
@@ -1988,16 +2125,31 @@ mod tests {
         assert!(!file.exists());
     }
 
+    /// Polls `done` (a condition, not a fixed delay) for at most a minute.
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_prometheus_does_not_hold_up_other_jobs() {
-        // Accepts connections and never answers.
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Accepts connections and never answers; counts them (one per run of the slow job).
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let silent_addr = silent.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = silent.accept().await {
-                if held.len() < 64 {
-                    held.push(socket);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let accepted = Arc::clone(&accepted);
+            async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = silent.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    if held.len() < 64 {
+                        held.push(socket);
+                    }
                 }
             }
         });
@@ -2006,10 +2158,10 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        // "a-slow" sorts first: run one after the other, "b-fast" would wait for its timeout.
+        // "a-slow" sorts first and hangs for its whole timeout (the interval, 5 minutes).
         let jobs = check(&[
-            config(json!({"name": "a-slow", "prometheus": format!("http://{silent_addr}"), "timeout": "10m"})),
-            config(json!({"name": "b-fast", "prometheus": format!("http://127.0.0.1:{refused}"), "timeout": "10m"})),
+            config(json!({"name": "a-slow", "prometheus": format!("http://{silent_addr}"), "timeout": "5m"})),
+            config(json!({"name": "b-fast", "prometheus": format!("http://127.0.0.1:{refused}"), "timeout": "5m"})),
         ])
         .unwrap();
         let clock = Arc::new(ManualClock::new(T0));
@@ -2019,22 +2171,51 @@ mod tests {
             "/test",
             JobMetrics::default(),
         ));
-        let running = tokio::spawn({
-            let jobs = Arc::clone(&jobs);
-            async move { jobs.run_due().await }
-        });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if jobs.get("b-fast").unwrap()["runs"] == 1 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the fast job waits for the slow one"
+        let driver =
+            tokio::spawn(Arc::clone(&jobs).drive(Duration::from_millis(10), |_events| async {}));
+        let runs = |name: &str| jobs.get(name).unwrap()["runs"].as_u64().unwrap();
+        // Five intervals: the fast job runs on each, while the slow one is still in its first.
+        for period in 1..=5u64 {
+            wait_until(&format!("run {period} of b-fast"), || {
+                runs("b-fast") == period
+            })
+            .await;
+            assert_eq!(
+                jobs.get("b-fast").unwrap()["next_run"],
+                format_rfc3339(clock.now_ms() + 5 * MIN)
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            clock.advance(Duration::from_secs(300));
         }
-        assert_eq!(jobs.get("a-slow").unwrap()["runs"], 0);
-        running.abort();
+        wait_until("run 6 of b-fast", || runs("b-fast") == 6).await;
+        assert_eq!(runs("a-slow"), 0);
+        // Never a second run of the slow job while its first is in flight.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Dropping the driver aborts the hanging run and frees its job for the next claim.
+        driver.abort();
+        let _ = driver.await;
+        wait_until("a-slow released", || {
+            jobs.claim_due().iter().any(|r| r.name() == "a-slow")
+        })
+        .await;
+    }
+
+    #[test]
+    fn timeout_is_bounded_by_the_interval_and_ten_minutes() {
+        let err = |v: Value| check(&[v]).unwrap_err().to_string();
+        let long = err(config(json!({"timeout": "2h", "every": "3h"})));
+        assert!(
+            long.starts_with("forecasts[0].timeout: 2h is above the maximum of 10m"),
+            "{long}"
+        );
+        let over = err(config(json!({"timeout": "6m"})));
+        assert!(
+            over.starts_with("forecasts[0].timeout: 6m is longer than `every` (5m)"),
+            "{over}"
+        );
+        // The default timeout (1m) follows a shorter interval instead of failing the check.
+        let jobs = check(&[config(json!({"every": "10s"}))]).unwrap();
+        assert_eq!(jobs[0].config.timeout.to_string(), "10s");
+        let jobs = check(&[config(json!({}))]).unwrap();
+        assert_eq!(jobs[0].config.timeout.to_string(), "1m");
     }
 }

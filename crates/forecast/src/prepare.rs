@@ -163,8 +163,8 @@ impl Prepared {
 const DAY_MS: i64 = 86_400_000;
 const WEEK_MS: i64 = 7 * DAY_MS;
 
-/// The step of sorted, distinct timestamps: the median of the differences.
-fn infer_step(times: &[i64]) -> i64 {
+/// The median of the differences of sorted, distinct timestamps.
+fn median_step(times: &[i64]) -> i64 {
     let mut diffs: Vec<i64> = times
         .windows(2)
         .filter_map(|w| match w {
@@ -178,6 +178,99 @@ fn infer_step(times: &[i64]) -> i64 {
     let mid = diffs.len() / 2;
     let (_, median, _) = diffs.select_nth_unstable(mid);
     (*median).max(1)
+}
+
+/// The "round" step nearest `step_ms` within 5 %: a divisor of a day (whole seconds, or
+/// whole milliseconds of a second below one), or whole days above one.
+fn round_step_near(step_ms: i64) -> Option<i64> {
+    let candidates: Vec<i64> = if step_ms >= DAY_MS {
+        vec![(step_ms as f64 / DAY_MS as f64).round() as i64 * DAY_MS]
+    } else if step_ms >= 1000 {
+        (1..=86_400i64)
+            .filter(|s| 86_400 % s == 0)
+            .map(|s| s * 1000)
+            .collect()
+    } else {
+        (1..=1000i64).filter(|ms| 1000 % ms == 0).collect()
+    };
+    candidates
+        .into_iter()
+        .filter(|c| *c > 0 && ((c - step_ms).abs() as f64) <= 0.05 * step_ms as f64)
+        .min_by_key(|c| (c - step_ms).abs())
+}
+
+/// The grid phase for `step_ms`: the median offset of the timestamps from the first one's
+/// grid (in (-step/2, step/2]), so jitter around the grid does not push points a slot away.
+fn grid_start(times: &[i64], step_ms: i64) -> i64 {
+    let first = times.first().copied().unwrap_or(0);
+    let mut offsets: Vec<i64> = times
+        .iter()
+        .map(|t| {
+            let r = (t - first).rem_euclid(step_ms);
+            if 2 * r > step_ms { r - step_ms } else { r }
+        })
+        .collect();
+    if offsets.is_empty() {
+        return first;
+    }
+    let mid = offsets.len() / 2;
+    let (_, median, _) = offsets.select_nth_unstable(mid);
+    first + *median
+}
+
+/// How badly `step_ms` fits: timestamps sharing a slot plus empty slots within the span.
+fn misfit(times: &[i64], step_ms: i64) -> u64 {
+    let start = grid_start(times, step_ms);
+    let mut collisions = 0u64;
+    let mut last: Option<i64> = None;
+    let mut first_slot = None;
+    for &t in times {
+        let slot = ((t - start) as f64 / step_ms as f64).round() as i64;
+        first_slot.get_or_insert(slot);
+        if last == Some(slot) {
+            collisions += 1;
+        }
+        last = Some(slot);
+    }
+    let span = match (first_slot, last) {
+        (Some(a), Some(b)) => u64::try_from(b - a + 1).unwrap_or(0),
+        _ => 0,
+    };
+    let distinct = times.len() as u64 - collisions;
+    collisions + span.saturating_sub(distinct)
+}
+
+/// The step of sorted, distinct timestamps and the grid's first time. The candidates: the
+/// median difference, the mean one (span over count) and the round steps (see
+/// [`round_step_near`]) near either, all within 5 % of the median; the one whose grid leaves the fewest timestamps
+/// sharing a slot and the fewest empty slots wins, a round step on a tie. So jittered
+/// samples (300 s ± 100 s) keep their 300 s step (and their daily season) instead of an
+/// odd median like 297 s, while a truly regular 297 s series keeps 297 s.
+fn infer_grid(times: &[i64]) -> (i64, i64) {
+    let median = median_step(times);
+    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+        return (median, 0);
+    };
+    if times.len() < 3 {
+        return (median, first);
+    }
+    let mean = (((last - first) as f64 / (times.len() - 1) as f64).round() as i64).max(1);
+    // Only near the median: a mean stretched by long gaps is not a step.
+    let near = |c: i64| ((c - median).abs() as f64) <= 0.05 * median as f64;
+    let mut candidates: Vec<(i64, bool)> = vec![(median, false)];
+    if near(mean) {
+        candidates.push((mean, false));
+    }
+    for base in [median, mean] {
+        if let Some(round) = round_step_near(base).filter(|r| near(*r)) {
+            candidates.push((round, true));
+        }
+    }
+    let best = candidates
+        .into_iter()
+        .min_by_key(|&(step, round)| (misfit(times, step), !round))
+        .map_or(median, |(step, _)| step);
+    (best, grid_start(times, best))
 }
 
 /// Season lengths in steps: those asked for, or a day and a week when the step divides them.
@@ -241,10 +334,12 @@ pub fn prepare(series: &Series, options: &PrepareOptions) -> Result<Prepared, Pr
         });
     }
     let times: Vec<i64> = points.iter().map(|p| p.0).collect();
-    let step_ms = infer_step(&times);
-    let start_ms = times.first().copied().unwrap_or(0);
+    let (step_ms, start_ms) = infer_grid(&times);
     let end_ms = times.last().copied().unwrap_or(start_ms);
-    let slots = ((end_ms - start_ms) as f64 / step_ms as f64).round() as u64 + 1;
+    let slots = ((end_ms - start_ms) as f64 / step_ms as f64)
+        .round()
+        .max(0.0) as u64
+        + 1;
     if slots > options.max_points as u64 {
         return Err(PrepareError::GridTooLarge {
             points: slots,
@@ -256,7 +351,8 @@ pub fn prepare(series: &Series, options: &PrepareOptions) -> Result<Prepared, Pr
     let mut values = vec![f64::NAN; n];
     for &(t, v) in &points {
         let offset = t - start_ms;
-        let slot = (offset as f64 / step_ms as f64).round() as usize;
+        // At least 0: the grid's phase may start it just after the first timestamp.
+        let slot = (offset as f64 / step_ms as f64).round().max(0.0) as usize;
         if offset % step_ms != 0 {
             report.off_grid += 1;
         }
@@ -459,6 +555,36 @@ mod tests {
                 .map(|i| (i as i64 * step_s * 1000, f(i)))
                 .collect::<Vec<_>>(),
         )
+    }
+
+    #[test]
+    fn jittered_timestamps_keep_their_round_step_and_daily_season() {
+        // Four days at 300 s, each sample 0-200 s late (a scraper under load).
+        let mut seed = 12_345u64;
+        let mut jitter = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) % 200_001) as i64
+        };
+        let n = 4 * 288;
+        let points: Vec<(i64, f64)> = (0..n)
+            .map(|i| {
+                let t = 1_700_000_000_000 + i as i64 * 300_000 + jitter();
+                let phase = (i % 288) as f64 / 288.0 * std::f64::consts::TAU;
+                (t, 100.0 + 30.0 * phase.sin())
+            })
+            .collect();
+        let p = prepare(&series(&points), &PrepareOptions::default()).unwrap();
+        assert_eq!(p.step_ms, 300_000);
+        assert_eq!(p.report.duplicates, 0, "{:?}", p.report);
+        assert_eq!(p.report.filled, 0, "{:?}", p.report);
+        assert_eq!(p.values.len(), n);
+        assert!(p.values.iter().all(|v| v.is_finite()));
+        assert!(p.seasons.contains(&288), "{:?}", p.seasons);
+        // A truly regular odd step stays as it is.
+        let odd = regular(500, 297, |i| i as f64);
+        let p = prepare(&odd, &PrepareOptions::default()).unwrap();
+        assert_eq!(p.step_ms, 297_000);
+        assert_eq!((p.report.duplicates, p.report.filled), (0, 0));
     }
 
     #[test]

@@ -4,11 +4,17 @@
 //! answer is never held whole). URLs in errors never carry the credentials a base URL may hold
 //! (`http://user:pass@host`): they are shown by the API and written to logs.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::input::{self, InputError, ReadSeries};
+use crate::series::Labels;
+
+/// The most points per series one `query_range` request may ask for: Prometheus refuses more
+/// than 11,000 ("exceeded maximum resolution"); longer ranges are asked for in parts.
+pub const MAX_POINTS_PER_QUERY: i64 = 11_000;
 
 /// Why a query gave no series.
 #[derive(Debug, Error)]
@@ -120,8 +126,58 @@ impl PrometheusClient {
         })
     }
 
-    /// Runs `query` over its range; one series per result.
+    /// Runs `query` over its range; one series per result. A range of more than
+    /// [`MAX_POINTS_PER_QUERY`] steps (Prometheus refuses those) is asked for in consecutive
+    /// parts, joined per series; the answer bound holds for all parts together.
     pub async fn query_range(&self, query: &RangeQuery) -> Result<ReadSeries, PrometheusError> {
+        let step = query.step_ms.max(1);
+        let span = query.end_ms.saturating_sub(query.start_ms).max(0);
+        let points = span / step + 1;
+        let mut budget = self.max_bytes;
+        if points <= MAX_POINTS_PER_QUERY {
+            return self.query_part(query, &mut budget).await;
+        }
+        let part_span = (MAX_POINTS_PER_QUERY - 1).saturating_mul(step);
+        let mut out = ReadSeries::default();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut start = query.start_ms;
+        while start <= query.end_ms {
+            let end = start.saturating_add(part_span).min(query.end_ms);
+            let part = RangeQuery {
+                query: query.query.clone(),
+                start_ms: start,
+                end_ms: end,
+                step_ms: step,
+            };
+            let read = self.query_part(&part, &mut budget).await?;
+            for series in read.series {
+                match index
+                    .get(&series.labels)
+                    .and_then(|&i| out.series.get_mut(i))
+                {
+                    Some(known) => known.points.extend(series.points),
+                    None => {
+                        index.insert(series.labels.clone(), out.series.len());
+                        out.series.push(series);
+                    }
+                }
+            }
+            out.problems.extend(read.problems);
+            // The next part starts a step after this one's end: no sample twice.
+            start = match end.checked_add(step) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+        Ok(out)
+    }
+
+    /// One `query_range` request; `budget` is what is left of the answer bound.
+    async fn query_part(
+        &self,
+        query: &RangeQuery,
+        budget: &mut usize,
+    ) -> Result<ReadSeries, PrometheusError> {
         let mut url =
             self.base
                 .join("api/v1/query_range")
@@ -153,7 +209,7 @@ impl PrometheusClient {
         let status = response.status();
         if response
             .content_length()
-            .is_some_and(|len| len > self.max_bytes as u64)
+            .is_some_and(|len| len > *budget as u64)
         {
             return Err(PrometheusError::TooLarge {
                 url: shown,
@@ -162,7 +218,7 @@ impl PrometheusClient {
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
-            if body.len() + chunk.len() > self.max_bytes {
+            if body.len() + chunk.len() > *budget {
                 return Err(PrometheusError::TooLarge {
                     url: shown,
                     limit: self.max_bytes,
@@ -170,22 +226,30 @@ impl PrometheusClient {
             }
             body.extend_from_slice(&chunk);
         }
-        let text = String::from_utf8_lossy(&body);
+        *budget = budget.saturating_sub(body.len());
         // Prometheus answers errors (400, 422, 503) with a JSON document carrying the reason.
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(doc) if doc.get("status").is_some() => Ok(input::read_prometheus(&shown, &doc)?),
-            _ if !status.is_success() => Err(PrometheusError::Status {
-                url: shown,
-                status: status.as_u16(),
-                body: text.chars().take(200).collect(),
-            }),
-            Ok(_) | Err(_) => Err(PrometheusError::Answer(InputError::Shape {
-                source_name: shown,
-                message: format!(
-                    "not a Prometheus API answer: {}",
-                    text.chars().take(120).collect::<String>()
-                ),
-            })),
+        // Read into typed values straight from the bytes: a JSON tree of a large answer
+        // would take about ten times its size.
+        match input::read_prometheus_slice(&shown, &body)? {
+            Some(read) => Ok(read),
+            None => {
+                let text = String::from_utf8_lossy(&body);
+                if status.is_success() {
+                    Err(PrometheusError::Answer(InputError::Shape {
+                        source_name: shown,
+                        message: format!(
+                            "not a Prometheus API answer: {}",
+                            text.chars().take(120).collect::<String>()
+                        ),
+                    }))
+                } else {
+                    Err(PrometheusError::Status {
+                        url: shown,
+                        status: status.as_u16(),
+                        body: text.chars().take(200).collect(),
+                    })
+                }
+            }
         }
     }
 }

@@ -58,8 +58,20 @@ pub fn phase_medians(values: &[f64], m: usize) -> Vec<f64> {
 
 /// The MASE denominator: mean absolute difference between points `lag` apart, over pairs where
 /// both are finite. Falls back to lag 1 when that is zero or has no pairs (as the anchors do);
-/// `None` when even lag 1 is degenerate (a constant series).
+/// `None` when even lag 1 is degenerate (a constant series). "Zero" is relative: a mean
+/// difference below 1e-9 of the mean magnitude is rounding error (a perfectly periodic series
+/// computed in floating point), not a scale, and would turn every MASE into 1e15.
 pub fn mase_scale(values: &[f64], lag: usize) -> Option<f64> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let mean_magnitude = if finite.is_empty() {
+        0.0
+    } else {
+        finite
+            .iter()
+            .map(|v| v.abs() / finite.len() as f64)
+            .sum::<f64>()
+    };
+    let floor = (1e-9 * mean_magnitude).max(f64::MIN_POSITIVE);
     let mean_abs_diff = |lag: usize| {
         let (mut sum, mut count) = (0.0, 0usize);
         for (a, b) in values.iter().zip(values.iter().skip(lag)) {
@@ -68,7 +80,8 @@ pub fn mase_scale(values: &[f64], lag: usize) -> Option<f64> {
                 count += 1;
             }
         }
-        (count > 0 && sum > 0.0).then(|| sum / count as f64)
+        let mean = sum / count.max(1) as f64;
+        (count > 0 && mean.is_finite() && mean > floor).then_some(mean)
     };
     mean_abs_diff(lag.max(1)).or_else(|| mean_abs_diff(1))
 }
@@ -99,5 +112,17 @@ mod tests {
         assert_eq!(mase_scale(&[1.0, 2.0, 1.0, 2.0], 2), Some(1.0));
         assert_eq!(mase_scale(&[5.0, 5.0, 5.0], 1), None);
         assert_eq!(mase_scale(&[1.0, f64::NAN, 3.0], 1), None);
+    }
+
+    #[test]
+    fn mase_scale_ignores_rounding_error() {
+        // A perfect daily cycle computed in floating point: seasonal differences of ~1e-15.
+        let values: Vec<f64> = (0..96)
+            .map(|i| 100.0 + 30.0 * (i as f64 / 24.0 * std::f64::consts::TAU).sin())
+            .collect();
+        let scale = mase_scale(&values, 24).unwrap();
+        assert!(scale > 1.0, "{scale}");
+        // Values too large for their differences to be finite: no scale, not infinity.
+        assert_eq!(mase_scale(&[1e308, -1e308, 1e308], 1), None);
     }
 }
