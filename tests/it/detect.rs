@@ -1,5 +1,6 @@
 //! `opsloop detect`: one scored row per input row, causality (a prefix gets the same scores),
-//! the anomaly column and stretches, bad input reported without losing rows.
+//! the anomaly column and stretches, bad input reported without losing rows, the plot, and
+//! Prometheus input against a real Prometheus.
 
 use serde_json::Value;
 
@@ -152,4 +153,260 @@ fn empty_and_constant_input_are_defined() {
     let out = run_with_stdin(&["detect", "--input", "-"], constant.as_bytes());
     assert_eq!(out.status.code(), Some(0));
     assert!(csv_rows(&out.stdout).iter().all(|r| r[2] == "0"));
+}
+
+/// Whether `doc` is well-formed XML as far as elements go: every tag closed in order, one root.
+fn well_formed_xml(doc: &str) -> Result<(), String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut roots = 0;
+    let mut rest = doc;
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..]
+            .find('>')
+            .ok_or_else(|| format!("unclosed `<` at {}", doc.len() - rest.len() + open))?;
+        let tag = &rest[open + 1..open + close];
+        rest = &rest[open + close + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            match stack.pop() {
+                Some(top) if top == name.trim() => {}
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+            continue;
+        }
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if stack.is_empty() {
+            roots += 1;
+        }
+        if !tag.ends_with('/') {
+            stack.push(name);
+        }
+    }
+    if !stack.is_empty() || roots != 1 {
+        return Err(format!("open at the end: {stack:?}, {roots} root(s)"));
+    }
+    Ok(())
+}
+
+#[test]
+fn plot_writes_a_well_formed_svg_of_series_score_and_stretches() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("spike.svg");
+    let out = run(&[
+        "detect",
+        "--input",
+        SPIKE,
+        "--output",
+        "text",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = std::fs::read_to_string(&svg).unwrap();
+    assert!(doc.starts_with("<svg"), "{}", &doc[..80.min(doc.len())]);
+    well_formed_xml(&doc).unwrap();
+    for needle in [
+        "value",
+        "anomaly score",
+        "threshold",
+        "flagged stretch",
+        "<rect",
+    ] {
+        assert!(doc.contains(needle), "no {needle:?} in the plot");
+    }
+}
+
+#[test]
+fn the_threshold_is_the_detectors_alarm_level_too() {
+    use opsloop_detect::{Detector, DetectorConfig};
+    let input = std::fs::read_to_string(fixture("detect/spike.csv")).unwrap();
+    let values: Vec<f64> = input
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    for threshold in ["0.2", "0.9"] {
+        let out = run(&["detect", "--input", SPIKE, "--threshold", threshold]);
+        let mut d = Detector::new(DetectorConfig {
+            alarm_level: threshold.parse().unwrap(),
+            ..DetectorConfig::default()
+        });
+        let expected: Vec<String> = values
+            .iter()
+            .map(|v| d.push(*v).unwrap().to_string())
+            .collect();
+        let got: Vec<String> = csv_rows(&out.stdout)
+            .into_iter()
+            .map(|r| r[2].clone())
+            .collect();
+        assert_eq!(got, expected, "--threshold {threshold}");
+    }
+}
+
+#[test]
+fn one_glitch_does_not_hide_a_later_spike() {
+    // The review's repro: 50 ± 10, one 1e12 at row 300, a 10x spike (500) at row 3000.
+    let mut seed = 4u64;
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..4000 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let noise = (seed >> 33) as f64 / f64::from(1u32 << 31) - 0.5;
+        let v = match i {
+            300 => 1e12,
+            3000 => 500.0,
+            _ => 50.0 + 20.0 * noise,
+        };
+        csv.push_str(&format!("{},{v}\n", 1_700_000_000 + i * 60));
+    }
+    let out = run_with_stdin(
+        &["detect", "--input", "-", "--threshold", "0.35"],
+        csv.as_bytes(),
+    );
+    let flagged: Vec<usize> = csv_rows(&out.stdout)
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r[3] == "1")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(flagged.contains(&300), "{flagged:?}");
+    assert!(flagged.contains(&3000), "{flagged:?}");
+}
+
+#[test]
+fn a_headerless_file_starting_with_nan_is_read_and_a_bad_one_prints_no_header() {
+    let out = run_with_stdin(
+        &["detect", "--input", "-"],
+        b"1700000000,NaN\n1700000060,2\n1700000120,\n1700000180,3\n",
+    );
+    assert_eq!(out.status.code(), Some(3), "input problems");
+    let rows = csv_rows(&out.stdout);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0], vec!["1700000000", "NaN", ""]);
+    assert!(!rows[1][2].is_empty());
+    assert_eq!(rows[2], vec!["1700000120", "", ""]);
+    let out = run_with_stdin(&["detect", "--input", "-"], b"a,b\nx,y\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run_with_stdin(
+        &["detect", "--input", "-"],
+        br#"[{"timestamp": 1, "value": null}, [2, 3]]"#,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("value is null (no sample)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prometheus_input_scores_every_returned_series() {
+    if !crate::forecast::prometheus_available() {
+        return;
+    }
+    // Two series every minute for 10 hours; series b spikes at point 500.
+    let end_s: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+    let points = 600;
+    let mut om = String::from("# HELP load Load.\n# TYPE load gauge\n");
+    for (instance, spike) in [("a", None), ("b", Some(500))] {
+        for i in 0..points {
+            let t = end_s - (points - 1 - i) * 60;
+            let bump = if Some(i) == spike { 80.0 } else { 0.0 };
+            let v = 20.0 + 3.0 * (i as f64 / 25.0).sin() + (i % 5) as f64 * 0.1 + bump;
+            om.push_str(&format!("load{{instance=\"{instance}\"}} {v} {t}\n"));
+        }
+    }
+    om.push_str("# EOF\n");
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::forecast::start_prometheus(dir.path(), &om);
+    let end = end_s.to_string();
+    let base = [
+        "detect",
+        "--prometheus",
+        server.url.as_str(),
+        "--query",
+        "load",
+        "--range",
+        "10h",
+        "--step",
+        "1m",
+        "--end",
+        end.as_str(),
+    ];
+    let with = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+
+    let out = with(&["--threshold", "0.5"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().next(),
+        Some("series,timestamp,value,anomaly_score,anomaly")
+    );
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            // The series column is quoted (it holds commas and quotes): split after it.
+            let (series, rest) = l.rsplit_once("\",").map_or(("", l), |(s, r)| (s, r));
+            std::iter::once(series.trim_start_matches('"').replace("\"\"", "\""))
+                .chain(rest.split(',').map(str::to_string))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 2 * points as usize);
+    assert_eq!(rows[0][0], "load{instance=\"a\"}");
+    assert_eq!(rows[points as usize][0], "load{instance=\"b\"}");
+    let spike_ts = (end_s - (points - 1 - 500) * 60).to_string();
+    let flagged: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r[4] == "1")
+        .map(|r| (r[0].as_str(), r[1].as_str()))
+        .collect();
+    assert_eq!(flagged, vec![("load{instance=\"b\"}", spike_ts.as_str())]);
+
+    let out = with(&["--output", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let series = doc["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2);
+    assert_eq!(series[1]["labels"]["instance"], "b");
+    assert_eq!(series[1]["rows"].as_array().map(Vec::len), Some(600));
+    assert_eq!(series[1]["stretches"][0]["start"], spike_ts.as_str());
+    assert_eq!(series[0]["stretches"].as_array().map(Vec::len), Some(0));
+
+    let plot = dir.path().join("load.svg");
+    let out = with(&["--output", "text", "--plot", plot.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("load{instance=\"b\"}: 600 rows, 600 scored"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("  {spike_ts} ..")), "{text}");
+    for n in [1, 2] {
+        let doc = std::fs::read_to_string(dir.path().join(format!("load-{n}.svg"))).unwrap();
+        well_formed_xml(&doc).unwrap();
+    }
 }

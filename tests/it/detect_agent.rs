@@ -1,10 +1,11 @@
 //! The metric anomaly jobs inside `opsloop run`, end to end: a real Prometheus loaded with a
-//! series that spikes, an agent following it, the anomaly event on the bus and in the API,
-//! the score gauge in `/metrics`, and a restart that continues from the saved state.
+//! series that spikes, an agent following it, the anomaly and resolved events on the bus and
+//! in the API, the score gauge in `/metrics`, and a restart that continues from the saved
+//! state.
 
 use serde_json::Value;
 
-use crate::forecast::{on_path, start_prometheus};
+use crate::forecast::{prometheus_available, start_prometheus};
 use crate::run::{http, start_agent, stop_agent, stored_events, wait_for};
 use opsloop_bus::testing::free_port;
 
@@ -46,8 +47,8 @@ fn runs(api: u16) -> u64 {
 
 #[test]
 fn an_agent_following_a_real_prometheus_reports_the_spike_once() {
-    if !on_path("prometheus") || !on_path("promtool") {
-        println!("skipped: prometheus and promtool are not on PATH (Debian package `prometheus`)");
+    // Skipped without prometheus, except in CI (`CI` set), where that fails.
+    if !prometheus_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +103,17 @@ fn an_agent_following_a_real_prometheus_reports_the_spike_once() {
         ),
         "{metrics}"
     );
+
+    // The episode ends once the scores stay below the threshold: one resolved event for it.
+    let resolved = wait_for("the resolved event", || {
+        stored_events(api, "type=io.opsloop.metric.anomaly_resolved")
+            .into_iter()
+            .next()
+    });
+    assert_eq!(resolved["subject"], key);
+    assert_eq!(resolved["data"]["episode"], event["id"]);
+    assert_eq!(resolved["data"]["reason"], "scores_below_threshold");
+    assert_eq!(resolved["data"]["start"], event["data"]["start"]);
 
     // Later runs add nothing for the same episode.
     let before = runs(api);

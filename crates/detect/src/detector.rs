@@ -4,7 +4,8 @@
 //!
 //! Views, each turned into a raw surprise per point:
 //! - **spatial**: the value leaves the range seen so far by more than a tolerance (a new
-//!   extreme; what Numenta adds to HTM on NAB);
+//!   extreme; what Numenta adds to HTM on NAB); the range grows by a bounded share per point,
+//!   so one glitch cannot blind this view for good;
 //! - **level** and **diff**: robust z of the value and of its first difference against
 //!   exponentially weighted mean and deviation;
 //! - **pattern**: distance of the last few values (scaled to the range seen) to the nearest
@@ -17,9 +18,10 @@
 //! mean is compared with the long-term distribution of that mean, and the tail probability is
 //! log-scaled to [0, 1]. The normal tail is raised to the **empirical tail**, how often episodes
 //! of surprise at least that large have recurred, so the bursts of a bursty series and recurring
-//! spikes stop alarming once they are usual. The score is the largest view's. A **probation** period learns before
-//! anything is scored, and **suppression** keeps one alarm per episode (an episode lasts while
-//! its surprises stay at the alarm level).
+//! spikes stop alarming once they are usual. The score is the largest view's. A **probation**
+//! period learns before anything is scored, and **suppression** keeps one alarm per episode (an
+//! episode lasts while its surprises stay at the alarm level; once it is over, a new surprise
+//! well above the alarm level alarms again even inside the quiet time).
 //! All memory is fixed at construction; nothing allocates per point.
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +101,20 @@ pub struct DetectorConfig {
     /// Points still kept quiet after a surprise at the alarm level inside the quiet time: an
     /// episode that goes on alarms once, however long it lasts (0: no extension).
     pub extend_points: u32,
+    /// Points in a row below the alarm level after which an episode is over (the stretches'
+    /// gap, [`StretchTracker::DEFAULT_GAP`]): a surprise of at least `reopen_level` after them
+    /// alarms again even inside the quiet time, so a separate anomaly soon after an episode is
+    /// not lost (0: never, the quiet time holds whatever comes).
+    ///
+    /// [`StretchTracker::DEFAULT_GAP`]: crate::stretches::StretchTracker::DEFAULT_GAP
+    pub reopen_after: u32,
+    /// The surprise that starts a new episode inside the quiet time once the last one is over
+    /// (at least the alarm level).
+    pub reopen_level: f64,
+    /// How many times the range seen the range may grow by in one point: one glitch (`1e12`)
+    /// widens the range a little, not forever (which would blind the spatial and pattern
+    /// views); a lasting new level is taken in over a few points (0 or infinite: no limit).
+    pub bound_growth: f64,
     /// The score at which an alarm starts an episode (the shipped `--threshold`).
     pub alarm_level: f64,
 }
@@ -134,10 +150,18 @@ impl Default for DetectorConfig {
             suppression: true,
             suppress_points: 100,
             extend_points: 25,
+            reopen_after: crate::stretches::StretchTracker::DEFAULT_GAP as u32,
+            reopen_level: REOPEN_LEVEL,
+            bound_growth: BOUND_GROWTH,
             alarm_level: 0.35,
         }
     }
 }
+
+/// The shipped [`DetectorConfig::reopen_level`] (chosen on half A of the NAB files).
+const REOPEN_LEVEL: f64 = 0.5;
+/// The shipped [`DetectorConfig::bound_growth`] (chosen on half A of the NAB files).
+const BOUND_GROWTH: f64 = 2.5;
 
 /// The longest short-term window and pattern the state can hold.
 pub const MAX_WINDOW: usize = 32;
@@ -331,6 +355,10 @@ pub struct Detector {
     diff_likelihood: Likelihood,
     /// Points still kept quiet after the last alarm.
     quiet: u32,
+    /// Points in a row whose surprise stayed below the alarm level (the last episode is over
+    /// after `reopen_after` of them).
+    #[serde(default)]
+    calm: u32,
     /// The season found at the last search, in points (0: none).
     #[serde(default)]
     period: usize,
@@ -392,6 +420,7 @@ impl Detector {
             level_likelihood: Likelihood::default(),
             diff_likelihood: Likelihood::default(),
             quiet: 0,
+            calm: 0,
             period: 0,
             season_likelihood: Likelihood::default(),
             season_points: 0,
@@ -456,8 +485,9 @@ impl Detector {
             .copied()
     }
 
-    /// Searches the history for the season (every [`SEASON_CHECK_EVERY`] points).
-    fn update_period(&mut self) {
+    /// The season in the history, in points (0: none); searched every [`SEASON_CHECK_EVERY`]
+    /// points.
+    fn find_period(&self) -> usize {
         let filled = self.history.len();
         let mut ordered = [0.0f64; MAX_HISTORY];
         let n = filled.min(MAX_HISTORY);
@@ -466,8 +496,7 @@ impl Detector {
         }
         let history = ordered.get(..n).unwrap_or(&[]);
         let found = crate::season::find_period(history, self.config.season_min_acf);
-        let period = found.map_or(0, |(p, _)| p);
-        self.period = period;
+        found.map_or(0, |(p, _)| p)
     }
 
     /// Points scored so far.
@@ -486,7 +515,8 @@ impl Detector {
         if !value.is_finite() {
             return None;
         }
-        let cfg = self.config.clone();
+        // Borrowed, not cloned: the config holds a vector and this runs per point.
+        let cfg = &self.config;
         self.seen += 1;
         let (min, max) = self.bounds.unwrap_or((value, value));
         let range = max - min;
@@ -519,7 +549,7 @@ impl Detector {
 
         // Season: how far the value leaves what the same phase held in the last cycles.
         if cfg.seasonal && self.seen.is_multiple_of(SEASON_CHECK_EVERY) {
-            self.update_period();
+            self.period = self.find_period();
         }
         let season_excess = if cfg.seasonal && self.period > 0 {
             let tolerance = (cfg.season_tolerance * self.period as f64).round() as usize;
@@ -560,9 +590,9 @@ impl Detector {
             }
             let raw = scale
                 .patterns
-                .novelty(pattern.get(..width).unwrap_or(&[]), self.seen, &cfg);
+                .novelty(pattern.get(..width).unwrap_or(&[]), self.seen, cfg);
             let s = if cfg.likelihood {
-                scale.likelihood.score(raw, &cfg, true)
+                scale.likelihood.score(raw, cfg, true)
             } else {
                 direct_score(raw / cfg.pattern_vigilance.max(1e-9))
             };
@@ -582,7 +612,7 @@ impl Detector {
             let s = if cfg.likelihood {
                 // Not the empirical tail: this surprise is already scaled by how much a
                 // phase usually changes between cycles, what recurs there is expected already.
-                self.season_likelihood.score(raw, &cfg, false)
+                self.season_likelihood.score(raw, cfg, false)
             } else {
                 direct_score(raw)
             };
@@ -615,7 +645,7 @@ impl Detector {
                 &mut self.diff_likelihood
             };
             let s = if cfg.likelihood {
-                likelihood.score(raw, &cfg, true)
+                likelihood.score(raw, cfg, true)
             } else {
                 direct_score(raw)
             };
@@ -639,18 +669,41 @@ impl Detector {
             self.diff.push(delta, cfg.level_alpha);
         }
         self.previous = Some(value);
-        self.bounds = Some((lo, hi));
+        // The range grows by at most `bound_growth` times itself per point (see the config).
+        let growth = cfg.bound_growth;
+        self.bounds = Some(if range > 0.0 && growth > 0.0 && growth.is_finite() {
+            let reach = growth * range;
+            (lo.max(min - reach), hi.min(max + reach))
+        } else {
+            (lo, hi)
+        });
 
         if self.seen <= u64::from(cfg.probation) {
             return Some(Point::default());
         }
         let surprise = score.clamp(0.0, 1.0);
         if cfg.suppression {
+            let alarming = surprise >= cfg.alarm_level;
+            let episode_over = cfg.reopen_after > 0 && self.calm >= cfg.reopen_after;
+            self.calm = if alarming {
+                0
+            } else {
+                self.calm.saturating_add(1)
+            };
             if self.quiet > 0 {
+                if alarming && episode_over && surprise >= cfg.reopen_level {
+                    // A new episode after the last one ended: it alarms as the first did.
+                    self.quiet = cfg.suppress_points;
+                    return Some(Point {
+                        score: surprise,
+                        surprise,
+                        view,
+                    });
+                }
                 self.quiet -= 1;
                 // A surprise that would alarm is the same episode going on: it stays quiet
                 // for at least `extend_points` more.
-                if surprise >= cfg.alarm_level {
+                if alarming {
                     self.quiet = self.quiet.max(cfg.extend_points);
                 }
                 return Some(Point {
@@ -659,7 +712,7 @@ impl Detector {
                     view,
                 });
             }
-            if surprise >= cfg.alarm_level {
+            if alarming {
                 self.quiet = cfg.suppress_points;
             }
         }
@@ -898,12 +951,13 @@ mod tests {
 
     #[test]
     fn an_episode_that_goes_on_alarms_once() {
-        // Level shifts every 20 points, each far beyond what was seen: every one is a new
-        // extreme, so the surprise keeps reaching the alarm level for the whole stretch.
+        // Level shifts every 8 points (under the stretches' gap), each far beyond what was
+        // seen: every one is a new extreme, so the surprise keeps reaching the alarm level for
+        // the whole stretch.
         let values: Vec<f64> = (0..1000)
             .map(|i| {
                 let shift = if i >= 500 {
-                    ((i - 500) / 20 + 1) as f64
+                    ((i - 500) / 8 + 1) as f64
                 } else {
                     0.0
                 };
@@ -948,6 +1002,89 @@ mod tests {
         }
         let restored: Detector = serde_json::from_value(saved).unwrap();
         assert_eq!(restored.config(), &DetectorConfig::default());
+    }
+
+    /// A noisy series: `base` ± `spread`, deterministic.
+    fn noisy(n: usize, base: f64, spread: f64, seed: u64) -> Vec<f64> {
+        let mut seed = seed;
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let noise = (seed >> 33) as f64 / f64::from(1u32 << 31) - 0.5;
+                base + 2.0 * spread * noise
+            })
+            .collect()
+    }
+
+    /// The episodes `StretchTracker` finds in `values` at the detector's alarm level.
+    fn episodes(values: &[f64]) -> Vec<crate::stretches::Stretch> {
+        use crate::stretches::StretchTracker;
+        let mut d = Detector::default();
+        let mut t = StretchTracker::new(d.config().alarm_level, StretchTracker::DEFAULT_GAP);
+        let mut out = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let p = d.push_point(*v).unwrap();
+            out.extend(t.push(i, &p));
+        }
+        out.extend(t.finish());
+        out
+    }
+
+    #[test]
+    fn a_separate_anomaly_soon_after_an_episode_ended_is_flagged() {
+        // The review's repro: a noisy cycle, a +14 bump at 600, a +200 spike at 650 (inside
+        // the 100 quiet points of the bump's alarm, after its episode ended).
+        let mut values: Vec<f64> = noisy(1000, 20.0, 1.0, 9)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v + 5.0 * (i as f64 / 15.0).sin())
+            .collect();
+        for v in &mut values[600..608] {
+            *v += 14.0;
+        }
+        values[650] += 200.0;
+        let found = episodes(&values);
+        let starts: Vec<usize> = found.iter().map(|s| s.start).collect();
+        assert!(starts.contains(&650), "{found:?}");
+        assert!(starts.iter().any(|s| (600..608).contains(s)), "{found:?}");
+        // Without reopening, the spike is lost in the quiet time.
+        let mut d = Detector::new(DetectorConfig {
+            reopen_after: 0,
+            ..DetectorConfig::default()
+        });
+        let scores: Vec<f64> = values.iter().map(|v| d.push(*v).unwrap()).collect();
+        assert_eq!(scores[650], 0.0);
+    }
+
+    #[test]
+    fn one_glitch_does_not_blind_the_detector() {
+        // The review's repro: 50 ± 10, one 1e12 at 300, a 10x spike (500) at 3000.
+        for glitch in [1e12, f64::MAX, -f64::MAX] {
+            let mut values = noisy(4000, 50.0, 10.0, 4);
+            values[300] = glitch;
+            values[3000] = 500.0;
+            let mut d = Detector::default();
+            let scores: Vec<f64> = values.iter().map(|v| d.push(*v).unwrap()).collect();
+            assert!(scores[300] >= d.config().alarm_level, "the glitch itself");
+            assert!(
+                scores[3000] >= d.config().alarm_level,
+                "{glitch}: spike scored {}",
+                scores[3000]
+            );
+            // The saved state carries the narrow range over a restart too.
+            let (lo, hi) = d.bounds.unwrap();
+            assert!(hi - lo < 2000.0, "{lo}..{hi}");
+        }
+        // A lasting new level is taken in within a few points: no endless alarm.
+        let mut values = noisy(3000, 50.0, 10.0, 5);
+        for v in &mut values[1000..] {
+            *v *= 1000.0;
+        }
+        let found = episodes(&values);
+        assert!(
+            found.iter().all(|s| s.end < 1200),
+            "the new level is usual soon: {found:?}"
+        );
     }
 
     proptest::proptest! {

@@ -49,6 +49,9 @@ pub enum RowProblem {
     /// The value is NaN or infinite.
     #[error("value {0:?} is not finite")]
     NotFinite(String),
+    /// The value is JSON `null`: no sample at that time.
+    #[error("value is null (no sample)")]
+    Null,
     /// The timestamp is not a date, a date-time or a number of seconds.
     #[error("timestamp {0:?} is not a date-time or a number")]
     BadTimestamp(String),
@@ -309,7 +312,18 @@ impl<R: BufRead> Iterator for CsvRows<R> {
             self.columns = Some((ts, val));
             return self.next();
         }
-        if self.fields.len() >= 2 && self.fields.get(1).is_some_and(|v| parse_value(v).is_ok()) {
+        // Data when the first field is a time or the second a number of any kind (NaN and an
+        // empty value included: that row passes through unscored, the file is still read).
+        let data = self.fields.len() >= 2
+            && (self
+                .fields
+                .first()
+                .is_some_and(|t| parse_timestamp(t).is_some())
+                || self
+                    .fields
+                    .get(1)
+                    .is_some_and(|v| v.trim().is_empty() || v.trim().parse::<f64>().is_ok()));
+        if data {
             self.columns = Some((0, 1));
             return Some(Ok(self.row(0, 1)));
         }
@@ -366,6 +380,14 @@ fn json_row(index: usize, item: &Value) -> Row {
         _ => (None, None),
     };
     let timestamp = ts.and_then(scalar_text).unwrap_or_default();
+    if matches!(val, Some(Value::Null)) {
+        return Row {
+            position,
+            timestamp,
+            value_text: "null".into(),
+            value: Err(RowProblem::Null),
+        };
+    }
     match val.and_then(scalar_text) {
         Some(text) => Row {
             position,
@@ -475,6 +497,31 @@ mod tests {
             .unwrap();
         assert_eq!(rows[0].value, Err(RowProblem::NotUtf8));
         assert_eq!(rows[1].value, Ok(3.0));
+    }
+
+    #[test]
+    fn a_headerless_file_whose_first_value_is_not_a_number_is_still_read() {
+        for first in ["NaN", "", "inf"] {
+            let rows = read(&format!("1700000000,{first}\n1700000060,2\n"));
+            assert_eq!(rows.len(), 2, "{first:?}");
+            assert!(rows[0].value.is_err(), "{first:?}");
+            assert_eq!(rows[0].value_text, first);
+            assert_eq!(rows[1].value, Ok(2.0));
+        }
+        // A first field that is a time is enough too.
+        let rows = read("2024-01-01T00:00:00Z,abc\n2024-01-01T00:01:00Z,3\n");
+        assert_eq!(rows[0].value, Err(RowProblem::NotANumber("abc".into())));
+        assert_eq!(rows[1].value, Ok(3.0));
+    }
+
+    #[test]
+    fn a_json_null_value_says_so() {
+        let rows = read(r#"[{"timestamp": 1, "value": null}, [2, null], [3, 4]]"#);
+        assert_eq!(rows[0].value, Err(RowProblem::Null));
+        assert_eq!(rows[1].value, Err(RowProblem::Null));
+        assert_eq!(rows[0].value_text, "null");
+        assert_eq!(RowProblem::Null.to_string(), "value is null (no sample)");
+        assert_eq!(rows[2].value, Ok(4.0));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! as two CloudEvents: [`ANOMALY`] when it starts, [`ANOMALY_RESOLVED`] when it ends.
 //!
 //! This module owns the job configuration and its checks ([`check`]), the runners
-//! ([`JobSet`]: schedule on an injected [`Clock`], range queries since the last point, state
+//! ([`JobSet`]: schedule on an injected [`Clock`], due jobs run concurrently, range queries
+//! since the last point through the forecast loop's Prometheus client, up to `delay` before
+//! now so a scrape has landed, state
 //! per series saved to and restored from a directory, reload), the score gauges and error
 //! counters ([`JobMetrics`]) and the read model the API shows ([`AnomalyView`]). The binary
 //! publishes the events and wires the rest.
@@ -33,8 +35,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
 
+use opsloop_forecast::Series;
+use opsloop_forecast::prometheus::{PrometheusClient, PrometheusError, RangeQuery};
+
 use crate::detector::{Detector, DetectorConfig};
-use crate::prom::{PromClient, PromError, RawSeries};
 use crate::stretches::StretchTracker;
 
 /// The event type of an episode's start.
@@ -62,6 +66,10 @@ const MAX_LOOKBACK_POINTS: i64 = 100_000;
 pub const MAX_SERIES: usize = 10_000;
 /// A state without new events is saved at most this often (runs may be every second).
 const SAVE_EVERY_MS: i64 = 300_000;
+/// The least default `delay`: a 15s scrape interval plus a 10s scrape timeout, rounded up.
+const DEFAULT_MIN_DELAY_MS: i64 = 30_000;
+/// The longest `delay` allowed.
+const MAX_DELAY_MS: i64 = 86_400_000;
 /// Version of the state file's layout.
 const STATE_VERSION: u32 = 1;
 
@@ -96,6 +104,11 @@ pub struct AnomalyJob {
     /// Timeout of one query (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<ConfigDuration>,
+    /// How far behind the clock queries end (default: one step, at least 30s): the newest
+    /// sample lands in Prometheus a scrape interval and a scrape after its time, and a grid
+    /// point read before that would be scored on the previous sample and never read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<ConfigDuration>,
 }
 
 fn default_max_series() -> usize {
@@ -127,6 +140,14 @@ impl AnomalyJob {
     pub fn forget_after_ms(&self) -> i64 {
         self.forget_after.map_or(
             self.every_ms().saturating_mul(5).max(3_600_000),
+            ConfigDuration::as_millis_i64,
+        )
+    }
+
+    /// How far behind the clock queries end, in milliseconds.
+    pub fn delay_ms(&self) -> i64 {
+        self.delay.map_or(
+            self.step_ms().max(DEFAULT_MIN_DELAY_MS),
             ConfigDuration::as_millis_i64,
         )
     }
@@ -207,7 +228,7 @@ pub fn check(values: &[serde_json::Value]) -> Result<Vec<AnomalyJob>, JobError> 
         if jobs.iter().any(|j| j.name == job.name) {
             return Err(fail("name", format!("{:?} is used twice", job.name)));
         }
-        PromClient::new(&job.prometheus, job.timeout(), MAX_ANSWER_BYTES)
+        PrometheusClient::new(&job.prometheus, job.timeout(), MAX_ANSWER_BYTES)
             .map_err(|e| fail("prometheus", e.to_string()))?;
         if job.query.trim().is_empty() {
             return Err(fail("query", "empty".into()));
@@ -240,6 +261,15 @@ pub fn check(values: &[serde_json::Value]) -> Result<Vec<AnomalyJob>, JobError> 
             return Err(fail(
                 "max_series",
                 format!("{} is outside 1..={MAX_SERIES}", job.max_series),
+            ));
+        }
+        if !(0..=MAX_DELAY_MS).contains(&job.delay_ms()) {
+            return Err(fail(
+                "delay",
+                format!(
+                    "{} is outside 0s..1d",
+                    job.delay.map_or(String::new(), |d| d.to_string())
+                ),
             ));
         }
         if !(100..=600_000).contains(&job.timeout().as_millis()) {
@@ -620,7 +650,7 @@ fn job_label(job: &str) -> Vec<(String, String)> {
 /// One job at work.
 struct Runner {
     job: AnomalyJob,
-    client: Result<PromClient, String>,
+    client: Result<PrometheusClient, String>,
     state: JobState,
     stats: JobStats,
     /// When the next run is due (`None`: now).
@@ -636,8 +666,9 @@ struct Runner {
     saved_at_ms: Option<i64>,
 }
 
-fn client_of(job: &AnomalyJob) -> Result<PromClient, String> {
-    PromClient::new(&job.prometheus, job.timeout(), MAX_ANSWER_BYTES).map_err(|e| e.to_string())
+fn client_of(job: &AnomalyJob) -> Result<PrometheusClient, String> {
+    PrometheusClient::new(&job.prometheus, job.timeout(), MAX_ANSWER_BYTES)
+        .map_err(|e| e.to_string())
 }
 
 fn state_path(dir: &Path, job: &str) -> PathBuf {
@@ -809,9 +840,17 @@ impl Runner {
         let now = ctx.clock.now_ms();
         let step = self.job.step_ms();
         self.stats.runs += 1;
-        let end = now.div_euclid(step).saturating_mul(step);
+        // The newest grid time whose samples have landed (see `AnomalyJob::delay`).
+        let end = now
+            .saturating_sub(self.job.delay_ms())
+            .div_euclid(step)
+            .saturating_mul(step);
         if let Some(cursor) = self.state.cursor_ms
-            && cursor > end.saturating_add(step)
+            && cursor
+                > now
+                    .div_euclid(step)
+                    .saturating_mul(step)
+                    .saturating_add(step)
         {
             self.clock_went_back(cursor, end);
         }
@@ -826,10 +865,16 @@ impl Runner {
             let chunk_end = end.min(start.saturating_add((steps - 1).saturating_mul(step)));
             let answer = match &self.client {
                 Ok(client) => client
-                    .query_range(&self.job.query, start, chunk_end, step)
+                    .query_range(&RangeQuery {
+                        query: self.job.query.clone(),
+                        start_ms: start,
+                        end_ms: chunk_end,
+                        step_ms: step,
+                    })
                     .await
+                    .map(|read| read.series)
                     .map_err(|e| {
-                        if matches!(e, PromError::TooLarge { .. }) {
+                        if matches!(e, PrometheusError::TooLarge { .. }) {
                             // A smaller range next time.
                             self.chunk_limit = (steps / 2).max(1);
                         }
@@ -875,7 +920,7 @@ impl Runner {
 
     /// Feeds an answer's new points to their series' detectors, in time order, and turns
     /// episode starts and ends into events.
-    fn ingest(&mut self, answer: Vec<RawSeries>, ctx: &Options) {
+    fn ingest(&mut self, answer: Vec<Series>, ctx: &Options) {
         let source = self.source(ctx);
         let job = &self.job;
         let JobState {
@@ -1187,16 +1232,21 @@ impl JobSet {
         }
     }
 
-    /// Runs the jobs that are due by the clock; how many ran. A failure is counted in the
-    /// job's statistics and metrics, and the same range is asked again at its next run.
+    /// Runs the jobs that are due by the clock, concurrently (a Prometheus that hangs delays
+    /// no other job's answer; each job's state changes when its own answer is in); how many
+    /// ran. A failure is counted in the job's statistics and metrics, and the same range is
+    /// asked again at its next run. Dropped mid-run, no job's state is half changed.
     pub async fn run_due(&mut self) -> usize {
-        let mut ran = 0;
-        for runner in &mut self.runners {
-            if runner.due(self.ctx.clock.now_ms()) {
-                runner.run(&self.ctx).await;
-                ran += 1;
-            }
-        }
+        let now = self.ctx.clock.now_ms();
+        let ctx = &self.ctx;
+        let runs: Vec<_> = self
+            .runners
+            .iter_mut()
+            .filter(|runner| runner.due(now))
+            .map(|runner| runner.run(ctx))
+            .collect();
+        let ran = runs.len();
+        futures_util::future::join_all(runs).await;
         ran
     }
 

@@ -72,7 +72,8 @@ fn ingest(
     labels: &BTreeMap<String, String>,
     points: &[(i64, f64)],
 ) {
-    let raw = RawSeries {
+    let raw = Series {
+        name: series_key(labels),
         labels: labels.clone(),
         points: points.to_vec(),
     };
@@ -105,6 +106,13 @@ fn check_names_the_job_and_field_and_fills_defaults() {
     assert_eq!(a.lookback_ms(), 600 * MINUTE);
     assert_eq!(a.forget_after_ms(), 60 * MINUTE);
     assert_eq!(a.timeout(), Duration::from_secs(10));
+    assert_eq!(a.delay_ms(), MINUTE, "one step");
+    assert_eq!(
+        job("b", json!({"step": "15s"})).delay_ms(),
+        30_000,
+        "at least 30s"
+    );
+    assert_eq!(job("c", json!({"delay": "0s"})).delay_ms(), 0);
 
     let cases = [
         (
@@ -133,6 +141,11 @@ fn check_names_the_job_and_field_and_fills_defaults() {
             json!({"lookback": "10s"}),
             "metric_anomalies[1].lookback",
             "steps",
+        ),
+        (
+            json!({"delay": "2d"}),
+            "metric_anomalies[1].delay",
+            "outside",
         ),
         (
             json!({"max_series": 0}),
@@ -513,6 +526,20 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+/// Whether prometheus and promtool are installed; in CI (`CI` set) their absence fails the
+/// test instead of skipping it.
+fn prometheus_installed() -> bool {
+    let found = on_path("prometheus") && on_path("promtool");
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no prometheus/promtool in CI (Debian package `prometheus`)"
+        );
+        println!("skipped: prometheus and promtool are not on PATH");
+    }
+    found
+}
+
 fn ready(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -568,8 +595,7 @@ fn start_prometheus(dir: &Path, openmetrics: &str, port: u16) -> Prometheus {
 
 #[tokio::test]
 async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once() {
-    if !on_path("prometheus") || !on_path("promtool") {
-        println!("skipped: prometheus and promtool are not on PATH");
+    if !prometheus_installed() {
         return;
     }
     // A day of `load` every minute around New Year 2024, a spike at 00:30 on New Year's Day.
@@ -594,11 +620,15 @@ async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once()
     let jobs = check(&[
         job_json(
             "ny",
-            json!({"prometheus": url, "every": "10m", "lookback": "1d"}),
+            json!({"prometheus": url, "every": "10m", "lookback": "1d", "delay": "0s"}),
         ),
         job_json(
             "bad",
             json!({"prometheus": url, "query": "load{", "every": "10m"}),
+        ),
+        job_json(
+            "delayed",
+            json!({"prometheus": url, "every": "10m", "lookback": "1d", "delay": "5m"}),
         ),
     ])
     .unwrap();
@@ -610,7 +640,7 @@ async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once()
     let mut set = JobSet::new(jobs, opts);
     // Prometheus is down for the first three runs.
     for _ in 0..3 {
-        assert_eq!(set.run_due().await, 2);
+        assert_eq!(set.run_due().await, 3);
         clock.advance(Duration::from_secs(600));
     }
     let down = set.view().job("ny").unwrap();
@@ -631,14 +661,31 @@ async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once()
     let stats = set.view().job("ny").unwrap();
     assert_eq!((stats.failures, stats.consecutive_failures), (3, 0));
     assert_eq!(stats.cursor.as_deref(), Some("2024-01-01T06:00:00.000Z"));
+    // `delay` holds the query end back: the grid point 06:00 waits for its scrape.
+    let delayed = set.view().job("delayed").unwrap();
+    assert_eq!(
+        delayed.cursor.as_deref(),
+        Some("2024-01-01T05:55:00.000Z"),
+        "{delayed:?}"
+    );
     // Every grid point from the first sample to the last run's end, each once.
     let key = "load{instance=\"a\"}";
     assert_eq!(seen(&set, 0, key), ((end - t0) / MINUTE + 1) as u64);
     let anomalies = of_type(&events, ANOMALY);
+    let anomalies: Vec<_> = anomalies
+        .into_iter()
+        .filter(|e| e.data["job"] == "ny")
+        .collect();
     assert_eq!(anomalies.len(), 1, "{anomalies:#?}");
     assert_eq!(anomalies[0].data["start"], "2024-01-01T00:30:00.000Z");
     assert_eq!(anomalies[0].subject.as_deref(), Some(key));
-    assert_eq!(of_type(&events, ANOMALY_RESOLVED).len(), 1);
+    assert_eq!(
+        of_type(&events, ANOMALY_RESOLVED)
+            .iter()
+            .filter(|e| e.data["job"] == "ny")
+            .count(),
+        1
+    );
     // A query Prometheus refuses is counted at every run, with its reason.
     let bad = set.view().job("bad").unwrap();
     assert_eq!(bad.failures, bad.runs);
@@ -654,7 +701,10 @@ async fn a_real_prometheus_down_then_up_across_new_year_feeds_every_point_once()
 async fn a_clock_stepped_back_below_the_cursor_resets_it_and_points_are_fed_again() {
     let now = civil_to_millis(2026, 1, 1, 0, 0, 0, 0).unwrap();
     let clock = Arc::new(ManualClock::new(now));
-    let mut set = JobSet::new(vec![job("a", json!({}))], options(&clock, None));
+    let mut set = JobSet::new(
+        vec![job("a", json!({"delay": "0s"}))],
+        options(&clock, None),
+    );
     let l = labels(&[("__name__", "load")]);
     let key = series_key(&l);
     // A year ahead (the clock ran ahead, then was corrected): cursor and series are there.
@@ -825,4 +875,75 @@ fn the_first_query_is_sized_for_max_series_and_the_chunk_grows_back() {
     assert_eq!(runner.chunk_steps(), MAX_STEPS_PER_QUERY);
     runner.chunk_limit = 100;
     assert_eq!(runner.chunk_steps(), 100);
+}
+
+#[tokio::test]
+async fn a_hanging_prometheus_does_not_hold_back_another_jobs_events() {
+    if !prometheus_installed() {
+        return;
+    }
+    let now = civil_to_millis(2024, 3, 1, 0, 0, 0, 0).unwrap();
+    let t0 = now - 600 * MINUTE;
+    let points = series(601, t0, &[(560, 50.0)]);
+    let mut om = String::from("# HELP load Load.\n# TYPE load gauge\n");
+    for (t, v) in &points {
+        om.push_str(&format!("load{{instance=\"a\"}} {v} {}\n", t / 1000));
+    }
+    om.push_str("# EOF\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let _server = start_prometheus(dir.path(), &om, port);
+    // Accepts connections (the kernel does) and never answers.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    let jobs = check(&[
+        // First, so one after another it would hold the other back for its 10 minutes.
+        job_json("hangs", json!({"prometheus": hanging_url, "timeout": "10m"})),
+        job_json(
+            "good",
+            // One series: the whole lookback comes in one query.
+            json!({"prometheus": format!("http://127.0.0.1:{port}"), "delay": "0s", "max_series": 1}),
+        ),
+    ])
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(now));
+    let mut set = JobSet::new(jobs, options(&clock, None));
+    let view = set.view().clone();
+    {
+        let run = set.run_due();
+        tokio::pin!(run);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                _ = &mut run => panic!("the hanging job's run ended"),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            if view
+                .job("good")
+                .is_some_and(|s| s.last_success_at.is_some())
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the good job did not run while the other hung"
+            );
+        }
+        // Dropping the run abandons the hanging query; its job's state is unchanged.
+    }
+    let events = set.take_events();
+    let anomalies = of_type(&events, ANOMALY);
+    assert_eq!(
+        anomalies.len(),
+        1,
+        "{anomalies:#?} {:?}",
+        set.view().job("good")
+    );
+    assert_eq!(anomalies[0].data["job"], "good");
+    let hangs = set.view().job("hangs").unwrap();
+    assert_eq!((hangs.failures, hangs.cursor), (0, None));
 }

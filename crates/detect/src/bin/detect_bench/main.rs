@@ -344,7 +344,7 @@ fn real_main() -> Result<(), String> {
     }
 
     if args.ablation {
-        let variants: [(&str, Ablation); 11] = [
+        let variants: [(&str, Ablation); 13] = [
             ("no spatial view", |c| c.spatial = false),
             ("with the level view (off by default)", |c| c.level = true),
             ("no difference view", |c| c.diff = false),
@@ -360,6 +360,14 @@ fn real_main() -> Result<(), String> {
             ("suppression not extended while an episode goes on", |c| {
                 c.extend_points = 0
             }),
+            (
+                "no new alarm inside the quiet time after an episode ended",
+                |c| c.reopen_after = 0,
+            ),
+            (
+                "range grows without limit (one glitch widens it for good)",
+                |c| c.bound_growth = 0.0,
+            ),
             ("no probation", |c| c.probation = 0),
             ("spatial view only", |c| {
                 c.level = false;
