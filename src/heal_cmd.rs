@@ -103,7 +103,9 @@ pub struct SandboxArgs {
     /// Wall-clock limit; the whole process tree is killed after it (e.g. `30s`, `500ms`).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Address space per process (e.g. `256MiB`).
+    /// Address space per process (RLIMIT_AS: every mapping counts, shared, stack and
+    /// memfd ones included; e.g. `256MiB`); allocations beyond it fail. Not a total: each
+    /// of up to --max-procs processes gets this much.
     #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
     memory: u64,
     /// CPU time per process (SIGXCPU, then SIGKILL a second later).
@@ -414,7 +416,8 @@ fn sandbox(args: SandboxArgs) -> Result<u8> {
             "no command given after --",
         ));
     };
-    let sandbox = Sandbox::new(policy, Helper::current_exe(HELPER_ARGS));
+    // SIGINT, SIGTERM, SIGHUP: the sandbox is killed and its directory removed first.
+    let sandbox = Sandbox::new(policy, Helper::current_exe(HELPER_ARGS)).end_on_signals();
     let outcome = match sandbox.run(program, rest) {
         Ok(outcome) => outcome,
         Err(e) => {

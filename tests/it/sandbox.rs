@@ -452,6 +452,14 @@ fn a_fork_bomb_stops_at_max_procs() {
 fn memory_beyond_the_limit_is_refused() {
     for caller in callers() {
         assert_blocked(caller, &["--memory", "64MiB"], &["memory", "256"]);
+        // Mappings the data limit alone did not count.
+        for (mode, mib) in [
+            ("memory-shared", "1024"),
+            ("memory-growsdown", "1024"),
+            ("memory-memfd", "200"),
+        ] {
+            assert_blocked(caller, &["--memory", "64MiB"], &[mode, mib]);
+        }
         // Control: within the limit.
         let bin = escape();
         let out = sandbox(
@@ -931,6 +939,189 @@ fn killing_the_caller_kills_the_command() {
             wait_until(Duration::from_secs(20), || !sleeping()),
             "{caller:?}: the command outlived its killed caller: {:?}",
             command_lines_with(&duration)
+        );
+        // SIGKILL left its directory behind; the next run sweeps it.
+        let pid = opsloop.id();
+        assert!(
+            !control_dirs_of(pid).is_empty(),
+            "{caller:?}: no directory of the killed caller to sweep"
+        );
+        let out = sandbox(caller, &[], &["true"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(control_dirs_of(pid), Vec::<String>::new(), "{caller:?}");
+    }
+}
+
+/// The control directories in the scratch root named after `pid`.
+fn control_dirs_of(pid: u32) -> Vec<String> {
+    let prefix = format!("opsloop-sandbox-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn a_terminated_caller_kills_the_command_and_removes_its_directory() {
+    // A SIGINT this test process ignores (started in the background by a shell) is
+    // ignored by `opsloop` too, as it should be: then only SIGTERM is tried.
+    let int_ignored = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let mask = s
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&mask, 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0);
+    let signals: &[&str] = if int_ignored {
+        &["TERM"]
+    } else {
+        &["TERM", "INT"]
+    };
+    for caller in callers() {
+        for &signal in signals {
+            let duration = format!("61.{}{}", std::process::id(), caller as u8);
+            let mut command = if caller == Caller::Nobody {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                    .arg(env!("CARGO_BIN_EXE_opsloop"));
+                c
+            } else {
+                Command::new(env!("CARGO_BIN_EXE_opsloop"))
+            };
+            let mut opsloop = command
+                .args(["heal", "sandbox", "--", "sleep", &duration])
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = opsloop.id();
+            let sleeping = || {
+                command_lines_with(&duration)
+                    .iter()
+                    .any(|l| l.starts_with("sleep "))
+            };
+            assert!(
+                wait_until(Duration::from_secs(20), sleeping),
+                "{caller:?}: the command never started"
+            );
+            let sent = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            let status = opsloop.wait().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                status.signal().is_some(),
+                "{caller:?} {signal}: ended by the signal, not {status:?}"
+            );
+            // Removed before the caller ended, not by a later sweep.
+            assert_eq!(
+                control_dirs_of(pid),
+                Vec::<String>::new(),
+                "{caller:?} {signal}"
+            );
+            assert!(
+                wait_until(Duration::from_secs(20), || !sleeping()),
+                "{caller:?} {signal}: the command outlived its caller"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_command_can_read_the_terminal() {
+    // `script` gives the sandbox a terminal as its controlling one and standard input;
+    // the command must read it without being stopped (SIGTTIN) until the timeout.
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("no `script` here: the terminal case is not exercised");
+        return;
+    }
+    let inner = format!(
+        "{} heal sandbox --timeout 20s -- head -n 1",
+        env!("CARGO_BIN_EXE_opsloop")
+    );
+    let mut script = Command::new("timeout")
+        .args(["--signal=KILL", "60", "script", "-qec", &inner, "/dev/null"])
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    script
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"typed-line\n")
+        .unwrap();
+    let out = script.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    // The terminal echoes the line once and the command prints it once.
+    assert!(
+        stdout.matches("typed-line").count() >= 2,
+        "the command did not read the terminal: {stdout}"
+    );
+}
+
+#[test]
+fn mounts_below_a_read_only_allow_list_are_read_only() {
+    if !is_root() {
+        println!("not root: mounting a tmpfs below an allow-list needs root; not exercised");
+        return;
+    }
+    let top = work_dir().join("with-submount");
+    let sub = top.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// Unmounts the tmpfs whatever the test's outcome.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs"])
+        .arg(&sub)
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        println!("mounting a tmpfs was refused here; not exercised");
+        return;
+    }
+    let _unmount = Unmount(sub.clone());
+    for caller in callers() {
+        let out = sandbox(
+            caller,
+            &["--allow-read", top.to_str().unwrap()],
+            &["cat", "/proc/self/mountinfo"],
+        );
+        let mountinfo = text(&out.stdout);
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(sub.to_str().unwrap()))
+            .unwrap_or_else(|| panic!("{caller:?}: submount missing: {mountinfo}"));
+        let options = line.split(' ').nth(5).unwrap();
+        assert!(
+            options.split(',').any(|o| o == "ro"),
+            "{caller:?}: the submount is writable: {line}"
+        );
+        assert!(
+            options.contains("nosuid") && options.contains("nodev"),
+            "{line}"
         );
     }
 }

@@ -14,10 +14,12 @@
 //! # Ok(()) }
 //! ```
 
+mod cleanup;
 mod helper;
 mod outcome;
 mod plan;
 mod policy;
+mod process;
 mod run;
 
 pub use helper::helper_main;

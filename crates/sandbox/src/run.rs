@@ -13,12 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::cleanup::{CONTROL_PREFIX, remove_tree, sweep_once};
 use crate::outcome::{Captured, Outcome, Termination, redact};
 use crate::plan::{
     Access, Bytes, INNER_STATUS, InnerStatus, OUTER_STATUS, OuterFacts, OuterStatus, PLAN_VAR,
     PathRule, Plan, ROOT_DIR, SCRATCH_DIR, Stage, read_status,
 };
 use crate::policy::{InputMode, OutputMode, SandboxPolicy, UserSpec};
+use crate::process::{Waited, wait_for_pid};
 
 /// `PATH` when the caller has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
@@ -154,6 +156,7 @@ impl Helper {
 pub struct Sandbox {
     policy: SandboxPolicy,
     helper: Helper,
+    end_on_signals: bool,
 }
 
 /// The identity the command gets.
@@ -312,9 +315,6 @@ impl Access {
     }
 }
 
-/// The prefix of every control directory's name.
-const CONTROL_PREFIX: &str = "opsloop-sandbox-";
-
 /// Refuses an allow-list path (canonical) that holds the scratch root `parent`, where
 /// every sandbox's control and scratch directories are (all of them owned by the same
 /// uid when the sandboxes run as `nobody`), or that lies in another sandbox's control
@@ -436,54 +436,6 @@ impl Drop for ControlDir {
     }
 }
 
-/// Removes a tree the command may have made hard to remove (directories without
-/// permissions); true when it is gone.
-fn remove_tree(path: &Path) -> bool {
-    if fs::remove_dir_all(path).is_ok() || fs::symlink_metadata(path).is_err() {
-        return true;
-    }
-    open_up(path);
-    fs::remove_dir_all(path).is_ok() || fs::symlink_metadata(path).is_err()
-}
-
-/// How deep [`open_up`] goes (the command may nest directories without end).
-const OPEN_UP_DEPTH: usize = 64;
-
-/// Gives the owner back full rights on `path` and the directories below it, never
-/// following a symbolic link: each directory is reached from its parent's descriptor
-/// with `O_NOFOLLOW`, and its mode is changed through that descriptor.
-fn open_up(path: &Path) {
-    use nix::fcntl::AT_FDCWD;
-    use std::os::fd::OwnedFd;
-    fn chmod_and_open<Fd: std::os::fd::AsFd>(parent: Fd, name: &OsStr) -> Option<OwnedFd> {
-        use nix::fcntl::{OFlag, openat};
-        use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
-        // On a symbolic link this fails (EOPNOTSUPP) rather than change its target.
-        let _ = fchmodat(&parent, name, Mode::S_IRWXU, FchmodatFlags::NoFollowSymlink);
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        openat(&parent, name, flags, Mode::empty()).ok()
-    }
-    fn walk(dir: &OwnedFd, depth: usize) {
-        if depth >= OPEN_UP_DEPTH {
-            return;
-        }
-        let listing = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(dir));
-        let Ok(entries) = fs::read_dir(listing) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir())
-                && let Some(sub) = chmod_and_open(dir, &entry.file_name())
-            {
-                walk(&sub, depth + 1);
-            }
-        }
-    }
-    if let Some(top) = chmod_and_open(AT_FDCWD, path.as_os_str()) {
-        walk(&top, 0);
-    }
-}
-
 /// Reads a pipe to its end, keeping the first `limit` bytes.
 fn capture(pipe: impl Read + Send + 'static, limit: usize) -> mpsc::Receiver<Captured> {
     let (send, receive) = mpsc::channel();
@@ -514,55 +466,24 @@ fn capture(pipe: impl Read + Send + 'static, limit: usize) -> mpsc::Receiver<Cap
     receive
 }
 
-/// Waits until `child` has ended (without reaping it) or `limit` has passed; true if it
-/// ended. A pidfd makes this one `poll`, with no busy waiting.
-pub(crate) fn wait_for_exit(child: &Child, limit: Duration) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, pidfd_open, waitid};
-    let deadline = Instant::now() + limit;
-    let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
-    let pidfd = pid.and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
-    let Some(pidfd) = pidfd else {
-        // No pidfd (kernel before 5.3): look every few milliseconds.
-        let exited = || {
-            pid.and_then(|pid| {
-                waitid(
-                    WaitId::Pid(pid),
-                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG,
-                )
-                .ok()
-                .flatten()
-            })
-            .is_some()
-        };
-        while Instant::now() < deadline {
-            if exited() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        return exited();
-    };
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        });
-        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) if left.is_zero() => return false,
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return false,
-        }
-    }
-}
-
 impl Sandbox {
     /// A sandbox enforcing `policy` through `helper`.
     pub fn new(policy: SandboxPolicy, helper: Helper) -> Self {
-        Sandbox { policy, helper }
+        Sandbox {
+            policy,
+            helper,
+            end_on_signals: false,
+        }
+    }
+
+    /// For a command-line process that owns its signals: while [`Sandbox::run`] waits,
+    /// SIGINT, SIGTERM and SIGHUP are held; when one arrives, the sandbox is killed (its
+    /// whole tree), its directory removed, and the signal delivered again with its default
+    /// action, which ends this process. Not for a multi-threaded caller (the agent): the
+    /// signals are held in the calling thread only.
+    pub fn end_on_signals(mut self) -> Self {
+        self.end_on_signals = true;
+        self
     }
 
     /// The policy.
@@ -597,6 +518,8 @@ impl Sandbox {
         };
         let parent = fs::canonicalize(&parent)
             .map_err(io_error(format!("scratch parent {}", parent.display())))?;
+        // Directories of earlier callers killed before they could remove theirs.
+        sweep_once(&parent);
         for (flag, access, paths) in [
             ("allow_read", Access::Read, &policy.allow_read),
             ("allow_write", Access::Write, &policy.allow_write),
@@ -691,25 +614,13 @@ impl Sandbox {
             return Err(SandboxError::TooLarge(plan_text.len()));
         }
 
-        let stdio = |mode: OutputMode| match mode {
-            OutputMode::Inherit => Stdio::inherit(),
-            OutputMode::Capture { .. } => Stdio::piped(),
+        // Held from before the helper starts, so one arriving in between is not lost.
+        let held = if self.end_on_signals {
+            Some(HeldSignals::hold()?)
+        } else {
+            None
         };
-        let mut child = Command::new(&self.helper.program)
-            .args(&self.helper.args)
-            .env_clear()
-            .env(PLAN_VAR, &plan_text)
-            .stdin(match policy.stdin {
-                InputMode::Null => Stdio::null(),
-                InputMode::Inherit => Stdio::inherit(),
-            })
-            .stdout(stdio(policy.stdout))
-            .stderr(stdio(policy.stderr))
-            .spawn()
-            .map_err(io_error(format!(
-                "starting the sandbox helper {}",
-                self.helper.program.display()
-            )))?;
+        let mut child = self.spawn_outer(&plan_text)?;
         let limit_of = |mode: OutputMode| match mode {
             OutputMode::Capture { limit } => limit,
             OutputMode::Inherit => 0,
@@ -723,11 +634,28 @@ impl Sandbox {
             .take()
             .map(|pipe| capture(pipe, limit_of(policy.stderr)));
 
-        let finished = wait_for_exit(&child, policy.limits.timeout + WATCHDOG_GRACE);
-        if !finished {
+        let waited = match i32::try_from(child.id()) {
+            Ok(pid) => wait_for_pid(
+                pid,
+                policy.limits.timeout + WATCHDOG_GRACE,
+                held.as_ref().map(|h| &h.fd),
+            ),
+            Err(_) => Waited::TimedOut,
+        };
+        if waited != Waited::Exited {
             let _ = child.kill();
         }
         let helper_status = child.wait().ok();
+        if let (Waited::Signal(signal), Some(held)) = (waited, held) {
+            // The outer helper is dead; the inner one and the command die with it
+            // (parent-death signals, pid namespace) and may still be writing for a moment.
+            let deadline = Instant::now() + DRAIN_GRACE;
+            while !control.remove() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            held.redeliver(signal);
+        }
+        let finished = waited == Waited::Exited;
         let duration = started.elapsed();
 
         let drain_deadline = Instant::now() + DRAIN_GRACE;
@@ -772,6 +700,109 @@ impl Sandbox {
             stderr,
             scratch_removed,
         })
+    }
+}
+
+impl Sandbox {
+    /// Starts the helper executable as the outer helper, the plan in its environment.
+    fn spawn_outer(&self, plan_text: &str) -> Result<Child, SandboxError> {
+        let policy = &self.policy;
+        let stdio = |mode: OutputMode| match mode {
+            OutputMode::Inherit => Stdio::inherit(),
+            OutputMode::Capture { .. } => Stdio::piped(),
+        };
+        let child = Command::new(&self.helper.program)
+            .args(&self.helper.args)
+            .env_clear()
+            .env(PLAN_VAR, plan_text)
+            .stdin(match policy.stdin {
+                InputMode::Null => Stdio::null(),
+                InputMode::Inherit => Stdio::inherit(),
+            })
+            .stdout(stdio(policy.stdout))
+            .stderr(stdio(policy.stderr))
+            .spawn()
+            .map_err(io_error(format!(
+                "starting the sandbox helper {}",
+                self.helper.program.display()
+            )))?;
+        Ok(child)
+    }
+}
+
+/// Termination signals held (blocked, readable from a signalfd) while a command-line caller
+/// waits for its sandbox; those the caller ignores stay ignored.
+struct HeldSignals {
+    fd: nix::sys::signalfd::SignalFd,
+    held: nix::sys::signal::SigSet,
+}
+
+impl HeldSignals {
+    fn hold() -> Result<Self, SandboxError> {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let failed = |what: &str| {
+            let what = what.to_string();
+            move |e: nix::Error| SandboxError::Io {
+                what,
+                source: e.into(),
+            }
+        };
+        let previous = SigSet::thread_get_mask().map_err(failed("reading the signal mask"))?;
+        let mut held = SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            if previous.contains(signal) {
+                continue;
+            }
+            let ignored = signal_ignored(signal);
+            if !ignored {
+                held.add(signal);
+            }
+        }
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&held), None)
+            .map_err(failed("holding termination signals"))?;
+        let fd = SignalFd::with_flags(&held, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC);
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ =
+                    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&held), None);
+                return Err(failed("a signalfd for termination signals")(e));
+            }
+        };
+        Ok(HeldSignals { fd, held })
+    }
+
+    /// Delivers `signal` again (this process has the default action for it: it was not
+    /// ignored, and the command line installs no handler), which ends this process.
+    fn redeliver(self, signal: i32) -> ! {
+        if let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
+            let _ = nix::sys::signal::raise(signal);
+        }
+        // Unblocked by the drop: the signal ends the process here; should it not, the
+        // exit status says the same.
+        drop(self);
+        std::process::exit(128 + signal)
+    }
+}
+
+/// Whether this process ignores `signal` (`SigIgn` in `/proc/self/status`).
+fn signal_ignored(signal: nix::sys::signal::Signal) -> bool {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << ((signal as i32 - 1) & 63)) != 0)
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        use nix::sys::signal::SigmaskHow;
+        // One that arrived after the wait is delivered now, as it would have been.
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&self.held), None);
     }
 }
 
@@ -900,32 +931,6 @@ mod tests {
         }
         assert!(control.remove());
         fs::remove_dir_all(parent).unwrap();
-    }
-
-    #[test]
-    fn opening_up_a_tree_never_follows_links() {
-        use std::os::unix::fs::{PermissionsExt, symlink};
-        let dir = test_dir("open-up");
-        let outside = dir.join("outside");
-        fs::create_dir(&outside).unwrap();
-        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
-        let tree = dir.join("tree");
-        fs::create_dir_all(tree.join("locked/inner")).unwrap();
-        symlink(&outside, tree.join("link")).unwrap();
-        symlink(&outside, tree.join("locked/link")).unwrap();
-        fs::set_permissions(tree.join("locked/inner"), fs::Permissions::from_mode(0o000)).unwrap();
-        fs::set_permissions(tree.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
-        // The top itself a link: its target is left alone.
-        let top_link = dir.join("top-link");
-        symlink(&outside, &top_link).unwrap();
-        open_up(&top_link);
-        open_up(&tree);
-        assert_eq!(mode(&outside), 0o755);
-        assert_eq!(mode(&tree.join("locked")), 0o700);
-        assert_eq!(mode(&tree.join("locked/inner")), 0o700);
-        assert!(remove_tree(&tree));
-        assert!(outside.exists());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -65,15 +65,71 @@ fn bind(new_root: &Path, rule: &PathRule) -> Result<(), SetupError> {
         NONE,
     )
     .map_err(setup_error(format!("bind mount {shown}")))?;
-    let mut flags =
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | kept_flags(&target);
+    let mut wanted = MsFlags::MS_NOSUID;
     match rule.access {
-        Access::Read => flags |= MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
-        Access::Write => flags |= MsFlags::MS_NODEV,
-        Access::Device => flags |= MsFlags::MS_NOEXEC,
+        Access::Read => wanted |= MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+        Access::Write => wanted |= MsFlags::MS_NODEV,
+        Access::Device => wanted |= MsFlags::MS_NOEXEC,
         Access::Proc => {}
     }
-    mount(NONE, &target, NONE, flags, NONE).map_err(setup_error(format!("remount {shown}")))
+    let remount = |at: &Path| {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | wanted | kept_flags(at);
+        mount(NONE, at, NONE, flags, NONE)
+    };
+    remount(&target).map_err(setup_error(format!("remount {shown}")))?;
+    if rule.dir {
+        // A bind remount changes one mount: the ones below it (the recursive bind brought
+        // them along) get the same flags one by one, so none stays writable.
+        for sub in mounts_below(&target) {
+            remount(&sub).map_err(setup_error(format!("remount {}", sub.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Undoes the octal escapes of a `/proc/self/mountinfo` path (`\040` is a space).
+fn unescape_mount_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&b) = bytes.get(index) {
+        let octal = bytes
+            .get(index + 1..index + 4)
+            .filter(|d| b == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')));
+        match octal.and_then(|n| u8::try_from(n).ok()) {
+            Some(value) => {
+                out.push(value);
+                index += 4;
+            }
+            None => {
+                out.push(b);
+                index += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// The mount points strictly below `top` in this mount namespace, parents first.
+fn mounts_below(top: &Path) -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    parse_mounts_below(&text, top)
+}
+
+fn parse_mounts_below(mountinfo: &str, top: &Path) -> Vec<PathBuf> {
+    let mut below: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mount_path)
+        .filter(|point| point != top && point.starts_with(top))
+        .collect();
+    below.sort_by_key(|p| p.components().count());
+    below.dedup();
+    below
 }
 
 /// Builds the new root and moves into it; returns whether `/proc` could be mounted.
@@ -174,4 +230,28 @@ pub(super) fn build(plan: &Plan, pid_ns: bool) -> Result<bool, SetupError> {
     )
     .map_err(setup_error("remount / read-only"))?;
     Ok(proc_mounted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submounts_are_found_below_the_bind_only() {
+        let mountinfo = "\
+22 1 8:1 / / rw - ext4 /dev/root rw
+30 22 0:5 / /new/root/data rw - ext4 /dev/sdb rw
+31 30 0:6 / /new/root/data/sub\\040dir rw - tmpfs tmpfs rw
+32 30 0:7 / /new/root/data/a/b rw - tmpfs tmpfs rw
+33 22 0:8 / /new/root/database rw - tmpfs tmpfs rw
+";
+        let found = parse_mounts_below(mountinfo, Path::new("/new/root/data"));
+        assert_eq!(
+            found,
+            [
+                PathBuf::from("/new/root/data/sub dir"),
+                PathBuf::from("/new/root/data/a/b")
+            ]
+        );
+    }
 }

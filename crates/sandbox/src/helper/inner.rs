@@ -355,10 +355,9 @@ fn rlimits(plan: &Plan) -> Result<LayerReport, SetupError> {
         );
     }
     lower(Resource::RLIMIT_CORE, 0, 0)?;
-    // Memory is the data limit (heap and private writable mappings), inherited by the
-    // command: RLIMIT_AS would count this helper's own image (the large opsloop binary), and
-    // starting the command (posix_spawn maps a stack) failed once that alone exceeded it;
-    // setting it on the command after it starts would race with its first allocations.
+    // The data limit (heap, private writable mappings) here; the address-space limit,
+    // which also counts shared, stack-like and memfd mappings, just before the command
+    // starts (see `limit_address_space`).
     lower(
         Resource::RLIMIT_DATA,
         limits.memory_bytes,
@@ -380,10 +379,50 @@ fn rlimits(plan: &Plan) -> Result<LayerReport, SetupError> {
     Ok(LayerReport::applied(
         Layer::Rlimits,
         format!(
-            "memory {} bytes, cpu {cpu} s, processes {}{detail}, open files {}, file size {} bytes, no core dumps",
+            "address space {} bytes per process, cpu {cpu} s, processes {}{detail}, open files {}, file size {} bytes, no core dumps",
             limits.memory_bytes, limits.max_procs, limits.open_files, limits.file_size_bytes
         ),
     ))
+}
+
+/// This process's address space now (`VmSize`), if `/proc` says.
+fn address_space_in_use() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Room this process needs under its own address-space limit to start the command
+/// (posix_spawn maps a stack) and report how it ended.
+const SPAWN_HEADROOM: u64 = 4 << 20;
+
+/// Sets the memory limit as an address-space limit (RLIMIT_AS: every mapping counts,
+/// shared, stack-like and memfd ones included), soft and hard, on this process just before
+/// it starts the command, which inherits it; the command's new image replaces this one, so
+/// the limit is the command's own. Nothing here allocates much afterwards. Refused with a
+/// clear reason when this process alone already needs more than the limit.
+fn limit_address_space(memory: u64) -> Result<(), SetupError> {
+    if let Some(used) = address_space_in_use()
+        && used.saturating_add(SPAWN_HEADROOM) > memory
+    {
+        return Err(setup_failure(
+            "memory limit",
+            format!(
+                "{memory} bytes is below what the sandbox's init needs to start the command \
+                 ({} bytes of address space); use at least {} MiB",
+                used.saturating_add(SPAWN_HEADROOM),
+                used.saturating_add(SPAWN_HEADROOM).div_ceil(1 << 20)
+            ),
+        ));
+    }
+    lower(Resource::RLIMIT_AS, memory, memory)
 }
 
 /// Where the command is: its own path when it has a `/`, else the first executable file
@@ -431,6 +470,7 @@ fn start_and_wait(
         envp.push(c_string(&pair, "an environment variable")?);
     }
     let mut actions = PosixSpawnFileActions::init().map_err(setup_error("posix_spawn"))?;
+    limit_address_space(plan.limits.memory_bytes)?;
     for &fd in inherited {
         actions.add_close(fd).map_err(setup_error("posix_spawn"))?;
     }

@@ -28,6 +28,11 @@ pub fn helper_main() -> u8 {
             return HELPER_FAILED;
         }
     };
+    run_stage(plan)
+}
+
+/// Runs the helper stage the plan names; returns the process's exit status.
+fn run_stage(plan: Plan) -> u8 {
     match plan.stage {
         Stage::Outer => outer::run(plan),
         Stage::Inner => inner::run(plan),

@@ -22,7 +22,7 @@ use super::{SetupError, setup_error, setup_failure, setup_io_error, write_status
 use crate::outcome::{Layer, LayerReport, ResourceUsage};
 use crate::plan::{OUTER_STATUS, OuterFacts, OuterStatus, PLAN_VAR, Plan, Stage};
 use crate::policy::Network;
-use crate::run::wait_for_exit;
+use crate::process::{Waited, wait_for_pid};
 
 pub(super) fn run(plan: Plan) -> u8 {
     let path = plan.status_path(OUTER_STATUS);
@@ -200,33 +200,41 @@ fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
     facts.layers = status.layers.clone();
     plan.outer = facts;
     let pid_ns = plan.outer.pid_ns;
+    let plan_timeout = plan.limits.timeout;
     let text = serde_json::to_string(&plan)
         .map_err(|e| setup_failure("encoding the plan", e.to_string()))?;
-    let mut child = Command::new("/proc/self/exe")
+    let mut command = Command::new("/proc/self/exe");
+    command
         .args(
             plan.helper_args
                 .iter()
                 .map(|a| OsStr::from_bytes(a.as_bytes())),
         )
         .env_clear()
-        .env(PLAN_VAR, text)
-        // Without a pid namespace, the process group is what can be killed.
-        .process_group(0)
+        .env(PLAN_VAR, text);
+    if !pid_ns {
+        // Without a pid namespace, the process group is what can be killed. With one,
+        // the command stays in the caller's group, the terminal's foreground one, so it
+        // can read a terminal without being stopped (SIGTTIN).
+        command.process_group(0);
+    }
+    let mut child = command
         .spawn()
         .map_err(setup_io_error("starting the sandbox's init"))?;
+    let inner_pid = i32::try_from(child.id())
+        .map_err(|_| setup_failure("starting the sandbox's init", "pid out of range"))?;
     drop(death_read);
-    let group = i32::try_from(child.id()).map(Pid::from_raw).ok();
 
-    let finished = wait_for_exit(&child, plan.limits.timeout);
+    let finished = wait_for_pid(inner_pid, plan_timeout, None) == Waited::Exited;
     drop(death_write);
     if !finished {
         status.timed_out = true;
         // Pid 1 dying takes the whole pid namespace with it.
         let _ = child.kill();
     }
-    if !pid_ns && let Some(group) = group {
+    if !pid_ns {
         // Not yet reaped, so the group id cannot have been reused.
-        let _ = killpg(group, Signal::SIGKILL);
+        let _ = killpg(Pid::from_raw(inner_pid), Signal::SIGKILL);
     }
     let exit = child
         .wait()
