@@ -469,11 +469,17 @@ async fn housekeeping(parts: Housekeeping, cancel: CancellationToken) -> Result<
         let store = Arc::clone(&store);
         let now = clock.now_ms();
         let deleted = tokio::task::spawn_blocking(move || {
-            store
+            let mut s = store
                 .lock()
-                .map_err(|_| "store lock poisoned".to_string())?
+                .map_err(|_| "store lock poisoned".to_string())?;
+            let events = s
                 .apply_retention(now, Some(max_age_ms), Some(max_events), relay_position)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            // Incidents that ended age out like events; open ones stay.
+            let incidents = s
+                .prune_incidents(now, max_age_ms)
+                .map_err(|e| e.to_string())?;
+            Ok::<usize, String>(events + incidents)
         })
         .instrument(tracing::info_span!("store.retention"))
         .await
@@ -481,7 +487,10 @@ async fn housekeeping(parts: Housekeeping, cancel: CancellationToken) -> Result<
         .and_then(|r| r);
         match deleted {
             Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "retention removed old events"),
+            Ok(n) => tracing::info!(
+                deleted = n,
+                "retention removed old events and ended incidents"
+            ),
             Err(e) => tracing::error!(error = %e, "retention failed; trying again in a minute"),
         }
     }

@@ -153,6 +153,24 @@ impl Store {
         row.map(with_data).transpose()
     }
 
+    /// Deletes incidents that ended (resolved, failed, escalated, rejected, cancelled, dry
+    /// run) and last changed more than `max_age_ms` before `now_ms`; open ones stay at any
+    /// age. The audit trail keeps its records of them. Returns how many were deleted; a
+    /// negative age, or one reaching before the earliest representable time, deletes nothing.
+    pub fn prune_incidents(&mut self, now_ms: i64, max_age_ms: i64) -> Result<usize, StoreError> {
+        let Some(cutoff) = (max_age_ms >= 0)
+            .then(|| now_ms.checked_sub(max_age_ms))
+            .flatten()
+        else {
+            return Ok(0);
+        };
+        Ok(self.conn.execute(
+            "DELETE FROM incidents WHERE updated_ms < ?1 AND state IN
+               ('resolved', 'failed', 'escalated', 'rejected', 'cancelled', 'dry_run')",
+            params![cutoff],
+        )?)
+    }
+
     /// Incidents matching `q`, newest first, one page at a time.
     pub fn incidents(&self, q: &IncidentQuery) -> Result<IncidentPage, StoreError> {
         let limit = q.limit.unwrap_or(100).clamp(1, 1000);

@@ -166,3 +166,36 @@ fn a_corrupt_incident_is_named() {
         Err(StoreError::CorruptIncident { id, .. }) if id == "a"
     ));
 }
+
+#[test]
+fn ended_incidents_age_out_and_open_ones_stay() {
+    let mut store = Store::in_memory().unwrap();
+    for (id, state, at) in [
+        ("old-resolved", "resolved", 10),
+        ("old-cancelled", "cancelled", 10),
+        ("old-waiting", "awaiting_approval", 10),
+        ("old-running", "remediating", 10),
+        ("new-resolved", "resolved", 1_000),
+    ] {
+        store
+            .put_incident(&incident(id, "disk", state, at))
+            .unwrap();
+    }
+    assert_eq!(store.prune_incidents(1_100, 500).unwrap(), 2);
+    let left: Vec<String> = store
+        .incidents(&IncidentQuery::default())
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(
+        !left
+            .iter()
+            .any(|id| id == "old-resolved" || id == "old-cancelled")
+    );
+    // Ages that reach before time itself, or negative ones, delete nothing.
+    assert_eq!(store.prune_incidents(i64::MIN + 5, 10).unwrap(), 0);
+    assert_eq!(store.prune_incidents(1_100, -1).unwrap(), 0);
+}
