@@ -442,7 +442,8 @@ async fn feed<S: Subscription>(
             // On the shared consumer: decisions went to the deciding agent's loop, and
             // resolved events reach every agent through its own consumer.
             if shared
-                && (is_decision(&delivery.event) || delivery.event.kind.ends_with(".resolved"))
+                && (is_decision(&delivery.event)
+                    || JetStreamBus::suffix_matches(&delivery.event.kind, "resolved"))
             {
                 continue;
             }

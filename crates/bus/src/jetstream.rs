@@ -226,6 +226,13 @@ impl EventBus for JetStreamBus {
 const MAX_TYPE_TOKENS: usize = 8;
 
 impl JetStreamBus {
+    /// Whether an event of type `kind` reaches [`JetStreamBus::subscribe_suffix`]`(…,
+    /// suffix, …)`: its last token is `suffix` and it has at most 8 tokens.
+    pub fn suffix_matches(kind: &str, suffix: &str) -> bool {
+        let tokens = kind.split('.').count();
+        (2..=MAX_TYPE_TOKENS).contains(&tokens) && kind.rsplit('.').next() == Some(suffix)
+    }
+
     /// A consumer of its own (not shared with other agents) of the events whose type ends in
     /// the token `suffix` (`resolved`: `io.opsloop.alert.resolved`, ...), from now on.
     /// Every agent that subscribes gets every such event. The server removes the consumer

@@ -241,6 +241,28 @@ mod relay_supervision {
         ids
     }
 
+    #[test]
+    fn suffix_matching_is_what_the_consumer_filters_take() {
+        assert!(JetStreamBus::suffix_matches(
+            "io.opsloop.alert.resolved",
+            "resolved"
+        ));
+        assert!(JetStreamBus::suffix_matches("a.resolved", "resolved"));
+        assert!(JetStreamBus::suffix_matches(
+            "a.b.c.d.e.f.g.resolved",
+            "resolved"
+        ));
+        assert!(!JetStreamBus::suffix_matches(
+            "a.b.c.d.e.f.g.h.resolved",
+            "resolved"
+        ));
+        assert!(!JetStreamBus::suffix_matches("resolved", "resolved"));
+        assert!(!JetStreamBus::suffix_matches(
+            "io.opsloop.metric.anomaly_resolved",
+            "resolved"
+        ));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_jetstream_consumer_from_now_skips_the_stream_history() {
         let dir = tempfile::tempdir().unwrap();
