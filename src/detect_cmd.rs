@@ -8,18 +8,15 @@
 
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use opsloop_core::time::parse_duration;
 use opsloop_detect::detector::Point;
 use opsloop_detect::input::{self, Row, RowProblem, TimestampCheck};
 use opsloop_detect::plot::{self, PlotLabels, PlotRow};
 use opsloop_detect::stretches::StretchTracker;
 use opsloop_detect::{Detector, DetectorConfig, default_threshold};
 use opsloop_forecast::Labels;
-use opsloop_forecast::prometheus::{PrometheusClient, RangeQuery};
 
 use crate::{Output, exit};
 
@@ -46,27 +43,10 @@ pub struct DetectArgs {
         conflicts_with = "prometheus"
     )]
     input: Option<PathBuf>,
-    /// Prometheus server to query (`http://host:9090`); every returned series is scored.
-    #[arg(long, value_name = "URL", requires = "query")]
-    prometheus: Option<String>,
-    /// PromQL for `--prometheus` (counters through `rate(...)`).
-    #[arg(long, value_name = "PROMQL", requires = "prometheus")]
-    query: Option<String>,
-    /// History to fetch from Prometheus.
-    #[arg(long, value_name = "DURATION", default_value = "14d")]
-    range: String,
-    /// Query resolution.
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
-    step: String,
-    /// End of the queried range (RFC 3339 or Unix seconds) [default: now].
-    #[arg(long, value_name = "TIME")]
-    end: Option<String>,
-    /// Give up on Prometheus after this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    timeout: String,
-    /// Largest Prometheus answer accepted, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
-    max_answer_mib: usize,
+    /// Prometheus input (`--prometheus URL --query PROMQL ...`); every returned series is
+    /// scored.
+    #[command(flatten)]
+    prom: crate::prometheus_args::PrometheusArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = DetectOutput::Csv)]
     output: DetectOutput,
@@ -371,7 +351,7 @@ fn detect(args: DetectArgs) -> Result<u8> {
     if !(0.0..=1.0).contains(&threshold) {
         bail!("--threshold {threshold} is outside [0, 1]");
     }
-    match (&args.prometheus, &args.query, &args.input) {
+    match (&args.prom.prometheus, &args.prom.query, &args.input) {
         (Some(url), Some(query), _) => detect_prometheus(&args, url, query, threshold),
         (_, _, Some(path)) => detect_file(&args, path, threshold),
         _ => bail!("nothing to score: give --input FILE (or -) or --prometheus URL --query PROMQL"),
@@ -483,11 +463,6 @@ fn detect_file(args: &DetectArgs, path: &Path, threshold: f64) -> Result<u8> {
     })
 }
 
-fn duration_ms(flag: &str, text: &str) -> Result<i64> {
-    let d = parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
-    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Unix seconds as Prometheus writes them: whole seconds plain, else with milliseconds.
 fn seconds_text(ms: i64) -> String {
     if ms.rem_euclid(1000) == 0 {
@@ -498,32 +473,7 @@ fn seconds_text(ms: i64) -> String {
 }
 
 fn detect_prometheus(args: &DetectArgs, url: &str, query: &str, threshold: f64) -> Result<u8> {
-    let range_ms = duration_ms("--range", &args.range)?;
-    let step_ms = duration_ms("--step", &args.step)?;
-    if step_ms <= 0 {
-        bail!("--step must be positive");
-    }
-    let end_ms = match &args.end {
-        Some(text) => input::parse_timestamp(text)
-            .map(|s| (s * 1000.0) as i64)
-            .with_context(|| format!("--end {text:?} is not RFC 3339 or Unix seconds"))?,
-        None => opsloop_core::time::now_ms(),
-    };
-    // Aligned to the step, so repeated runs ask Prometheus for the same grid.
-    let end_ms = end_ms - end_ms.rem_euclid(step_ms);
-    let timeout =
-        Duration::from_millis(u64::try_from(duration_ms("--timeout", &args.timeout)?).unwrap_or(0));
-    let client = PrometheusClient::new(url, timeout, args.max_answer_mib.saturating_mul(1 << 20))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the HTTP runtime")?;
-    let read = runtime.block_on(client.query_range(&RangeQuery {
-        query: query.to_owned(),
-        start_ms: end_ms.saturating_sub(range_ms),
-        end_ms,
-        step_ms,
-    }))?;
+    let read = args.prom.query_range(url, query)?;
     if read.series.is_empty() {
         bail!("{url}: the query returned no series: {query}");
     }

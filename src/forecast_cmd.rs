@@ -3,16 +3,15 @@
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use crate::prometheus_args::duration_ms;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use opsloop_core::time::{format_rfc3339, parse_duration};
+use opsloop_core::time::format_rfc3339;
 use opsloop_forecast::capacity::{self, CapacityWarning, Direction, Threshold};
 use opsloop_forecast::hpa::{self, ExternalMetric, HpaMetric, HpaOptions, HpaSpec, PrescaleBand};
 use opsloop_forecast::input::{self, RowProblem};
-use opsloop_forecast::prometheus::{PrometheusClient, RangeQuery};
 use opsloop_forecast::{ForecastOptions, Horizon, Outcome, Series, forecast_series, plot};
 use serde::Serialize;
 
@@ -28,27 +27,10 @@ pub struct ForecastArgs {
     /// stdin. Repeatable.
     #[arg(long = "input", value_name = "FILE|-")]
     inputs: Vec<PathBuf>,
-    /// Prometheus server to query (`http://host:9090`); one forecast per returned series.
-    #[arg(long, value_name = "URL", requires = "query")]
-    prometheus: Option<String>,
-    /// PromQL for `--prometheus` (counters through `rate(...)`).
-    #[arg(long, value_name = "PROMQL", requires = "prometheus")]
-    query: Option<String>,
-    /// History to fetch from Prometheus.
-    #[arg(long, value_name = "DURATION", default_value = "14d")]
-    range: String,
-    /// Query resolution.
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
-    step: String,
-    /// End of the queried range (RFC 3339 or Unix seconds) [default: now].
-    #[arg(long, value_name = "TIME")]
-    end: Option<String>,
-    /// Give up on Prometheus after this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    timeout: String,
-    /// Largest Prometheus answer accepted, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
-    max_answer_mib: usize,
+    /// Prometheus input (`--prometheus URL --query PROMQL ...`); one forecast per returned
+    /// series.
+    #[command(flatten)]
+    prom: crate::prometheus_args::PrometheusArgs,
     /// How far ahead: steps (`288`) or a duration (`1d`) [default: one day, or 24 steps].
     #[arg(long, value_name = "N|DURATION")]
     horizon: Option<String>,
@@ -182,11 +164,6 @@ struct Failure {
     error: String,
 }
 
-fn duration_ms(flag: &str, text: &str) -> Result<i64> {
-    let d = parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
-    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn options(args: &ForecastArgs) -> Result<(ForecastOptions, Option<Threshold>)> {
     let mut options = ForecastOptions::default();
     if let Some(h) = &args.horizon {
@@ -260,31 +237,7 @@ fn query_prometheus(
     url: &str,
     query: &str,
 ) -> Result<(Vec<Series>, Vec<RowProblem>)> {
-    let range_ms = duration_ms("--range", &args.range)?;
-    let step_ms = duration_ms("--step", &args.step)?;
-    if step_ms <= 0 {
-        bail!("--step must be positive");
-    }
-    let end_ms = match &args.end {
-        Some(text) => input::parse_timestamp(text)
-            .with_context(|| format!("--end {text:?} is not RFC 3339 or Unix seconds"))?,
-        None => opsloop_core::time::now_ms(),
-    };
-    // Aligned to the step, so repeated runs ask Prometheus for the same grid.
-    let end_ms = end_ms - end_ms.rem_euclid(step_ms);
-    let timeout =
-        Duration::from_millis(u64::try_from(duration_ms("--timeout", &args.timeout)?).unwrap_or(0));
-    let client = PrometheusClient::new(url, timeout, args.max_answer_mib.saturating_mul(1 << 20))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the HTTP runtime")?;
-    let read = runtime.block_on(client.query_range(&RangeQuery {
-        query: query.to_owned(),
-        start_ms: end_ms.saturating_sub(range_ms),
-        end_ms,
-        step_ms,
-    }))?;
+    let read = args.prom.query_range(url, query)?;
     Ok((read.series, read.problems))
 }
 
@@ -519,7 +472,7 @@ fn run_forecast(args: &ForecastArgs) -> Result<u8> {
     let mut series = Vec::new();
     let mut problems = Vec::new();
     read_files(&args.inputs, &mut series, &mut problems)?;
-    if let (Some(url), Some(query)) = (&args.prometheus, &args.query) {
+    if let (Some(url), Some(query)) = (&args.prom.prometheus, &args.prom.query) {
         let (found, trouble) = query_prometheus(args, url, query)?;
         if found.is_empty() {
             bail!("{url}: the query returned no series: {query}");

@@ -8,6 +8,7 @@ mod detect_cmd;
 mod forecast_cmd;
 mod heal_cmd;
 mod inspect_cmd;
+mod prometheus_args;
 mod render;
 mod run;
 
