@@ -911,6 +911,11 @@ fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn killing_the_caller_kills_the_command() {
+    // A scratch root of its own: sandboxes of tests running meanwhile sweep the shared one,
+    // and would remove the killed caller's directory before this test looks for it.
+    let scratch_root = work_dir().join("sweep-root");
+    std::fs::create_dir_all(&scratch_root).unwrap();
+    std::fs::set_permissions(&scratch_root, std::fs::Permissions::from_mode(0o1777)).unwrap();
     for caller in callers() {
         // A duration no other process uses, so the sleep can be found.
         let duration = format!("60.{}{}", std::process::id(), caller as u8);
@@ -925,6 +930,7 @@ fn killing_the_caller_kills_the_command() {
         // setpriv execs, so the child's pid is opsloop's.
         let mut opsloop = command
             .args(["heal", "sandbox", "--", "sleep", &duration])
+            .env("TMPDIR", &scratch_root)
             .current_dir("/")
             .stdin(Stdio::null())
             .spawn()
@@ -946,19 +952,26 @@ fn killing_the_caller_kills_the_command() {
         // SIGKILL left its directory behind; the next run sweeps it.
         let pid = opsloop.id();
         assert!(
-            !control_dirs_of(pid).is_empty(),
+            !control_dirs_of(pid, &scratch_root).is_empty(),
             "{caller:?}: no directory of the killed caller to sweep"
         );
-        let out = sandbox(caller, &[], &["true"]);
+        let out = sandbox_command(caller, &[], &["true"])
+            .env("TMPDIR", &scratch_root)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        assert_eq!(control_dirs_of(pid), Vec::<String>::new(), "{caller:?}");
+        assert_eq!(
+            control_dirs_of(pid, &scratch_root),
+            Vec::<String>::new(),
+            "{caller:?}"
+        );
     }
 }
 
-/// The control directories in the scratch root named after `pid`.
-fn control_dirs_of(pid: u32) -> Vec<String> {
+/// The control directories in the scratch root `root` named after `pid`.
+fn control_dirs_of(pid: u32, root: &Path) -> Vec<String> {
     let prefix = format!("opsloop-sandbox-{pid}-");
-    std::fs::read_dir(std::env::temp_dir())
+    std::fs::read_dir(root)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -986,6 +999,10 @@ fn a_terminated_caller_kills_the_command_and_removes_its_directory() {
     } else {
         &["TERM", "INT"]
     };
+    // A scratch root of its own, which no other test's sandbox sweeps meanwhile.
+    let scratch_root = work_dir().join("signal-root");
+    std::fs::create_dir_all(&scratch_root).unwrap();
+    std::fs::set_permissions(&scratch_root, std::fs::Permissions::from_mode(0o1777)).unwrap();
     for caller in callers() {
         for &signal in signals {
             let duration = format!("61.{}{}", std::process::id(), caller as u8);
@@ -999,6 +1016,7 @@ fn a_terminated_caller_kills_the_command_and_removes_its_directory() {
             };
             let mut opsloop = command
                 .args(["heal", "sandbox", "--", "sleep", &duration])
+                .env("TMPDIR", &scratch_root)
                 .current_dir("/")
                 .stdin(Stdio::null())
                 .spawn()
@@ -1026,7 +1044,7 @@ fn a_terminated_caller_kills_the_command_and_removes_its_directory() {
             );
             // Removed before the caller ended, not by a later sweep.
             assert_eq!(
-                control_dirs_of(pid),
+                control_dirs_of(pid, &scratch_root),
                 Vec::<String>::new(),
                 "{caller:?} {signal}"
             );

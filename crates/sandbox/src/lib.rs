@@ -15,6 +15,7 @@
 //! ```
 
 mod cleanup;
+mod fork;
 mod helper;
 mod outcome;
 mod plan;

@@ -99,8 +99,6 @@ pub(crate) struct Plan {
     /// The process that started the outer helper: the outer helper exits if it is no
     /// longer its parent once the parent-death signal is armed.
     pub caller_pid: u32,
-    /// Arguments that make the helper executable run [`crate::helper_main`].
-    pub helper_args: Vec<Bytes>,
     pub control: PathBuf,
     pub scratch: PathBuf,
     pub rules: Vec<PathRule>,

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -582,12 +582,6 @@ impl Sandbox {
         let plan = Plan {
             stage: Stage::Outer,
             caller_pid: std::process::id(),
-            helper_args: self
-                .helper
-                .args
-                .iter()
-                .map(|a| Bytes::new(a.as_bytes()))
-                .collect(),
             control: control.path.clone(),
             scratch,
             rules,
@@ -620,7 +614,7 @@ impl Sandbox {
         } else {
             None
         };
-        let mut child = self.spawn_outer(&plan_text)?;
+        let mut child = self.start_outer(&plan, &plan_text)?;
         let limit_of = |mode: OutputMode| match mode {
             OutputMode::Capture { limit } => limit,
             OutputMode::Inherit => 0,
@@ -634,18 +628,15 @@ impl Sandbox {
             .take()
             .map(|pipe| capture(pipe, limit_of(policy.stderr)));
 
-        let waited = match i32::try_from(child.id()) {
-            Ok(pid) => wait_for_pid(
-                pid,
-                policy.limits.timeout + WATCHDOG_GRACE,
-                held.as_ref().map(|h| &h.fd),
-            ),
-            Err(_) => Waited::TimedOut,
-        };
+        let waited = wait_for_pid(
+            child.pid.as_raw(),
+            policy.limits.timeout + WATCHDOG_GRACE,
+            held.as_ref().map(|h| &h.fd),
+        );
         if waited != Waited::Exited {
-            let _ = child.kill();
+            let _ = nix::sys::signal::kill(child.pid, nix::sys::signal::Signal::SIGKILL);
         }
-        let helper_status = child.wait().ok();
+        let helper_status = child.wait();
         if let (Waited::Signal(signal), Some(held)) = (waited, held) {
             // The outer helper is dead; the inner one and the command die with it
             // (parent-death signals, pid namespace) and may still be writing for a moment.
@@ -679,7 +670,7 @@ impl Sandbox {
             ),
             (None, true) => Termination::SetupFailed(format!(
                 "the sandbox helper ended without a report ({})",
-                helper_status.map_or_else(|| "status unknown".to_string(), |s| s.to_string())
+                helper_status
             )),
             (Some(outer), true) => {
                 layers.extend(outer.layers.iter().cloned());
@@ -703,15 +694,42 @@ impl Sandbox {
     }
 }
 
+/// The outer helper's process and the caller's ends of its output pipes.
+struct OuterProcess {
+    pid: nix::unistd::Pid,
+    stdout: Option<fs::File>,
+    stderr: Option<fs::File>,
+}
+
+impl OuterProcess {
+    /// Reaps the outer helper; says how it ended.
+    fn wait(&self) -> String {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => return format!("exit status: {code}"),
+                Ok(WaitStatus::Signaled(_, signal, _)) => return format!("signal: {signal}"),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return format!("status unknown: {}", e.desc()),
+            }
+        }
+    }
+}
+
 impl Sandbox {
-    /// Starts the helper executable as the outer helper, the plan in its environment.
-    fn spawn_outer(&self, plan_text: &str) -> Result<Child, SandboxError> {
+    /// Starts the outer helper: forked from this process when it has a single thread (the
+    /// command line), which saves executing the large binary again; otherwise (the agent)
+    /// the helper executable, the plan in its environment.
+    fn start_outer(&self, plan: &Plan, plan_text: &str) -> Result<OuterProcess, SandboxError> {
+        if crate::fork::single_threaded() {
+            return self.fork_outer(plan);
+        }
         let policy = &self.policy;
         let stdio = |mode: OutputMode| match mode {
             OutputMode::Inherit => Stdio::inherit(),
             OutputMode::Capture { .. } => Stdio::piped(),
         };
-        let child = Command::new(&self.helper.program)
+        let mut child = Command::new(&self.helper.program)
             .args(&self.helper.args)
             .env_clear()
             .env(PLAN_VAR, plan_text)
@@ -726,7 +744,74 @@ impl Sandbox {
                 "starting the sandbox helper {}",
                 self.helper.program.display()
             )))?;
-        Ok(child)
+        let pid = i32::try_from(child.id()).map_err(|_| SandboxError::Io {
+            what: "starting the sandbox helper".into(),
+            source: io::Error::other("pid out of range"),
+        })?;
+        // Waited for by pid; a `Child` dropped is neither killed nor reaped.
+        Ok(OuterProcess {
+            pid: nix::unistd::Pid::from_raw(pid),
+            stdout: child
+                .stdout
+                .take()
+                .map(|p| fs::File::from(std::os::fd::OwnedFd::from(p))),
+            stderr: child
+                .stderr
+                .take()
+                .map(|p| fs::File::from(std::os::fd::OwnedFd::from(p))),
+        })
+    }
+
+    /// Forks the outer helper, its standard descriptors set as the policy says.
+    fn fork_outer(&self, plan: &Plan) -> Result<OuterProcess, SandboxError> {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let policy = &self.policy;
+        let failed = |what: &'static str| {
+            move |e: nix::Error| SandboxError::Io {
+                what: what.into(),
+                source: e.into(),
+            }
+        };
+        let pipe_for = |mode: OutputMode| -> Result<Option<(OwnedFd, OwnedFd)>, SandboxError> {
+            match mode {
+                OutputMode::Inherit => Ok(None),
+                OutputMode::Capture { .. } => nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map(Some)
+                    .map_err(failed("a pipe for the command's output")),
+            }
+        };
+        let stdout = pipe_for(policy.stdout)?;
+        let stderr = pipe_for(policy.stderr)?;
+        let stdin = match policy.stdin {
+            InputMode::Null => {
+                Some(fs::File::open("/dev/null").map_err(io_error("opening /dev/null"))?)
+            }
+            InputMode::Inherit => None,
+        };
+        let wiring = [
+            (stdin.as_ref().map(AsRawFd::as_raw_fd), 0),
+            (stdout.as_ref().map(|(_, w)| w.as_raw_fd()), 1),
+            (stderr.as_ref().map(|(_, w)| w.as_raw_fd()), 2),
+        ];
+        let plan = plan.clone();
+        let pid = crate::fork::fork_stage(move || {
+            for (from, to) in wiring {
+                if let Some(from) = from {
+                    // dup2 clears close-on-exec on the copy; the originals stay behind
+                    // and the inner helper closes them for the command.
+                    if !crate::fork::dup_onto(from, to) {
+                        return 125;
+                    }
+                }
+            }
+            crate::helper::run_outer(plan)
+        })
+        .map_err(failed("starting the sandbox helper"))?;
+        Ok(OuterProcess {
+            pid,
+            stdout: stdout.map(|(read, _)| fs::File::from(read)),
+            stderr: stderr.map(|(read, _)| fs::File::from(read)),
+        })
     }
 }
 
@@ -749,13 +834,11 @@ impl HeldSignals {
             }
         };
         let previous = SigSet::thread_get_mask().map_err(failed("reading the signal mask"))?;
+        let ignored = ignored_signals();
         let mut held = SigSet::empty();
         for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            if previous.contains(signal) {
-                continue;
-            }
-            let ignored = signal_ignored(signal);
-            if !ignored {
+            let bit = 1u64 << ((signal as i32 - 1) & 63);
+            if !previous.contains(signal) && ignored & bit == 0 {
                 held.add(signal);
             }
         }
@@ -786,16 +869,17 @@ impl HeldSignals {
     }
 }
 
-/// Whether this process ignores `signal` (`SigIgn` in `/proc/self/status`).
-fn signal_ignored(signal: nix::sys::signal::Signal) -> bool {
+/// The signals this process ignores (`SigIgn` in `/proc/self/status`, bit N-1 for signal
+/// N); none when that cannot be read.
+fn ignored_signals() -> u64 {
     let Ok(status) = fs::read_to_string("/proc/self/status") else {
-        return false;
+        return 0;
     };
     status
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1u64 << ((signal as i32 - 1) & 63)) != 0)
+        .unwrap_or(0)
 }
 
 impl Drop for HeldSignals {

@@ -41,8 +41,9 @@ fn kept_flags(target: &Path) -> MsFlags {
     .fold(MsFlags::empty(), |all, (_, ms)| all | ms)
 }
 
-/// Creates the mount point for `rule` and binds the host path onto it.
-fn bind(new_root: &Path, rule: &PathRule) -> Result<(), SetupError> {
+/// Creates the mount point for `rule` and binds the host path onto it. `host_mounts`: the
+/// host's mount points, parents first.
+fn bind(new_root: &Path, rule: &PathRule, host_mounts: &[PathBuf]) -> Result<(), SetupError> {
     let target = under(new_root, &rule.path);
     let shown = rule.path.display().to_string();
     if rule.dir {
@@ -80,7 +81,11 @@ fn bind(new_root: &Path, rule: &PathRule) -> Result<(), SetupError> {
     if rule.dir {
         // A bind remount changes one mount: the ones below it (the recursive bind brought
         // them along) get the same flags one by one, so none stays writable.
-        for sub in mounts_below(&target) {
+        for sub in host_mounts
+            .iter()
+            .filter(|point| *point != &rule.path && point.starts_with(&rule.path))
+        {
+            let sub = under(new_root, sub);
             remount(&sub).map_err(setup_error(format!("remount {}", sub.display())))?;
         }
     }
@@ -112,24 +117,27 @@ fn unescape_mount_path(field: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
-/// The mount points strictly below `top` in this mount namespace, parents first.
-fn mounts_below(top: &Path) -> Vec<PathBuf> {
+/// The mount points of this mount namespace, parents first (read once: a recursive bind
+/// brings along exactly the mounts below its source, so the new root's submounts follow
+/// from this list without reading it again after each bind).
+fn mount_points() -> Vec<PathBuf> {
     let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    parse_mounts_below(&text, top)
+    parse_mount_points(&text)
 }
 
-fn parse_mounts_below(mountinfo: &str, top: &Path) -> Vec<PathBuf> {
-    let mut below: Vec<PathBuf> = mountinfo
+fn parse_mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    let mut points: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(unescape_mount_path)
-        .filter(|point| point != top && point.starts_with(top))
         .collect();
-    below.sort_by_key(|p| p.components().count());
-    below.dedup();
-    below
+    points.sort_by(|a, b| {
+        (a.components().count(), a.as_path()).cmp(&(b.components().count(), b.as_path()))
+    });
+    points.dedup();
+    points
 }
 
 /// Builds the new root and moves into it; returns whether `/proc` could be mounted.
@@ -137,6 +145,7 @@ pub(super) fn build(plan: &Plan, pid_ns: bool) -> Result<bool, SetupError> {
     // Nothing done here may propagate back to the host.
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(setup_error("making / private"))?;
+    let host_mounts = mount_points();
     let new_root = plan.control.join(ROOT_DIR);
     mount(
         Some("tmpfs"),
@@ -162,7 +171,7 @@ pub(super) fn build(plan: &Plan, pid_ns: bool) -> Result<bool, SetupError> {
     }
     for rule in &plan.rules {
         if rule.access != Access::Proc {
-            bind(&new_root, rule)?;
+            bind(&new_root, rule, &host_mounts)?;
         }
     }
     if has_devices {
@@ -245,7 +254,11 @@ mod tests {
 32 30 0:7 / /new/root/data/a/b rw - tmpfs tmpfs rw
 33 22 0:8 / /new/root/database rw - tmpfs tmpfs rw
 ";
-        let found = parse_mounts_below(mountinfo, Path::new("/new/root/data"));
+        let top = Path::new("/new/root/data");
+        let found: Vec<PathBuf> = parse_mount_points(mountinfo)
+            .into_iter()
+            .filter(|point| point != top && point.starts_with(top))
+            .collect();
         assert_eq!(
             found,
             [

@@ -236,9 +236,15 @@ fn identity(plan: &Plan, proc_self: &File) -> Result<LayerReport, SetupError> {
             .write_all(text.as_bytes())
             .map_err(setup_io_error(format!("writing {name}")))
         };
-        write("setgroups", "deny".into())?;
-        write("uid_map", format!("{uid} 0 1"))?;
-        write("gid_map", format!("{gid} 0 1"))?;
+        // A non-dumpable process's /proc files belong to root of the user namespace its
+        // memory was created in: the host's, when this process was forked rather than
+        // executed. Dumpable for the writes only.
+        let _ = prctl::set_dumpable(true);
+        let written = write("setgroups", "deny".into())
+            .and_then(|()| write("uid_map", format!("{uid} 0 1")))
+            .and_then(|()| write("gid_map", format!("{gid} 0 1")));
+        let _ = prctl::set_dumpable(false);
+        written?;
         return Ok(LayerReport::applied(
             Layer::User,
             format!(

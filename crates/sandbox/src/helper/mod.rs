@@ -1,7 +1,9 @@
 //! The helper processes, entered through [`helper_main`]: the outer one (privilege drop,
 //! namespaces, timeout, usage) and the inner one (pid 1: new root, restrictions, the
-//! command). Each is a fresh single-threaded exec of the helper executable, so namespaces
-//! can be created and nothing is forked from a multi-threaded caller.
+//! command). Each has a single thread, so namespaces can be created: the outer one is a
+//! fresh exec of the helper executable when the caller has threads (the agent), else a
+//! fork of the caller (the command line); the inner one is always a fork of the outer one.
+//! Nothing is ever forked from a multi-threaded process.
 
 mod filter;
 mod fsroot;
@@ -29,6 +31,11 @@ pub fn helper_main() -> u8 {
         }
     };
     run_stage(plan)
+}
+
+/// Runs the outer stage in this process (forked by a single-threaded caller).
+pub(crate) fn run_outer(plan: Plan) -> u8 {
+    outer::run(plan)
 }
 
 /// Runs the helper stage the plan names; returns the process's exit status.

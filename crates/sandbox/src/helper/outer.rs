@@ -5,22 +5,19 @@
 //! (parent-death signal, armed after the last credential change, which would clear it), and
 //! the inner helper dies with it, so a killed caller leaves nothing running.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::Command;
+use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::resource::{UsageWho, getrusage};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Gid, Pid, Uid, getegid, geteuid, setgroups, setresgid, setresuid};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, Uid, getegid, geteuid, setgroups, setpgid, setresgid, setresuid};
 
 use super::{SetupError, setup_error, setup_failure, setup_io_error, write_status};
 use crate::outcome::{Layer, LayerReport, ResourceUsage};
-use crate::plan::{OUTER_STATUS, OuterFacts, OuterStatus, PLAN_VAR, Plan, Stage};
+use crate::plan::{OUTER_STATUS, OuterFacts, OuterStatus, Plan, Stage};
 use crate::policy::Network;
 use crate::process::{Waited, wait_for_pid};
 
@@ -201,46 +198,29 @@ fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
     plan.outer = facts;
     let pid_ns = plan.outer.pid_ns;
     let plan_timeout = plan.limits.timeout;
-    let text = serde_json::to_string(&plan)
-        .map_err(|e| setup_failure("encoding the plan", e.to_string()))?;
-    let mut command = Command::new("/proc/self/exe");
-    command
-        .args(
-            plan.helper_args
-                .iter()
-                .map(|a| OsStr::from_bytes(a.as_bytes())),
-        )
-        .env_clear()
-        .env(PLAN_VAR, text);
-    if !pid_ns {
-        // Without a pid namespace, the process group is what can be killed. With one,
-        // the command stays in the caller's group, the terminal's foreground one, so it
-        // can read a terminal without being stopped (SIGTTIN).
-        command.process_group(0);
-    }
-    let mut child = command
-        .spawn()
-        .map_err(setup_io_error("starting the sandbox's init"))?;
-    let inner_pid = i32::try_from(child.id())
-        .map_err(|_| setup_failure("starting the sandbox's init", "pid out of range"))?;
+    let inner_pid = start_inner(plan, death_write.as_raw_fd(), pid_ns)?;
     drop(death_read);
 
-    let finished = wait_for_pid(inner_pid, plan_timeout, None) == Waited::Exited;
+    let finished = wait_for_pid(inner_pid.as_raw(), plan_timeout, None) == Waited::Exited;
     drop(death_write);
     if !finished {
         status.timed_out = true;
         // Pid 1 dying takes the whole pid namespace with it.
-        let _ = child.kill();
+        let _ = kill(inner_pid, Signal::SIGKILL);
     }
     if !pid_ns {
         // Not yet reaped, so the group id cannot have been reused.
-        let _ = killpg(Pid::from_raw(inner_pid), Signal::SIGKILL);
+        let _ = killpg(inner_pid, Signal::SIGKILL);
     }
-    let exit = child
-        .wait()
-        .map_err(setup_io_error("waiting for the sandbox's init"))?;
-    status.inner_exit = exit.code();
-    status.inner_signal = exit.signal();
+    let exit = loop {
+        match waitpid(inner_pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break (Some(code), None),
+            Ok(WaitStatus::Signaled(_, signal, _)) => break (None, Some(signal as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(setup_error("waiting for the sandbox's init")(e)),
+        }
+    };
+    (status.inner_exit, status.inner_signal) = exit;
     if let Ok(usage) = getrusage(UsageWho::RUSAGE_CHILDREN) {
         let micros = |t: nix::sys::time::TimeVal| {
             u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
@@ -253,4 +233,33 @@ fn outer(mut plan: Plan, status: &mut OuterStatus) -> Result<(), SetupError> {
         };
     }
     Ok(())
+}
+
+/// Starts the inner helper as pid 1 of the new pid namespace: forked, running the inner
+/// stage directly (helper processes have a single thread: [`crate::helper_main`] is all
+/// they run). `death_write` is this process's end of the death pipe, closed in the child.
+fn start_inner(plan: Plan, death_write: RawFd, pid_ns: bool) -> Result<Pid, SetupError> {
+    if !crate::fork::single_threaded() {
+        return Err(setup_failure(
+            "starting the sandbox's init",
+            "the helper process has more than one thread",
+        ));
+    }
+    let pid = crate::fork::fork_stage(move || {
+        // The inner helper must see a hang-up when this process is gone.
+        let _ = nix::unistd::close(death_write);
+        if !pid_ns {
+            // Without a pid namespace, the process group is what can be killed. With one,
+            // the command stays in the caller's group, the terminal's foreground one, so
+            // it can read a terminal without being stopped (SIGTTIN).
+            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+        }
+        super::inner::run(plan)
+    })
+    .map_err(setup_error("starting the sandbox's init"))?;
+    if !pid_ns {
+        // Also here, so a kill of the group right after cannot miss it.
+        let _ = setpgid(pid, pid);
+    }
+    Ok(pid)
 }
