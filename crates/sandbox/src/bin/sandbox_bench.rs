@@ -1,5 +1,7 @@
-//! Start-up overhead of the sandbox: runs `/bin/true` directly, through the library, and
-//! (given `--opsloop PATH`) through `opsloop heal sandbox`, and prints p50/p90/p99.
+//! Start-up overhead of the sandbox: runs `/bin/true` directly, through the library from
+//! this single-threaded process (helpers forked), and given `--opsloop PATH` through the
+//! library from a caller with threads (the agent's path: opsloop executed as the outer
+//! helper) and through `opsloop heal sandbox`; prints p50/p90/p99.
 //!
 //! `cargo run --release -p opsloop-sandbox --bin sandbox_bench -- --runs 200 --opsloop target/release/opsloop`
 //!
@@ -123,9 +125,34 @@ fn main() -> ExitCode {
         (library.saturating_sub(direct)).as_secs_f64() * 1000.0
     );
 
-    if let Some(opsloop) = opsloop {
+    if let Some(opsloop) = &opsloop {
+        // The agent's path: a caller with threads executes the helper (opsloop) afresh
+        // for the outer stage instead of forking itself.
+        let (_keep, parked) = std::sync::mpsc::channel::<()>();
+        let other_thread = std::thread::spawn(move || parked.recv());
+        let threaded = Sandbox::new(
+            sandbox.policy().clone(),
+            Helper::new(opsloop, ["heal", "sandbox-helper"]),
+        );
+        let agent = time(runs, || {
+            threaded
+                .run("/bin/true".as_ref(), &[])
+                .is_ok_and(|o| o.termination == Termination::Exited(0))
+        });
+        drop(_keep);
+        let _ = other_thread.join();
+        let Some(agent) = agent else {
+            eprintln!("sandbox_bench: sandboxed /bin/true from a threaded caller failed");
+            return ExitCode::from(1);
+        };
+        let agent = report("Sandbox::run, threaded caller", agent);
+        println!(
+            "{:<32} p50 {:>7.2} ms",
+            "overhead (agent's path)",
+            (agent.saturating_sub(direct)).as_secs_f64() * 1000.0
+        );
         let cli = time(runs, || {
-            Command::new(&opsloop)
+            Command::new(opsloop)
                 .args(["heal", "sandbox", "--", "/bin/true"])
                 .stdin(Stdio::null())
                 .status()
