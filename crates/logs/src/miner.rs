@@ -221,6 +221,10 @@ pub struct Tuning {
     /// One name numbered differently (`eth0`/`eth1`) needs only as many rare values as a
     /// lower-case word, not as many as a name.
     pub numbered_names: bool,
+    /// A slot of lower-case words most of whose values are verb forms (`queued`, `running`,
+    /// `failed`: [`is_verb_form`]) is a vocabulary of states, as capitals are: it needs
+    /// `upper_variants` values, not `variants`.
+    pub verb_forms: bool,
 }
 
 impl Default for Tuning {
@@ -239,6 +243,7 @@ impl Default for Tuning {
             rare_words: true,
             many_values: MANY_VALUES,
             numbered_names: true,
+            verb_forms: true,
         }
     }
 }
@@ -504,12 +509,12 @@ impl Template {
         true
     }
 
-    /// Records that a message differing only at `pos` had `value` there; true once `needed`
-    /// distinct values (the template's own included) have been seen.
-    fn record_variant(&mut self, pos: usize, value: u64, needed: usize) -> bool {
+    /// Records that a message differing only at `pos` had `value` there; returns the distinct
+    /// values seen there so far (the template's own included; 0 for a variable slot).
+    fn record_variant(&mut self, pos: usize, value: u64) -> usize {
         let own = match (self.slots.get(pos), self.hashes.get(pos)) {
             (Some(Slot::Exact(_)), Some(&h)) => h,
-            _ => return false,
+            _ => return 0,
         };
         let entry = match self.variants.iter().position(|(p, _)| *p as usize == pos) {
             Some(i) => &mut self.variants[i].1,
@@ -526,7 +531,7 @@ impl Template {
         if entry.len() < MAX_SLOT_VALUES && !entry.contains(&value) {
             entry.push(value);
         }
-        entry.len() >= needed
+        entry.len()
     }
 
     /// Renders the text and counts what [`Template::may_generalise_all`] asks of every
@@ -881,7 +886,7 @@ impl TemplateMiner {
                     let token = &self.shapes[a as usize..b as usize];
                     let value = self.token_hashes.get(pos).copied().unwrap_or(ANY_TOKEN);
                     let t = &mut self.templates[index as usize];
-                    let (needed, names) = match &t.slots[pos] {
+                    let (needed, names, words) = match &t.slots[pos] {
                         Slot::Exact(s) => variants_needed(
                             s.as_bytes(),
                             token,
@@ -889,11 +894,20 @@ impl TemplateMiner {
                             &tuning,
                             &self.parameter_words,
                         ),
-                        Slot::Any(_) => (usize::MAX, false),
+                        Slot::Any(_) => (usize::MAX, false, false),
                     };
+                    let seen = t.record_variant(pos, value);
+                    // Lower-case words that are mostly verb forms name states: they need as
+                    // many values as capitals do (the siblings' spelling is read only when
+                    // the count of lower-case words is reached: no cost per candidate).
+                    let enough = seen >= needed
+                        && !(words
+                            && tuning.verb_forms
+                            && seen < tuning.upper_variants
+                            && self.mostly_verb_forms(&candidates, &diffs, &positions, pos));
                     // Words become a variable only when their values are rare: a closed
                     // vocabulary (`GET`, `POST`, ...) repeats its words, parameters do not.
-                    if t.record_variant(pos, value, needed)
+                    if enough
                         && (!names
                             || values_are_rare(&siblings, pos)
                             || many_values(&siblings, pos, tuning.many_values))
@@ -1010,6 +1024,33 @@ impl TemplateMiner {
             }
         }
         counts
+    }
+
+    /// Whether most (more than half) of the distinct values at `pos` among the templates that
+    /// differ from the current message only there, and the message's own, are verb forms
+    /// ([`is_verb_form`]): the slot is a vocabulary of states (`queued`, `running`, `done`,
+    /// `failed`) rather than of names, whose values are rarely verb forms.
+    fn mostly_verb_forms(
+        &self,
+        candidates: &[u32],
+        diffs: &[Option<(u32, u32)>],
+        positions: &[usize],
+        pos: usize,
+    ) -> bool {
+        let mut values = 1u32;
+        let mut verb_forms = u32::from(is_verb_form(self.token(pos)));
+        for (&c, diff) in candidates.iter().zip(diffs) {
+            let diff = diff.and_then(|(a, b)| positions.get(a as usize..b as usize));
+            if let (Some(t), Some(&[p])) = (self.templates.get(c as usize), diff)
+                && t.live
+                && p == pos
+                && let Some(Slot::Exact(value)) = t.slots.get(pos)
+            {
+                values = values.saturating_add(1);
+                verb_forms = verb_forms.saturating_add(u32::from(is_verb_form(value.as_bytes())));
+            }
+        }
+        verb_forms.saturating_mul(2) > values
     }
 
     /// Whether the current message agrees with every constant slot of `t` as it is (two
@@ -1515,18 +1556,20 @@ impl TemplateMiner {
 
 /// Distinct values a slot of constant shape `own` needs before it is a variable, now that a
 /// message otherwise like its template has `other` there: the evidence is the spelling of the
-/// values, where the slot is, and whether the words were seen as parameters elsewhere.
+/// values, where the slot is, and whether the words were seen as parameters elsewhere. Also
+/// whether the values must be rare, and whether the count is that of lower-case words (plain
+/// or `key=word`), which [`TemplateMiner::mostly_verb_forms`] may raise.
 fn variants_needed(
     own: &[u8],
     other: &[u8],
     pos: usize,
     tuning: &Tuning,
     parameter_words: &ParameterWords,
-) -> (usize, bool) {
+) -> (usize, bool, bool) {
     // Two spellings of one kind of value (`rdd_<*>`, `<*>:<*>`, `<1 sec`) need no further
     // evidence.
     if same_kind_of_value(own, other) || (is_value_run(own) && is_value_run(other)) {
-        return (2, false);
+        return (2, false, false);
     }
     // One name numbered differently (`eth0`/`eth1`, `node1`/`node12`) is one kind of value
     // when its values are rare; different names that happen to end in a digit (`alt0`,
@@ -1534,7 +1577,7 @@ fn variants_needed(
     if tuning.numbered_names && same_name_numbered(own, other) {
         // As many values as lower-case words need, and rare ones: `ipv4`/`ipv6`, `ext3`/`ext4`
         // are two and repeat; interfaces and nodes are more, each seen a few times.
-        return (tuning.variants, true);
+        return (tuning.variants, true, false);
     }
     // A quoted name (`"Liveness"`, `"Readiness"`) is a name: the word rules below decide.
     let quoted_names = |a: &[u8], b: &[u8]| {
@@ -1542,14 +1585,14 @@ fn variants_needed(
             && matches!(word_class(b), WordClass::Name | WordClass::Upper)
     };
     if is_quoted(own) && is_quoted(other) && !quoted_names(own, other) {
-        return (tuning.quoted_variants, false);
+        return (tuning.quoted_variants, false, false);
     }
     if let (Some(a), Some(b)) = (field_value(own), field_value(other)) {
         // `pod="default/web-1"`: a quoted value is a parameter as it is without its key.
         if is_quoted(a) && is_quoted(b) && !quoted_names(a, b) {
-            return (tuning.quoted_variants, false);
+            return (tuning.quoted_variants, false, false);
         }
-        return (tuning.field_variants, tuning.rare_words);
+        return (tuning.field_variants, tuning.rare_words, true);
     }
     if tuning.seen_as_parameter
         && is_plain_word(own)
@@ -1558,7 +1601,11 @@ fn variants_needed(
     {
         // Not the first word, though: a word seen as a parameter elsewhere may still name the
         // event where it leads the message.
-        return (if pos == 0 { tuning.head_variants } else { 2 }, false);
+        return (
+            if pos == 0 { tuning.head_variants } else { 2 },
+            false,
+            false,
+        );
     }
     let (a, b) = (word_class(own), word_class(other));
     let names = matches!(a, WordClass::Name | WordClass::Upper)
@@ -1574,10 +1621,30 @@ fn variants_needed(
     // not the first word, which its own rule ([`HEAD_VARIANTS`], [`HEAD_CONTEXT`]) governs.
     let rarity = names || (tuning.rare_words && pos > 0);
     if pos == 0 {
-        (by_spelling.max(tuning.head_variants), rarity)
+        (by_spelling.max(tuning.head_variants), rarity, !names)
     } else {
-        (by_spelling, rarity)
+        (by_spelling, rarity, !names)
     }
+}
+
+/// Whether `shape` (or its value, for `key=word`) is a lower-case verb form: a past
+/// participle or gerund by its ending, `-ed` or `-ing` after a stem of three letters or more
+/// that has a vowel (the condition of Porter's step 1b: `queued`, `running`, `cancelled`, not
+/// `need`, `king` or `string`). Such words name what happened (`failed`, `retrying`);
+/// parameters (user, host and table names) rarely end that way.
+fn is_verb_form(shape: &[u8]) -> bool {
+    let (_, word, _) = trim_wrappers(field_value(shape).unwrap_or(shape));
+    if !word.iter().all(u8::is_ascii_lowercase) {
+        return false;
+    }
+    let stem = word
+        .strip_suffix(b"ing")
+        .or_else(|| word.strip_suffix(b"ed"))
+        .unwrap_or_default();
+    stem.len() >= 3
+        && stem
+            .iter()
+            .any(|b| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u' | b'y'))
 }
 
 /// Whether `a` and `b` are one name with different numbers: the same letters (at least two),
@@ -1611,7 +1678,8 @@ pub const RARE_COUNT: u64 = 2;
 /// names, hosts) keep bringing new values, so most of theirs are rare even beside one
 /// frequent value (`root`); a closed vocabulary (`GET`, `POST`) repeats its few. A vocabulary
 /// whose members all appear for the first time in one burst cannot be told from parameters
-/// at that moment, and merges.
+/// by their counts at that moment; only its spelling can (capitals, names, lower-case verb
+/// forms: [`TemplateMiner::mostly_verb_forms`]), and otherwise it merges.
 fn values_are_rare(siblings: &[Siblings], pos: usize) -> bool {
     siblings.get(pos).is_some_and(|s| s.rare * 2 >= s.values)
 }
@@ -2045,6 +2113,15 @@ mod tests {
             "job 12 entered queued state",
             "job 13 entered running state",
         ]));
+        // A lifecycle in lower case, each state seen once, in one burst.
+        assert!(all_apart(&[
+            "job 12 entered queued",
+            "job 13 entered running",
+            "job 14 entered done",
+            "job 15 entered failed",
+            "job 16 entered cancelled",
+            "job 17 entered retrying",
+        ]));
         assert!(all_apart(&[
             "\"PUT /v1/a\" 200",
             "\"HEAD /v1/a\" 200",
@@ -2112,6 +2189,126 @@ mod tests {
             "session opened for user carol by (uid=0)",
             "session opened for user dave by (uid=0)",
         ]));
+    }
+
+    /// 40 lower-case user names (a few end like verb forms: `alfred`, `sterling`).
+    const USERS: [&str; 40] = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+        "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter",
+        "yolanda", "zoe", "quentin", "xavier", "oscar", "uma", "alfred", "sterling", "wendy",
+        "bruno", "chen", "dmitri", "elena", "farid", "gustav", "hana", "igor", "jamal", "kenji",
+        "lucia", "mateo",
+    ];
+
+    #[test]
+    fn many_lower_case_users_interleaved_merge() {
+        // 40 users, each logging in one to three times, their sessions interleaved with each
+        // other and with other traffic.
+        let mut lines = Vec::new();
+        for round in 0..3 {
+            for (i, user) in USERS.iter().enumerate() {
+                if i % 3 >= round {
+                    lines.push(format!("session opened for user {user} by (uid=0)"));
+                    lines.push(format!("connection from 10.0.{round}.{i} closed by peer"));
+                }
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (m, a) = mine(&lines);
+        let sessions: Vec<_> = a
+            .iter()
+            .step_by(2)
+            .map(|a| m.resolve(a.id).map(Template::id))
+            .collect();
+        assert!(sessions.iter().all(|id| *id == sessions[0]));
+        assert_eq!(
+            sessions[0].and_then(|id| m.resolve(id)).map(Template::text),
+            Some("session opened for user <*> by (uid=<*>)")
+        );
+        assert_eq!(distinct_templates(&lines), 2);
+    }
+
+    /// Six states of a job scheduler, in lower case (past participles, gerunds, and `done`).
+    const LIFECYCLE: [&str; 6] = [
+        "queued",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "retrying",
+    ];
+
+    #[test]
+    fn a_lower_case_lifecycle_stays_apart_over_rounds() {
+        // Every job walks through the states: each state first appears in one burst (as
+        // rarely as a parameter would), then all of them repeat with new job ids.
+        let mut lines = Vec::new();
+        for round in 0..10 {
+            for (i, state) in LIFECYCLE.iter().enumerate() {
+                lines.push(format!("job {} entered {state}", 12 + round * 6 + i));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(all_apart(&lines[..6]));
+        assert_eq!(distinct_templates(&lines), LIFECYCLE.len());
+    }
+
+    #[test]
+    fn a_lower_case_lifecycle_in_fields_stays_apart() {
+        let lines: Vec<String> = LIFECYCLE
+            .iter()
+            .enumerate()
+            .map(|(i, state)| format!("reconciled job={} state={state} attempt=1", 12 + i))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(all_apart(&lines));
+    }
+
+    #[test]
+    fn verb_forms_are_told_by_their_ending() {
+        for word in [
+            "queued",
+            "running",
+            "failed",
+            "cancelled",
+            "retrying",
+            "state=pending",
+            "(stopped)",
+        ] {
+            assert!(is_verb_form(word.as_bytes()), "{word}");
+        }
+        // Short stems, stems without a vowel, other spellings.
+        for word in [
+            "done", "need", "king", "string", "alice", "Started", "RUNNING", "ed",
+        ] {
+            assert!(!is_verb_form(word.as_bytes()), "{word}");
+        }
+    }
+
+    #[test]
+    fn a_lower_case_lifecycle_stays_apart_amid_other_traffic() {
+        // The same lifecycle interleaved with sessions of many users, whose names merge.
+        let mut lines = Vec::new();
+        let mut users = USERS.iter().cycle();
+        for round in 0..10 {
+            for (i, state) in LIFECYCLE.iter().enumerate() {
+                lines.push(format!("job {} entered {state}", 12 + round * 6 + i));
+                if let Some(user) = users.next() {
+                    lines.push(format!("session opened for user {user} by (uid=0)"));
+                }
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let (m, a) = mine(&lines);
+        let resolved: Vec<_> = a
+            .iter()
+            .map(|a| m.resolve(a.id).map(Template::id))
+            .collect();
+        let states: FxHashSet<_> = resolved.iter().step_by(2).collect();
+        let sessions: FxHashSet<_> = resolved.iter().skip(1).step_by(2).collect();
+        assert_eq!(states.len(), LIFECYCLE.len(), "one template per state");
+        assert_eq!(sessions.len(), 1, "one template for all sessions");
+        assert!(states.is_disjoint(&sessions));
     }
 
     #[test]

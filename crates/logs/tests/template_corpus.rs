@@ -40,23 +40,65 @@ fn mine(miner: &mut TemplateMiner, messages: &[&str]) -> Vec<TemplateId> {
     messages.iter().map(|m| miner.add(m).id).collect()
 }
 
+/// The corpus mined with the defaults: each line's final template id (ids are final only at
+/// the end, since templates generalise as messages come).
+fn final_ids(messages: &[&str]) -> Vec<TemplateId> {
+    let mut miner = TemplateMiner::new(MinerConfig::default());
+    mine(&mut miner, messages)
+        .into_iter()
+        .map(|id| miner.resolve(id).map_or(id, |t| t.id()))
+        .collect()
+}
+
 #[test]
 fn the_labelled_corpus_is_grouped_as_labelled() {
     let lines = corpus();
     assert!(lines.len() > 500, "corpus too small: {}", lines.len());
     let truth: Vec<&str> = lines.iter().map(|(e, _)| e.as_str()).collect();
     let messages: Vec<&str> = lines.iter().map(|(_, m)| m.as_str()).collect();
-    let mut miner = TemplateMiner::new(MinerConfig::default());
-    // Ids are final only at the end (templates generalise as messages come): resolve them.
-    let ids: Vec<TemplateId> = mine(&mut miner, &messages)
-        .into_iter()
-        .map(|id| miner.resolve(id).map_or(id, |t| t.id()))
-        .collect();
+    let ids = final_ids(&messages);
     let ga = grouping_accuracy(&truth, &ids);
     assert!(
         ga >= 0.95,
         "grouping accuracy {ga:.3} on the labelled corpus"
     );
+}
+
+#[test]
+fn a_lower_case_lifecycle_in_the_corpus_stays_apart() {
+    // The CI runner's job states (`created`, `pending`, `running`, `success`, ...) first
+    // appear in one burst, each once, amid the rest of the corpus: each is its own event.
+    let lines = corpus();
+    let messages: Vec<&str> = lines.iter().map(|(_, m)| m.as_str()).collect();
+    let ids = final_ids(&messages);
+    let mut templates_of: HashMap<&str, Vec<TemplateId>> = HashMap::new();
+    let mut events_of: HashMap<TemplateId, Vec<&str>> = HashMap::new();
+    for ((event, _), id) in lines.iter().zip(&ids) {
+        templates_of.entry(event).or_default().push(*id);
+        events_of.entry(*id).or_default().push(event);
+    }
+    let states: Vec<&str> = templates_of
+        .keys()
+        .copied()
+        .filter(|e| e.starts_with("ci-"))
+        .collect();
+    assert!(
+        states.len() >= 6,
+        "the corpus has the lifecycle: {states:?}"
+    );
+    for state in states {
+        let ids = &templates_of[state];
+        assert!(ids.iter().all(|id| *id == ids[0]), "{state} split");
+        assert!(
+            events_of[&ids[0]].iter().all(|e| *e == state),
+            "{state} shares its template with {:?}",
+            events_of[&ids[0]]
+                .iter()
+                .find(|e| **e != state)
+                .copied()
+                .unwrap_or_default()
+        );
+    }
 }
 
 #[test]

@@ -205,6 +205,7 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("rare_words", vec![0, 1]),
         ("many_values", vec![8, 12, 16, 24, 1_000_000]),
         ("numbered_names", vec![0, 1]),
+        ("verb_forms", vec![0, 1]),
     ]
 }
 
@@ -223,6 +224,7 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "rare_words" => usize::from(t.rare_words),
         "many_values" => t.many_values,
         "numbered_names" => usize::from(t.numbered_names),
+        "verb_forms" => usize::from(t.verb_forms),
         _ => 0,
     }
 }
@@ -242,6 +244,7 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "rare_words" => t.rare_words = v != 0,
         "many_values" => t.many_values = v,
         "numbered_names" => t.numbered_names = v != 0,
+        "verb_forms" => t.verb_forms = v != 0,
         _ => {}
     }
 }
