@@ -895,6 +895,13 @@ fn command_lines_with(token: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a `sleep` with argument `duration` runs (durations are unique per test).
+fn command_sleeping(duration: &str) -> bool {
+    command_lines_with(duration)
+        .iter()
+        .any(|l| l.starts_with("sleep "))
+}
+
 /// Polls `condition` every 20 ms for at most `limit`; whether it held.
 fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
@@ -919,14 +926,7 @@ fn killing_the_caller_kills_the_command() {
     for caller in callers() {
         // A duration no other process uses, so the sleep can be found.
         let duration = format!("60.{}{}", std::process::id(), caller as u8);
-        let mut command = if caller == Caller::Nobody {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(env!("CARGO_BIN_EXE_opsloop"));
-            c
-        } else {
-            Command::new(env!("CARGO_BIN_EXE_opsloop"))
-        };
+        let mut command = opsloop_as(caller);
         // setpriv execs, so the child's pid is opsloop's.
         let mut opsloop = command
             .args(["heal", "sandbox", "--", "sleep", &duration])
@@ -935,11 +935,7 @@ fn killing_the_caller_kills_the_command() {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let sleeping = || {
-            command_lines_with(&duration)
-                .iter()
-                .any(|l| l.starts_with("sleep "))
-        };
+        let sleeping = || command_sleeping(&duration);
         let started = wait_until(Duration::from_secs(20), sleeping);
         opsloop.kill().unwrap();
         opsloop.wait().unwrap();
@@ -1006,14 +1002,7 @@ fn a_terminated_caller_kills_the_command_and_removes_its_directory() {
     for caller in callers() {
         for &signal in signals {
             let duration = format!("61.{}{}", std::process::id(), caller as u8);
-            let mut command = if caller == Caller::Nobody {
-                let mut c = Command::new("setpriv");
-                c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                    .arg(env!("CARGO_BIN_EXE_opsloop"));
-                c
-            } else {
-                Command::new(env!("CARGO_BIN_EXE_opsloop"))
-            };
+            let mut command = opsloop_as(caller);
             let mut opsloop = command
                 .args(["heal", "sandbox", "--", "sleep", &duration])
                 .env("TMPDIR", &scratch_root)
@@ -1022,11 +1011,7 @@ fn a_terminated_caller_kills_the_command_and_removes_its_directory() {
                 .spawn()
                 .unwrap();
             let pid = opsloop.id();
-            let sleeping = || {
-                command_lines_with(&duration)
-                    .iter()
-                    .any(|l| l.starts_with("sleep "))
-            };
+            let sleeping = || command_sleeping(&duration);
             assert!(
                 wait_until(Duration::from_secs(20), sleeping),
                 "{caller:?}: the command never started"
@@ -1176,6 +1161,140 @@ fn allow_lists_may_not_expose_other_sandboxes_scratch() {
             Some(0),
             "{caller:?}: {}",
             text(&out.stderr)
+        );
+    }
+}
+
+/// `opsloop` run as `caller` (through `setpriv` for `nobody`; it execs, so the child's pid
+/// is opsloop's).
+fn opsloop_as(caller: Caller) -> Command {
+    if caller == Caller::Nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_opsloop"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_opsloop"))
+    }
+}
+
+/// The processes below `root` (children, grandchildren, ...), from `/proc/*/stat`.
+fn descendants_of(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let rest = stat.get(stat.rfind(')')? + 1..)?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut index = 0;
+    while let Some(&parent) = found.get(index) {
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        index += 1;
+    }
+    found.remove(0);
+    found
+}
+
+#[test]
+fn the_helpers_hold_none_of_the_callers_environment() {
+    // The command line forks its helpers (no fresh exec): their memory starts as a copy of
+    // the caller's. A helper is briefly dumpable while it writes its user namespace maps,
+    // so nothing of the caller's environment may stay in it.
+    if !is_root() {
+        println!("not root: the helpers' environment cannot be read here");
+        return;
+    }
+    for caller in callers() {
+        let duration = format!("62.{}{}", std::process::id(), caller as u8);
+        let mut command = opsloop_as(caller);
+        let mut opsloop = command
+            .args(["heal", "sandbox", "--env", "OPSLOOP_IT_PASSED", "--"])
+            .args(["sleep", &duration])
+            .env("OPSLOOP_IT_CALLER_SECRET", "caller-secret-value")
+            .env("OPSLOOP_IT_PASSED", "passed-value")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sleeping = || command_sleeping(&duration);
+        assert!(
+            wait_until(Duration::from_secs(20), sleeping),
+            "{caller:?}: the command never started"
+        );
+        let helpers: Vec<u32> = descendants_of(opsloop.id())
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| !c.starts_with(b"sleep"))
+            })
+            .collect();
+        let mut environments = Vec::new();
+        for pid in &helpers {
+            if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+                environments.push((*pid, String::from_utf8_lossy(&environ).into_owned()));
+            }
+        }
+        opsloop.kill().unwrap();
+        opsloop.wait().unwrap();
+        assert_eq!(environments.len(), 2, "{caller:?}: outer and inner helper");
+        for (pid, environ) in environments {
+            assert!(
+                !environ.contains("caller-secret-value"),
+                "{caller:?}: helper {pid} holds the caller's environment"
+            );
+        }
+        assert!(wait_until(Duration::from_secs(20), || !sleeping()));
+    }
+}
+
+#[test]
+fn the_agents_path_blocks_escapes_too() {
+    // A caller with threads (this test process, like the agent) executes opsloop afresh as
+    // the outer helper instead of forking itself: the same layers must hold there.
+    use opsloop_sandbox::{Helper, OutputMode, Sandbox, SandboxPolicy};
+    let bin = escape();
+    let policy = SandboxPolicy::builder()
+        .allow_read(bin.parent().unwrap())
+        .stdout(OutputMode::Capture { limit: 64 << 10 })
+        .stderr(OutputMode::Capture { limit: 64 << 10 })
+        .build()
+        .unwrap();
+    let helper = Helper::new(env!("CARGO_BIN_EXE_opsloop"), ["heal", "sandbox-helper"]);
+    let sandbox = Sandbox::new(policy, helper);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    for mode in [
+        vec!["read", "/etc/shadow"],
+        vec!["read", "/proc/1/environ"],
+        vec!["write", "/usr/opsloop-it"],
+        vec!["tcp", "127.0.0.1", port.as_str()],
+        vec!["mount"],
+        vec!["unshare-user"],
+        vec!["setuid0"],
+        vec!["ptrace-traceme"],
+    ] {
+        let args: Vec<std::ffi::OsString> = mode.iter().map(Into::into).collect();
+        let outcome = sandbox.run(bin.as_os_str(), &args).unwrap();
+        let stdout = outcome
+            .stdout
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(&c.bytes).into_owned())
+            .unwrap_or_default();
+        assert!(
+            stdout.contains("BLOCKED") && !stdout.contains("ESCAPED"),
+            "{mode:?}: not blocked: {stdout} ({:?})",
+            outcome.termination
         );
     }
 }

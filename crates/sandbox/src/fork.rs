@@ -40,10 +40,70 @@ pub(crate) fn fork_stage(stage: impl FnOnce() -> u8) -> nix::Result<Pid> {
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
+            default_signal_handlers();
             let status = catch_unwind(AssertUnwindSafe(stage)).map_or(STAGE_PANICKED, i32::from);
             // SAFETY: `_exit` ends the process without running anything of the parent's.
             unsafe { libc::_exit(status) }
         }
+    }
+}
+
+/// Gives every signal the caller handles its default action back, so a signal sent to a
+/// helper never runs a copy of the caller's handler (ignored ones stay ignored).
+fn default_signal_handlers() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing the default action runs no code of ours in a handler.
+        if let Ok(previous) = unsafe { sigaction(signal, &default) }
+            && matches!(previous.handler(), SigHandler::SigIgn)
+        {
+            // SAFETY: as above, ignoring runs no code either.
+            let _ = unsafe { sigaction(signal, &previous) };
+        }
+    }
+}
+
+/// Overwrites this process's environment strings with zeros (in a forked child, its own
+/// copy): `/proc/PID/environ` and `/proc/PID/mem` of a helper then show none of the
+/// caller's variables, as an executed helper, started with only the plan, showed none.
+/// The helpers change credentials and are briefly dumpable (to write their user namespace
+/// maps), when another process of the command's user could read them.
+pub(crate) fn scrub_environment() {
+    // SAFETY: one thread; `environ` is the C library's NULL-terminated array of
+    // NUL-terminated strings, each writable (the initial block on the stack, or memory
+    // `setenv` allocated); zeroing a string's bytes up to its NUL keeps it a valid (empty)
+    // string, and nothing else reads the environment while this runs.
+    unsafe {
+        let mut entry = libc::environ;
+        if entry.is_null() {
+            return;
+        }
+        while !(*entry).is_null() {
+            let text = *entry;
+            std::ptr::write_bytes(text, 0, libc::strlen(text));
+            entry = entry.add(1);
+        }
+    }
+}
+
+/// Closes every descriptor above 2 (in a forked child, before its stage opens its own), so
+/// a helper holds nothing of the caller's: pipes, signalfd, files.
+pub(crate) fn close_inherited_descriptors() {
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+            .filter(|&fd| fd > 2)
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in open {
+        // The listing's own descriptor is among them, already closed: EBADF, harmless.
+        let _ = nix::unistd::close(fd);
     }
 }
 

@@ -795,15 +795,18 @@ impl Sandbox {
         ];
         let plan = plan.clone();
         let pid = crate::fork::fork_stage(move || {
+            // Nothing of the caller's environment stays in this process's memory (the plan
+            // holds what the command gets), as in a helper executed with only the plan.
+            crate::fork::scrub_environment();
             for (from, to) in wiring {
                 if let Some(from) = from {
-                    // dup2 clears close-on-exec on the copy; the originals stay behind
-                    // and the inner helper closes them for the command.
+                    // dup2 clears close-on-exec on the copy.
                     if !crate::fork::dup_onto(from, to) {
                         return 125;
                     }
                 }
             }
+            crate::fork::close_inherited_descriptors();
             crate::helper::run_outer(plan)
         })
         .map_err(failed("starting the sandbox helper"))?;
