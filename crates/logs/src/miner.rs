@@ -12,10 +12,11 @@
 //!
 //! Template ids are the hash of the first skeleton a template was created from, so reruns and
 //! other hosts that see the same messages get the same ids, and a template keeps its id while it
-//! generalises. Memory is bounded: at most `max_templates` live templates (the least recently
-//! seen is evicted), each with evidence for at most [`MAX_EVIDENCE_POSITIONS`] positions of
-//! [`MAX_SLOT_VALUES`] values, a skeleton cache and an alias table cleared when they outgrow
-//! their cap, and a two-generation set of words seen as parameters.
+//! generalises. Memory is bounded: at most `max_templates` live templates holding at most
+//! `max_template_bytes` between them (past either, the least recently seen is evicted), each
+//! with evidence for at most [`MAX_EVIDENCE_POSITIONS`] positions of [`MAX_SLOT_VALUES`]
+//! values, a skeleton cache cleared when it outgrows its cap, an alias table that forgets its
+//! oldest aliases first, and a two-generation set of words seen as parameters.
 //!
 //! A template holds at most [`MAX_TOKENS`] + 1 tokens, so a template's size does not grow with
 //! its message: the first [`MAX_TOKENS`] tokens of a message form its template and whatever
@@ -25,6 +26,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::fmt;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -272,6 +274,12 @@ pub struct MinerConfig {
     pub max_templates: usize,
     /// Skeleton-cache entries kept at most before the cache is cleared.
     pub max_skeletons: usize,
+    /// Bytes the live templates may hold between them (their text, slots, hashes and
+    /// evidence, as [`Template::footprint`] counts them); the least recently seen are evicted
+    /// past this. One template larger than the budget is still kept, alone.
+    pub max_template_bytes: usize,
+    /// Aliases (ids of folded templates) kept at most; the oldest are forgotten first.
+    pub max_aliases: usize,
     /// Tokens of a message that form its template; the rest become one `<*>`
     /// (default [`MAX_TOKENS`]).
     pub max_tokens: usize,
@@ -284,6 +292,11 @@ impl Default for MinerConfig {
         Self {
             max_templates: 20_000,
             max_skeletons: 500_000,
+            // A template of an ordinary line (20 tokens) counts about 1-2 KiB, so 20,000 of
+            // them fit: the budget bites only on input of huge unique tokens, where the
+            // count cap alone would let 20,000 templates of up to 1 MiB each hold gigabytes.
+            max_template_bytes: 64 << 20,
+            max_aliases: 500_000,
             max_tokens: MAX_TOKENS,
             tuning: Tuning::default(),
         }
@@ -425,6 +438,8 @@ pub struct Template {
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
     /// restored miner chooses as the one that saved it.
     seq: u64,
+    /// [`Template::footprint`] as last counted into the miner's total.
+    bytes: usize,
 }
 
 impl Template {
@@ -451,6 +466,32 @@ impl Template {
     /// Bumped each time the template generalises, so cached renderings can be refreshed.
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// Bytes this template holds: its text, slots, hashes and evidence (allocated capacity,
+    /// allocator overhead aside). What `max_template_bytes` bounds.
+    pub fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        let slots: usize = self
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Exact(s) => s.len(),
+                Slot::Any(f) => f.prefix.len() + f.suffix.len(),
+            })
+            .sum();
+        let variants: usize = self
+            .variants
+            .iter()
+            .map(|(_, v)| v.capacity() * size_of::<u64>())
+            .sum();
+        size_of::<Template>()
+            + self.text.capacity()
+            + self.slots.capacity() * size_of::<Slot>()
+            + slots
+            + self.hashes.capacity() * size_of::<u64>()
+            + self.variants.capacity() * size_of::<(u32, Vec<u64>)>()
+            + variants
     }
 
     /// Narrows the frames of the variable slots to what `tokens` (one per slot) share with
@@ -590,7 +631,15 @@ pub struct TemplateMiner {
     /// The CLOCK eviction hand.
     hand: usize,
     by_id: FxHashMap<TemplateId, u32>,
-    aliases: FxHashMap<TemplateId, TemplateId>,
+    /// Folded id → the id it was folded into, with the alias's number in `alias_order`.
+    aliases: FxHashMap<TemplateId, (TemplateId, u64)>,
+    /// Aliases oldest first, as (folded id, number): the oldest are forgotten first when the
+    /// table is full. An entry whose number no longer matches the table's is stale (the alias
+    /// was replaced or dropped) and is skipped.
+    alias_order: VecDeque<(TemplateId, u64)>,
+    next_alias: u64,
+    /// Sum of the live templates' [`Template::bytes`].
+    template_bytes: usize,
     /// Skeleton hash → (template index, template id); the id detects a reused index.
     skeletons: FxHashMap<u64, (u32, TemplateId)>,
     clock: u64,
@@ -632,6 +681,9 @@ impl TemplateMiner {
             hand: 0,
             by_id: FxHashMap::default(),
             aliases: FxHashMap::default(),
+            alias_order: VecDeque::new(),
+            next_alias: 0,
+            template_bytes: 0,
             skeletons: FxHashMap::default(),
             clock: 0,
             evicted: 0,
@@ -695,7 +747,7 @@ impl TemplateMiner {
                 return Some(t);
             }
             match self.aliases.get(&id) {
-                Some(&next) => id = next,
+                Some(&(next, _)) => id = next,
                 None => break,
             }
         }
@@ -717,9 +769,57 @@ impl TemplateMiner {
         self.live == 0
     }
 
-    /// Templates evicted so far to stay within `max_templates`.
+    /// Templates evicted so far to stay within `max_templates` and `max_template_bytes`.
     pub fn evicted(&self) -> u64 {
         self.evicted
+    }
+
+    /// Bytes the live templates hold between them ([`Template::footprint`] summed).
+    pub fn template_bytes(&self) -> usize {
+        self.template_bytes
+    }
+
+    /// Aliases kept (ids of folded templates that still resolve).
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
+    }
+
+    /// Recounts the footprint of the template at `index` into the total (after its slots,
+    /// text or evidence changed: only on the slow path).
+    fn recount(&mut self, index: u32) {
+        let t = &mut self.templates[index as usize];
+        let bytes = t.footprint();
+        self.template_bytes = self.template_bytes - t.bytes + bytes;
+        t.bytes = bytes;
+    }
+
+    /// Evicts the least recently seen templates, never `keep`, until the live templates fit
+    /// `max_template_bytes` (or only `keep` is left).
+    fn enforce_byte_budget(&mut self, keep: u32) {
+        while self.template_bytes > self.config.max_template_bytes {
+            if !self.evict_lru(Some(keep)) {
+                break;
+            }
+        }
+    }
+
+    /// Records that `from` was folded into `to`; past `max_aliases` the oldest aliases are
+    /// forgotten (amortised O(1): each recorded alias is dropped from the order once).
+    fn add_alias(&mut self, from: TemplateId, to: TemplateId) {
+        let number = self.next_alias;
+        self.next_alias += 1;
+        self.aliases.insert(from, (to, number));
+        self.alias_order.push_back((from, number));
+        let cap = self.config.max_aliases;
+        // Stale entries are dropped too once they make up half the order, so it stays bounded.
+        while self.aliases.len() > cap || self.alias_order.len() > 2 * cap.max(1) {
+            let Some((old, number)) = self.alias_order.pop_front() else {
+                break;
+            };
+            if self.aliases.get(&old).is_some_and(|&(_, n)| n == number) {
+                self.aliases.remove(&old);
+            }
+        }
     }
 
     /// Splits `message` into tokens, masks them into `self.shapes` and returns the skeleton hash.
@@ -915,6 +1015,8 @@ impl TemplateMiner {
                         newly_variable.push(pos);
                     }
                 }
+                // The evidence grew.
+                self.recount(index);
                 if newly_variable.is_empty() {
                     continue;
                 }
@@ -944,6 +1046,7 @@ impl TemplateMiner {
                 }
                 t.generation += 1;
                 t.render();
+                self.recount(index);
                 for &pos in newly_variable.iter().filter(|&&p| p < INDEXED) {
                     self.reindex(index, pos);
                 }
@@ -972,22 +1075,28 @@ impl TemplateMiner {
                     .collect();
                 self.parameter_words.remember(&words);
                 let t = &mut self.templates[index as usize];
-                if t.narrow_frames(tokens.into_iter()) {
+                let narrowed = t.narrow_frames(tokens.into_iter());
+                if narrowed {
                     t.generation += 1;
                     t.render();
                 }
                 t.count = t.count.saturating_add(1);
                 t.last_used = self.clock;
                 t.referenced = true;
+                let id = t.id;
+                if narrowed {
+                    self.recount(index);
+                }
                 Assignment {
                     index,
-                    id: t.id,
+                    id,
                     created: false,
                     generalised,
                 }
             }
             None => self.create(key),
         };
+        self.enforce_byte_budget(assignment.index);
         if self.skeletons.len() >= self.config.max_skeletons {
             self.skeletons.clear();
         }
@@ -1162,14 +1271,15 @@ impl TemplateMiner {
                 t.render();
             }
             let into_id = t.id;
-            self.aliases.insert(id, into_id);
+            self.recount(into);
+            self.add_alias(id, into_id);
             self.retire(other);
         }
     }
 
     fn create(&mut self, key: u64) -> Assignment {
         if self.live >= self.config.max_templates {
-            self.evict_lru();
+            self.evict_lru(None);
         }
         let slots: Vec<Slot> = (0..self.spans.len())
             .map(|i| Slot::Exact(String::from_utf8_lossy(self.token(i)).into()))
@@ -1190,10 +1300,13 @@ impl TemplateMiner {
             exact: 0,
             prose: 0,
             prose_bits: 0,
+            bytes: 0,
         };
         self.next_seq = self.next_seq.saturating_add(1);
         t.hashes = slot_hashes(&t.slots);
         t.render();
+        t.bytes = t.footprint();
+        self.template_bytes += t.bytes;
         let n = t.slots.len();
         let index = match self.free.pop() {
             Some(i) => {
@@ -1221,17 +1334,17 @@ impl TemplateMiner {
         }
     }
 
-    /// Evicts one template not used since the hand last passed it (CLOCK, an LRU
-    /// approximation with O(1) amortised cost).
-    fn evict_lru(&mut self) {
+    /// Evicts one template other than `keep` not used since the hand last passed it (CLOCK,
+    /// an LRU approximation with O(1) amortised cost); false when there was none to evict.
+    fn evict_lru(&mut self, keep: Option<u32>) -> bool {
         let len = self.templates.len();
         for _ in 0..=2 * len {
             let i = self.hand % len.max(1);
             self.hand = (i + 1) % len.max(1);
             let Some(t) = self.templates.get_mut(i) else {
-                return;
+                return false;
             };
-            if !t.live {
+            if !t.live || keep == Some(i as u32) {
                 continue;
             }
             if t.referenced {
@@ -1240,8 +1353,9 @@ impl TemplateMiner {
             }
             self.retire(i as u32);
             self.evicted += 1;
-            return;
+            return true;
         }
+        false
     }
 
     /// Adds a template's first slots to the candidate index.
@@ -1377,16 +1491,18 @@ impl TemplateMiner {
         let t = &mut self.templates[index as usize];
         t.live = false;
         t.generation = t.generation.wrapping_add(1);
+        // A retired slot holds nothing until it is reused: what the budget counted is freed.
         t.variants = Vec::new();
+        t.slots = Vec::new();
+        t.hashes = Vec::new();
+        t.text = String::new();
+        self.template_bytes -= std::mem::take(&mut t.bytes);
         let id = t.id;
         if self.by_id.get(&id) == Some(&index) {
             self.by_id.remove(&id);
         }
         self.free.push(index);
         self.live -= 1;
-        if self.aliases.len() > self.config.max_skeletons {
-            self.aliases.clear();
-        }
     }
 
     /// Saves the templates so that a later run continues with the same ids.
@@ -1425,7 +1541,7 @@ impl TemplateMiner {
             aliases: self
                 .aliases
                 .iter()
-                .map(|(from, to)| (from.to_string(), to.to_string()))
+                .map(|(from, (to, _))| (from.to_string(), to.to_string()))
                 .collect(),
             parameter_words: {
                 let mut words: Vec<u64> = self.parameter_words.iter().collect();
@@ -1436,7 +1552,8 @@ impl TemplateMiner {
     }
 
     /// Restores templates saved by [`TemplateMiner::snapshot`]. The state is input: what
-    /// exceeds this miner's bounds (templates, tokens, evidence) is left out, a repeated id
+    /// exceeds this miner's bounds (templates, bytes, tokens, evidence, aliases) is left out
+    /// (a template that would take the total past `max_template_bytes` is skipped), a repeated id
     /// keeps its first template, and an alias whose id is a saved template is dropped.
     pub fn restore(&mut self, state: MinerState) -> Result<(), MinerStateError> {
         if !(1..=MINER_STATE_VERSION).contains(&state.version) {
@@ -1512,6 +1629,7 @@ impl TemplateMiner {
                 exact: 0,
                 prose: 0,
                 prose_bits: 0,
+                bytes: 0,
             };
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
             t.hashes = slot_hashes(&t.slots);
@@ -1537,6 +1655,11 @@ impl TemplateMiner {
                 }
             }
             t.render();
+            t.bytes = t.footprint();
+            if self.template_bytes.saturating_add(t.bytes) > self.config.max_template_bytes {
+                continue;
+            }
+            self.template_bytes += t.bytes;
             let index = self.templates.len() as u32;
             self.by_id.insert(id, index);
             self.by_len.entry(t.slots.len()).or_default().push(index);
@@ -1544,10 +1667,10 @@ impl TemplateMiner {
             self.index_template(index);
             self.live += 1;
         }
-        for (from, to) in state.aliases.iter().take(self.config.max_skeletons) {
+        for (from, to) in state.aliases.iter().take(self.config.max_aliases) {
             let (from, to) = (parse(from)?, parse(to)?);
             if from != to && !self.by_id.contains_key(&from) {
-                self.aliases.insert(from, to);
+                self.add_alias(from, to);
             }
         }
         Ok(())
@@ -2949,6 +3072,173 @@ mod tests {
                 "00000000000000ff"
             );
         }
+    }
+
+    /// A token of `len` pseudo-random lower-case letters, distinct for each (line, position).
+    fn random_word(line: usize, pos: usize, len: usize) -> String {
+        let mut state = xxh3_64(format!("{line}/{pos}").as_bytes());
+        (0..len)
+            .map(|_| {
+                // xorshift: cheap, deterministic letters.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect()
+    }
+
+    /// A line of `tokens` unique words of `len` letters each (the reviewer's shape, scaled).
+    fn huge_line(line: usize, tokens: usize, len: usize) -> String {
+        (0..tokens)
+            .map(|pos| random_word(line, pos, len))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn recounted(m: &TemplateMiner) -> usize {
+        m.templates().map(Template::footprint).sum()
+    }
+
+    #[test]
+    fn huge_unique_tokens_stay_within_the_byte_budget() {
+        let budget = 1 << 20;
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_template_bytes: budget,
+            ..MinerConfig::default()
+        });
+        // 100 lines of 50 unique 2,000-byte tokens: about 20 MB of templates unbounded.
+        let mut last = None;
+        for line in 0..100 {
+            let a = m.add(&huge_line(line, 50, 2_000));
+            assert!(a.created);
+            assert!(
+                m.template_bytes() <= budget,
+                "line {line}: {} bytes held",
+                m.template_bytes()
+            );
+            assert_eq!(m.template_bytes(), recounted(&m), "the count is exact");
+            last = Some(a);
+        }
+        assert!(m.evicted() > 80, "evicted {}", m.evicted());
+        assert!(m.len() >= 2, "the budget holds several such templates");
+        // The miner keeps working: the latest template is still there and takes its line,
+        // and ordinary messages still generalise.
+        let last = last.unwrap();
+        let again = m.add(&huge_line(99, 50, 2_000));
+        assert_eq!((again.id, again.created), (last.id, false));
+        let a = m.add("took 12ms to read 4 blocks");
+        let b = m.add("took 7ms to read 19 blocks");
+        assert_eq!(a.id, b.id);
+        assert!(m.template_bytes() <= budget);
+        assert_eq!(m.template_bytes(), recounted(&m));
+    }
+
+    #[test]
+    fn one_template_over_the_budget_is_kept_alone() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_template_bytes: 10_000,
+            ..MinerConfig::default()
+        });
+        m.add("a small event happened");
+        let big = m.add(&huge_line(0, 10, 2_000));
+        assert_eq!(m.len(), 1, "the small template made room");
+        assert_eq!(m.template(big.index).map(Template::id), Some(big.id));
+        // The next template evicts the big one: the budget is met again.
+        m.add("another small event happened");
+        assert!(m.template_bytes() <= 10_000);
+        assert_eq!(m.template_bytes(), recounted(&m));
+    }
+
+    #[test]
+    fn byte_count_follows_generalisation_and_folding() {
+        let mut m = TemplateMiner::default();
+        for i in 0..300 {
+            let user = random_word(i, 0, 6);
+            m.add(&format!("session opened for user {user} by (uid={i})"));
+            m.add(&format!(
+                "job {} finished in {i} ms",
+                ["build", "test", "lint"][i % 3]
+            ));
+            m.add(&format!(
+                "worker {user} state {}",
+                ["RUNNING", "DONE"][i % 2]
+            ));
+            assert_eq!(m.template_bytes(), recounted(&m));
+        }
+        assert!(
+            m.template_bytes() < 64 << 10,
+            "{} bytes",
+            m.template_bytes()
+        );
+    }
+
+    #[test]
+    fn restore_keeps_within_the_byte_budget() {
+        let mut big = TemplateMiner::default();
+        for line in 0..20 {
+            big.add(&huge_line(line, 20, 1_000));
+        }
+        assert!(big.template_bytes() > 300_000);
+        // Each template holds about 50 kB (its text and its slots).
+        let budget = 150_000;
+        let mut small = TemplateMiner::new(MinerConfig {
+            max_template_bytes: budget,
+            ..MinerConfig::default()
+        });
+        assert!(small.restore(big.snapshot()).is_ok());
+        assert!(small.template_bytes() <= budget);
+        assert!(small.len() >= 2, "as many as fit are restored");
+        assert_eq!(small.template_bytes(), recounted(&small));
+    }
+
+    /// Ten groups (told apart by their length), each folding one template into another.
+    fn folding_groups(m: &mut TemplateMiner) -> Vec<(TemplateId, TemplateId)> {
+        (0..10)
+            .map(|g| {
+                let tail = " and more".repeat(g);
+                let line = |name: &str, uid: u32| {
+                    format!("session opened for user {name} by (uid={uid}){tail}")
+                };
+                // Names of each group's own, so none was seen as a parameter before.
+                let root = m.add(&line(&random_word(g, 0, 6), 0));
+                let alice = m.add(&line(&random_word(g, 1, 6), 1000));
+                let bob = m.add(&line(&random_word(g, 2, 6), 1001));
+                assert_eq!(bob.id, root.id, "group {g} generalised");
+                assert_ne!(alice.id, root.id, "group {g}: alice's template was folded");
+                (alice.id, root.id)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn aliases_are_forgotten_oldest_first() {
+        let mut all = TemplateMiner::default();
+        let groups = folding_groups(&mut all);
+        for &(folded, into) in &groups {
+            assert_eq!(all.resolve(folded).map(Template::id), Some(into));
+        }
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_aliases: 4,
+            ..MinerConfig::default()
+        });
+        let groups = folding_groups(&mut m);
+        assert_eq!(m.alias_count(), 4);
+        // The four most recent aliases still resolve; the older ones are forgotten.
+        for (g, &(folded, into)) in groups.iter().enumerate() {
+            let want = (g >= 6).then_some(into);
+            assert_eq!(m.resolve(folded).map(Template::id), want, "group {g}");
+            // The templates themselves are untouched.
+            assert_eq!(m.resolve(into).map(Template::id), Some(into));
+        }
+        // A snapshot carries the aliases kept, and a restore into a smaller table keeps it
+        // within bounds.
+        let mut restored = TemplateMiner::new(MinerConfig {
+            max_aliases: 2,
+            ..MinerConfig::default()
+        });
+        assert!(restored.restore(m.snapshot()).is_ok());
+        assert_eq!(restored.alias_count(), 2);
     }
 
     #[test]
