@@ -920,21 +920,11 @@ fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
 fn killing_the_caller_kills_the_command() {
     // A scratch root of its own: sandboxes of tests running meanwhile sweep the shared one,
     // and would remove the killed caller's directory before this test looks for it.
-    let scratch_root = work_dir().join("sweep-root");
-    std::fs::create_dir_all(&scratch_root).unwrap();
-    std::fs::set_permissions(&scratch_root, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let scratch_root = shared_dir("sweep-root");
     for caller in callers() {
         // A duration no other process uses, so the sleep can be found.
         let duration = format!("60.{}{}", std::process::id(), caller as u8);
-        let mut command = opsloop_as(caller);
-        // setpriv execs, so the child's pid is opsloop's.
-        let mut opsloop = command
-            .args(["heal", "sandbox", "--", "sleep", &duration])
-            .env("TMPDIR", &scratch_root)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut opsloop = sleeping_sandbox(caller, &duration, &scratch_root);
         let sleeping = || command_sleeping(&duration);
         let started = wait_until(Duration::from_secs(20), sleeping);
         opsloop.kill().unwrap();
@@ -996,20 +986,11 @@ fn a_terminated_caller_kills_the_command_and_removes_its_directory() {
         &["TERM", "INT"]
     };
     // A scratch root of its own, which no other test's sandbox sweeps meanwhile.
-    let scratch_root = work_dir().join("signal-root");
-    std::fs::create_dir_all(&scratch_root).unwrap();
-    std::fs::set_permissions(&scratch_root, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let scratch_root = shared_dir("signal-root");
     for caller in callers() {
         for &signal in signals {
             let duration = format!("61.{}{}", std::process::id(), caller as u8);
-            let mut command = opsloop_as(caller);
-            let mut opsloop = command
-                .args(["heal", "sandbox", "--", "sleep", &duration])
-                .env("TMPDIR", &scratch_root)
-                .current_dir("/")
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap();
+            let mut opsloop = sleeping_sandbox(caller, &duration, &scratch_root);
             let pid = opsloop.id();
             let sleeping = || command_sleeping(&duration);
             assert!(
@@ -1176,6 +1157,26 @@ fn opsloop_as(caller: Caller) -> Command {
     } else {
         Command::new(env!("CARGO_BIN_EXE_opsloop"))
     }
+}
+
+/// A directory of the work directory any user may create files in (sticky, like /tmp).
+fn shared_dir(name: &str) -> PathBuf {
+    let dir = work_dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// `opsloop heal sandbox -- sleep DURATION` started as `caller` with `scratch_root` as its
+/// scratch root; the child's pid is opsloop's (setpriv execs).
+fn sleeping_sandbox(caller: Caller, duration: &str, scratch_root: &Path) -> std::process::Child {
+    opsloop_as(caller)
+        .args(["heal", "sandbox", "--", "sleep", duration])
+        .env("TMPDIR", scratch_root)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The processes below `root` (children, grandchildren, ...), from `/proc/*/stat`.

@@ -195,22 +195,8 @@ pub(crate) fn sweep(parent: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{mode, test_dir};
     use std::os::unix::fs::{PermissionsExt, symlink};
-
-    /// A fresh directory under the temporary directory, removed by the caller.
-    fn test_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "opsloop-sandbox-unit-{name}-{}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn mode(path: &Path) -> u32 {
-        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
-    }
 
     #[test]
     fn removal_never_follows_links() {

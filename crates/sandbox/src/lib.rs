@@ -22,6 +22,8 @@ mod plan;
 mod policy;
 mod process;
 mod run;
+#[cfg(test)]
+mod test_support;
 
 pub use helper::helper_main;
 pub use outcome::{

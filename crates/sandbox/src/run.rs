@@ -928,6 +928,7 @@ fn judge(outer: &OuterStatus, inner: Option<&InnerStatus>) -> Termination {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{mode, test_dir};
 
     #[test]
     fn normalize_resolves_dots() {
@@ -956,22 +957,6 @@ mod tests {
         prune(&mut rules);
         let paths: Vec<_> = rules.iter().map(|r| r.path.display().to_string()).collect();
         assert_eq!(paths, ["/dev/null", "/usr", "/usr/local/x", "/var/x"]);
-    }
-
-    /// A fresh directory under the temporary directory, removed by the caller.
-    fn test_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "opsloop-sandbox-unit-{name}-{}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
     }
 
     #[test]
