@@ -206,6 +206,7 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("many_values", vec![8, 12, 16, 24, 1_000_000]),
         ("numbered_names", vec![0, 1]),
         ("verb_forms", vec![0, 1]),
+        ("head_identifiers", vec![0, 1]),
     ]
 }
 
@@ -225,6 +226,7 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "many_values" => t.many_values,
         "numbered_names" => usize::from(t.numbered_names),
         "verb_forms" => usize::from(t.verb_forms),
+        "head_identifiers" => usize::from(t.head_identifiers),
         _ => 0,
     }
 }
@@ -245,6 +247,7 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "many_values" => t.many_values = v,
         "numbered_names" => t.numbered_names = v != 0,
         "verb_forms" => t.verb_forms = v != 0,
+        "head_identifiers" => t.head_identifiers = v != 0,
         _ => {}
     }
 }
