@@ -231,6 +231,14 @@ pub struct Tuning {
     /// ([`is_identifier`]: `nginx.service: Deactivated successfully.`): a unit, file or host
     /// name is the subject of the event, not its name.
     pub head_identifiers: bool,
+    /// Occurrences at most of a value that counts as rare ([`RARE_COUNT`]).
+    pub rare_count: u64,
+    /// Percent of a slot's distinct values that must be rare for its values to count as rare
+    /// ([`RARE_SHARE`]).
+    pub rare_share: u32,
+    /// Messages per distinct value at most, on average, for `many_values` to count
+    /// ([`MAX_REPEATS`]).
+    pub max_repeats: u64,
 }
 
 impl Default for Tuning {
@@ -251,6 +259,9 @@ impl Default for Tuning {
             numbered_names: true,
             verb_forms: true,
             head_identifiers: true,
+            rare_count: RARE_COUNT,
+            rare_share: RARE_SHARE,
+            max_repeats: MAX_REPEATS,
         }
     }
 }
@@ -964,7 +975,12 @@ impl TemplateMiner {
         // position only: those templates and the message are one event but for the value
         // there, so how often each value occurs tells a parameter from a closed vocabulary.
         let siblings = if fit.is_none() {
-            self.sibling_counts(&candidates, &diffs, &positions)
+            self.sibling_counts(
+                &candidates,
+                &diffs,
+                &positions,
+                self.config.tuning.rare_count,
+            )
         } else {
             Vec::new()
         };
@@ -1024,8 +1040,8 @@ impl TemplateMiner {
                     // vocabulary (`GET`, `POST`, ...) repeats its words, parameters do not.
                     if enough
                         && (!names
-                            || values_are_rare(&siblings, pos)
-                            || many_values(&siblings, pos, tuning.many_values))
+                            || values_are_rare(&siblings, pos, &tuning)
+                            || many_values(&siblings, pos, &tuning))
                     {
                         newly_variable.push(pos);
                     }
@@ -1127,6 +1143,7 @@ impl TemplateMiner {
         candidates: &[u32],
         diffs: &[Option<(u32, u32)>],
         positions: &[usize],
+        rare_count: u64,
     ) -> Vec<Siblings> {
         let mut counts = vec![
             Siblings {
@@ -1143,7 +1160,7 @@ impl TemplateMiner {
                 && let Some(entry) = counts.get_mut(*pos)
             {
                 entry.values = entry.values.saturating_add(1);
-                entry.rare = entry.rare.saturating_add(u32::from(t.count <= RARE_COUNT));
+                entry.rare = entry.rare.saturating_add(u32::from(t.count <= rare_count));
                 entry.occurrences = entry.occurrences.saturating_add(t.count);
             }
         }
@@ -1713,6 +1730,12 @@ fn variants_needed(
     if same_kind_of_value(own, other) || (is_value_run(own) && is_value_run(other)) {
         return (2, false, false);
     }
+    // A value masked whole against an identifier (`<*>` and `default/web-gkqmj`: the masking
+    // saw digits in one pod's name, none in the other's) is one kind of value, too.
+    let masked = |s: &[u8]| s == WILDCARD || trim_wrappers(s).1 == b"*";
+    if (masked(own) && is_identifier(other)) || (masked(other) && is_identifier(own)) {
+        return (2, false, false);
+    }
     // One name numbered differently (`eth0`/`eth1`, `node1`/`node12`) is one kind of value
     // when its values are rare; different names that happen to end in a digit (`alt0`,
     // `ee0`) are not.
@@ -1818,20 +1841,26 @@ fn same_name_numbered(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// Occurrences at most of a value that counts as rare (seen once or twice: a user who logged
-/// in and out, a host that connected and disconnected).
-pub const RARE_COUNT: u64 = 2;
+/// Occurrences at most of a value that counts as rare (seen up to three times: a user who
+/// logged in, ran a command and logged out; a host that connected, failed and disconnected).
+pub const RARE_COUNT: u64 = 3;
 
-/// Whether the values seen at `pos` are rare: at least half of the distinct values occurred
-/// at most [`RARE_COUNT`] times among the messages that differ only there. Parameters (user
+/// Whether the values seen at `pos` are rare: at least [`RARE_SHARE`] percent (half) of the
+/// distinct values occurred at most [`RARE_COUNT`] times among the messages that differ only
+/// there (both are [`Tuning`] fields). Parameters (user
 /// names, hosts) keep bringing new values, so most of theirs are rare even beside one
 /// frequent value (`root`); a closed vocabulary (`GET`, `POST`) repeats its few. A vocabulary
 /// whose members all appear for the first time in one burst cannot be told from parameters
 /// by their counts at that moment; only its spelling can (capitals, names, lower-case verb
 /// forms: [`TemplateMiner::mostly_verb_forms`]), and otherwise it merges.
-fn values_are_rare(siblings: &[Siblings], pos: usize) -> bool {
-    siblings.get(pos).is_some_and(|s| s.rare * 2 >= s.values)
+fn values_are_rare(siblings: &[Siblings], pos: usize, tuning: &Tuning) -> bool {
+    siblings.get(pos).is_some_and(|s| {
+        u64::from(s.rare) * 100 >= u64::from(s.values) * u64::from(tuning.rare_share)
+    })
 }
+
+/// Percent of the distinct values that must be rare ([`values_are_rare`]): half.
+pub const RARE_SHARE: u32 = 50;
 
 /// The evidence at one position, over the templates that differ from the message only there
 /// (the message included).
@@ -1857,9 +1886,10 @@ pub const MAX_REPEATS: u64 = 8;
 
 /// Whether the messages that differ from the current one only at `pos` (the current one
 /// included) show at least `many` distinct values there, each repeated few times.
-fn many_values(siblings: &[Siblings], pos: usize, many: usize) -> bool {
+fn many_values(siblings: &[Siblings], pos: usize, tuning: &Tuning) -> bool {
     siblings.get(pos).is_some_and(|s| {
-        s.values as usize >= many && s.occurrences <= u64::from(s.values) * MAX_REPEATS
+        s.values as usize >= tuning.many_values
+            && s.occurrences <= u64::from(s.values).saturating_mul(tuning.max_repeats)
     })
 }
 
@@ -2005,16 +2035,19 @@ fn is_prose_word(shape: &[u8]) -> bool {
             .all(|b| matches!(b, b'.' | b',' | b';' | b':' | b'!' | b'?'))
 }
 
-/// A token that names a thing rather than saying something: letters joined by `.`, `_`, `@`
-/// or `-` with other letters or digits (`nginx.service:`, `user@1000.service`,
-/// `session-4.scope`), wrapping punctuation aside; not a plain word (`Started`) and not a bare
+/// A token that names a thing rather than saying something: letters joined by `.`, `_`, `@`,
+/// `-` or `/` with other letters or digits (`nginx.service:`, `user@1000.service`,
+/// `default/web-gkqmj`), wrapping punctuation aside; not a plain word (`Started`) and not a bare
 /// value.
 fn is_identifier(shape: &[u8]) -> bool {
     let (_, core, _) = trim_wrappers(shape);
     core.first().is_some_and(u8::is_ascii_alphabetic)
-        && core.iter().any(|b| matches!(b, b'.' | b'_' | b'@' | b'-'))
+        && core
+            .iter()
+            .any(|b| matches!(b, b'.' | b'_' | b'@' | b'-' | b'/'))
         && core.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-' | b'<' | b'*' | b'>')
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'.' | b'_' | b'@' | b'-' | b'/' | b'<' | b'*' | b'>')
         })
 }
 

@@ -207,6 +207,9 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("numbered_names", vec![0, 1]),
         ("verb_forms", vec![0, 1]),
         ("head_identifiers", vec![0, 1]),
+        ("rare_count", vec![1, 2, 3, 4]),
+        ("rare_share", vec![25, 34, 50, 67, 75]),
+        ("max_repeats", vec![4, 6, 8, 12, 16]),
     ]
 }
 
@@ -227,6 +230,9 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "numbered_names" => usize::from(t.numbered_names),
         "verb_forms" => usize::from(t.verb_forms),
         "head_identifiers" => usize::from(t.head_identifiers),
+        "rare_count" => t.rare_count as usize,
+        "rare_share" => t.rare_share as usize,
+        "max_repeats" => t.max_repeats as usize,
         _ => 0,
     }
 }
@@ -248,6 +254,9 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "numbered_names" => t.numbered_names = v != 0,
         "verb_forms" => t.verb_forms = v != 0,
         "head_identifiers" => t.head_identifiers = v != 0,
+        "rare_count" => t.rare_count = v as u64,
+        "rare_share" => t.rare_share = v as u32,
+        "max_repeats" => t.max_repeats = v as u64,
         _ => {}
     }
 }
@@ -382,5 +391,10 @@ fn main() -> anyhow::Result<()> {
     let (t, s) = choose(&all);
     println!("\nchosen on all sets: {} (mean GA {s:.3})", show(&t));
     println!("defaults:           {}", show(&Tuning::default()));
+    let same = show(&t) == show(&Tuning::default());
+    println!(
+        "the defaults {} the constants chosen on all sets",
+        if same { "are" } else { "are not" }
+    );
     Ok(())
 }
