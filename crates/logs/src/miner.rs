@@ -239,6 +239,9 @@ pub struct Tuning {
     /// Messages per distinct value at most, on average, for `many_values` to count
     /// ([`MAX_REPEATS`]).
     pub max_repeats: u64,
+    /// Two adjacent lower-case words that change together are another phrase, a vocabulary
+    /// of messages: they need `upper_variants` values ([`is_lower_word`]).
+    pub phrases: bool,
 }
 
 impl Default for Tuning {
@@ -262,6 +265,7 @@ impl Default for Tuning {
             rare_count: RARE_COUNT,
             rare_share: RARE_SHARE,
             max_repeats: MAX_REPEATS,
+            phrases: true,
         }
     }
 }
@@ -1006,6 +1010,16 @@ impl TemplateMiner {
                 {
                     continue;
                 }
+                // Two adjacent lower-case words replaced by two others are another phrase
+                // (`program interrupt: illegal instruction` / `imprecise exception`): a
+                // vocabulary of messages, which needs as many values as capitals do.
+                let phrase = tuning.phrases
+                    && matches!(diff, &[p, q] if q == p + 1
+                    && [p, q].iter().all(|&i| {
+                        is_lower_word(self.token(i))
+                            && matches!(self.templates[index as usize].slots.get(i),
+                                Some(Slot::Exact(s)) if is_lower_word(s.as_bytes()))
+                    }));
                 let mut newly_variable = Vec::new();
                 for &pos in diff {
                     let (a, b) = self.spans[pos];
@@ -1032,6 +1046,7 @@ impl TemplateMiner {
                     // many values as capitals do (the siblings' spelling is read only when
                     // the count of lower-case words is reached: no cost per candidate).
                     let enough = seen >= needed
+                        && !(phrase && seen < tuning.upper_variants)
                         && !(words
                             && tuning.verb_forms
                             && seen < tuning.upper_variants
@@ -2051,6 +2066,13 @@ fn is_identifier(shape: &[u8]) -> bool {
         })
 }
 
+/// A token that starts with a lower-case word of two letters or more and has no other
+/// letters (`instruction`, `exception,`, `instruction......<*>`): a word of running text.
+fn is_lower_word(shape: &[u8]) -> bool {
+    let letters = shape.iter().take_while(|b| b.is_ascii_lowercase()).count();
+    letters >= 2 && !shape[letters..].iter().any(u8::is_ascii_alphabetic)
+}
+
 /// A token that is one word in quotes or brackets: letters and inner hyphens only
 /// (`"readiness"`, `'half-open'`, `[worker]`), trailing `,;.:` aside.
 fn is_quoted_word(shape: &[u8]) -> bool {
@@ -2717,6 +2739,36 @@ mod tests {
                 "circuit breaker <*> changed state to open",
             ]
         );
+    }
+
+    #[test]
+    fn another_phrase_is_another_event() {
+        // Two lower-case words replaced together, each phrase first seen once in one burst.
+        let lines = [
+            "scrub of disk 3: bad sector found",
+            "scrub of disk 4: checksum mismatch found",
+            "scrub of disk 5: unreadable block found",
+            "scrub of disk 6: media error found",
+            "scrub of disk 7: stale mapping found",
+        ];
+        assert!(all_apart(&lines));
+        // Without the rule they would merge at the fourth phrase.
+        let mut m = TemplateMiner::new(MinerConfig {
+            tuning: Tuning {
+                phrases: false,
+                ..Tuning::default()
+            },
+            ..MinerConfig::default()
+        });
+        let ids: Vec<_> = lines.iter().map(|l| m.add(l).id).collect();
+        assert_eq!(m.resolve(ids[0]).map(Template::id), Some(ids[3]));
+        // One word still merges as a parameter does.
+        assert!(one_template(&[
+            "scrub of disk 3 by alice: bad sector found",
+            "scrub of disk 4 by bob: bad sector found",
+            "scrub of disk 5 by carol: bad sector found",
+            "scrub of disk 6 by dave: bad sector found",
+        ]));
     }
 
     #[test]
