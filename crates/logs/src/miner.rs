@@ -242,6 +242,9 @@ pub struct Tuning {
     /// Two adjacent lower-case words that change together are another phrase, a vocabulary
     /// of messages: they need `upper_variants` values ([`is_lower_word`]).
     pub phrases: bool,
+    /// A dotted or slashed name (`com.android.phone`, `nginx.service`) is a parameter on its
+    /// second value, as a quoted value is ([`is_dotted`]).
+    pub dotted_names: bool,
 }
 
 impl Default for Tuning {
@@ -266,6 +269,7 @@ impl Default for Tuning {
             rare_share: RARE_SHARE,
             max_repeats: MAX_REPEATS,
             phrases: true,
+            dotted_names: true,
         }
     }
 }
@@ -413,6 +417,18 @@ impl Frame {
         }
     }
 
+    /// The `key=` a frame's values all start with (`topActivity=`, `Surface(name=`), if any.
+    fn key(&self) -> Option<&[u8]> {
+        let p = self.prefix.as_bytes();
+        p.iter().position(|&b| b == b'=').map(|eq| &p[..=eq])
+    }
+
+    /// Whether `token` may be a value of this slot: a slot of `key=` values takes only
+    /// tokens with the same key (`num=20,flags=62` is no value of `topActivity=<*>`).
+    fn admits(&self, token: &[u8]) -> bool {
+        self.key().is_none_or(|k| token.starts_with(k))
+    }
+
     /// This frame narrowed to what `token` shares with it.
     fn narrowed(&self, token: &[u8]) -> Frame {
         let mut framed = Vec::with_capacity(self.prefix.len() + 3 + self.suffix.len());
@@ -454,6 +470,8 @@ pub struct Template {
     exact: u32,
     prose: u32,
     prose_bits: u64,
+    /// Variable slots whose values all start with a `key=` ([`Frame::key`]).
+    keyed: u32,
     /// Creation order (saved with the state): of several templates a message fits, the
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
     /// restored miner chooses as the one that saved it.
@@ -604,6 +622,7 @@ impl Template {
         self.exact = 0;
         self.prose = 0;
         self.prose_bits = 0;
+        self.keyed = 0;
         for (i, slot) in self.slots.iter().enumerate() {
             if i > 0 {
                 self.text.push(' ');
@@ -618,7 +637,10 @@ impl Template {
                         self.prose_bits |= 1 << i;
                     }
                 }
-                Slot::Any(frame) => frame.render(&mut self.text),
+                Slot::Any(frame) => {
+                    frame.render(&mut self.text);
+                    self.keyed += u32::from(frame.key().is_some());
+                }
             }
         }
     }
@@ -1220,6 +1242,20 @@ impl TemplateMiner {
             .iter()
             .zip(&self.token_hashes)
             .all(|(&h, &m)| h == ANY_TOKEN || h == m)
+            && self.keys_admitted(t)
+    }
+
+    /// Whether every variable slot of `t` that holds `key=` values admits the current
+    /// message's token there ([`Frame::admits`]).
+    fn keys_admitted(&self, t: &Template) -> bool {
+        t.keyed == 0 || (0..t.slots.len()).all(|i| self.admitted(t, i))
+    }
+
+    fn admitted(&self, t: &Template, i: usize) -> bool {
+        match t.slots.get(i) {
+            Some(Slot::Any(frame)) if i < self.spans.len() => frame.admits(self.token(i)),
+            _ => true,
+        }
     }
 
     /// Appends to `out` the positions where the current message disagrees with a constant
@@ -1227,6 +1263,9 @@ impl TemplateMiner {
     /// do not count: they are one variable on sight).
     fn differing(&self, t: &Template, max: usize, out: &mut Vec<usize>) -> bool {
         let mut words = 0;
+        if !self.keys_admitted(t) {
+            return false;
+        }
         for (i, (&h, &m)) in t.hashes.iter().zip(&self.token_hashes).enumerate() {
             if h == ANY_TOKEN || h == m {
                 continue;
@@ -1234,7 +1273,16 @@ impl TemplateMiner {
             let Some(Slot::Exact(s)) = t.slots.get(i) else {
                 continue;
             };
-            if !self.token_runs.get(i).copied().unwrap_or(false) || !is_value_run(s.as_bytes()) {
+            let runs =
+                self.token_runs.get(i).copied().unwrap_or(false) && is_value_run(s.as_bytes());
+            // Two spellings of one kind of value (`WorkSource{<*>}` and `<*>`) are one
+            // variable on sight, too (checked only where both hold a masked value).
+            let token = self.token(i);
+            let same_kind = !runs
+                && token.contains(&b'<')
+                && s.as_bytes().contains(&b'<')
+                && same_kind_of_value(s.as_bytes(), token);
+            if !runs && !same_kind {
                 if words == max {
                     return false;
                 }
@@ -1299,7 +1347,8 @@ impl TemplateMiner {
                     .zip(&b.hashes)
                     .all(|(&x, &y)| x == ANY_TOKEN || (y != ANY_TOKEN && x == y))
                     && a.slots.iter().zip(&b.slots).all(|(x, y)| match (x, y) {
-                        (Slot::Any(_), _) => true,
+                        (Slot::Any(f), Slot::Exact(y)) => f.admits(y.as_bytes()),
+                        (Slot::Any(f), Slot::Any(g)) => f.admits(g.prefix.as_bytes()),
                         (Slot::Exact(x), Slot::Exact(y)) => x == y,
                         (Slot::Exact(_), Slot::Any(_)) => false,
                     })
@@ -1351,6 +1400,7 @@ impl TemplateMiner {
             exact: 0,
             prose: 0,
             prose_bits: 0,
+            keyed: 0,
             bytes: 0,
         };
         self.next_seq = self.next_seq.saturating_add(1);
@@ -1680,6 +1730,7 @@ impl TemplateMiner {
                 exact: 0,
                 prose: 0,
                 prose_bits: 0,
+                keyed: 0,
                 bytes: 0,
             };
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
@@ -1768,12 +1819,24 @@ fn variants_needed(
     if quoted_value(own, other) {
         return (tuning.quoted_variants, false, false);
     }
-    if let (Some(a), Some(b)) = (field_value(own), field_value(other)) {
+    // A dotted or slashed name (`com.android.phone`, `nginx.service`, `team/app`) is a
+    // package, unit, file or path name: a parameter, whichever event it appears in.
+    let dotted =
+        |a: &[u8], b: &[u8]| tuning.dotted_names && pos > 0 && (is_dotted(a) || is_dotted(b));
+    let fields = field_value(own).zip(field_value(other));
+    // Fields of one key; fields of different keys (`topActivity=...`, `num=...`) are
+    // structure, which only the rules for plain tokens below may turn into a variable.
+    let same_key =
+        fields.is_some_and(|(a, b)| own[..own.len() - a.len()] == other[..other.len() - b.len()]);
+    if let (Some((a, b)), true) = (fields, same_key) {
         // `pod="default/web-1"`: a quoted value is a parameter as it is without its key.
-        if quoted_value(a, b) {
+        if quoted_value(a, b) || dotted(a, b) {
             return (tuning.quoted_variants, false, false);
         }
         return (tuning.field_variants, tuning.rare_words, true);
+    }
+    if fields.is_none() && dotted(own, other) {
+        return (tuning.quoted_variants, false, false);
     }
     if tuning.seen_as_parameter
         && is_plain_word(own)
@@ -2071,6 +2134,23 @@ fn is_identifier(shape: &[u8]) -> bool {
 fn is_lower_word(shape: &[u8]) -> bool {
     let letters = shape.iter().take_while(|b| b.is_ascii_lowercase()).count();
     letters >= 2 && !shape[letters..].iter().any(u8::is_ascii_alphabetic)
+}
+
+/// A token (wrapping punctuation aside) with a `.` or `/` between two letters or digits and
+/// nothing but letters, digits and `._-/${}` (`com.android.phone`, `nginx.service`,
+/// `team/app`, `ComponentInfo{com.example/.Main}`): a package, unit, file or path name. Not a sentence's last word (`done.`) nor
+/// a masked value alone.
+fn is_dotted(shape: &[u8]) -> bool {
+    let (_, core, _) = trim_wrappers(shape);
+    core.iter().any(u8::is_ascii_alphabetic)
+        && core.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'$' | b'{' | b'}')
+        })
+        && core.windows(3).any(|w| {
+            matches!(w[1], b'.' | b'/')
+                && w[0].is_ascii_alphanumeric()
+                && w[2].is_ascii_alphanumeric()
+        })
 }
 
 /// A token that is one word in quotes or brackets: letters and inner hyphens only
@@ -2769,6 +2849,48 @@ mod tests {
             "scrub of disk 5 by carol: bad sector found",
             "scrub of disk 6 by dave: bad sector found",
         ]));
+    }
+
+    #[test]
+    fn dotted_names_are_parameters() {
+        // Package and unit names repeat (a few apps hold most wake locks), yet they are
+        // parameters: their shape says so.
+        let mut lines = Vec::new();
+        for round in 0..6 {
+            for (tag, name) in [
+                ("\"ViewLock\"", "com.example.systemui"),
+                ("\"AudioMix\"", "audioserver"),
+                ("\"*alarm*\"", "com.example.phone"),
+            ] {
+                lines.push(format!(
+                    "acquire lock={}, flags=0x1, tag={tag}, name={name}, uid=10{round}",
+                    233 + round
+                ));
+            }
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(one_template(&lines));
+        assert!(one_template(&[
+            "Reloaded nginx.service after config change",
+            "Reloaded sshd.service after config change",
+        ]));
+    }
+
+    #[test]
+    fn a_variable_of_key_values_keeps_its_key() {
+        // `topActivity=` values merge; a message with another key there is another event.
+        let (m, a) = mine(&[
+            "recent tasks: topActivity=ComponentInfo{com.example.mail/.Inbox}",
+            "recent tasks: topActivity=ComponentInfo{com.example.maps/.Main}",
+            "recent tasks: num=20,flags=62,total=46",
+            "recent tasks: num=12,flags=62,total=40",
+        ]);
+        assert_eq!(a[0].id, a[1].id);
+        assert_ne!(a[0].id, a[2].id);
+        assert_eq!(
+            m.resolve(a[0].id).map(Template::text),
+            Some("recent tasks: topActivity=ComponentInfo{<*>}")
+        );
     }
 
     #[test]

@@ -211,6 +211,7 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("rare_share", vec![25, 34, 50, 67, 75]),
         ("max_repeats", vec![4, 6, 8, 12, 16]),
         ("phrases", vec![0, 1]),
+        ("dotted_names", vec![0, 1]),
     ]
 }
 
@@ -235,6 +236,7 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "rare_share" => t.rare_share as usize,
         "max_repeats" => t.max_repeats as usize,
         "phrases" => usize::from(t.phrases),
+        "dotted_names" => usize::from(t.dotted_names),
         _ => 0,
     }
 }
@@ -260,6 +262,7 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "rare_share" => t.rare_share = v as u32,
         "max_repeats" => t.max_repeats = v as u64,
         "phrases" => t.phrases = v != 0,
+        "dotted_names" => t.dotted_names = v != 0,
         _ => {}
     }
 }
