@@ -39,6 +39,10 @@ use crate::mask::{
 /// alternatives are usually two events (`startup`/`shutdown`); parameters show many more.
 pub const VARIANTS: usize = 4;
 
+/// Distinct values a slot of quoted lower-case words (`user: 'app'`) needs: quoting marks a
+/// value, so one fewer than [`VARIANTS`].
+pub const QUOTED_WORD_VARIANTS: usize = 3;
+
 /// Distinct values needed where the words are names by their spelling ([`WordClass::Name`]:
 /// `RUNNING`/`DONE`, `GET`/`POST`, `Started`/`Paused`): such slots are closed vocabularies that
 /// name different events, so only a vocabulary too large for one is a variable.
@@ -242,9 +246,13 @@ pub struct Tuning {
     /// Two adjacent lower-case words that change together are another phrase, a vocabulary
     /// of messages: they need `upper_variants` values ([`is_lower_word`]).
     pub phrases: bool,
-    /// A dotted or slashed name (`com.android.phone`, `nginx.service`) is a parameter on its
-    /// second value, as a quoted value is ([`is_dotted`]).
+    /// A dotted or slashed name (`com.android.phone`, `nginx.service`), or two compound names
+    /// (`billing-consumers`, `search-indexer`), are a parameter on the second value, as quoted
+    /// values are ([`is_dotted`], [`is_compound`]).
     pub dotted_names: bool,
+    /// Distinct values that make a slot of quoted lower-case words (`'app'`, `'etl'`) a
+    /// variable ([`QUOTED_WORD_VARIANTS`]).
+    pub quoted_word_variants: usize,
 }
 
 impl Default for Tuning {
@@ -270,6 +278,7 @@ impl Default for Tuning {
             max_repeats: MAX_REPEATS,
             phrases: true,
             dotted_names: true,
+            quoted_word_variants: QUOTED_WORD_VARIANTS,
         }
     }
 }
@@ -897,13 +906,18 @@ impl TemplateMiner {
                 }
                 quote_end = 0;
             }
-            if token.first().copied().and_then(closer).is_some()
-                && !self.spans.is_empty()
-                && self.spans.len() < cap
-            {
+            if !self.spans.is_empty() && self.spans.len() < cap {
                 let offset = token.as_ptr() as usize - message.as_ptr() as usize;
-                quote_end = quoted_string_end(message, offset, token.len());
-                run = 0;
+                if token.first().copied().and_then(closer).is_some() {
+                    quote_end = quoted_string_end(message, offset, token.len());
+                    run = 0;
+                } else if let Some(eq) = memchr::memchr(b'=', token)
+                    && matches!(token.get(eq + 1), Some(b'"' | b'\''))
+                {
+                    // `err="context deadline exceeded"`: the quoted value after a key.
+                    quote_end = quoted_string_end(message, offset + eq + 1, token.len() - eq - 1);
+                    run = 0;
+                }
             }
             let masked = mask_token(token, &mut self.shapes);
             // Only a masked token can be a value (most tokens are plain words: no scan).
@@ -1816,13 +1830,24 @@ fn variants_needed(
     let quoted_value = |a: &[u8], b: &[u8]| {
         is_quoted(a) && is_quoted(b) && !(is_quoted_word(a) && is_quoted_word(b))
     };
+    // Two quoted sentences in lower case (`msg="user logged in"`, `msg="cache warmed"`) are
+    // messages: a vocabulary, as another phrase is.
+    if tuning.phrases && is_quoted_prose(own) && is_quoted_prose(other) {
+        return (tuning.upper_variants, false, true);
+    }
     if quoted_value(own, other) {
         return (tuning.quoted_variants, false, false);
     }
     // A dotted or slashed name (`com.android.phone`, `nginx.service`, `team/app`) is a
     // package, unit, file or path name: a parameter, whichever event it appears in.
-    let dotted =
-        |a: &[u8], b: &[u8]| tuning.dotted_names && pos > 0 && (is_dotted(a) || is_dotted(b));
+    // Two compound names (`billing-consumers`, `search-indexer`; `etl_nightly`) are two
+    // names of things, too; one compound against a plain word (`half-open`, `closed`) is not.
+    let dotted = |a: &[u8], b: &[u8]| {
+        let (a, b) = after_common_prefix(a, b);
+        tuning.dotted_names
+            && pos > 0
+            && (is_dotted(a) || is_dotted(b) || (is_compound(a) && is_compound(b)))
+    };
     let fields = field_value(own).zip(field_value(other));
     // Fields of one key; fields of different keys (`topActivity=...`, `num=...`) are
     // structure, which only the rules for plain tokens below may turn into a variable.
@@ -1858,6 +1883,10 @@ fn variants_needed(
         tuning.upper_variants
     } else if names {
         tuning.name_variants
+    } else if is_quoted_word(own) && is_quoted_word(other) {
+        // Quotes mark a value (`user: 'app'`, `region 'prices'`): fewer values than a bare
+        // word needs, but more than two (`"readiness"` / `"liveness"` are two events).
+        tuning.quoted_word_variants
     } else {
         tuning.variants
     };
@@ -1999,8 +2028,9 @@ fn quoted_string_end(message: &[u8], offset: usize, len: usize) -> usize {
     let Some(close) = closer(open) else {
         return 0;
     };
-    if inner.contains(&close) || inner.contains(&open) {
-        return 0; // closed (or odd) within the token itself
+    // A list's first item ends with a comma (checked first: `[task` and `[INFO]` are common).
+    if (open == b'[' && !inner.ends_with(b",")) || inner.contains(&close) || inner.contains(&open) {
+        return 0; // not a list, or closed (or odd) within the token itself
     }
     let rest_start = offset + len;
     // A token as long as the window itself opens no quoted string.
@@ -2012,8 +2042,8 @@ fn quoted_string_end(message: &[u8], offset: usize, len: usize) -> usize {
     };
     let body = &window[..q];
     if open == b'[' {
-        // Items: the first ends with a comma; no nested list.
-        if !inner.ends_with(b",") || body.contains(&b'[') {
+        // Items, no nested list.
+        if body.contains(&b'[') {
             return 0;
         }
     } else {
@@ -2153,11 +2183,44 @@ fn is_dotted(shape: &[u8]) -> bool {
         })
 }
 
+/// A token (wrapping punctuation aside) of letters and digits joined by `-` or `_`, with at
+/// least one letter (`billing-consumers`, `etl_nightly`, `tbird-admin1`).
+fn is_compound(shape: &[u8]) -> bool {
+    let (_, core, _) = trim_wrappers(shape);
+    core.iter().any(u8::is_ascii_alphabetic)
+        && core
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        && core.windows(3).any(|w| {
+            matches!(w[1], b'-' | b'_')
+                && w[0].is_ascii_alphanumeric()
+                && w[2].is_ascii_alphanumeric()
+        })
+}
+
+/// A quoted string of two or more lower-case words (a field's key aside), punctuation after a
+/// word allowed: `"user logged in"`, `msg="etcdserver: request timed out"`.
+fn is_quoted_prose(shape: &[u8]) -> bool {
+    let value = field_value(shape).unwrap_or(shape);
+    if !is_quoted(value) || !value.contains(&b' ') {
+        return false;
+    }
+    let (_, core, _) = trim_wrappers(value);
+    core.split(|&b| b == b' ').all(|w| {
+        let letters = w.iter().take_while(|b| b.is_ascii_lowercase()).count();
+        letters > 0
+            && w[letters..]
+                .iter()
+                .all(|b| matches!(b, b'.' | b',' | b':' | b';' | b'!' | b'?'))
+    })
+}
+
 /// A token that is one word in quotes or brackets: letters and inner hyphens only
 /// (`"readiness"`, `'half-open'`, `[worker]`), trailing `,;.:` aside.
 fn is_quoted_word(shape: &[u8]) -> bool {
     let (_, core, _) = trim_wrappers(shape);
-    core.first().is_some_and(u8::is_ascii_alphabetic)
+    is_quoted(shape)
+        && core.first().is_some_and(u8::is_ascii_alphabetic)
         && core.last().is_some_and(u8::is_ascii_alphabetic)
         && core.iter().all(|&b| b.is_ascii_alphabetic() || b == b'-')
 }
@@ -2189,6 +2252,17 @@ fn is_value_run(shape: &[u8]) -> bool {
     let mut pieces = shape.split(|&b| b == b' ');
     pieces.next().is_some_and(is_value_shape)
         && pieces.all(|p| is_value_shape(p) || is_unit_word(p) || is_empty_value(p))
+}
+
+/// `a` and `b` without the prefix they share up to its last delimiter (`action:` of
+/// `action:android.intent.action.SCREEN_ON` and `action:android.intent.action.TIME_TICK`).
+fn after_common_prefix<'a, 'b>(a: &'a [u8], b: &'b [u8]) -> (&'a [u8], &'b [u8]) {
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let cut = a[..common]
+        .iter()
+        .rposition(|&c| matches!(c, b'=' | b':' | b'(' | b'[' | b'"' | b'\'' | b','))
+        .map_or(0, |i| i + 1);
+    (&a[cut..], &b[cut..])
 }
 
 /// Whether two masked shapes are two spellings of one kind of value: both value-like after
@@ -2891,6 +2965,27 @@ mod tests {
             m.resolve(a[0].id).map(Template::text),
             Some("recent tasks: topActivity=ComponentInfo{<*>}")
         );
+    }
+
+    #[test]
+    fn quoted_values_after_a_key_are_one_value() {
+        // logfmt: a quoted value with spaces is one slot, and a parameter.
+        assert!(one_template(&[
+            "level=info msg=\"user logged in\" user=\"Ana Maria de Souza\" took=7ms",
+            "level=info msg=\"user logged in\" user=\"Jean-Luc Picard\" took=12ms",
+            "level=info msg=\"user logged in\" user=\"Eve\" took=3ms",
+        ]));
+        assert!(one_template(&[
+            "\"Failed to update lease\" err=\"context deadline exceeded\" lease=\"node-6\"",
+            "\"Failed to update lease\" err=\"unexpected EOF\" lease=\"node-2\"",
+        ]));
+        // The messages themselves, quoted sentences in lower case, stay apart.
+        assert!(all_apart(&[
+            "level=info msg=\"user logged in\" user=ana",
+            "level=info msg=\"user logged out\" user=ana",
+            "level=info msg=\"session expired\" user=ana",
+            "level=info msg=\"password changed\" user=ana",
+        ]));
     }
 
     #[test]

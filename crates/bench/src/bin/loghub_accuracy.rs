@@ -212,6 +212,7 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("max_repeats", vec![4, 6, 8, 12, 16]),
         ("phrases", vec![0, 1]),
         ("dotted_names", vec![0, 1]),
+        ("quoted_word_variants", vec![2, 3, 4, 5, 6]),
     ]
 }
 
@@ -237,6 +238,7 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "max_repeats" => t.max_repeats as usize,
         "phrases" => usize::from(t.phrases),
         "dotted_names" => usize::from(t.dotted_names),
+        "quoted_word_variants" => t.quoted_word_variants,
         _ => 0,
     }
 }
@@ -263,6 +265,7 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "max_repeats" => t.max_repeats = v as u64,
         "phrases" => t.phrases = v != 0,
         "dotted_names" => t.dotted_names = v != 0,
+        "quoted_word_variants" => t.quoted_word_variants = v,
         _ => {}
     }
 }
