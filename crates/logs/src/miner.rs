@@ -40,8 +40,9 @@ use crate::mask::{
 pub const VARIANTS: usize = 4;
 
 /// Distinct values a slot of quoted lower-case words (`user: 'app'`) needs: quoting marks a
-/// value, so one fewer than [`VARIANTS`].
-pub const QUOTED_WORD_VARIANTS: usize = 3;
+/// value, so two, as for other quoted values, but only while the values are rare (a quoted
+/// vocabulary that repeats, `"readiness"` / `"liveness"`, stays apart).
+pub const QUOTED_WORD_VARIANTS: usize = 2;
 
 /// Distinct values needed where the words are names by their spelling ([`WordClass::Name`]:
 /// `RUNNING`/`DONE`, `GET`/`POST`, `Started`/`Paused`): such slots are closed vocabularies that
@@ -1904,7 +1905,7 @@ fn variants_needed(
         tuning.name_variants
     } else if is_quoted_word(own) && is_quoted_word(other) {
         // Quotes mark a value (`user: 'app'`, `region 'prices'`): fewer values than a bare
-        // word needs, but more than two (`"readiness"` / `"liveness"` are two events).
+        // word needs, rare ones still.
         tuning.quoted_word_variants
     } else {
         tuning.variants

@@ -410,6 +410,38 @@ fn main() -> anyhow::Result<()> {
     let (t, s) = choose(&all);
     println!("\nchosen on all sets: {} (mean GA {s:.3})", show(&t));
     println!("defaults:           {}", show(&Tuning::default()));
+    // Which constants the Loghub sets can tell apart at all: the spread of their mean GA over
+    // each constant's values, the others at their defaults. A flat one is decided by the
+    // corpora and the unit tests of the patterns, not by these sets.
+    let loghub: Vec<&Set> = sets.iter().filter(|s| s.held_out_candidate).collect();
+    let mean = |t: Tuning| {
+        loghub.iter().map(|s| score(s, t, false).ga).sum::<f64>() / loghub.len().max(1) as f64
+    };
+    let mut flat = Vec::new();
+    let mut decided = Vec::new();
+    for (knob, values) in knobs() {
+        let scores: Vec<f64> = values
+            .iter()
+            .map(|&v| {
+                let mut t = Tuning::default();
+                set(&mut t, knob, v);
+                mean(t)
+            })
+            .collect();
+        let spread = scores.iter().cloned().fold(f64::MIN, f64::max)
+            - scores.iter().cloned().fold(f64::MAX, f64::min);
+        if spread < 0.0005 {
+            flat.push(knob);
+        } else {
+            decided.push(format!("{knob} ({spread:.3})"));
+        }
+    }
+    println!(
+        "constants the Loghub sets tell apart (spread of their mean GA over the values, the \
+         rest at the defaults): {}",
+        decided.join(", ")
+    );
+    println!("flat on the Loghub sets: {}", flat.join(", "));
     let same = show(&t) == show(&Tuning::default());
     println!(
         "the defaults {} the constants chosen on all sets",
