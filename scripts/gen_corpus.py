@@ -286,6 +286,15 @@ def values_by_shape(lines):
         spread(("queue-depth", f"queue {r.choice(['billing-events', 'email-outbox', 'audit_trail'])}: {r.randint(0, 9)} consumers, {r.randint(0, 5000)} messages ready"))
     for _ in range(30):
         spread(("cache-full", f"cache '{r.choice(['sessions', 'carts', 'tokens'])}' reached its size limit, evicting {r.randint(1, 500)} entries"))
+    # A storage scrub reports what it found: each finding a phrase of two lower-case words,
+    # all of them first seen in one burst (the first pass over a bad disk).
+    findings = ["bad sector", "checksum mismatch", "unreadable block", "stale mapping", "media error"]
+    burst = [(f"scrub-{f.replace(' ', '-')}", f"scrub of disk {r.randint(0, 23)}: {f} found at offset {r.randint(0, 10**9)}") for f in findings]
+    at = r.randint(0, len(lines))
+    lines[at:at] = burst
+    for _ in range(25):
+        f = r.choice(findings)
+        spread((f"scrub-{f.replace(' ', '-')}", f"scrub of disk {r.randint(0, 23)}: {f} found at offset {r.randint(0, 10**9)}"))
     for _ in range(40):
         spread(("wakelock", f"wake lock held by {r.choice(['com.example.mail', 'com.example.maps', 'org.example.sync', 'mediaserver'])} for {r.randint(1, 9000)} ms"))
     return lines
