@@ -219,7 +219,8 @@ fn state_file_keeps_ids_across_runs() {
     std::fs::write(&a, "user alice logged in from 10.0.0.1\n").unwrap();
     std::fs::write(
         &b,
-        "user bob logged in from 10.0.0.2\nuser carol logged in from 10.0.0.3\n",
+        "user bob logged in from 10.0.0.2\nuser carol logged in from 10.0.0.3\n\
+         user dave logged in from 10.0.0.4\n",
     )
     .unwrap();
     let first = run(&[
@@ -247,7 +248,7 @@ fn state_file_keeps_ids_across_runs() {
     let first_id = id(&first.stdout, 0);
     assert!(!first_id.is_empty());
     assert_eq!(
-        id(&second.stdout, 1),
+        id(&second.stdout, 2),
         first_id,
         "the template generalised and kept its id"
     );

@@ -44,6 +44,11 @@ pub const VARIANTS: usize = 4;
 /// vocabulary that repeats, `"readiness"` / `"liveness"`, stays apart).
 pub const QUOTED_WORD_VARIANTS: usize = 2;
 
+/// Distinct rare values a slot of lower-case compounds of letters only needs
+/// (`billing-consumers` / `search-indexer` / `fraud-check`): a vocabulary of two states
+/// (`read-only` / `read-write`) stays apart.
+pub const COMPOUND_VARIANTS: usize = 3;
+
 /// Distinct values needed where the words are names by their spelling ([`WordClass::Name`]:
 /// `RUNNING`/`DONE`, `GET`/`POST`, `Started`/`Paused`): such slots are closed vocabularies that
 /// name different events, so only a vocabulary too large for one is a variable.
@@ -248,12 +253,15 @@ pub struct Tuning {
     /// of messages: they need `upper_variants` values ([`is_lower_word`]).
     pub phrases: bool,
     /// A dotted or slashed name (`com.android.phone`, `nginx.service`), or two compound names
-    /// (`billing-consumers`, `search-indexer`), are a parameter on the second value, as quoted
-    /// values are ([`is_dotted`], [`is_compound`]).
+    /// one of which has a digit (`tbird-admin1`, `tbird-sm`), are a parameter on the second
+    /// value, as quoted values are ([`is_dotted`], [`is_compound`]).
     pub dotted_names: bool,
     /// Distinct values that make a slot of quoted lower-case words (`'app'`, `'etl'`) a
     /// variable ([`QUOTED_WORD_VARIANTS`]).
     pub quoted_word_variants: usize,
+    /// Distinct rare values that make a slot of compound words of letters only
+    /// (`billing-consumers`, `read-only`) a variable ([`COMPOUND_VARIANTS`]).
+    pub compound_variants: usize,
 }
 
 impl Default for Tuning {
@@ -280,6 +288,7 @@ impl Default for Tuning {
             phrases: true,
             dotted_names: true,
             quoted_word_variants: QUOTED_WORD_VARIANTS,
+            compound_variants: COMPOUND_VARIANTS,
         }
     }
 }
@@ -1135,6 +1144,9 @@ impl TemplateMiner {
                                 {
                                     self.parameter_words.remember(seen);
                                 }
+                                // Without their quotes too: `"app"` here, `app` elsewhere.
+                                self.parameter_words
+                                    .remember(&[word_key(s.as_bytes()), word_key(token)]);
                             }
                             Frame::of(s.as_bytes(), token)
                         }
@@ -1173,7 +1185,7 @@ impl TemplateMiner {
                     .iter()
                     .zip(&tokens)
                     .filter(|(s, tok)| matches!(s, Slot::Any(_)) && is_plain_word(tok.as_bytes()))
-                    .map(|(_, tok)| xxh3_64(tok.as_bytes()))
+                    .map(|(_, tok)| word_key(tok.as_bytes()))
                     .collect();
                 self.parameter_words.remember(&words);
                 let t = &mut self.templates[index as usize];
@@ -1860,13 +1872,22 @@ fn variants_needed(
     }
     // A dotted or slashed name (`com.android.phone`, `nginx.service`, `team/app`) is a
     // package, unit, file or path name: a parameter, whichever event it appears in.
-    // Two compound names (`billing-consumers`, `search-indexer`; `etl_nightly`) are two
-    // names of things, too; one compound against a plain word (`half-open`, `closed`) is not.
+    // Two compound names with a digit (`tbird-admin1`, `etl_2`) are two names of things,
+    // too. Compounds of letters only may be states (`read-only` / `read-write`) as well as
+    // names (`billing-consumers` / `search-indexer`): they need `compound_variants` rare
+    // values, fewer than plain words, more than two.
+    let digits = |s: &[u8]| s.iter().any(u8::is_ascii_digit);
     let dotted = |a: &[u8], b: &[u8]| {
         let (a, b) = after_common_prefix(a, b);
         tuning.dotted_names
             && pos > 0
-            && (is_dotted(a) || is_dotted(b) || (is_compound(a) && is_compound(b)))
+            && (is_dotted(a)
+                || is_dotted(b)
+                || (is_compound(a) && is_compound(b) && (digits(a) || digits(b))))
+    };
+    let compounds = |a: &[u8], b: &[u8]| {
+        let (a, b) = after_common_prefix(a, b);
+        tuning.dotted_names && pos > 0 && is_compound(a) && is_compound(b)
     };
     let fields = field_value(own).zip(field_value(other));
     // Fields of one key; fields of different keys (`topActivity=...`, `num=...`) are
@@ -1878,15 +1899,23 @@ fn variants_needed(
         if quoted_value(a, b) || dotted(a, b) {
             return (tuning.quoted_variants, false, false);
         }
+        if compounds(a, b) {
+            return (tuning.compound_variants, true, false);
+        }
         return (tuning.field_variants, tuning.rare_words, true);
     }
     if fields.is_none() && dotted(own, other) {
         return (tuning.quoted_variants, false, false);
     }
+    if fields.is_none() && compounds(own, other) {
+        return (tuning.compound_variants, true, false);
+    }
     if tuning.seen_as_parameter
         && is_plain_word(own)
         && is_plain_word(other)
-        && (parameter_words.contains(xxh3_64(own)) || parameter_words.contains(xxh3_64(other)))
+        && [own, other]
+            .iter()
+            .any(|w| parameter_words.contains(xxh3_64(w)) || parameter_words.contains(word_key(w)))
     {
         // Not the first word, though: a word seen as a parameter elsewhere may still name the
         // event where it leads the message.
@@ -2150,6 +2179,12 @@ impl ParameterWords {
     }
 }
 
+/// The key of a word in [`ParameterWords`]: the hash of the word without the punctuation or
+/// quotes around it (`"app"`, `app,` and `app` are one word).
+fn word_key(shape: &[u8]) -> u64 {
+    xxh3_64(trim_wrappers(shape).1)
+}
+
 /// A token of letters only, perhaps with punctuation around it (`root`, `Started,`).
 fn is_plain_word(shape: &[u8]) -> bool {
     let (_, core, _) = trim_wrappers(shape);
@@ -2191,14 +2226,26 @@ fn is_lower_word(shape: &[u8]) -> bool {
 }
 
 /// A token (wrapping punctuation aside) with a `.` or `/` between two letters or digits and
-/// nothing but letters, digits and `._-/${}` (`com.android.phone`, `nginx.service`,
-/// `team/app`, `ComponentInfo{com.example/.Main}`): a package, unit, file or path name. Not a sentence's last word (`done.`) nor
-/// a masked value alone.
+/// nothing but letters, digits and `._-/${}:@` (`com.android.phone`, `nginx.service`,
+/// `team/app`, `ComponentInfo{com.example/.Main}`, `ghcr.io/acme/api:v2`), after a sigil or
+/// escaped quote (`*core.Pod`): a package, unit, image, file or path name. Not a sentence's
+/// last word (`done.`) nor a masked value alone.
 fn is_dotted(shape: &[u8]) -> bool {
     let (_, core, _) = trim_wrappers(shape);
+    // A pointer or reference sigil, an escaped quote (`*core.Pod`, `\"ghcr.io/acme/api\"`).
+    let sigils = core
+        .iter()
+        .take_while(|b| matches!(b, b'*' | b'&' | b'\\' | b'"'))
+        .count();
+    let core = &core[sigils..];
+    let core = core.strip_suffix(b"\\").unwrap_or(core);
     core.iter().any(u8::is_ascii_alphabetic)
         && core.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'$' | b'{' | b'}')
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'.' | b'_' | b'-' | b'/' | b'$' | b'{' | b'}' | b':' | b'@'
+                )
         })
         && core.windows(3).any(|w| {
             matches!(w[1], b'.' | b'/')
@@ -2208,10 +2255,12 @@ fn is_dotted(shape: &[u8]) -> bool {
 }
 
 /// A token (wrapping punctuation aside) of letters and digits joined by `-` or `_`, with at
-/// least one letter (`billing-consumers`, `etl_nightly`, `tbird-admin1`).
+/// least one lower-case letter (`billing-consumers`, `etl_nightly`, `tbird-admin1`; not
+/// `FAIL_CONTAINER_CLEANUP`).
 fn is_compound(shape: &[u8]) -> bool {
     let (_, core, _) = trim_wrappers(shape);
-    core.iter().any(u8::is_ascii_alphabetic)
+    // Capitals joined by `_` are enumeration constants (`SUCCESS_CONTAINER_CLEANUP`).
+    core.iter().any(u8::is_ascii_lowercase)
         && core
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
@@ -2264,7 +2313,7 @@ fn is_quoted(shape: &[u8]) -> bool {
             (s[0], s[s.len() - 1]),
             (b'"', b'"') | (b'\'', b'\'') | (b'[', b']') | (b'<', b'>') | (b'`', b'`')
         )
-        && s != b"<*>"
+        && !s.starts_with(b"<*>")
 }
 
 /// A slot holding a run of values, units included (`<*> bytes (<*> KB)`, `<<*> sec`).
@@ -3020,6 +3069,55 @@ mod tests {
     }
 
     #[test]
+    fn constants_in_capitals_joined_by_underscores_stay_apart() {
+        assert!(all_apart(&[
+            "container_7 transitioned from RUNNING to SUCCESS_CONTAINER_CLEANUP",
+            "container_8 transitioned from RUNNING to FAIL_CONTAINER_CLEANUP",
+            "container_9 transitioned from RUNNING to EXITED_WITH_FAILURE",
+        ]));
+        // Lower-case compounds of letters only must be rare to merge: states that repeat
+        // (`read-only`, `read-write`) stay apart once they have repeated.
+        let lines: Vec<String> = (0..12)
+            .map(|i| format!("volume {i} mounted {}", ["read-only", "read-write"][i / 6]))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), 2);
+    }
+
+    #[test]
+    fn names_behind_a_sigil_are_dotted_names() {
+        assert!(one_template(&[
+            "watch of *core.Pod closed",
+            "watch of *core.Secret closed",
+        ]));
+    }
+
+    #[test]
+    fn a_quoted_parameter_is_a_parameter_unquoted_too() {
+        let (m, a) = mine(&[
+            "granted role to user \"app\" on db",
+            "granted role to user \"etl\" on db",
+            "revoked role from app",
+            "revoked role from etl",
+        ]);
+        assert_eq!(
+            m.resolve(a[2].id).map(Template::id),
+            m.resolve(a[3].id).map(Template::id)
+        );
+    }
+
+    #[test]
+    fn a_run_of_values_is_no_quoted_string() {
+        let (m, a) = mine(&[
+            "retry after 120 ms: 503 Service Unavailable",
+            "retry after 3 s: 502 Service Unavailable",
+        ]);
+        let text = m.resolve(a[1].id).map(Template::text).unwrap_or_default();
+        assert!(!text.contains("<<*>"), "{text}");
+        assert_eq!(a[0].id, a[1].id);
+    }
+
+    #[test]
     fn names_that_are_gerunds_merge() {
         // `billing` and `shipping` end like `running`, but no value is a participle.
         assert!(one_template(&[
@@ -3477,21 +3575,29 @@ mod tests {
                 .all(|t| *t == Some("profile of user \"<*>\" updated")),
             "{texts:?}"
         );
-        // An unclosed quote, or one around more than words, is not joined.
-        assert!(all_apart(&[
-            "said \"hello there",
+        // An unclosed quote is not joined: its words stay words, compared one by one.
+        let (m, a) = mine(&["said \"hello there", "said \"goodbye there"]);
+        assert_eq!(m.template(a[0].index).map(Template::len), Some(3));
+        // Nor is a request line: the method stays a word of its own.
+        let (m, a) = mine(&[
             "said \"GET /a HTTP/1.1\" twice",
-        ]));
+            "said \"PUT /a HTTP/1.1\" twice",
+        ]);
+        // (three slots if it were joined: `said`, the quoted string, `twice`)
+        assert!(m.template(a[0].index).map(Template::len) > Some(3));
+        assert_ne!(a[0].id, a[1].id);
     }
 
     #[test]
     fn an_unclosed_quote_on_a_long_token_is_no_value() {
-        // A quote opening a token longer than the window of a quoted string: no panic.
-        let long = format!("say \"{}", "a".repeat(100));
+        // A quote opening a token longer than the window of a quoted string (MAX_QUOTED):
+        // no panic, and nothing joined past the window.
+        let long = format!("say \"{} and \"", "a".repeat(MAX_QUOTED + 10));
         let short = format!("say \"{} and \"", "b".repeat(20));
         let (m, a) = mine(&[&long, &short, "say \"", "\"", "x \"é"]);
         assert_eq!(a.len(), 5);
-        assert!(!m.is_empty());
+        assert_eq!(m.template(a[0].index).map(Template::len), Some(4));
+        assert_eq!(m.template(a[1].index).map(Template::len), Some(2));
     }
 
     #[test]

@@ -213,6 +213,7 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("phrases", vec![0, 1]),
         ("dotted_names", vec![0, 1]),
         ("quoted_word_variants", vec![2, 3, 4, 5, 6]),
+        ("compound_variants", vec![2, 3, 4, 5, 6]),
     ]
 }
 
@@ -239,6 +240,7 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "phrases" => usize::from(t.phrases),
         "dotted_names" => usize::from(t.dotted_names),
         "quoted_word_variants" => t.quoted_word_variants,
+        "compound_variants" => t.compound_variants,
         _ => 0,
     }
 }
@@ -266,6 +268,7 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "phrases" => t.phrases = v != 0,
         "dotted_names" => t.dotted_names = v != 0,
         "quoted_word_variants" => t.quoted_word_variants = v,
+        "compound_variants" => t.compound_variants = v,
         _ => {}
     }
 }
