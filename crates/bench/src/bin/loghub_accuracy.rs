@@ -332,6 +332,7 @@ fn main() -> anyhow::Result<()> {
     let (mut loo, mut verbose) = (false, std::env::var("VERBOSE").is_ok());
     // Constants other than the defaults, for the in-sample table (`--set variants=6`).
     let mut tuning = Tuning::default();
+    let mut overridden = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -341,13 +342,28 @@ fn main() -> anyhow::Result<()> {
             "--set" => {
                 let arg = args.next().unwrap_or_default();
                 let known = knobs().into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+                let flags: Vec<&str> = knobs()
+                    .into_iter()
+                    .filter(|(_, values)| values == &[0, 1])
+                    .map(|(k, _)| k)
+                    .collect();
                 match arg.split_once('=') {
-                    Some((k, v)) if known.contains(&k) => set(&mut tuning, k, v.parse()?),
+                    Some((k, v)) if known.contains(&k) => {
+                        let v: usize = v.parse()?;
+                        if flags.contains(&k) && v > 1 {
+                            anyhow::bail!("--set {k}= takes 0 or 1");
+                        }
+                        set(&mut tuning, k, v);
+                        overridden = true;
+                    }
                     _ => anyhow::bail!("--set wants KNOB=N with KNOB one of {known:?}"),
                 }
             }
             _ => dir = a,
         }
+    }
+    if loo && overridden {
+        anyhow::bail!("--set changes the in-sample table only; --loo chooses every constant");
     }
     let mut sets = load_loghub(&dir)?;
     for c in &corpora {
