@@ -263,8 +263,11 @@ def values_by_shape(lines):
     """Parameters told by their shape rather than their counts, spread through `lines`: a
     Go service's logfmt lines (quoted values with spaces after a key; the quoted messages are
     the events), queue names made of two words (three queues, each repeating), quoted cache
-    names (three, each repeating), and dotted package names holding locks. Drawn from a
-    generator of its own, so the lines written before it was added stay as they were."""
+    names (three, each repeating) and dotted package names holding locks (three, each
+    repeating); against them, two events each: a storage scrub's findings (phrases of two
+    lower-case words first seen in one burst) and two mount modes spelled as compounds,
+    alternating from the start. Drawn from a generator of its own, so the lines written
+    before it was added stay as they were."""
     r = random.Random(43)
 
     def spread(item):
@@ -296,7 +299,11 @@ def values_by_shape(lines):
         f = r.choice(findings)
         spread((f"scrub-{f.replace(' ', '-')}", f"scrub of disk {r.randint(0, 23)}: {f} found at offset {r.randint(0, 10**9)}"))
     for _ in range(40):
-        spread(("wakelock", f"wake lock held by {r.choice(['com.example.mail', 'com.example.maps', 'org.example.sync', 'mediaserver'])} for {r.randint(1, 9000)} ms"))
+        spread(("wakelock", f"wake lock held by {r.choice(['com.example.mail', 'com.example.maps', 'org.example.sync'])} for {r.randint(1, 9000)} ms"))
+    # Two states spelled as compounds, alternating from the start: two events.
+    for i in range(30):
+        mode = ["read-only", "read-write"][i % 2]
+        spread((f"mount-{mode}", f"volume vol-{r.randint(100, 999)} mounted {mode} on node {r.randint(1, 40)}"))
     return lines
 
 

@@ -281,13 +281,13 @@ fn show(t: &Tuning) -> String {
         .join(" ")
 }
 
-/// The starting point of the selection, owing nothing to the defaults: every count at the
-/// middle of its range, every heuristic off.
-fn neutral() -> Tuning {
+/// A starting point of the selection, owing nothing to the defaults: every count at the
+/// middle of its range, every rule off (or, for the second start, on).
+fn neutral(rules: usize) -> Tuning {
     let mut t = Tuning::default();
     for (knob, values) in knobs() {
         let v = if values == [0, 1] {
-            0
+            rules
         } else {
             values[values.len() / 2]
         };
@@ -296,11 +296,24 @@ fn neutral() -> Tuning {
     t
 }
 
-/// Coordinate ascent of the mean GA over `sets`, from [`neutral`]; ties keep the current value.
+/// Coordinate ascent of the mean GA over `sets` from two starts ([`neutral`] with every rule
+/// off, and with every rule on), keeping the better end (the first on a tie); ties within an
+/// ascent keep the current value. One start alone gets stuck where two constants must change
+/// together (a count and the rule that makes it safe).
 fn choose(sets: &[&Set]) -> (Tuning, f64) {
+    let (off, off_score) = ascend(sets, neutral(0));
+    let (on, on_score) = ascend(sets, neutral(1));
+    if on_score > off_score + 1e-9 {
+        (on, on_score)
+    } else {
+        (off, off_score)
+    }
+}
+
+fn ascend(sets: &[&Set], start: Tuning) -> (Tuning, f64) {
     let mean =
         |t: Tuning| sets.iter().map(|s| score(s, t, false).ga).sum::<f64>() / sets.len() as f64;
-    let mut best = neutral();
+    let mut best = start;
     let mut best_score = mean(best);
     for _ in 0..3 {
         let mut moved = false;
