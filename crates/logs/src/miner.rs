@@ -920,6 +920,9 @@ impl TemplateMiner {
         // End (byte offset in `message`) of a quoted string with spaces that began in an
         // earlier token: the tokens up to it are one slot (`renamed to "John Smith"`).
         let mut quote_end = 0usize;
+        // Whether the message has a quote at all: most have none, and their tokens need no
+        // look for a quoted value after a key (`err="a b"`).
+        let quotes = memchr::memchr2(b'"', b'\'', message).is_some();
         for token in tokens {
             let start = self.shapes.len();
             if quote_end > 0 {
@@ -940,7 +943,8 @@ impl TemplateMiner {
                 if token.first().copied().and_then(closer).is_some() {
                     quote_end = quoted_string_end(message, offset, token.len());
                     run = 0;
-                } else if let Some(eq) = memchr::memchr(b'=', token)
+                } else if quotes
+                    && let Some(eq) = memchr::memchr(b'=', token)
                     && matches!(token.get(eq + 1), Some(b'"' | b'\''))
                 {
                     // `err="context deadline exceeded"`: the quoted value after a key.
