@@ -1148,9 +1148,12 @@ impl TemplateMiner {
                                 {
                                     self.parameter_words.remember(seen);
                                 }
-                                // Without their quotes too: `"app"` here, `app` elsewhere.
-                                self.parameter_words
-                                    .remember(&[word_key(s.as_bytes()), word_key(token)]);
+                                // Without their quotes too: `"app"` here, `app` elsewhere
+                                // (the two values at hand; later ones as they come).
+                                self.parameter_words.remember(&[word_key(s.as_bytes())]);
+                                if is_plain_word(token) {
+                                    self.parameter_words.remember(&[word_key(token)]);
+                                }
                             }
                             Frame::of(s.as_bytes(), token)
                         }
@@ -2230,8 +2233,9 @@ fn is_lower_word(shape: &[u8]) -> bool {
 }
 
 /// A token (wrapping punctuation aside) with a `.` or `/` between two letters or digits and
-/// nothing but letters, digits and `._-/${}:@` (`com.android.phone`, `nginx.service`,
-/// `team/app`, `ComponentInfo{com.example/.Main}`, `ghcr.io/acme/api:v2`), after a sigil or
+/// nothing but letters, digits, masked parts and `._-/${}:@` (`com.android.phone`,
+/// `nginx.service`, `team/app`, `ComponentInfo{com.example/.Main}`, `ghcr.io/acme/api:<*>`),
+/// after a sigil or
 /// escaped quote (`*core.Pod`): a package, unit, image, file or path name. Not a sentence's
 /// last word (`done.`) nor a masked value alone.
 fn is_dotted(shape: &[u8]) -> bool {
@@ -2248,7 +2252,17 @@ fn is_dotted(shape: &[u8]) -> bool {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'.' | b'_' | b'-' | b'/' | b'$' | b'{' | b'}' | b':' | b'@'
+                    b'.' | b'_'
+                        | b'-'
+                        | b'/'
+                        | b'$'
+                        | b'{'
+                        | b'}'
+                        | b':'
+                        | b'@'
+                        | b'<'
+                        | b'*'
+                        | b'>'
                 )
         })
         && core.windows(3).any(|w| {
@@ -2317,7 +2331,7 @@ fn is_quoted(shape: &[u8]) -> bool {
             (s[0], s[s.len() - 1]),
             (b'"', b'"') | (b'\'', b'\'') | (b'[', b']') | (b'<', b'>') | (b'`', b'`')
         )
-        && !s.starts_with(b"<*>")
+        && !(s[0] == b'<' && is_value_run(s))
 }
 
 /// A slot holding a run of values, units included (`<*> bytes (<*> KB)`, `<<*> sec`).
@@ -3086,6 +3100,16 @@ mod tests {
             .collect();
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert_eq!(distinct_templates(&lines), 2);
+        // Three such states, each repeated before the next appears: enough values, but not
+        // rare ones.
+        let lines: Vec<String> = (0..30)
+            .map(|i| {
+                let mode = ["read-only", "read-write", "no-access"][i / 10];
+                format!("volume {i} mounted {mode}")
+            })
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(distinct_templates(&lines), 3);
     }
 
     #[test]
@@ -3093,6 +3117,15 @@ mod tests {
         assert!(one_template(&[
             "watch of *core.Pod closed",
             "watch of *core.Secret closed",
+        ]));
+        // Image references with a tag, and names inside escaped quotes.
+        assert!(one_template(&[
+            "pulling image ghcr.io/acme/api:v2 for pod",
+            "pulling image docker.io/library/nginx:1.27 for pod",
+        ]));
+        assert!(one_template(&[
+            r#"msg="pulled image \"ghcr.io/acme/api\" in 3s""#,
+            r#"msg="pulled image \"quay.io/org/web\" in 3s""#,
         ]));
     }
 

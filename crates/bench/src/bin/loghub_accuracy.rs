@@ -366,6 +366,9 @@ fn main() -> anyhow::Result<()> {
                         if flags.contains(&k) && v > 1 {
                             anyhow::bail!("--set {k}= takes 0 or 1");
                         }
+                        if !flags.contains(&k) && !(1..=1_000_000).contains(&v) {
+                            anyhow::bail!("--set {k}= takes a count from 1 to 1000000");
+                        }
                         set(&mut tuning, k, v);
                         overridden = true;
                     }
