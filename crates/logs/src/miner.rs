@@ -942,7 +942,11 @@ impl TemplateMiner {
                 let offset = token.as_ptr() as usize - message.as_ptr() as usize;
                 if token.first().copied().and_then(closer).is_some() {
                     quote_end = quoted_string_end(message, offset, token.len());
-                    run = 0;
+                    // A quoted token or a joined span is no part of a run of values;
+                    // `(0.5 KB)` still is.
+                    if quote_end > 0 || matches!(token.first(), Some(b'"' | b'\'')) {
+                        run = 0;
+                    }
                 } else if quotes
                     && let Some(eq) = memchr::memchr(b'=', token)
                     && matches!(token.get(eq + 1), Some(b'"' | b'\''))
@@ -1855,6 +1859,12 @@ fn variants_needed(
     if (masked(own) && is_identifier(other)) || (masked(other) && is_identifier(own)) {
         return (2, false, false);
     }
+    // A command or path in parentheses, joined into one slot (`(run-parts <*>)`), against
+    // another or a masked value (`(<*>)`).
+    let joined = |s: &[u8]| s.starts_with(b"(") && s.ends_with(b")") && s.contains(&b' ');
+    if (joined(own) && (joined(other) || masked(other))) || (joined(other) && masked(own)) {
+        return (2, false, false);
+    }
     // One name numbered differently (`eth0`/`eth1`, `node1`/`node12`) is one kind of value
     // when its values are rare; different names that happen to end in a digit (`alt0`,
     // `ee0`) are not.
@@ -2066,6 +2076,7 @@ fn closer(open: u8) -> Option<u8> {
         b'"' => Some(b'"'),
         b'\'' => Some(b'\''),
         b'[' => Some(b']'),
+        b'(' => Some(b')'),
         _ => None,
     }
 }
@@ -2075,7 +2086,8 @@ fn closer(open: u8) -> Option<u8> {
 /// bytes, at the end of a word. A quoted string may hold anything (`"Mozilla/5.0 (X11;
 /// Linux x86_64)"`, `'feature/new login'`) but a request line (`"GET /v1/a HTTP/1.1"`: a
 /// method in capitals first), which is structure whose parts are compared one by one; a list
-/// is items separated by commas (`[alpha, beta]`), not a bracketed prefix (`[task 12]`).
+/// is items separated by commas (`[alpha, beta]`), not a bracketed prefix (`[task 12]`); a
+/// parenthesised span is one value when it holds a path (`(run-parts /etc/cron.hourly)`).
 fn quoted_string_end(message: &[u8], offset: usize, len: usize) -> usize {
     let token = &message[offset..offset + len];
     let Some((&open, inner)) = token.split_first() else {
@@ -2100,6 +2112,12 @@ fn quoted_string_end(message: &[u8], offset: usize, len: usize) -> usize {
     if open == b'[' {
         // Items, no nested list.
         if body.contains(&b'[') {
+            return 0;
+        }
+    } else if open == b'(' {
+        // A command or path in parentheses (`(run-parts /etc/cron.hourly)`), not a remark
+        // (`(Lifecycle Event)`, `(Got timeout reading communication packets)`).
+        if body.contains(&b'(') || !(inner.contains(&b'/') || body.contains(&b'/')) {
             return 0;
         }
     } else {
@@ -3152,6 +3170,25 @@ mod tests {
         let text = m.resolve(a[1].id).map(Template::text).unwrap_or_default();
         assert!(!text.contains("<<*>"), "{text}");
         assert_eq!(a[0].id, a[1].id);
+    }
+
+    #[test]
+    fn a_command_in_parentheses_is_one_value() {
+        assert!(one_template(&[
+            "(root) CMD (run-parts /etc/cron.hourly)",
+            "(root) CMD (/usr/lib/sa/sa1 1 1)",
+            "(root) CMD (run-parts /etc/cron.daily)",
+        ]));
+        // A remark in parentheses is not joined, nor is a size's unit taken from its run.
+        let (m, a) = mine(&[
+            "VM Started (Lifecycle Event)",
+            "VM Paused (Lifecycle Event)",
+        ]);
+        assert_eq!(m.template(a[0].index).map(Template::len), Some(4));
+        assert!(one_template(&[
+            "copied 512 bytes (0.5 KB) in 3 ms",
+            "copied 12 bytes in 1 ms",
+        ]));
     }
 
     #[test]
