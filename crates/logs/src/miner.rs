@@ -1859,6 +1859,18 @@ fn variants_needed(
     if (masked(own) && is_identifier(other)) || (masked(other) && is_identifier(own)) {
         return (2, false, false);
     }
+    // A host or node name the masking cut (`tbird-<*>`) against one it left whole (`bn1`):
+    // a name with a number against a name with a masked number.
+    let numbered = |s: &[u8]| {
+        let (_, core, _) = trim_wrappers(s);
+        core.first().is_some_and(u8::is_ascii_alphabetic)
+            && core.iter().any(u8::is_ascii_digit)
+            && core.iter().all(u8::is_ascii_alphanumeric)
+    };
+    let cut = |s: &[u8]| value_like(s) && s.first().is_some_and(u8::is_ascii_alphabetic);
+    if pos > 0 && ((cut(own) && numbered(other)) || (cut(other) && numbered(own))) {
+        return (2, false, false);
+    }
     // A command or path in parentheses, joined into one slot (`(run-parts <*>)`), against
     // another or a masked value (`(<*>)`).
     let joined = |s: &[u8]| s.starts_with(b"(") && s.ends_with(b")") && s.contains(&b' ');
@@ -3188,6 +3200,20 @@ mod tests {
         assert!(one_template(&[
             "copied 512 bytes (0.5 KB) in 3 ms",
             "copied 12 bytes in 1 ms",
+        ]));
+    }
+
+    #[test]
+    fn a_name_the_masking_cut_is_one_kind_with_a_numbered_name() {
+        // `tbird-admin1` masks to `tbird-<*>`, `bn1` stays whole: both are server names.
+        assert!(one_template(&[
+            "nfs: server tbird-admin1 not responding, still trying",
+            "nfs: server bn1 not responding, still trying",
+        ]));
+        // Different names that end in a digit, with no masked one among them, stay apart.
+        assert!(all_apart(&[
+            "component alt0 state changed",
+            "component ee0 state changed",
         ]));
     }
 
