@@ -17,12 +17,12 @@ rnd = random.Random(7)
 H = "0123456789abcdef"
 
 
-def hexid(n):
-    return "".join(rnd.choice(H) for _ in range(n))
+def hexid(n, r=rnd):
+    return "".join(r.choice(H) for _ in range(n))
 
 
-def ip():
-    return f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"
+def ip(r=rnd):
+    return f"10.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
 
 
 def uuid():
@@ -162,10 +162,10 @@ def small_vocabularies(lines):
     r = random.Random(23)
 
     def hx(n):
-        return "".join(r.choice(H) for _ in range(n))
+        return hexid(n, r)
 
     def addr():
-        return f"10.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
+        return ip(r)
 
     def podn():
         return f"{r.choice(['web', 'api', 'worker'])}-{hx(9)}-{hx(5)}"
@@ -207,7 +207,7 @@ def vocabularies_over_time(lines):
     r = random.Random(31)
 
     def addr():
-        return f"10.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}"
+        return ip(r)
 
     def name():
         return f"{r.choice(['web', 'api', 'worker'])}-{''.join(r.choice('bcdfghjklmnpqrstvwxz2456789') for _ in range(5))}"

@@ -35,6 +35,14 @@ fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
     p50
 }
 
+/// Prints how much longer than running the command directly (`direct`) a path took (p50).
+fn overhead(name: &str, p50: Duration, direct: Duration) {
+    println!(
+        "{name:<32} p50 {:>7.2} ms",
+        p50.saturating_sub(direct).as_secs_f64() * 1000.0
+    );
+}
+
 fn time(runs: usize, mut once: impl FnMut() -> bool) -> Option<Vec<Duration>> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -119,11 +127,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     };
     let library = report("Sandbox::run(/bin/true)", library);
-    println!(
-        "{:<32} p50 {:>7.2} ms",
-        "overhead (library)",
-        (library.saturating_sub(direct)).as_secs_f64() * 1000.0
-    );
+    overhead("overhead (library)", library, direct);
 
     if let Some(opsloop) = &opsloop {
         // The agent's path: a caller with threads executes the helper (opsloop) afresh
@@ -146,11 +150,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         };
         let agent = report("Sandbox::run, threaded caller", agent);
-        println!(
-            "{:<32} p50 {:>7.2} ms",
-            "overhead (agent's path)",
-            (agent.saturating_sub(direct)).as_secs_f64() * 1000.0
-        );
+        overhead("overhead (agent's path)", agent, direct);
         let cli = time(runs, || {
             Command::new(opsloop)
                 .args(["heal", "sandbox", "--", "/bin/true"])
@@ -163,11 +163,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         };
         let cli = report("opsloop heal sandbox -- /bin/true", cli);
-        println!(
-            "{:<32} p50 {:>7.2} ms",
-            "overhead (command line)",
-            (cli.saturating_sub(direct)).as_secs_f64() * 1000.0
-        );
+        overhead("overhead (command line)", cli, direct);
     }
     ExitCode::SUCCESS
 }
