@@ -336,6 +336,16 @@ fn mask_segment(seg: &[u8], out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(seg);
         return false;
     }
+    // A number behind a sigil keeps the sigil (`*64`, `#3`): a note or an ordinal, not any
+    // number.
+    if let [sigil @ (b'*' | b'#'), digits @ ..] = seg
+        && !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+    {
+        out.push(*sigil);
+        out.extend_from_slice(WILDCARD);
+        return true;
+    }
     // An identifier with digits inside it (`jk2_init`, `EXT4-fs`, `log4j`) is a name: it starts
     // and ends with a letter and holds no hash-like run of hex.
     if seg.len() >= 4
@@ -643,6 +653,10 @@ mod tests {
         assert_eq!(shape("(uid=0)"), "(uid=<*>)");
         assert_eq!(shape("core.1234"), "core.<*>");
         assert_eq!(shape("node-17"), "node-<*>");
+        // A number behind a sigil keeps it: a note (`*64`, a 64-bit process) or an ordinal.
+        assert_eq!(shape("*64"), "*<*>");
+        assert_eq!(shape("#3"), "#<*>");
+        assert_eq!(shape("#3:"), "#<*>:");
     }
 
     #[test]

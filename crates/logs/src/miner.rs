@@ -10,6 +10,10 @@
 //!    matches anything; what decides a merge is how many *constant* words disagree, weighed by
 //!    where they are (the first word names the event far more often than the last).
 //!
+//! Templates of different lengths are compared in one case only: a note some messages of
+//! an event carry and others lack (`chrome.exe *64 - ...`, [`is_annotation`]) leaves two
+//! templates one token apart, and those are folded into the shorter.
+//!
 //! Template ids are the hash of the first skeleton a template was created from, so reruns and
 //! other hosts that see the same messages get the same ids, and a template keeps its id while it
 //! generalises. Memory is bounded: at most `max_templates` live templates holding at most
@@ -262,6 +266,10 @@ pub struct Tuning {
     /// Distinct rare values that make a slot of compound words of letters only
     /// (`billing-consumers`, `read-only`) a variable ([`COMPOUND_VARIANTS`]).
     pub compound_variants: usize,
+    /// A note some messages of an event carry after a token and others lack (`*64`, `(<*>)`,
+    /// [`is_annotation`]) does not make another event: templates one token apart, the longer
+    /// with a note where the shorter has none, are one.
+    pub annotations: bool,
 }
 
 impl Default for Tuning {
@@ -289,6 +297,7 @@ impl Default for Tuning {
             dotted_names: true,
             quoted_word_variants: QUOTED_WORD_VARIANTS,
             compound_variants: COMPOUND_VARIANTS,
+            annotations: true,
         }
     }
 }
@@ -510,6 +519,9 @@ pub struct Template {
     prose_bits: u64,
     /// Variable slots whose values all start with a `key=` ([`Frame::key`]).
     keyed: u32,
+    /// A constant slot after the first holds a note ([`is_annotation`]); set when the
+    /// template is made, counted in [`TemplateMiner::annotated_by_len`] while it lives.
+    annotated: bool,
     /// Creation order (saved with the state): of several templates a message fits, the
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
     /// restored miner chooses as the one that saved it.
@@ -730,6 +742,10 @@ pub struct TemplateMiner {
     parameter_words: ParameterWords,
     /// The next template's [`Template::seq`].
     next_seq: u64,
+    /// Live templates with [`Template::annotated`] set, by length: only lengths with some
+    /// are searched for a template one token longer that is one event with another.
+    annotated_by_len: FxHashMap<usize, u32>,
+    fold_scratch: Vec<u32>,
     // Scratch, reused for every message.
     shapes: Vec<u8>,
     spans: Vec<(u32, u32)>,
@@ -770,6 +786,8 @@ impl TemplateMiner {
             clock: 0,
             evicted: 0,
             parameter_words: ParameterWords::default(),
+            annotated_by_len: FxHashMap::default(),
+            fold_scratch: Vec::new(),
             next_seq: 0,
             shapes: Vec::with_capacity(1024),
             spans: Vec::with_capacity(64),
@@ -958,7 +976,12 @@ impl TemplateMiner {
             }
             let masked = mask_token(token, &mut self.shapes);
             // Only a masked token can be a value (most tokens are plain words: no scan).
-            let value = runs && masked && is_value_shape(&self.shapes[start..]);
+            // A number behind a sigil is not: that note may be missing from the next message,
+            // the dash after it may not (`chrome.exe *64 - ...`).
+            let value = runs
+                && masked
+                && is_value_shape(&self.shapes[start..])
+                && !matches!(&self.shapes[start..], [b'*' | b'#', rest @ ..] if rest == WILDCARD);
             // An empty value (`()`, `-`) or a unit after a value is part of it:
             // `from 10.0.0.1 ()`, `3 ms`.
             if run > 0 && (value || (!masked && (is_empty_value(token) || is_unit_word(token)))) {
@@ -1109,6 +1132,7 @@ impl TemplateMiner {
                             s.as_bytes(),
                             token,
                             pos,
+                            t.slots.len(),
                             &tuning,
                             &self.parameter_words,
                         ),
@@ -1176,6 +1200,8 @@ impl TemplateMiner {
                     self.reindex(index, pos);
                 }
                 self.absorb_fitting(index);
+                // Templates a note apart are one event, now that this one varies more.
+                let index = self.fold_across_lengths(index);
                 generalised = true;
                 if newly_variable.len() == diff.len() {
                     fit = Some(index);
@@ -1186,8 +1212,27 @@ impl TemplateMiner {
         self.candidate_scratch = candidates;
         self.diff_positions = positions;
         self.diff_ranges = diffs;
+        if fit.is_none() && self.config.tuning.annotations {
+            fit = self.fit_without_annotation();
+        }
+        // The message lines up with its template slot by slot (a note taken out, or none);
+        // not when its template was folded into one a note shorter just now.
+        let aligned = |t: &Template, spans: &[(u32, u32)]| t.slots.len() == spans.len();
         let assignment = match fit {
+            Some(index) if !aligned(&self.templates[index as usize], &self.spans) => {
+                let t = &mut self.templates[index as usize];
+                t.count = t.count.saturating_add(1);
+                t.last_used = self.clock;
+                t.referenced = true;
+                Assignment {
+                    index,
+                    id: t.id,
+                    created: false,
+                    generalised,
+                }
+            }
             Some(index) => {
+                let n = self.spans.len();
                 let tokens: Vec<String> = (0..n)
                     .map(|i| String::from_utf8_lossy(self.token(i)).into_owned())
                     .collect();
@@ -1219,7 +1264,18 @@ impl TemplateMiner {
                     generalised,
                 }
             }
-            None => self.create(key),
+            None => {
+                let created = self.create(key);
+                match self.fold_across_lengths(created.index) {
+                    index if index == created.index => created,
+                    index => Assignment {
+                        index,
+                        id: self.templates[index as usize].id,
+                        created: false,
+                        generalised: true,
+                    },
+                }
+            }
         };
         self.enforce_byte_budget(assignment.index);
         if self.skeletons.len() >= self.config.max_skeletons {
@@ -1434,6 +1490,194 @@ impl TemplateMiner {
         }
     }
 
+    /// A template one token shorter that the current message fits once one of its notes
+    /// ([`is_annotation`], not the first token) is taken out: `chrome.exe *64 - ...` fits
+    /// `<*> - ...`. When one does, the note stays out of the message in hand (its tokens then
+    /// line up with the template's slots).
+    fn fit_without_annotation(&mut self) -> Option<u32> {
+        let n = self.spans.len();
+        if n < 3 {
+            return None;
+        }
+        let mut candidates = std::mem::take(&mut self.fold_scratch);
+        let mut fit = None;
+        let notes = (1..n).filter(|&d| is_annotation(self.token(d)));
+        let notes: Vec<usize> = notes.take(MAX_ANNOTATIONS).collect();
+        for d in notes {
+            let span = self.spans.remove(d);
+            let hash = self.token_hashes.remove(d);
+            let run = self.token_runs.remove(d);
+            self.candidates(n - 1, &mut candidates);
+            fit = candidates
+                .iter()
+                .copied()
+                .find(|&i| self.fits(&self.templates[i as usize]));
+            if fit.is_some() {
+                break;
+            }
+            self.spans.insert(d, span);
+            self.token_hashes.insert(d, hash);
+            self.token_runs.insert(d, run);
+        }
+        self.fold_scratch = candidates;
+        fit
+    }
+
+    /// Folds templates one token apart that are one event, the longer having a note
+    /// ([`is_annotation`]) where the shorter has none, into the shorter: `index` into a
+    /// shorter one, or longer ones into `index`. The shorter widens where the longer varies;
+    /// the folded ids become aliases. Returns the template that now holds what `index` held.
+    fn fold_across_lengths(&mut self, index: u32) -> u32 {
+        if !self.config.tuning.annotations {
+            return index;
+        }
+        let m = self.templates[index as usize].slots.len();
+        let mut found = std::mem::take(&mut self.fold_scratch);
+        // `index` is the longer: a shorter template lacks one of its notes.
+        if self.templates[index as usize].annotated && m >= 3 {
+            let notes: Vec<usize> = annotations(&self.templates[index as usize].slots).collect();
+            for d in notes {
+                // The shorter template's first slots, as `index` would have them.
+                let keys = self.keys_across(index, m - 1, |q| Some(if q < d { q } else { q + 1 }));
+                self.indexed(m - 1, &keys, &mut found);
+                if let Some(&short) = found
+                    .iter()
+                    .find(|&&s| s != index && self.fits_across(index, d, s))
+                {
+                    self.fold_scratch = found;
+                    self.fold_annotated(index, d, short);
+                    return short;
+                }
+            }
+        }
+        // `index` is the shorter: longer templates carry a note it lacks (before or after
+        // its first constant slot).
+        if self.annotated_by_len.get(&(m + 1)).is_some_and(|&c| c > 0) {
+            let mut keys = self.keys_across(index, m + 1, Some);
+            keys.extend(self.keys_across(index, m + 1, |q| q.checked_sub(1)));
+            self.indexed(m + 1, &keys, &mut found);
+            for &long in &found {
+                if long == index || !self.templates[long as usize].annotated {
+                    continue;
+                }
+                let notes: Vec<usize> = annotations(&self.templates[long as usize].slots).collect();
+                if let Some(d) = notes
+                    .into_iter()
+                    .find(|&d| self.fits_across(long, d, index))
+                {
+                    self.fold_annotated(long, d, index);
+                }
+            }
+        }
+        self.fold_scratch = found;
+        index
+    }
+
+    /// Index keys under which a template of length `len` that is one event with the template
+    /// at `index` is filed: its slot `q` is the one `index` has at `at(q)` (none: no slot
+    /// there), for the first `q` where that is constant (that very token, or a variable).
+    fn keys_across(
+        &self,
+        index: u32,
+        len: usize,
+        at: impl Fn(usize) -> Option<usize>,
+    ) -> Vec<(u64, usize)> {
+        let t = &self.templates[index as usize];
+        (0..len.min(INDEXED))
+            .find_map(|q| match at(q).map(|p| (p, t.slots.get(p))) {
+                Some((p, Some(Slot::Exact(_)))) => Some((q, t.hashes.get(p).copied()?)),
+                _ => None,
+            })
+            .map(|(q, hash)| {
+                vec![
+                    (slot_key(len, q, hash), q),
+                    (slot_key(len, q, ANY_TOKEN), q),
+                ]
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the template at `long`, its note at `d` taken out, and the one at `short` are
+    /// one event: each constant slot of either is the other's constant or a value of its
+    /// variable, and `short` keeps at least half its slots constant where `long` varies.
+    fn fits_across(&self, long: u32, d: usize, short: u32) -> bool {
+        let (l, s) = (
+            &self.templates[long as usize],
+            &self.templates[short as usize],
+        );
+        if !l.live || !s.live || l.slots.len() != s.slots.len() + 1 {
+            return false;
+        }
+        let mut widened = 0;
+        for (i, b) in s.slots.iter().enumerate() {
+            let Some(a) = l.slots.get(if i < d { i } else { i + 1 }) else {
+                return false;
+            };
+            let one = match (a, b) {
+                (Slot::Exact(x), Slot::Exact(y)) => x == y,
+                (Slot::Any(f), Slot::Exact(y)) => {
+                    widened += 1;
+                    f.admits(y.as_bytes())
+                }
+                (Slot::Exact(x), Slot::Any(g)) => g.admits(x.as_bytes()),
+                (Slot::Any(f), Slot::Any(g)) => f.key() == g.key(),
+            };
+            if !one {
+                return false;
+            }
+        }
+        (s.exact as usize).saturating_sub(widened) * 2 >= s.slots.len()
+    }
+
+    /// Folds the template at `long` into the one at `short` ([`TemplateMiner::fits_across`]).
+    fn fold_annotated(&mut self, long: u32, d: usize, short: u32) {
+        let widen: Vec<(usize, Frame)> = {
+            let (l, s) = (
+                &self.templates[long as usize],
+                &self.templates[short as usize],
+            );
+            s.slots
+                .iter()
+                .enumerate()
+                .filter_map(
+                    |(i, b)| match (l.slots.get(if i < d { i } else { i + 1 }), b) {
+                        (Some(Slot::Any(f)), Slot::Exact(y)) => Some((i, f.narrowed(y.as_bytes()))),
+                        _ => None,
+                    },
+                )
+                .collect()
+        };
+        let (count, last, id) = {
+            let l = &self.templates[long as usize];
+            (l.count, l.last_used, l.id)
+        };
+        let t = &mut self.templates[short as usize];
+        t.count = t.count.saturating_add(count);
+        t.last_used = t.last_used.max(last);
+        t.referenced = true;
+        for (i, frame) in &widen {
+            t.slots[*i] = Slot::Any(frame.clone());
+            if let Some(h) = t.hashes.get_mut(*i) {
+                *h = ANY_TOKEN;
+            }
+            t.variants.retain(|(p, _)| *p as usize != *i);
+        }
+        if !widen.is_empty() {
+            t.generation += 1;
+            t.render();
+        }
+        let into = t.id;
+        self.add_alias(id, into);
+        self.retire(long);
+        self.recount(short);
+        for &(i, _) in widen.iter().filter(|(i, _)| *i < INDEXED) {
+            self.reindex(short, i);
+        }
+        if !widen.is_empty() {
+            self.absorb_fitting(short);
+        }
+    }
+
     fn create(&mut self, key: u64) -> Assignment {
         if self.live >= self.config.max_templates {
             self.evict_lru(None);
@@ -1458,6 +1702,7 @@ impl TemplateMiner {
             prose: 0,
             prose_bits: 0,
             keyed: 0,
+            annotated: false,
             bytes: 0,
         };
         self.next_seq = self.next_seq.saturating_add(1);
@@ -1466,6 +1711,10 @@ impl TemplateMiner {
         t.bytes = t.footprint();
         self.template_bytes += t.bytes;
         let n = t.slots.len();
+        t.annotated = annotations(&t.slots).next().is_some();
+        if t.annotated {
+            *self.annotated_by_len.entry(n).or_default() += 1;
+        }
         let index = match self.free.pop() {
             Some(i) => {
                 // Keep the slot's generation moving so stale cache entries never match.
@@ -1585,7 +1834,6 @@ impl TemplateMiner {
             );
             return;
         }
-        let limit = MAX_CANDIDATES;
         let mut keys = [(0u64, 0usize); 2 * INDEXED];
         let mut lists = 0;
         for p in 0..n.min(INDEXED) {
@@ -1594,25 +1842,38 @@ impl TemplateMiner {
                 break;
             };
             for key in [slot_key(n, p, hash), slot_key(n, p, ANY_TOKEN)] {
-                if keys[..lists].iter().any(|&(k, _)| k == key) {
-                    continue;
+                if !keys[..lists].iter().any(|&(k, _)| k == key) {
+                    keys[lists] = (key, p);
+                    lists += 1;
                 }
-                let Some(list) = self.index.get_mut(&key) else {
-                    continue;
-                };
-                let templates = &self.templates;
-                let live = list.live_prefix(
-                    |seq, i| {
-                        templates.get(i as usize).is_some_and(|t| {
-                            t.live && t.seq == seq && t.slots.len() == n && t.keys[p] == key
-                        })
-                    },
-                    limit,
-                );
-                self.index_entries = self.index_entries.saturating_sub(live.1);
-                keys[lists] = (key, live.0);
-                lists += 1;
             }
+        }
+        self.indexed(n, &keys[..lists], out);
+    }
+
+    /// The oldest live templates of length `n` filed under any of `wanted` (index keys, each
+    /// with the position it is a key of), at most [`MAX_CANDIDATES`], into `out`.
+    fn indexed(&mut self, n: usize, wanted: &[(u64, usize)], out: &mut Vec<u32>) {
+        out.clear();
+        let limit = MAX_CANDIDATES;
+        let mut keys = [(0u64, 0usize); 2 * INDEXED];
+        let mut lists = 0;
+        for &(key, p) in wanted.iter().take(2 * INDEXED) {
+            let Some(list) = self.index.get_mut(&key) else {
+                continue;
+            };
+            let templates = &self.templates;
+            let live = list.live_prefix(
+                |seq, i| {
+                    templates.get(i as usize).is_some_and(|t| {
+                        t.live && t.seq == seq && t.slots.len() == n && t.keys.get(p) == Some(&key)
+                    })
+                },
+                limit,
+            );
+            self.index_entries = self.index_entries.saturating_sub(live.1);
+            keys[lists] = (key, live.0);
+            lists += 1;
         }
         // Merge the sorted prefixes, oldest first; a template listed under two keys comes
         // up twice in a row and is taken once.
@@ -1647,6 +1908,11 @@ impl TemplateMiner {
     /// Takes a template out of service (evicted or folded into another) and frees its slot.
     fn retire(&mut self, index: u32) {
         let t = &mut self.templates[index as usize];
+        if std::mem::take(&mut t.annotated)
+            && let Some(count) = self.annotated_by_len.get_mut(&t.slots.len())
+        {
+            *count = count.saturating_sub(1);
+        }
         t.live = false;
         t.generation = t.generation.wrapping_add(1);
         // A retired slot holds nothing until it is reused: what the budget counted is freed.
@@ -1788,6 +2054,7 @@ impl TemplateMiner {
                 prose: 0,
                 prose_bits: 0,
                 keyed: 0,
+                annotated: false,
                 bytes: 0,
             };
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
@@ -1819,6 +2086,10 @@ impl TemplateMiner {
                 continue;
             }
             self.template_bytes += t.bytes;
+            t.annotated = annotations(&t.slots).next().is_some();
+            if t.annotated {
+                *self.annotated_by_len.entry(t.slots.len()).or_default() += 1;
+            }
             let index = self.templates.len() as u32;
             self.by_id.insert(id, index);
             self.by_len.entry(t.slots.len()).or_default().push(index);
@@ -1845,6 +2116,7 @@ fn variants_needed(
     own: &[u8],
     other: &[u8],
     pos: usize,
+    len: usize,
     tuning: &Tuning,
     parameter_words: &ParameterWords,
 ) -> (usize, bool, bool) {
@@ -1900,7 +2172,10 @@ fn variants_needed(
         return (tuning.quoted_variants, false, false);
     }
     // A dotted or slashed name (`com.android.phone`, `nginx.service`, `team/app`) is a
-    // package, unit, file or path name: a parameter, whichever event it appears in.
+    // package, unit, file or path name: a parameter, whichever event it appears in. Leading
+    // a message, two of them are one only given the context a long message has
+    // (`chrome.exe - ... open through proxy ...`); a short one's first token names it
+    // (`rpc.idmapd startup succeeded`).
     // Two compound names with a digit (`tbird-admin1`, `etl_2`) are two names of things,
     // too. Compounds of letters only may be states (`read-only` / `read-write`) as well as
     // names (`billing-consumers` / `search-indexer`): they need `compound_variants` rare
@@ -1909,7 +2184,7 @@ fn variants_needed(
     let dotted = |a: &[u8], b: &[u8]| {
         let (a, b) = after_common_prefix(a, b);
         tuning.dotted_names
-            && pos > 0
+            && (pos > 0 || (len >= tuning.head_context && is_dotted(a) && is_dotted(b)))
             && (is_dotted(a)
                 || is_dotted(b)
                 || (is_compound(a) && is_compound(b) && (digits(a) || digits(b))))
@@ -1997,6 +2272,40 @@ fn is_verb_form(shape: &[u8]) -> bool {
             .iter()
             .any(|b| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u' | b'y'))
 }
+
+/// Whether `shape` is a note on the token before it rather than a word of the message: a
+/// number behind a sigil (`*64`, `#3`, `+2`) or a name or value wrapped whole in brackets
+/// (`(<*>)`, `[<*>]`, `(Alarm)`). Some messages of an event carry such a note and others do
+/// not (`chrome.exe *64 - ...` beside `chrome.exe - ...`: a 64-bit process).
+fn is_annotation(shape: &[u8]) -> bool {
+    match shape {
+        [b'*' | b'#' | b'+', rest @ ..] => rest == WILDCARD,
+        [b'(', inner @ .., b')'] | [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner.iter().all(|&b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'<' | b'*' | b'>' | b'.' | b'-' | b'_')
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Positions of the constant slots after the first that hold a note ([`is_annotation`]), at
+/// most [`MAX_ANNOTATIONS`].
+fn annotations(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
+    slots
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, s)| matches!(s, Slot::Exact(s) if is_annotation(s.as_bytes())))
+        .map(|(d, _)| d)
+        .take(MAX_ANNOTATIONS)
+}
+
+/// Notes per message or template tried as absent ([`is_annotation`]): each try is a
+/// candidate search, so a message of many notes costs no more than one of two.
+const MAX_ANNOTATIONS: usize = 2;
 
 /// A token that the masking replaced whole (`<*>`, `(<*>)`), punctuation around it aside.
 fn is_masked_whole(s: &[u8]) -> bool {
@@ -3209,6 +3518,95 @@ mod tests {
         assert!(all_apart(&[
             "component alt0 state changed",
             "component ee0 state changed",
+        ]));
+    }
+
+    #[test]
+    fn a_note_some_messages_lack_is_one_event() {
+        let short = "chrome.exe - a.example.com:443 open through proxy gw.example.edu:5070 HTTPS";
+        let long =
+            "chrome.exe *64 - b.example.com:443 open through proxy gw.example.edu:5070 HTTPS";
+        // Either comes first.
+        assert!(one_template(&[short, long]));
+        assert!(one_template(&[long, short]));
+        let (m, a) = mine(&[long, short, long]);
+        assert!(same_template(&m, &a[0], &a[1]) && same_template(&m, &a[1], &a[2]));
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            m.resolve(a[0].id).map(Template::count),
+            Some(3),
+            "the folded template's messages are counted"
+        );
+        // A template that varies where the other is constant: the shorter widens there,
+        // whichever generalised first.
+        let mut lines = vec![
+            "svchost.exe *64 - a.example.com:443 error : Could not connect to proxy gw.example.edu:5070".to_string(),
+        ];
+        for p in [
+            "chrome.exe",
+            "Teams.exe",
+            "firefox.exe",
+            "slack.exe",
+            "git.exe",
+        ] {
+            lines.push(format!(
+                "{p} - b.example.com:443 error : Could not connect to proxy gw.example.edu:5070"
+            ));
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(one_template(&lines));
+        let mut reversed = lines.clone();
+        reversed.reverse();
+        assert!(one_template(&reversed));
+        // A value in brackets is a note too: `Wake reason: RTC (Alarm)`.
+        assert!(one_template(&[
+            "Wake reason: RTC (Alarm) after sleep of 5 min",
+            "Wake reason: RTC after sleep of 7 min",
+        ]));
+        // Not any extra token: a bare value, a field or a word is another event.
+        assert!(all_apart(&[
+            "authentication failure; logname= uid=0 euid=0 tty=ssh rhost=10.0.0.1",
+            "authentication failure; logname= uid=0 euid=0 tty=ssh rhost=10.0.0.1 user=root",
+        ]));
+        assert!(all_apart(&[
+            "worker 3 finished the nightly task",
+            "worker 3 finished the nightly task 7",
+            "worker 3 finished the nightly task again",
+        ]));
+        // Nor the first token.
+        assert!(all_apart(&[
+            "#3 worker finished task",
+            "worker finished task"
+        ]));
+    }
+
+    #[test]
+    fn a_note_is_restored_and_stays_resolvable() {
+        let long =
+            "chrome.exe *64 - b.example.com:443 open through proxy gw.example.edu:5070 HTTPS";
+        let short = "chrome.exe - a.example.com:443 open through proxy gw.example.edu:5070 HTTPS";
+        let (m, a) = mine(&[long, short]);
+        let mut restored = TemplateMiner::default();
+        assert!(restored.restore(m.snapshot()).is_ok());
+        let id = restored.resolve(a[0].id).map(Template::id);
+        assert!(id.is_some());
+        assert_eq!(id, restored.resolve(a[1].id).map(Template::id));
+        let again = restored.add(long);
+        assert_eq!(Some(again.id), id);
+        assert_eq!(restored.len(), 1);
+    }
+
+    #[test]
+    fn a_program_name_leading_a_long_message_is_a_parameter() {
+        // A file name leads the message: two of them are a variable, given context.
+        assert!(one_template(&[
+            "OneDrive.exe - a.example.com:443 error : A connection request was canceled",
+            "firefox.exe - b.example.com:443 error : A connection request was canceled",
+        ]));
+        // A short message's dotted first token is still its name.
+        assert!(all_apart(&[
+            "rpc.idmapd startup succeeded",
+            "rpc.statd startup succeeded",
         ]));
     }
 

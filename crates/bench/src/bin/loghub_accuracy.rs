@@ -214,6 +214,7 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("dotted_names", vec![0, 1]),
         ("quoted_word_variants", vec![2, 3, 4, 5, 6]),
         ("compound_variants", vec![2, 3, 4, 5, 6]),
+        ("annotations", vec![0, 1]),
     ]
 }
 
@@ -241,6 +242,7 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "dotted_names" => usize::from(t.dotted_names),
         "quoted_word_variants" => t.quoted_word_variants,
         "compound_variants" => t.compound_variants,
+        "annotations" => usize::from(t.annotations),
         _ => 0,
     }
 }
@@ -269,6 +271,7 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "dotted_names" => t.dotted_names = v != 0,
         "quoted_word_variants" => t.quoted_word_variants = v,
         "compound_variants" => t.compound_variants = v,
+        "annotations" => t.annotations = v != 0,
         _ => {}
     }
 }
