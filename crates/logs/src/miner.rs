@@ -604,22 +604,28 @@ impl Template {
             p == 0
                 && self.slots.len() < tuning.head_context
                 && !(tuning.head_identifiers
-                    && matches!(self.slots.first(), Some(Slot::Exact(s)) if is_identifier(s.as_bytes())))
+                    && matches!(self.slots.first(), Some(Slot::Exact(s)) if may_vary_first(s.as_bytes())))
         }) {
             return false;
         }
-        // Only constant slots generalise, and at least half the slots stay constant.
+        // Only constant slots generalise, and at least half the slots stay constant (a value
+        // joined from several tokens, `(run-parts /etc/cron.hourly)`, was one already).
         let mut changing = 0;
+        let mut joined = 0;
         for &p in positions {
             match self.slots.get(p) {
-                Some(Slot::Exact(_)) if p < 64 => {
-                    changing += usize::from(self.prose_bits & (1 << p) != 0);
+                Some(Slot::Exact(s)) => {
+                    changing += usize::from(if p < 64 {
+                        self.prose_bits & (1 << p) != 0
+                    } else {
+                        is_prose_word(s.as_bytes())
+                    });
+                    joined += usize::from(s.contains(' '));
                 }
-                Some(Slot::Exact(s)) => changing += usize::from(is_prose_word(s.as_bytes())),
                 _ => return false,
             }
         }
-        if (self.exact as usize).saturating_sub(positions.len()) * 2 < self.slots.len() {
+        if (self.exact as usize).saturating_sub(positions.len() - joined) * 2 < self.slots.len() {
             return false;
         }
         if tuning.keep_prose {
@@ -1125,7 +1131,7 @@ impl TemplateMiner {
                     // A short message's first token varies only between identifiers.
                     let short_head = pos == 0 && t.slots.len() < tuning.head_context;
                     let (needed, names, words) = match &t.slots[pos] {
-                        Slot::Exact(_) if short_head && !is_identifier(token) => {
+                        Slot::Exact(_) if short_head && !may_vary_first(token) => {
                             (usize::MAX, false, false)
                         }
                         Slot::Exact(s) => variants_needed(
@@ -2157,6 +2163,11 @@ fn variants_needed(
         // are two and repeat; interfaces and nodes are more, each seen a few times.
         return (tuning.variants, true, false);
     }
+    // Names in brackets leading a message (`(root) CMD ...`, `(nobody) CMD ...`): as quoted
+    // words are, two rare ones.
+    if pos == 0 && tuning.head_identifiers && is_bracketed_name(own) && is_bracketed_name(other) {
+        return (tuning.quoted_word_variants, true, false);
+    }
     // A quoted word (`"Liveness"`, `"readiness"`, `'tier'`) is a word: the word rules below
     // decide. What else is quoted (`"build-7f3a.local"`, `"John Smith"`, `[alpha, beta]`)
     // is a parameter.
@@ -2550,6 +2561,27 @@ fn is_prose_word(shape: &[u8]) -> bool {
         && shape[letters..]
             .iter()
             .all(|b| matches!(b, b'.' | b',' | b';' | b':' | b'!' | b'?'))
+}
+
+/// Whether a short message's first token may vary ([`Tuning::head_identifiers`]): it names
+/// a thing ([`is_identifier`]) or is a name in brackets ([`is_bracketed_name`]: the user of
+/// `(root) CMD (run-parts /etc/cron.hourly)`).
+fn may_vary_first(shape: &[u8]) -> bool {
+    is_identifier(shape) || is_bracketed_name(shape)
+}
+
+/// A lower-case name wrapped whole in parentheses or square brackets (`(root)`, `[main]`,
+/// `(nobody):`): a user, thread or worker the message is about, not what it says.
+fn is_bracketed_name(shape: &[u8]) -> bool {
+    let s = shape.strip_suffix(b":").unwrap_or(shape);
+    let inner = match s {
+        [b'(', inner @ .., b')'] | [b'[', inner @ .., b']'] => inner,
+        _ => return false,
+    };
+    inner.first().is_some_and(u8::is_ascii_lowercase)
+        && inner
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
 }
 
 /// A token that names a thing rather than saying something: letters joined by `.`, `_`, `@`,
@@ -3607,6 +3639,33 @@ mod tests {
         assert!(all_apart(&[
             "rpc.idmapd startup succeeded",
             "rpc.statd startup succeeded",
+        ]));
+    }
+
+    #[test]
+    fn a_name_in_brackets_may_lead_a_short_message() {
+        assert!(one_template(&[
+            "(root) CMD (run-parts /etc/cron.hourly)",
+            "(root) CMD (run-parts /etc/cron.daily)",
+            "(nobody) CMD (run-parts /etc/cron.hourly)",
+        ]));
+        // Both the user and the command vary: the command was one value already, so the
+        // message keeps enough constant to be one event.
+        assert!(one_template(&[
+            "(root) CMD (run-parts /etc/cron.daily)",
+            "(root) CMD (run-parts /etc/cron.hourly)",
+            "(backup) CMD (run-parts /etc/cron.hourly)",
+            "(root) CMD (/usr/lib/sa/sa1 1 1)",
+            "(root) CMD (/usr/local/bin/backup.sh --quick)",
+        ]));
+        // Levels in capitals and plain words still name the message.
+        assert!(all_apart(&[
+            "[INFO] CMD (run-parts /etc/cron.hourly)",
+            "[WARN] CMD (run-parts /etc/cron.hourly)",
+        ]));
+        assert!(all_apart(&[
+            "started CMD (run-parts /etc/cron.hourly)",
+            "(root) CMD (run-parts /etc/cron.hourly)"
         ]));
     }
 
