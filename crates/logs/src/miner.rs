@@ -2131,6 +2131,17 @@ fn variants_needed(
     if same_kind_of_value(own, other) || (is_value_run(own) && is_value_run(other)) {
         return (2, false, false);
     }
+    // Two masked values one letter or digit apart (`<*>:<*>[C]` / `<*>:<*>[D]`, a PCI pin):
+    // one kind of value spelt with a different mark.
+    if own.len() == other.len() && own.windows(3).any(|w| w == WILDCARD) {
+        let mut apart = own.iter().zip(other).filter(|(x, y)| x != y);
+        if let (Some((x, y)), None) = (apart.next(), apart.next())
+            && x.is_ascii_alphanumeric()
+            && y.is_ascii_alphanumeric()
+        {
+            return (2, false, false);
+        }
+    }
     // A value masked whole against an identifier (`<*>` and `default/web-gkqmj`: the masking
     // saw digits in one pod's name, none in the other's) is one kind of value, too.
     let masked = is_masked_whole;
@@ -3666,6 +3677,19 @@ mod tests {
         assert!(all_apart(&[
             "started CMD (run-parts /etc/cron.hourly)",
             "(root) CMD (run-parts /etc/cron.hourly)"
+        ]));
+    }
+
+    #[test]
+    fn masked_values_one_mark_apart_are_one_kind() {
+        assert!(one_template(&[
+            "ACPI: PCI interrupt 0000:02:20.3[D] -> GSI 38 (level, low) -> IRQ 187",
+            "ACPI: PCI interrupt 0000:03:10.1[C] -> GSI 21 (level, low) -> IRQ 90",
+        ]));
+        // Two marks apart they are not.
+        assert!(all_apart(&[
+            "ACPI: PCI interrupt 0000:02:20.3[AB] -> GSI 38 (level, low) -> IRQ 187",
+            "ACPI: PCI interrupt 0000:03:10.1[CD] -> GSI 21 (level, low) -> IRQ 90",
         ]));
     }
 
