@@ -137,6 +137,13 @@ pub fn mask_token(token: &[u8], out: &mut Vec<u8>) -> bool {
         }
     }
     // Whole-token forms that the delimiter split would cut into pieces.
+    if has_digit && flags & DOT != 0 && !has_slash && !has_at && is_hostname(core) {
+        // `cdn-7f.akamaiedge.net`, `ip-10-0-0-1.example.com`: one host, not `cdn-<*>`.
+        out.extend_from_slice(lead);
+        out.extend_from_slice(WILDCARD);
+        out.extend_from_slice(trail);
+        return true;
+    }
     if has_slash && (is_url(core) || is_path(core)) {
         out.extend_from_slice(lead);
         out.extend_from_slice(WILDCARD);
@@ -434,7 +441,7 @@ const CODE_ROOTS: [&[u8]; 12] = [
 fn is_hostname(seg: &[u8]) -> bool {
     if !seg
         .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'))
     {
         return false;
     }
@@ -443,7 +450,8 @@ fn is_hostname(seg: &[u8]) -> bool {
     let mut first: &[u8] = &[];
     let mut last: &[u8] = &[];
     for label in labels {
-        if label.is_empty() {
+        // A service label may start with `_` (`_ldap._tcp.example.org`), no other may hold it.
+        if label.is_empty() || label.iter().skip(1).any(|&b| b == b'_') {
             return false;
         }
         if count == 0 {
@@ -657,6 +665,17 @@ mod tests {
         assert_eq!(shape("*64"), "*<*>");
         assert_eq!(shape("#3"), "#<*>");
         assert_eq!(shape("#3:"), "#<*>:");
+    }
+
+    #[test]
+    fn host_names_with_digits_and_service_labels() {
+        // One host, not a name and a cut value.
+        assert_eq!(shape("cdn-7f.akamaiedge.net"), "<*>");
+        assert_eq!(shape("(ip-10-0-0-1.example.com):"), "(<*>):");
+        assert_eq!(shape("_ldap._tcp.dc._msdcs.corp.example.org"), "<*>");
+        // Still not hosts: a file with a version, an identifier with underscores inside.
+        assert_ne!(shape("libc.so.6"), "<*>");
+        assert_ne!(shape("pam_unix.so"), "<*>");
     }
 
     #[test]

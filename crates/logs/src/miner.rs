@@ -270,6 +270,9 @@ pub struct Tuning {
     /// [`is_annotation`]) does not make another event: templates one token apart, the longer
     /// with a note where the shorter has none, are one.
     pub annotations: bool,
+    /// Two compound names one of which joins its words with `_` (`api_fe` / `http-in`) are
+    /// a parameter on the second value, as dotted names are ([`is_compound`]).
+    pub snake_names: bool,
 }
 
 impl Default for Tuning {
@@ -298,6 +301,7 @@ impl Default for Tuning {
             quoted_word_variants: QUOTED_WORD_VARIANTS,
             compound_variants: COMPOUND_VARIANTS,
             annotations: true,
+            snake_names: true,
         }
     }
 }
@@ -2203,13 +2207,18 @@ fn variants_needed(
     // names (`billing-consumers` / `search-indexer`): they need `compound_variants` rare
     // values, fewer than plain words, more than two.
     let digits = |s: &[u8]| s.iter().any(u8::is_ascii_digit);
+    // Words joined by underscores (`api_fe`, `etl_nightly`) are names given in a
+    // configuration; states are spelt with dashes (`read-only`) or in capitals.
+    let snake = |s: &[u8]| s.contains(&b'_');
     let dotted = |a: &[u8], b: &[u8]| {
         let (a, b) = after_common_prefix(a, b);
         tuning.dotted_names
             && (pos > 0 || (len >= tuning.head_context && is_dotted(a) && is_dotted(b)))
             && (is_dotted(a)
                 || is_dotted(b)
-                || (is_compound(a) && is_compound(b) && (digits(a) || digits(b))))
+                || (is_compound(a)
+                    && is_compound(b)
+                    && (digits(a) || digits(b) || (tuning.snake_names && (snake(a) || snake(b))))))
     };
     let compounds = |a: &[u8], b: &[u8]| {
         let (a, b) = after_common_prefix(a, b);
@@ -3690,6 +3699,19 @@ mod tests {
         assert!(all_apart(&[
             "ACPI: PCI interrupt 0000:02:20.3[AB] -> GSI 38 (level, low) -> IRQ 187",
             "ACPI: PCI interrupt 0000:03:10.1[CD] -> GSI 21 (level, low) -> IRQ 90",
+        ]));
+    }
+
+    #[test]
+    fn names_joined_by_underscores_are_parameters() {
+        assert!(one_template(&[
+            "frontend api_fe accepted a connection from 10.0.0.1 on port 443",
+            "frontend http-in accepted a connection from 10.0.0.2 on port 443",
+        ]));
+        // Compounds joined by dashes alone may be states: two are not yet a variable.
+        assert!(all_apart(&[
+            "volume vol-1 mounted read-only on node 4",
+            "volume vol-2 mounted read-write on node 4",
         ]));
     }
 
