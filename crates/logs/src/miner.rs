@@ -992,9 +992,12 @@ impl TemplateMiner {
                 && masked
                 && is_value_shape(&self.shapes[start..])
                 && !matches!(&self.shapes[start..], [b'*' | b'#', rest @ ..] if rest == WILDCARD);
-            // An empty value (`()`, `-`) or a unit after a value is part of it:
+            // An empty value (`()`) or a unit after a value is part of it:
             // `from 10.0.0.1 ()`, `3 ms`.
-            if run > 0 && (value || (!masked && (is_empty_value(token) || is_unit_word(token)))) {
+            // A lone `-` is not: in columns (an access log's user, a proxy's flags) it is a
+            // field of its own that holds no value this time.
+            let empty = is_empty_value(token) && token.first() != Some(&b'-');
+            if run > 0 && (value || (!masked && (empty || is_unit_word(token)))) {
                 // One value of varying spelling: `512 bytes (0.5 KB)`, `<1 sec`, `1m 3s`. It
                 // extends the last slot; past MAX_RUN tokens its shape is not written out.
                 if is_size_unit(token) {
@@ -3713,6 +3716,17 @@ mod tests {
             "volume vol-1 mounted read-only on node 4",
             "volume vol-2 mounted read-write on node 4",
         ]));
+    }
+
+    #[test]
+    fn a_lone_dash_after_a_value_is_a_field_of_its_own() {
+        // `-` in a column (no user, no response flags) is not part of the value before it,
+        // so a message with a value in that column has as many tokens.
+        let (m, a) = mine(&["[10:00] \"GET /a HTTP/1.1\" 200 - 512 \"curl/8.4.0\""]);
+        assert_eq!(m.template(a[0].index).map(Template::len), Some(6));
+        // A unit still is.
+        let (m, a) = mine(&["copied 12 bytes in 3 ms"]);
+        assert_eq!(m.template(a[0].index).map(Template::len), Some(4));
     }
 
     #[test]
