@@ -523,8 +523,9 @@ pub struct Template {
     prose_bits: u64,
     /// Variable slots whose values all start with a `key=` ([`Frame::key`]).
     keyed: u32,
-    /// A constant slot after the first holds a note ([`is_annotation`]); set when the
-    /// template is made, counted in [`TemplateMiner::annotated_by_len`] while it lives.
+    /// A slot after the first holds a note ([`is_note_slot`]); set when the template is made
+    /// or found so after it changed (never cleared while it lives: an over-estimate only
+    /// costs a search), counted in [`TemplateMiner::annotated_by_len`] while it lives.
     annotated: bool,
     /// Creation order (saved with the state): of several templates a message fits, the
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
@@ -1545,6 +1546,12 @@ impl TemplateMiner {
             return index;
         }
         let m = self.templates[index as usize].slots.len();
+        // A variable may have become a note just now (`(<*>)` from `(~u@a/b)` and `(<*>)`).
+        let t = &mut self.templates[index as usize];
+        if !t.annotated && annotations(&t.slots).next().is_some() {
+            t.annotated = true;
+            *self.annotated_by_len.entry(m).or_default() += 1;
+        }
         let mut found = std::mem::take(&mut self.fold_scratch);
         // `index` is the longer: a shorter template lacks one of its notes.
         if self.templates[index as usize].annotated && m >= 3 {
@@ -2308,31 +2315,40 @@ fn is_verb_form(shape: &[u8]) -> bool {
 }
 
 /// Whether `shape` is a note on the token before it rather than a word of the message: a
-/// number behind a sigil (`*64`, `#3`, `+2`) or a name or value wrapped whole in brackets
-/// (`(<*>)`, `[<*>]`, `(Alarm)`). Some messages of an event carry such a note and others do
-/// not (`chrome.exe *64 - ...` beside `chrome.exe - ...`: a 64-bit process).
+/// number behind a sigil (`*64`, `#3`, `+2`) or one token wrapped whole in brackets, not a
+/// field (`(<*>)`, `[<*>]`, `(Alarm)`, `(~u@example.org)`; not `(uid=<*>)`). Some messages of
+/// an event carry such a note and others do not (`chrome.exe *64 - ...` beside
+/// `chrome.exe - ...`: a 64-bit process).
 fn is_annotation(shape: &[u8]) -> bool {
     match shape {
         [b'*' | b'#' | b'+', rest @ ..] => rest == WILDCARD,
         [b'(', inner @ .., b')'] | [b'[', inner @ .., b']'] => {
             !inner.is_empty()
-                && inner.iter().all(|&b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'<' | b'*' | b'>' | b'.' | b'-' | b'_')
+                && !inner.iter().any(|&b| {
+                    b.is_ascii_whitespace() || matches!(b, b'=' | b'(' | b')' | b'[' | b']')
                 })
         }
         _ => false,
     }
 }
 
-/// Positions of the constant slots after the first that hold a note ([`is_annotation`]), at
-/// most [`MAX_ANNOTATIONS`].
+/// Whether a template's slot holds a note ([`is_annotation`]): a constant one, or a variable
+/// whose values all were one token in brackets (`(<*>)` from `(~u@a/b)` and `(<*>)`).
+fn is_note_slot(slot: &Slot) -> bool {
+    match slot {
+        Slot::Exact(s) => is_annotation(s.as_bytes()),
+        Slot::Any(f) => matches!((&*f.prefix, &*f.suffix), ("(", ")") | ("[", "]")),
+    }
+}
+
+/// Positions of the slots after the first that hold a note ([`is_note_slot`]), at most
+/// [`MAX_ANNOTATIONS`].
 fn annotations(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
     slots
         .iter()
         .enumerate()
         .skip(1)
-        .filter(|(_, s)| matches!(s, Slot::Exact(s) if is_annotation(s.as_bytes())))
+        .filter(|(_, s)| is_note_slot(s))
         .map(|(d, _)| d)
         .take(MAX_ANNOTATIONS)
 }
@@ -3617,6 +3633,22 @@ mod tests {
         assert!(one_template(&[
             "Wake reason: RTC (Alarm) after sleep of 5 min",
             "Wake reason: RTC after sleep of 7 min",
+        ]));
+        // A token in brackets of any spelling is a note too, also once its slot varies: a
+        // masked nick joins its `(user@host)` into one value, a plain nick does not.
+        assert!(one_template(&[
+            "Client exiting: moonwalker (bob@ip-51-15-4-9.eu) [Ping timeout: 240 seconds]",
+            "Client exiting: ChanServ (~alice@ip-51-15-4-9.eu) [Ping timeout: 240 seconds]",
+            "Client exiting: n00b1337 (~alice@gateway/web/irccloud.com/x-abcdefgh) [Ping timeout: 240 seconds]",
+            "Client exiting: Bob (~alice@user/alice) [Ping timeout: 240 seconds]",
+            "Client exiting: Bob (~alice@ip-51-15-4-9.eu) [Ping timeout: 240 seconds]",
+            "Client exiting: kx (kx@pool-71-1-2-3.nycmny.fios.verizon.net) [Ping timeout: 240 seconds]",
+            "Client exiting: rustacean42 (~alice@pool-71-1-2-3.nycmny.fios.verizon.net) [Ping timeout: 240 seconds]",
+            "Client exiting: moonwalker (~u@unaffiliated/kx) [Ping timeout: 240 seconds]",
+            "Client exiting: moonwalker (bob@gateway/web/irccloud.com/x-abcdefgh) [Ping timeout: 240 seconds]",
+            "Client exiting: kx (kx@pool-71-1-2-3.nycmny.fios.verizon.net) [Ping timeout: 240 seconds]",
+            "Client exiting: kx (bob@user/alice) [Ping timeout: 240 seconds]",
+            "Client exiting: [afk]dave (kx@ip-51-15-4-9.eu) [Ping timeout: 240 seconds]",
         ]));
         // Not any extra token: a bare value, a field or a word is another event.
         assert!(all_apart(&[
