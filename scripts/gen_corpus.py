@@ -311,8 +311,9 @@ def notes(lines):
     """Events some of whose messages carry a note the others lack, spread through `lines`: a
     desktop proxy client's connection log (64-bit processes are marked `*64` after the
     program, which leads the message): the proxy's open and close events above and its
-    errors; and a backup job that marks a partial run `(partial)`. Drawn last, so the lines
-    written before it was added stay as they were."""
+    errors. Against them, words in brackets that say how things went, each another event: a
+    backup job's `(partial)`, sshd's `[preauth]`, a file system check's `[OK]` / `[FAILED]`.
+    Drawn last, so the lines written before it was added stay as they were."""
     r = random.Random(59)
     lines = list(lines)
     programs = ["chrome.exe", "Teams.exe", "OneDrive.exe *64", "svchost.exe *64", "git-remote-https.exe *64",
@@ -329,9 +330,20 @@ def notes(lines):
             msg = f"{prog} - {host} error : Could not connect to proxy proxy.corp.example.com:3128 - connection refused"
         lines.insert(r.randint(0, len(lines)), (f"proxy-{kind}", msg))
     for _ in range(20):
-        note = " (partial)" if r.random() < 0.3 else ""
+        # A word in brackets says how it went: another event.
+        partial = r.random() < 0.3
+        note = " (partial)" if partial else ""
         msg = f"backup job {r.choice(['nightly', 'weekly', 'hourly'])}-{r.randint(1, 99)} finished{note} after {r.randint(1, 90)} min"
-        lines.insert(r.randint(0, len(lines)), ("backup-finished", msg))
+        lines.insert(r.randint(0, len(lines)), ("backup-partial" if partial else "backup-finished", msg))
+    for _ in range(24):
+        # sshd marks a connection that never authenticated: another event.
+        preauth = r.random() < 0.5
+        msg = f"Connection closed by {ip(r)} port {r.randint(1024, 65535)}" + (" [preauth]" if preauth else "")
+        lines.insert(r.randint(0, len(lines)), ("ssh-closed-preauth" if preauth else "ssh-closed", msg))
+    for _ in range(16):
+        result = r.choice([" [OK]", " [OK]", " [FAILED]", ""])
+        msg = f"Checking filesystem /dev/sd{r.choice('abcd')}{r.randint(1, 4)}{result}"
+        lines.insert(r.randint(0, len(lines)), (f"fsck{result.strip(' []').lower() or '-start'}", msg))
     return lines
 
 

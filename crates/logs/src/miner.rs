@@ -527,6 +527,10 @@ pub struct Template {
     /// or found so after it changed (never cleared while it lives: an over-estimate only
     /// costs a search), counted in [`TemplateMiner::annotated_by_len`] while it lives.
     annotated: bool,
+    /// Bit `d`: a template with a note before slot `d` was folded into this one, so a message
+    /// with a token in brackets there ([`is_bracketed_token`]) is this event without it,
+    /// whatever the word (`(Alarm)` once `(<*>)` was seen to vary).
+    notes_at: u64,
     /// Creation order (saved with the state): of several templates a message fits, the
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
     /// restored miner chooses as the one that saved it.
@@ -1483,11 +1487,12 @@ impl TemplateMiner {
             if !fits {
                 continue;
             }
-            let (count, last, id, their_slots) = {
+            let (count, last, id, their_slots, notes_at) = {
                 let o = &self.templates[other as usize];
-                (o.count, o.last_used, o.id, o.slots.clone())
+                (o.count, o.last_used, o.id, o.slots.clone(), o.notes_at)
             };
             let t = &mut self.templates[into as usize];
+            t.notes_at |= notes_at;
             t.count = t.count.saturating_add(count);
             t.last_used = t.last_used.max(last);
             if t.narrow_frames(their_slots.iter().map(|s| match s {
@@ -1515,17 +1520,19 @@ impl TemplateMiner {
         }
         let mut candidates = std::mem::take(&mut self.fold_scratch);
         let mut fit = None;
-        let notes = (1..n).filter(|&d| is_annotation(self.token(d)));
+        // Notes, and words in brackets where a template has taken notes before.
+        let notes = (1..n).filter(|&d| is_bracketed_token(self.token(d)));
         let notes: Vec<usize> = notes.take(MAX_ANNOTATIONS).collect();
         for d in notes {
+            let note = is_annotation(self.token(d));
             let span = self.spans.remove(d);
             let hash = self.token_hashes.remove(d);
             let run = self.token_runs.remove(d);
             self.candidates(n - 1, &mut candidates);
-            fit = candidates
-                .iter()
-                .copied()
-                .find(|&i| self.fits(&self.templates[i as usize]));
+            fit = candidates.iter().copied().find(|&i| {
+                let t = &self.templates[i as usize];
+                (note || (d < 64 && t.notes_at & (1 << d) != 0)) && self.fits(t)
+            });
             if fit.is_some() {
                 break;
             }
@@ -1671,10 +1678,15 @@ impl TemplateMiner {
             let l = &self.templates[long as usize];
             (l.count, l.last_used, l.id)
         };
+        let notes_at = self.templates[long as usize].notes_at;
         let t = &mut self.templates[short as usize];
         t.count = t.count.saturating_add(count);
         t.last_used = t.last_used.max(last);
         t.referenced = true;
+        t.notes_at |= notes_at;
+        if d < 64 {
+            t.notes_at |= 1 << d;
+        }
         for (i, frame) in &widen {
             t.slots[*i] = Slot::Any(frame.clone());
             if let Some(h) = t.hashes.get_mut(*i) {
@@ -1723,6 +1735,7 @@ impl TemplateMiner {
             prose_bits: 0,
             keyed: 0,
             annotated: false,
+            notes_at: 0,
             bytes: 0,
         };
         self.next_seq = self.next_seq.saturating_add(1);
@@ -1976,6 +1989,7 @@ impl TemplateMiner {
                         values: values.clone(),
                     })
                     .collect(),
+                notes_at: (t.notes_at != 0).then_some(t.notes_at),
             })
             .collect();
         templates.sort_by(|a, b| a.id.cmp(&b.id));
@@ -2059,6 +2073,7 @@ impl TemplateMiner {
                 .collect();
             let mut t = Template {
                 id,
+                notes_at: saved.notes_at.unwrap_or(0),
                 slots,
                 text: String::new(),
                 count: saved.count,
@@ -2209,9 +2224,9 @@ fn variants_needed(
     }
     // A dotted or slashed name (`com.android.phone`, `nginx.service`, `team/app`) is a
     // package, unit, file or path name: a parameter, whichever event it appears in. Leading
-    // a message, two of them are one only given the context a long message has
+    // a message, two file names are one only given the context a long message has
     // (`chrome.exe - ... open through proxy ...`); a short one's first token names it
-    // (`rpc.idmapd startup succeeded`).
+    // (`rpc.idmapd startup succeeded`), as a class does (`java.io.IOException: ...`).
     // Two compound names with a digit (`tbird-admin1`, `etl_2`) are two names of things,
     // too. Compounds of letters only may be states (`read-only` / `read-write`) as well as
     // names (`billing-consumers` / `search-indexer`): they need `compound_variants` rare
@@ -2223,7 +2238,7 @@ fn variants_needed(
     let dotted = |a: &[u8], b: &[u8]| {
         let (a, b) = after_common_prefix(a, b);
         tuning.dotted_names
-            && (pos > 0 || (len >= tuning.head_context && is_dotted(a) && is_dotted(b)))
+            && (pos > 0 || (len >= tuning.head_context && is_file_name(a) && is_file_name(b)))
             && (is_dotted(a)
                 || is_dotted(b)
                 || (is_compound(a)
@@ -2315,21 +2330,45 @@ fn is_verb_form(shape: &[u8]) -> bool {
 }
 
 /// Whether `shape` is a note on the token before it rather than a word of the message: a
-/// number behind a sigil (`*64`, `#3`, `+2`) or one token wrapped whole in brackets, not a
-/// field (`(<*>)`, `[<*>]`, `(Alarm)`, `(~u@example.org)`; not `(uid=<*>)`). Some messages of
-/// an event carry such a note and others do not (`chrome.exe *64 - ...` beside
-/// `chrome.exe - ...`: a 64-bit process).
+/// number behind a sigil (`*64`, `#3`) or one value wrapped whole in brackets, not a field
+/// (`(<*>)`, `[<*>]`, `(~u@example.org)`, `(host.example.org)`; not `(uid=<*>)`). Some
+/// messages of an event carry such a note and others do not (`chrome.exe *64 - ...` beside
+/// `chrome.exe - ...`: a 64-bit process). A word in brackets is no note while it is one word:
+/// `[OK]` / `[FAILED]`, `(failed)`, `[preauth]`, `(read-only)` say what happened (a slot of
+/// them that turned variable is: [`is_note_slot`]).
 fn is_annotation(shape: &[u8]) -> bool {
     match shape {
-        [b'*' | b'#' | b'+', rest @ ..] => rest == WILDCARD,
-        [b'(', inner @ .., b')'] | [b'[', inner @ .., b']'] => {
-            !inner.is_empty()
+        [b'*' | b'#', rest @ ..] => rest == WILDCARD,
+        // A value: masked, or spelt with what names and addresses hold.
+        _ => bracketed(shape).is_some_and(|inner| {
+            inner.windows(3).any(|w| w == WILDCARD)
+                || inner
+                    .iter()
+                    .any(|b| matches!(b, b'@' | b'/' | b'.' | b':' | b'~'))
+        }),
+    }
+}
+
+/// What one token wrapped whole in brackets holds, if it is one and no field: `(Alarm)`,
+/// `[OK]`, `(<*>)`; not `(uid=<*>)`, `(a)(b)`.
+fn bracketed(shape: &[u8]) -> Option<&[u8]> {
+    match shape {
+        [b'(', inner @ .., b')'] | [b'[', inner @ .., b']']
+            if !inner.is_empty()
                 && !inner.iter().any(|&b| {
                     b.is_ascii_whitespace() || matches!(b, b'=' | b'(' | b')' | b'[' | b']')
-                })
+                }) =>
+        {
+            Some(inner)
         }
-        _ => false,
+        _ => None,
     }
+}
+
+/// One token wrapped whole in brackets, not a field ([`bracketed`]), or a note: a word that
+/// may be one (`(Alarm)`, `[OK]`) where a template has taken notes before.
+fn is_bracketed_token(shape: &[u8]) -> bool {
+    bracketed(shape).is_some() || is_annotation(shape)
 }
 
 /// Whether a template's slot holds a note ([`is_annotation`]): a constant one, or a variable
@@ -2686,6 +2725,18 @@ fn is_dotted(shape: &[u8]) -> bool {
         })
 }
 
+/// A dotted name ([`is_dotted`]) ending in a lower-case extension and no label colon: a
+/// program or file (`chrome.exe`, `OneDrive.exe`), not a class (`java.io.IOException:`).
+fn is_file_name(shape: &[u8]) -> bool {
+    let extension = shape.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    is_dotted(shape)
+        && !shape.ends_with(b":")
+        && !extension.is_empty()
+        && extension
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 /// A token (wrapping punctuation aside) of letters and digits joined by `-` or `_`, with at
 /// least one lower-case letter (`billing-consumers`, `etl_nightly`, `tbird-admin1`; not
 /// `FAIL_CONTAINER_CLEANUP`).
@@ -2859,6 +2910,9 @@ pub struct SavedTemplate {
     /// differed: the evidence towards making them variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<SavedVariants>,
+    /// Positions before which a note was folded in (bit `d`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes_at: Option<u64>,
 }
 
 /// The values seen at one constant position of a saved template.
@@ -2991,7 +3045,7 @@ mod tests {
             .iter()
             .map(|a| m.resolve(a.id).map(Template::id))
             .collect();
-        ids.iter().all(|id| *id == ids[0])
+        ids[0].is_some() && ids.iter().all(|id| *id == ids[0])
     }
 
     /// How many templates `lines` end in.
@@ -3629,11 +3683,41 @@ mod tests {
         let mut reversed = lines.clone();
         reversed.reverse();
         assert!(one_template(&reversed));
-        // A value in brackets is a note too: `Wake reason: RTC (Alarm)`.
+        // A value in brackets is a note too.
         assert!(one_template(&[
-            "Wake reason: RTC (Alarm) after sleep of 5 min",
+            "Wake reason: RTC (0x1f) after sleep of 5 min",
             "Wake reason: RTC after sleep of 7 min",
         ]));
+        // A word in brackets is not: it says what happened.
+        assert!(all_apart(&[
+            "Checking filesystem /dev/sda1 [OK]",
+            "Checking filesystem /dev/sdb1 [FAILED]",
+            "Checking filesystem /dev/sdc1",
+        ]));
+        assert!(all_apart(&[
+            "Connection closed by 10.0.0.1 port 40000 [preauth]",
+            "Connection closed by 192.168.1.4 port 50022",
+        ]));
+        assert!(all_apart(&[
+            "backup job nightly-4 finished (failed) after 5 min",
+            "backup job nightly-5 finished after 3 min",
+        ]));
+        // Once such words have shown they are values (a slot of many), the slot is a note:
+        // whichever comes first, the message without it joins.
+        let reasons = [
+            "Alarm", "Timer", "Network", "User", "Lid", "Power", "Button",
+        ];
+        let mut lines: Vec<String> = reasons
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("Wake reason: RTC ({r}) after sleep of {i} min"))
+            .collect();
+        lines.push("Wake reason: RTC after sleep of 4 min".into());
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(one_template(&lines));
+        let mut reversed = lines.clone();
+        reversed.reverse();
+        assert!(one_template(&reversed));
         // A token in brackets of any spelling is a note too, also once its slot varies: a
         // masked nick joins its `(user@host)` into one value, a plain nick does not.
         assert!(one_template(&[
@@ -3689,6 +3773,11 @@ mod tests {
         assert!(one_template(&[
             "OneDrive.exe - a.example.com:443 error : A connection request was canceled",
             "firefox.exe - b.example.com:443 error : A connection request was canceled",
+        ]));
+        // An exception's class is what the message says.
+        assert!(all_apart(&[
+            "java.io.IOException: Connection reset by peer while reading",
+            "java.net.SocketException: Connection reset by peer while reading",
         ]));
         // A short message's dotted first token is still its name.
         assert!(all_apart(&[
@@ -4290,6 +4379,7 @@ mod tests {
                 count: 1,
                 slots: vec![SavedSlot::Exact("other".into())],
                 variants: Vec::new(),
+                notes_at: None,
             },
         );
         let mut small = TemplateMiner::new(MinerConfig {
@@ -4321,6 +4411,7 @@ mod tests {
             count: 5,
             slots: vec![exact("disk"), any(), exact("full")],
             variants: Vec::new(),
+            notes_at: None,
         };
         let newer = SavedTemplate {
             id: "0000000000000001".into(),
@@ -4328,6 +4419,7 @@ mod tests {
             count: 5,
             slots: vec![any(), exact("sda"), exact("full")],
             variants: Vec::new(),
+            notes_at: None,
         };
         for order in [[0, 1], [1, 0]] {
             let both = [&older, &newer];
@@ -4348,6 +4440,7 @@ mod tests {
                             })
                             .collect(),
                         variants: Vec::new(),
+                        notes_at: None,
                     })
                     .collect(),
                 aliases: Default::default(),
