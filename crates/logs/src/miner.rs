@@ -270,9 +270,6 @@ pub struct Tuning {
     /// [`is_annotation`]) does not make another event: templates one token apart, the longer
     /// with a note where the shorter has none, are one.
     pub annotations: bool,
-    /// Two compound names one of which joins its words with `_` (`api_fe` / `http-in`) are
-    /// a parameter on the second value, as dotted names are ([`is_compound`]).
-    pub snake_names: bool,
 }
 
 impl Default for Tuning {
@@ -301,7 +298,6 @@ impl Default for Tuning {
             quoted_word_variants: QUOTED_WORD_VARIANTS,
             compound_variants: COMPOUND_VARIANTS,
             annotations: true,
-            snake_names: true,
         }
     }
 }
@@ -608,7 +604,9 @@ impl Template {
     }
 
     /// Whether turning all of `positions` into wildcards is allowed.
-    fn may_generalise_all(&self, positions: &[usize], tuning: &Tuning) -> bool {
+    /// `fields`: some of `positions` hold the placeholder of an empty field (`-`) on one side,
+    /// so they are columns of a record, not words of a sentence.
+    fn may_generalise_all(&self, positions: &[usize], tuning: &Tuning, fields: bool) -> bool {
         if positions.iter().any(|&p| {
             p == 0
                 && self.slots.len() < tuning.head_context
@@ -637,7 +635,7 @@ impl Template {
         if (self.exact as usize).saturating_sub(positions.len() - joined) * 2 < self.slots.len() {
             return false;
         }
-        if tuning.keep_prose {
+        if tuning.keep_prose && !fields {
             // The plain words that would stay: none left means the message was all variables
             // but for its prefix, and the words that differ are what tell the events apart.
             let had = self.prose > 0;
@@ -1119,8 +1117,14 @@ impl TemplateMiner {
                 };
                 let diff = &positions[a as usize..b as usize];
                 let tuning = self.config.tuning;
+                // A column that holds `-` in one message and a value in the other.
+                let fields = diff.iter().any(|&p| {
+                    is_empty_value(self.token(p))
+                        || matches!(self.templates[index as usize].slots.get(p),
+                            Some(Slot::Exact(s)) if is_empty_value(s.as_bytes()))
+                });
                 if diff.is_empty()
-                    || !self.templates[index as usize].may_generalise_all(diff, &tuning)
+                    || !self.templates[index as usize].may_generalise_all(diff, &tuning, fields)
                 {
                     continue;
                 }
@@ -1525,13 +1529,18 @@ impl TemplateMiner {
         let notes: Vec<usize> = notes.take(MAX_ANNOTATIONS).collect();
         for d in notes {
             let note = is_annotation(self.token(d));
+            // A word in parentheses where notes were taken (`(Alarm)`), not one that says how
+            // it went (`[FAILED]`, `(failed)`).
+            let word = matches!(self.token(d), [b'(', inner @ .., b')']
+                if !is_verb_form(&inner.to_ascii_lowercase())
+                    && std::str::from_utf8(inner).map_or(true, |w| opsloop_core::Level::parse(w).is_none()));
             let span = self.spans.remove(d);
             let hash = self.token_hashes.remove(d);
             let run = self.token_runs.remove(d);
             self.candidates(n - 1, &mut candidates);
             fit = candidates.iter().copied().find(|&i| {
                 let t = &self.templates[i as usize];
-                (note || (d < 64 && t.notes_at & (1 << d) != 0)) && self.fits(t)
+                (note || (word && d < 64 && t.notes_at & (1 << d) != 0)) && self.fits(t)
             });
             if fit.is_some() {
                 break;
@@ -1678,7 +1687,16 @@ impl TemplateMiner {
             let l = &self.templates[long as usize];
             (l.count, l.last_used, l.id)
         };
-        let notes_at = self.templates[long as usize].notes_at;
+        // The longer template's note positions, in the shorter one's slots (past the note
+        // taken out, one less).
+        let notes_at = {
+            let n = self.templates[long as usize].notes_at;
+            let low = n & 1u64.checked_shl(d as u32).map_or(u64::MAX, |b| b - 1);
+            let high = n
+                .checked_shr(d as u32 + 1)
+                .map_or(0, |h| h.checked_shl(d as u32).unwrap_or(0));
+            low | high
+        };
         let t = &mut self.templates[short as usize];
         t.count = t.count.saturating_add(count);
         t.last_used = t.last_used.max(last);
@@ -2160,16 +2178,24 @@ fn variants_needed(
     if same_kind_of_value(own, other) || (is_value_run(own) && is_value_run(other)) {
         return (2, false, false);
     }
-    // Two masked values one letter or digit apart (`<*>:<*>[C]` / `<*>:<*>[D]`, a PCI pin):
-    // one kind of value spelt with a different mark.
+    // Two masked values one mark apart, the mark in brackets after the value
+    // (`<*>:<*>[C]` / `<*>:<*>[D]`, a PCI pin): one kind of value. Not a key (`rx=<*>` /
+    // `tx=<*>` are two fields).
     if own.len() == other.len() && own.windows(3).any(|w| w == WILDCARD) {
-        let mut apart = own.iter().zip(other).filter(|(x, y)| x != y);
-        if let (Some((x, y)), None) = (apart.next(), apart.next())
-            && x.is_ascii_alphanumeric()
-            && y.is_ascii_alphanumeric()
+        let mut apart = (1..own.len().saturating_sub(1)).filter(|&i| own[i] != other[i]);
+        if let (Some(i), None) = (apart.next(), apart.next())
+            && own[i].is_ascii_alphanumeric()
+            && other[i].is_ascii_alphanumeric()
+            && matches!((own[i - 1], own[i + 1]), (b'[', b']') | (b'(', b')'))
+            && own[..i].windows(3).any(|w| w == WILDCARD)
         {
             return (2, false, false);
         }
+    }
+    // The placeholder of an empty field (`-`) against a value or word: a column of a record
+    // that holds a value or none (an access log's user, a proxy's response flags).
+    if pos > 0 && is_empty_value(own) != is_empty_value(other) {
+        return (2, false, false);
     }
     // A value masked whole against an identifier (`<*>` and `default/web-gkqmj`: the masking
     // saw digits in one pod's name, none in the other's) is one kind of value, too.
@@ -2203,9 +2229,15 @@ fn variants_needed(
         // are two and repeat; interfaces and nodes are more, each seen a few times.
         return (tuning.variants, true, false);
     }
-    // Names in brackets leading a message (`(root) CMD ...`, `(nobody) CMD ...`): as quoted
-    // words are, two rare ones.
-    if pos == 0 && tuning.head_identifiers && is_bracketed_name(own) && is_bracketed_name(other) {
+    // Names in brackets leading a short message (`(root) CMD ...`, `(nobody) CMD ...`): as
+    // quoted words are, two rare ones, in the same brackets.
+    if pos == 0
+        && len < tuning.head_context
+        && tuning.head_identifiers
+        && own.first() == other.first()
+        && is_bracketed_name(own)
+        && is_bracketed_name(other)
+    {
         return (tuning.quoted_word_variants, true, false);
     }
     // A quoted word (`"Liveness"`, `"readiness"`, `'tier'`) is a word: the word rules below
@@ -2232,18 +2264,13 @@ fn variants_needed(
     // names (`billing-consumers` / `search-indexer`): they need `compound_variants` rare
     // values, fewer than plain words, more than two.
     let digits = |s: &[u8]| s.iter().any(u8::is_ascii_digit);
-    // Words joined by underscores (`api_fe`, `etl_nightly`) are names given in a
-    // configuration; states are spelt with dashes (`read-only`) or in capitals.
-    let snake = |s: &[u8]| s.contains(&b'_');
     let dotted = |a: &[u8], b: &[u8]| {
         let (a, b) = after_common_prefix(a, b);
         tuning.dotted_names
             && (pos > 0 || (len >= tuning.head_context && is_file_name(a) && is_file_name(b)))
             && (is_dotted(a)
                 || is_dotted(b)
-                || (is_compound(a)
-                    && is_compound(b)
-                    && (digits(a) || digits(b) || (tuning.snake_names && (snake(a) || snake(b))))))
+                || (is_compound(a) && is_compound(b) && (digits(a) || digits(b))))
     };
     let compounds = |a: &[u8], b: &[u8]| {
         let (a, b) = after_common_prefix(a, b);
@@ -2656,10 +2683,15 @@ fn is_bracketed_name(shape: &[u8]) -> bool {
         [b'(', inner @ .., b')'] | [b'[', inner @ .., b']'] => inner,
         _ => return false,
     };
-    inner.first().is_some_and(u8::is_ascii_lowercase)
+    // Not a level (`[error]`, `(info)`) nor an outcome (`[failed]`, `[ok]`): those say what
+    // happened.
+    inner.len() >= 3
+        && inner.first().is_some_and(u8::is_ascii_lowercase)
         && inner
             .iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+        && !is_verb_form(inner)
+        && std::str::from_utf8(inner).map_or(true, |w| opsloop_core::Level::parse(w).is_none())
 }
 
 /// A token that names a thing rather than saying something: letters joined by `.`, `_`, `@`,
@@ -3802,10 +3834,20 @@ mod tests {
             "(root) CMD (/usr/lib/sa/sa1 1 1)",
             "(root) CMD (/usr/local/bin/backup.sh --quick)",
         ]));
-        // Levels in capitals and plain words still name the message.
+        // Levels and outcomes, in capitals or not, and plain words still name the message.
         assert!(all_apart(&[
             "[INFO] CMD (run-parts /etc/cron.hourly)",
             "[WARN] CMD (run-parts /etc/cron.hourly)",
+        ]));
+        assert!(all_apart(&[
+            "[error] upstream timed out",
+            "[warn] upstream timed out",
+            "[notice] upstream timed out",
+            "[failed] upstream timed out",
+        ]));
+        assert!(all_apart(&[
+            "(root) CMD (run-parts /etc/cron.hourly)",
+            "[error] CMD (run-parts /etc/cron.hourly)",
         ]));
         assert!(all_apart(&[
             "started CMD (run-parts /etc/cron.hourly)",
@@ -3819,7 +3861,11 @@ mod tests {
             "ACPI: PCI interrupt 0000:02:20.3[D] -> GSI 38 (level, low) -> IRQ 187",
             "ACPI: PCI interrupt 0000:03:10.1[C] -> GSI 21 (level, low) -> IRQ 90",
         ]));
-        // Two marks apart they are not.
+        // Keys one letter apart are two fields; two marks apart are two values.
+        assert!(all_apart(&[
+            "eth0 rx=5 packets dropped since reset",
+            "eth0 tx=5 packets dropped since reset",
+        ]));
         assert!(all_apart(&[
             "ACPI: PCI interrupt 0000:02:20.3[AB] -> GSI 38 (level, low) -> IRQ 187",
             "ACPI: PCI interrupt 0000:03:10.1[CD] -> GSI 21 (level, low) -> IRQ 90",
@@ -3827,24 +3873,47 @@ mod tests {
     }
 
     #[test]
-    fn names_joined_by_underscores_are_parameters() {
-        assert!(one_template(&[
-            "frontend api_fe accepted a connection from 10.0.0.1 on port 443",
-            "frontend http-in accepted a connection from 10.0.0.2 on port 443",
+    fn compounds_of_letters_need_three_rare_values() {
+        // Compounds of letters may be states, with `_` as with `-`: two are not a variable.
+        assert!(all_apart(&[
+            "Marking task extract_orders in dag etl as up_for_retry",
+            "Marking task extract_orders in dag etl as upstream_failed",
         ]));
-        // Compounds joined by dashes alone may be states: two are not yet a variable.
         assert!(all_apart(&[
             "volume vol-1 mounted read-only on node 4",
             "volume vol-2 mounted read-write on node 4",
+        ]));
+        // Names of things of that spelling need three, then (two proxies stay apart).
+        assert!(one_template(&[
+            "frontend api_fe accepted a connection from 10.0.0.1 on port 443",
+            "frontend http-in accepted a connection from 10.0.0.2 on port 443",
+            "frontend stats_fe accepted a connection from 10.0.0.3 on port 443",
         ]));
     }
 
     #[test]
     fn a_lone_dash_after_a_value_is_a_field_of_its_own() {
         // `-` in a column (no user, no response flags) is not part of the value before it,
-        // so a message with a value in that column has as many tokens.
+        // so a message with a value in that column has as many tokens, and is one event with
+        // it, whichever comes first.
         let (m, a) = mine(&["[10:00] \"GET /a HTTP/1.1\" 200 - 512 \"curl/8.4.0\""]);
         assert_eq!(m.template(a[0].index).map(Template::len), Some(6));
+        let mut lines = vec![
+            "[10:00] \"GET /a HTTP/1.1\" 200 - 512 \"curl/8.4.0\"".to_string(),
+            "[10:01] \"GET /b HTTP/1.1\" 503 UF 512 \"curl/8.4.0\"".to_string(),
+        ];
+        for user in ["frank", "alice", "bob", "carol", "dave", "erin"] {
+            lines.push(format!(
+                "10.0.0.1 - {user} [10/Oct/2000:13:55:36] \"GET /a.gif HTTP/1.0\" 200 2326"
+            ));
+        }
+        lines.push("10.0.0.1 - - [10/Oct/2000:13:55:36] \"GET /a.gif HTTP/1.0\" 200 2326".into());
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(one_template(&lines[..2]));
+        assert!(one_template(&lines[2..]));
+        let mut reversed = lines[2..].to_vec();
+        reversed.reverse();
+        assert!(one_template(&reversed));
         // A unit still is.
         let (m, a) = mine(&["copied 12 bytes in 3 ms"]);
         assert_eq!(m.template(a[0].index).map(Template::len), Some(4));

@@ -215,7 +215,6 @@ fn knobs() -> Vec<(&'static str, Vec<usize>)> {
         ("quoted_word_variants", vec![2, 3, 4, 5, 6]),
         ("compound_variants", vec![2, 3, 4, 5, 6]),
         ("annotations", vec![0, 1]),
-        ("snake_names", vec![0, 1]),
     ]
 }
 
@@ -244,7 +243,6 @@ fn get(t: &Tuning, knob: &str) -> usize {
         "quoted_word_variants" => t.quoted_word_variants,
         "compound_variants" => t.compound_variants,
         "annotations" => usize::from(t.annotations),
-        "snake_names" => usize::from(t.snake_names),
         _ => 0,
     }
 }
@@ -274,7 +272,6 @@ fn set(t: &mut Tuning, knob: &str, v: usize) {
         "quoted_word_variants" => t.quoted_word_variants = v,
         "compound_variants" => t.compound_variants = v,
         "annotations" => t.annotations = v != 0,
-        "snake_names" => t.snake_names = v != 0,
         _ => {}
     }
 }
