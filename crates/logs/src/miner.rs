@@ -1525,9 +1525,16 @@ impl TemplateMiner {
         let mut candidates = std::mem::take(&mut self.fold_scratch);
         let mut fit = None;
         // Notes, and words in brackets where a template has taken notes before.
-        let notes = (1..n).filter(|&d| is_bracketed_token(self.token(d)));
-        let notes: Vec<usize> = notes.take(MAX_ANNOTATIONS).collect();
-        for d in notes {
+        let mut notes = [0usize; MAX_ANNOTATIONS];
+        let mut count = 0;
+        for d in (1..n).filter(|&d| is_bracketed_token(self.token(d))) {
+            notes[count] = d;
+            count += 1;
+            if count == MAX_ANNOTATIONS {
+                break;
+            }
+        }
+        for &d in &notes[..count] {
             let note = is_annotation(self.token(d));
             // A word in parentheses where notes were taken (`(Alarm)`), not one that says how
             // it went (`[FAILED]`, `(failed)`).
