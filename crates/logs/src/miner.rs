@@ -523,10 +523,6 @@ pub struct Template {
     /// or found so after it changed (never cleared while it lives: an over-estimate only
     /// costs a search), counted in [`TemplateMiner::annotated_by_len`] while it lives.
     annotated: bool,
-    /// Bit `d`: a template with a note before slot `d` was folded into this one, so a message
-    /// with a token in brackets there ([`is_bracketed_token`]) is this event without it,
-    /// whatever the word (`(Alarm)` once `(<*>)` was seen to vary).
-    notes_at: u64,
     /// Creation order (saved with the state): of several templates a message fits, the
     /// oldest takes it, so the choice does not depend on where templates sit in memory and a
     /// restored miner chooses as the one that saved it.
@@ -1117,12 +1113,7 @@ impl TemplateMiner {
                 };
                 let diff = &positions[a as usize..b as usize];
                 let tuning = self.config.tuning;
-                // A column that holds `-` in one message and a value in the other.
-                let fields = diff.iter().any(|&p| {
-                    is_empty_value(self.token(p))
-                        || matches!(self.templates[index as usize].slots.get(p),
-                            Some(Slot::Exact(s)) if is_empty_value(s.as_bytes()))
-                });
+                let fields = diff.iter().any(|&p| self.is_empty_column(index, p));
                 if diff.is_empty()
                     || !self.templates[index as usize].may_generalise_all(diff, &tuning, fields)
                 {
@@ -1143,10 +1134,13 @@ impl TemplateMiner {
                     let (a, b) = self.spans[pos];
                     let token = &self.shapes[a as usize..b as usize];
                     let value = self.token_hashes.get(pos).copied().unwrap_or(ANY_TOKEN);
+                    let column = self.is_empty_column(index, pos);
                     let t = &mut self.templates[index as usize];
                     // A short message's first token varies only between identifiers.
                     let short_head = pos == 0 && t.slots.len() < tuning.head_context;
                     let (needed, names, words) = match &t.slots[pos] {
+                        // A value or word against the placeholder of an empty column.
+                        Slot::Exact(_) if column => (2, false, false),
                         Slot::Exact(_) if short_head && !may_vary_first(token) => {
                             (usize::MAX, false, false)
                         }
@@ -1370,6 +1364,23 @@ impl TemplateMiner {
         participle && verb_forms.saturating_mul(2) > values
     }
 
+    /// Whether position `p` is a column of a record that holds nothing (`-`) in the current
+    /// message or in the template at `index`, and a value or word in the other: its
+    /// neighbours in the message are values or empty columns too (`10.0.0.1 - frank [<*>]`,
+    /// `200 - 512`), not words (`step build: -`, `Backup - completed`).
+    fn is_empty_column(&self, index: u32, p: usize) -> bool {
+        let dash = |s: &[u8]| matches!(s, b"-" | b"-," | b"-;");
+        let valued = |s: &[u8]| dash(s) || s.windows(3).any(|w| w == WILDCARD);
+        let slot_dash = matches!(self.templates[index as usize].slots.get(p),
+            Some(Slot::Exact(s)) if dash(s.as_bytes()));
+        let n = self.spans.len();
+        p > 0
+            && p < n
+            && (dash(self.token(p)) != slot_dash)
+            && valued(self.token(p - 1))
+            && (p + 1 == n || valued(self.token(p + 1)))
+    }
+
     /// Whether the current message agrees with every constant slot of `t` as it is (two
     /// spellings of a value differ here: the template must generalise first).
     fn fits(&self, t: &Template) -> bool {
@@ -1491,12 +1502,11 @@ impl TemplateMiner {
             if !fits {
                 continue;
             }
-            let (count, last, id, their_slots, notes_at) = {
+            let (count, last, id, their_slots) = {
                 let o = &self.templates[other as usize];
-                (o.count, o.last_used, o.id, o.slots.clone(), o.notes_at)
+                (o.count, o.last_used, o.id, o.slots.clone())
             };
             let t = &mut self.templates[into as usize];
-            t.notes_at |= notes_at;
             t.count = t.count.saturating_add(count);
             t.last_used = t.last_used.max(last);
             if t.narrow_frames(their_slots.iter().map(|s| match s {
@@ -1524,10 +1534,9 @@ impl TemplateMiner {
         }
         let mut candidates = std::mem::take(&mut self.fold_scratch);
         let mut fit = None;
-        // Notes, and words in brackets where a template has taken notes before.
         let mut notes = [0usize; MAX_ANNOTATIONS];
         let mut count = 0;
-        for d in (1..n).filter(|&d| is_bracketed_token(self.token(d))) {
+        for d in (1..n).filter(|&d| is_annotation(self.token(d))) {
             notes[count] = d;
             count += 1;
             if count == MAX_ANNOTATIONS {
@@ -1535,20 +1544,14 @@ impl TemplateMiner {
             }
         }
         for &d in &notes[..count] {
-            let note = is_annotation(self.token(d));
-            // A word in parentheses where notes were taken (`(Alarm)`), not one that says how
-            // it went (`[FAILED]`, `(failed)`).
-            let word = matches!(self.token(d), [b'(', inner @ .., b')']
-                if !is_verb_form(&inner.to_ascii_lowercase())
-                    && std::str::from_utf8(inner).map_or(true, |w| opsloop_core::Level::parse(w).is_none()));
             let span = self.spans.remove(d);
             let hash = self.token_hashes.remove(d);
             let run = self.token_runs.remove(d);
             self.candidates(n - 1, &mut candidates);
-            fit = candidates.iter().copied().find(|&i| {
-                let t = &self.templates[i as usize];
-                (note || (word && d < 64 && t.notes_at & (1 << d) != 0)) && self.fits(t)
-            });
+            fit = candidates
+                .iter()
+                .copied()
+                .find(|&i| self.fits(&self.templates[i as usize]));
             if fit.is_some() {
                 break;
             }
@@ -1694,24 +1697,10 @@ impl TemplateMiner {
             let l = &self.templates[long as usize];
             (l.count, l.last_used, l.id)
         };
-        // The longer template's note positions, in the shorter one's slots (past the note
-        // taken out, one less).
-        let notes_at = {
-            let n = self.templates[long as usize].notes_at;
-            let low = n & 1u64.checked_shl(d as u32).map_or(u64::MAX, |b| b - 1);
-            let high = n
-                .checked_shr(d as u32 + 1)
-                .map_or(0, |h| h.checked_shl(d as u32).unwrap_or(0));
-            low | high
-        };
         let t = &mut self.templates[short as usize];
         t.count = t.count.saturating_add(count);
         t.last_used = t.last_used.max(last);
         t.referenced = true;
-        t.notes_at |= notes_at;
-        if d < 64 {
-            t.notes_at |= 1 << d;
-        }
         for (i, frame) in &widen {
             t.slots[*i] = Slot::Any(frame.clone());
             if let Some(h) = t.hashes.get_mut(*i) {
@@ -1760,7 +1749,6 @@ impl TemplateMiner {
             prose_bits: 0,
             keyed: 0,
             annotated: false,
-            notes_at: 0,
             bytes: 0,
         };
         self.next_seq = self.next_seq.saturating_add(1);
@@ -2014,7 +2002,6 @@ impl TemplateMiner {
                         values: values.clone(),
                     })
                     .collect(),
-                notes_at: (t.notes_at != 0).then_some(t.notes_at),
             })
             .collect();
         templates.sort_by(|a, b| a.id.cmp(&b.id));
@@ -2098,7 +2085,6 @@ impl TemplateMiner {
                 .collect();
             let mut t = Template {
                 id,
-                notes_at: saved.notes_at.unwrap_or(0),
                 slots,
                 text: String::new(),
                 count: saved.count,
@@ -2199,11 +2185,6 @@ fn variants_needed(
             return (2, false, false);
         }
     }
-    // The placeholder of an empty field (`-`) against a value or word: a column of a record
-    // that holds a value or none (an access log's user, a proxy's response flags).
-    if pos > 0 && is_empty_value(own) != is_empty_value(other) {
-        return (2, false, false);
-    }
     // A value masked whole against an identifier (`<*>` and `default/web-gkqmj`: the masking
     // saw digits in one pod's name, none in the other's) is one kind of value, too.
     let masked = is_masked_whole;
@@ -2241,7 +2222,6 @@ fn variants_needed(
     if pos == 0
         && len < tuning.head_context
         && tuning.head_identifiers
-        && own.first() == other.first()
         && is_bracketed_name(own)
         && is_bracketed_name(other)
     {
@@ -2319,7 +2299,14 @@ fn variants_needed(
             false,
         );
     }
-    let (a, b) = (word_class(own), word_class(other));
+    let (mut a, mut b) = (word_class(own), word_class(other));
+    // A placeholder of no value (`-`) counts as the word it stands against: `QUEUED` / `-`
+    // needs as many values as capitals do.
+    if is_empty_value(own) {
+        a = b;
+    } else if is_empty_value(other) {
+        b = a;
+    }
     let names = matches!(a, WordClass::Name | WordClass::Upper)
         && matches!(b, WordClass::Name | WordClass::Upper);
     let by_spelling = if a == WordClass::Upper && b == WordClass::Upper {
@@ -2397,12 +2384,6 @@ fn bracketed(shape: &[u8]) -> Option<&[u8]> {
         }
         _ => None,
     }
-}
-
-/// One token wrapped whole in brackets, not a field ([`bracketed`]), or a note: a word that
-/// may be one (`(Alarm)`, `[OK]`) where a template has taken notes before.
-fn is_bracketed_token(shape: &[u8]) -> bool {
-    bracketed(shape).is_some() || is_annotation(shape)
 }
 
 /// Whether a template's slot holds a note ([`is_annotation`]): a constant one, or a variable
@@ -2682,13 +2663,13 @@ fn may_vary_first(shape: &[u8]) -> bool {
     is_identifier(shape) || is_bracketed_name(shape)
 }
 
-/// A lower-case name wrapped whole in parentheses or square brackets (`(root)`, `[main]`,
-/// `(nobody):`): a user, thread or worker the message is about, not what it says.
+/// A lower-case name wrapped whole in parentheses (`(root)`, `(nobody):`): a user or worker
+/// the message is about, not what it says.
 fn is_bracketed_name(shape: &[u8]) -> bool {
     let s = shape.strip_suffix(b":").unwrap_or(shape);
-    let inner = match s {
-        [b'(', inner @ .., b')'] | [b'[', inner @ .., b']'] => inner,
-        _ => return false,
+    // Parentheses: square brackets lead with what a step did (`[done]`, `[skip]`, `[pass]`).
+    let [b'(', inner @ .., b')'] = s else {
+        return false;
     };
     // Not a level (`[error]`, `(info)`) nor an outcome (`[failed]`, `[ok]`): those say what
     // happened.
@@ -2949,9 +2930,6 @@ pub struct SavedTemplate {
     /// differed: the evidence towards making them variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<SavedVariants>,
-    /// Positions before which a note was folded in (bit `d`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notes_at: Option<u64>,
 }
 
 /// The values seen at one constant position of a saved template.
@@ -3741,8 +3719,9 @@ mod tests {
             "backup job nightly-4 finished (failed) after 5 min",
             "backup job nightly-5 finished after 3 min",
         ]));
-        // Once such words have shown they are values (a slot of many), the slot is a note:
-        // whichever comes first, the message without it joins.
+        // Once such words have shown they are values (a slot of many), the slot is a note
+        // and the message without it joins. (Not the other way round: the words that come
+        // after a fold have no slot to show it in, and stay apart until they do again.)
         let reasons = [
             "Alarm", "Timer", "Network", "User", "Lid", "Power", "Button",
         ];
@@ -3754,9 +3733,6 @@ mod tests {
         lines.push("Wake reason: RTC after sleep of 4 min".into());
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert!(one_template(&lines));
-        let mut reversed = lines.clone();
-        reversed.reverse();
-        assert!(one_template(&reversed));
         // A token in brackets of any spelling is a note too, also once its slot varies: a
         // masked nick joins its `(user@host)` into one value, a plain nick does not.
         assert!(one_template(&[
@@ -3856,6 +3832,12 @@ mod tests {
             "(root) CMD (run-parts /etc/cron.hourly)",
             "[error] CMD (run-parts /etc/cron.hourly)",
         ]));
+        assert!(all_apart(&["[done] backup", "[skip] backup"]));
+        // Only a short message's first token: a long one's needs as many values as any.
+        assert!(all_apart(&[
+            "(root) started the nightly backup job now",
+            "(nobody) started the nightly backup job now",
+        ]));
         assert!(all_apart(&[
             "started CMD (run-parts /etc/cron.hourly)",
             "(root) CMD (run-parts /etc/cron.hourly)"
@@ -3867,6 +3849,11 @@ mod tests {
         assert!(one_template(&[
             "ACPI: PCI interrupt 0000:02:20.3[D] -> GSI 38 (level, low) -> IRQ 187",
             "ACPI: PCI interrupt 0000:03:10.1[C] -> GSI 21 (level, low) -> IRQ 90",
+        ]));
+        // A mark not in brackets is no such mark.
+        assert!(all_apart(&[
+            "lease id=5:xa renewed for client",
+            "lease id=5:ya renewed for client",
         ]));
         // Keys one letter apart are two fields; two marks apart are two values.
         assert!(all_apart(&[
@@ -3921,6 +3908,19 @@ mod tests {
         let mut reversed = lines[2..].to_vec();
         reversed.reverse();
         assert!(one_template(&reversed));
+        // A `-` between words is a dash in a sentence, or a state that says nothing: not an
+        // empty column.
+        assert!(all_apart(&[
+            "job 12 entered QUEUED state on node a1",
+            "job 13 entered RUNNING state on node a1",
+            "job 14 entered DONE state on node a1",
+            "job 15 entered FAILED state on node a1",
+            "job 16 entered - state on node a1",
+        ]));
+        assert!(all_apart(&[
+            "Backup - completed successfully",
+            "Backup not completed successfully",
+        ]));
         // A unit still is.
         let (m, a) = mine(&["copied 12 bytes in 3 ms"]);
         assert_eq!(m.template(a[0].index).map(Template::len), Some(4));
@@ -4455,7 +4455,6 @@ mod tests {
                 count: 1,
                 slots: vec![SavedSlot::Exact("other".into())],
                 variants: Vec::new(),
-                notes_at: None,
             },
         );
         let mut small = TemplateMiner::new(MinerConfig {
@@ -4487,7 +4486,6 @@ mod tests {
             count: 5,
             slots: vec![exact("disk"), any(), exact("full")],
             variants: Vec::new(),
-            notes_at: None,
         };
         let newer = SavedTemplate {
             id: "0000000000000001".into(),
@@ -4495,7 +4493,6 @@ mod tests {
             count: 5,
             slots: vec![any(), exact("sda"), exact("full")],
             variants: Vec::new(),
-            notes_at: None,
         };
         for order in [[0, 1], [1, 0]] {
             let both = [&older, &newer];
@@ -4516,7 +4513,6 @@ mod tests {
                             })
                             .collect(),
                         variants: Vec::new(),
-                        notes_at: None,
                     })
                     .collect(),
                 aliases: Default::default(),
