@@ -124,55 +124,37 @@ pub fn mask_token(token: &[u8], out: &mut Vec<u8>) -> bool {
         return variable;
     }
     let (lead, core, trail) = trim_wrappers(token);
-    if !has_digit && !has_slash && !has_at {
-        if is_word_variable(core) || (flags & DOT != 0 && is_hostname(core)) {
-            out.extend_from_slice(lead);
-            out.extend_from_slice(WILDCARD);
-            out.extend_from_slice(trail);
-            return true;
-        }
-        if flags & DELIM == 0 {
-            out.extend_from_slice(token);
-            return false;
-        }
-    }
-    // Whole-token forms that the delimiter split would cut into pieces.
-    if has_digit && flags & DOT != 0 && !has_slash && !has_at && is_hostname(core) {
-        // `cdn-7f.akamaiedge.net`, `ip-10-0-0-1.example.com`: one host, not `cdn-<*>`.
+    let plain = !has_digit && !has_slash && !has_at;
+    // Whole-token forms that the delimiter split would cut into pieces, masked whole with
+    // their wrapping punctuation kept.
+    let whole = if plain && (is_word_variable(core) || (flags & DOT != 0 && is_hostname(core))) {
+        true
+    } else if plain && flags & DELIM == 0 {
+        out.extend_from_slice(token);
+        return false;
+    } else {
+        // `cdn-7f.akamaiedge.net`, `ip-10-0-0-1.example.com`: one host, not `cdn-<*>` (a
+        // host ends in letters: most dotted numbers are out on their last byte).
+        (has_digit
+            && flags & DOT != 0
+            && !has_slash
+            && !has_at
+            && core.last().is_some_and(u8::is_ascii_lowercase)
+            && is_hostname(core))
+            || (has_slash && (is_url(core) || is_path(core)))
+            || (has_at && is_email(core))
+            || (flags & (COLON | DASH) != 0 && is_mac(core))
+            || (has_colon && is_ipv6(core))
+    };
+    if whole {
         out.extend_from_slice(lead);
         out.extend_from_slice(WILDCARD);
         out.extend_from_slice(trail);
         return true;
     }
-    if has_slash && (is_url(core) || is_path(core)) {
-        out.extend_from_slice(lead);
+    if has_colon && is_ipv6(token) {
         out.extend_from_slice(WILDCARD);
-        out.extend_from_slice(trail);
         return true;
-    }
-    if has_at && is_email(core) {
-        out.extend_from_slice(lead);
-        out.extend_from_slice(WILDCARD);
-        out.extend_from_slice(trail);
-        return true;
-    }
-    if flags & (COLON | DASH) != 0 && is_mac(core) {
-        out.extend_from_slice(lead);
-        out.extend_from_slice(WILDCARD);
-        out.extend_from_slice(trail);
-        return true;
-    }
-    if has_colon {
-        if is_ipv6(core) {
-            out.extend_from_slice(lead);
-            out.extend_from_slice(WILDCARD);
-            out.extend_from_slice(trail);
-            return true;
-        }
-        if is_ipv6(token) {
-            out.extend_from_slice(WILDCARD);
-            return true;
-        }
     }
     mask_segments(token, out)
 }
