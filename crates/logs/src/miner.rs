@@ -2745,12 +2745,13 @@ fn is_dotted(shape: &[u8]) -> bool {
         })
 }
 
-/// A dotted name ([`is_dotted`]) ending in a lower-case extension and no label colon: a
-/// program or file (`chrome.exe`, `OneDrive.exe`), not a class (`java.io.IOException:`).
+/// A dotted name ([`is_dotted`]) ending in a lower-case extension, a label colon aside: a
+/// program, unit or file (`chrome.exe`, `OneDrive.exe`, `nginx.service:`), not a class
+/// (`java.io.IOException:`).
 fn is_file_name(shape: &[u8]) -> bool {
-    let extension = shape.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    let name = shape.strip_suffix(b":").unwrap_or(shape);
+    let extension = name.rsplit(|&b| b == b'.').next().unwrap_or_default();
     is_dotted(shape)
-        && !shape.ends_with(b":")
         && !extension.is_empty()
         && extension
             .iter()
@@ -3788,6 +3789,11 @@ mod tests {
         assert!(one_template(&[
             "OneDrive.exe - a.example.com:443 error : A connection request was canceled",
             "firefox.exe - b.example.com:443 error : A connection request was canceled",
+        ]));
+        // So does a unit's name, labelled with a colon.
+        assert!(one_template(&[
+            "cron.service: Killing process 4121 (python3) with signal SIGKILL.",
+            "nginx.service: Killing process 32139 (python3) with signal SIGKILL.",
         ]));
         // An exception's class is what the message says.
         assert!(all_apart(&[
