@@ -600,9 +600,9 @@ impl Template {
     }
 
     /// Whether turning all of `positions` into wildcards is allowed.
-    /// `fields`: some of `positions` hold the placeholder of an empty field (`-`) on one side,
-    /// so they are columns of a record, not words of a sentence.
-    fn may_generalise_all(&self, positions: &[usize], tuning: &Tuning, fields: bool) -> bool {
+    /// `columns`: which of `positions` (a bit per position below 64) hold the placeholder of
+    /// an empty field (`-`) on one side: columns of a record, not words of a sentence.
+    fn may_generalise_all(&self, positions: &[usize], tuning: &Tuning, columns: u64) -> bool {
         if positions.iter().any(|&p| {
             p == 0
                 && self.slots.len() < tuning.head_context
@@ -616,9 +616,12 @@ impl Template {
         let mut changing = 0;
         let mut joined = 0;
         for &p in positions {
+            let column = p < 64 && columns & (1 << p) != 0;
             match self.slots.get(p) {
                 Some(Slot::Exact(s)) => {
-                    changing += usize::from(if p < 64 {
+                    changing += usize::from(if column {
+                        false
+                    } else if p < 64 {
                         self.prose_bits & (1 << p) != 0
                     } else {
                         is_prose_word(s.as_bytes())
@@ -631,7 +634,7 @@ impl Template {
         if (self.exact as usize).saturating_sub(positions.len() - joined) * 2 < self.slots.len() {
             return false;
         }
-        if tuning.keep_prose && !fields {
+        if tuning.keep_prose {
             // The plain words that would stay: none left means the message was all variables
             // but for its prefix, and the words that differ are what tell the events apart.
             let had = self.prose > 0;
@@ -1113,9 +1116,12 @@ impl TemplateMiner {
                 };
                 let diff = &positions[a as usize..b as usize];
                 let tuning = self.config.tuning;
-                let fields = diff.iter().any(|&p| self.is_empty_column(index, p));
+                let columns = diff
+                    .iter()
+                    .filter(|&&p| p < 64 && self.is_empty_column(index, p))
+                    .fold(0u64, |bits, &p| bits | 1 << p);
                 if diff.is_empty()
-                    || !self.templates[index as usize].may_generalise_all(diff, &tuning, fields)
+                    || !self.templates[index as usize].may_generalise_all(diff, &tuning, columns)
                 {
                     continue;
                 }
@@ -1367,7 +1373,10 @@ impl TemplateMiner {
     /// Whether position `p` is a column of a record that holds nothing (`-`) in the current
     /// message or in the template at `index`, and a value or word in the other: its
     /// neighbours in the message are values or empty columns too (`10.0.0.1 - frank [<*>]`,
-    /// `200 - 512`), not words (`step build: -`, `Backup - completed`).
+    /// `200 - 512`), not words (`step build: -`, `Backup - completed`), and the message is a
+    /// record: [`MIN_RECORD`] tokens or more, over two thirds of them values or empty columns,
+    /// the one at `p` counted as one (an access log line; not `job <*> QUEUED` against `job <*> -` or `task <*> - <*>ms`,
+    /// where `-` is one more state).
     fn is_empty_column(&self, index: u32, p: usize) -> bool {
         let dash = |s: &[u8]| matches!(s, b"-" | b"-," | b"-;");
         let valued = |s: &[u8]| dash(s) || s.windows(3).any(|w| w == WILDCARD);
@@ -1379,6 +1388,8 @@ impl TemplateMiner {
             && (dash(self.token(p)) != slot_dash)
             && valued(self.token(p - 1))
             && (p + 1 == n || valued(self.token(p + 1)))
+            && n >= MIN_RECORD
+            && (0..n).filter(|&i| i == p || valued(self.token(i))).count() * 3 > n * 2
     }
 
     /// Whether the current message agrees with every constant slot of `t` as it is (two
@@ -2407,6 +2418,10 @@ fn annotations(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
         .take(MAX_ANNOTATIONS)
 }
 
+/// The fewest tokens of a record whose columns may hold `-` ([`TemplateMiner::is_empty_column`]):
+/// a short message is words about a value or two, and a `-` in it is one more word.
+const MIN_RECORD: usize = 5;
+
 /// Notes per message or template tried as absent ([`is_annotation`]): each try is a
 /// candidate search, so a message of many notes costs no more than one of two.
 const MAX_ANNOTATIONS: usize = 2;
@@ -2671,7 +2686,7 @@ fn is_bracketed_name(shape: &[u8]) -> bool {
     let [b'(', inner @ .., b')'] = s else {
         return false;
     };
-    // Not a level (`[error]`, `(info)`) nor an outcome (`[failed]`, `[ok]`): those say what
+    // Not a level (`(error)`, `(info)`) nor an outcome (`(failed)`, `(ok)`): those say what
     // happened.
     inner.len() >= 3
         && inner.first().is_some_and(u8::is_ascii_lowercase)
@@ -3898,10 +3913,8 @@ mod tests {
         // it, whichever comes first.
         let (m, a) = mine(&["[10:00] \"GET /a HTTP/1.1\" 200 - 512 \"curl/8.4.0\""]);
         assert_eq!(m.template(a[0].index).map(Template::len), Some(6));
-        let mut lines = vec![
-            "[10:00] \"GET /a HTTP/1.1\" 200 - 512 \"curl/8.4.0\"".to_string(),
-            "[10:01] \"GET /b HTTP/1.1\" 503 UF 512 \"curl/8.4.0\"".to_string(),
-        ];
+        // Users in the column of an access log, and its placeholder: one event.
+        let mut lines = Vec::new();
         for user in ["frank", "alice", "bob", "carol", "dave", "erin"] {
             lines.push(format!(
                 "10.0.0.1 - {user} [10/Oct/2000:13:55:36] \"GET /a.gif HTTP/1.0\" 200 2326"
@@ -3909,11 +3922,44 @@ mod tests {
         }
         lines.push("10.0.0.1 - - [10/Oct/2000:13:55:36] \"GET /a.gif HTTP/1.0\" 200 2326".into());
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        assert!(one_template(&lines[..2]));
-        assert!(one_template(&lines[2..]));
-        let mut reversed = lines[2..].to_vec();
+        assert!(one_template(&lines));
+        let mut reversed = lines.clone();
         reversed.reverse();
         assert!(one_template(&reversed));
+        // A word in a record's column (response flags) is a value of that column.
+        assert!(one_template(&[
+            "[10:00] \"GET /a HTTP/1.1\" 200 - 512 \"curl/8.4.0\"",
+            "[10:01] \"GET /b HTTP/1.1\" 503 UF 512 \"curl/8.4.0\"",
+        ]));
+        // Not in a message of words: states with a placeholder among them stay apart,
+        // between values or last.
+        for shape in [
+            "job {} {}",
+            "task {} {} 658ms",
+            "req id={} {} 314",
+            "health check {} {}",
+        ] {
+            let words = if shape.starts_with("health") {
+                ["passed", "failed", "skipped", "-"]
+            } else if shape.starts_with("req") {
+                ["GET", "POST", "DELETE", "-"]
+            } else {
+                ["QUEUED", "RUNNING", "FAILED", "-"]
+            };
+            // Each state twice, the placeholder first or last.
+            let lines: Vec<String> = (0..8)
+                .map(|i| {
+                    let w = words[i % 4];
+                    shape
+                        .replacen("{}", &(100 + i).to_string(), 1)
+                        .replacen("{}", w, 1)
+                })
+                .collect();
+            let mut lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            assert_eq!(distinct_templates(&lines), 4, "{lines:?}");
+            lines.reverse();
+            assert_eq!(distinct_templates(&lines), 4, "{lines:?}");
+        }
         // A `-` between words is a dash in a sentence, or a state that says nothing: not an
         // empty column.
         assert!(all_apart(&[
