@@ -1375,8 +1375,8 @@ impl TemplateMiner {
     /// neighbours in the message are values or empty columns too (`10.0.0.1 - frank [<*>]`,
     /// `200 - 512`), not words (`step build: -`, `Backup - completed`), and the message is a
     /// record: [`MIN_RECORD`] tokens or more, over two thirds of them values or empty columns,
-    /// the one at `p` counted as one (an access log line; not `job <*> QUEUED` against `job <*> -` or `task <*> - <*>ms`,
-    /// where `-` is one more state).
+    /// the one at `p` counted as one (an access log line; not `job <*> QUEUED` against
+    /// `job <*> -` or `task <*> - <*>ms`, where `-` is one more state).
     fn is_empty_column(&self, index: u32, p: usize) -> bool {
         let dash = |s: &[u8]| matches!(s, b"-" | b"-," | b"-;");
         let valued = |s: &[u8]| dash(s) || s.windows(3).any(|w| w == WILDCARD);
@@ -2418,8 +2418,9 @@ fn annotations(slots: &[Slot]) -> impl Iterator<Item = usize> + '_ {
         .take(MAX_ANNOTATIONS)
 }
 
-/// The fewest tokens of a record whose columns may hold `-` ([`TemplateMiner::is_empty_column`]):
-/// a short message is words about a value or two, and a `-` in it is one more word.
+/// The fewest tokens of a record whose columns may hold `-`
+/// ([`TemplateMiner::is_empty_column`]): a short message is words about a value or two, and a
+/// `-` in it is one more word.
 const MIN_RECORD: usize = 5;
 
 /// Notes per message or template tried as absent ([`is_annotation`]): each try is a
